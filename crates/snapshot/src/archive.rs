@@ -1,0 +1,251 @@
+use crate::error::io_err;
+use crate::manifest::{Entry, EntryKind, Manifest, MANIFEST_NAME};
+use crate::paths::check_relative_path;
+use crate::{Result, SnapshotError};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{lchown, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Largest manifest a reader accepts (a manifest lists paths, it is never large).
+const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ArchiveStats {
+    pub entries: usize,
+    /// Bytes of file content carried.
+    pub content_bytes: u64,
+    /// Bytes of the compressed archive stream.
+    pub archive_bytes: u64,
+}
+
+struct Counting<W> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Streams the snapshot directory `dir` (which must hold a manifest) as an archive into `out`:
+/// zstd at `level` (negative levels are zstd's fast modes), multi-threaded, with a frame checksum.
+/// Nothing is staged on disk: files are read straight into the compressor.
+pub fn write_archive<W: Write>(dir: &Path, out: W, level: i32) -> Result<ArchiveStats> {
+    let manifest = Manifest::read_from_dir(dir)?;
+    let stream_err = |e: io::Error| SnapshotError::Stream(e.to_string());
+    let mut enc = zstd::stream::write::Encoder::new(Counting { inner: out, n: 0 }, level).map_err(stream_err)?;
+    enc.include_checksum(true).map_err(stream_err)?;
+    let workers = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    if workers > 1 {
+        enc.multithread(workers).map_err(stream_err)?;
+    }
+    let mut tar = tar::Builder::new(enc);
+    tar.mode(tar::HeaderMode::Deterministic);
+    let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    let mut h = header(tar::EntryType::Regular, 0o644, 0, 0, json.len() as u64);
+    tar.append_data(&mut h, MANIFEST_NAME, json.as_slice()).map_err(stream_err)?;
+    let mut stats = ArchiveStats::default();
+    for e in &manifest.entries {
+        let p = dir.join(&e.path);
+        match e.kind {
+            EntryKind::File => {
+                let f = fs::File::open(&p).map_err(io_err(&p))?;
+                let mut h = header(tar::EntryType::Regular, e.mode, e.uid, e.gid, e.size);
+                // A file that changed size since it was hashed would corrupt the stream: refuse.
+                let actual = f.metadata().map_err(io_err(&p))?.len();
+                if actual != e.size {
+                    return Err(SnapshotError::SizeMismatch { path: e.path.clone(), expected: e.size, actual });
+                }
+                tar.append_data(&mut h, &e.path, f).map_err(io_err(&p))?;
+                stats.content_bytes += e.size;
+            }
+            EntryKind::Dir => {
+                let mut h = header(tar::EntryType::Directory, e.mode, e.uid, e.gid, 0);
+                tar.append_data(&mut h, &e.path, io::empty()).map_err(stream_err)?;
+            }
+            EntryKind::Symlink => {
+                let mut h = header(tar::EntryType::Symlink, e.mode, e.uid, e.gid, 0);
+                tar.append_link(&mut h, &e.path, e.target.as_deref().unwrap_or_default()).map_err(stream_err)?;
+            }
+            EntryKind::Whiteout => {
+                let mut h = header(tar::EntryType::Char, e.mode, e.uid, e.gid, 0);
+                h.set_device_major(0).map_err(stream_err)?;
+                h.set_device_minor(0).map_err(stream_err)?;
+                tar.append_data(&mut h, &e.path, io::empty()).map_err(stream_err)?;
+            }
+        }
+        stats.entries += 1;
+    }
+    let enc = tar.into_inner().map_err(stream_err)?;
+    let mut counting = enc.finish().map_err(stream_err)?;
+    counting.flush().map_err(stream_err)?;
+    stats.archive_bytes = counting.n;
+    Ok(stats)
+}
+
+fn header(kind: tar::EntryType, mode: u32, uid: u32, gid: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(uid as u64);
+    h.set_gid(gid as u64);
+    h.set_size(size);
+    h.set_mtime(0);
+    h
+}
+
+/// Reads an archive into `dest`, which must not exist yet, verifying everything on the way.
+/// The content goes to a staging directory beside `dest` that is renamed to `dest` only after every
+/// entry verified; on any error the staging directory is removed and `dest` is never created.
+pub fn import_archive<R: Read>(input: R, dest: &Path) -> Result<Manifest> {
+    if fs::symlink_metadata(dest).is_ok() {
+        return Err(SnapshotError::Io { path: dest.into(), source: io::Error::new(io::ErrorKind::AlreadyExists, "destination already exists") });
+    }
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let staging = dest.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging).map_err(io_err(&staging))?;
+    match read_archive_into(input, &staging) {
+        Ok(m) => {
+            fs::rename(&staging, dest).map_err(io_err(dest))?;
+            Ok(m)
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&staging);
+            Err(e)
+        }
+    }
+}
+
+/// Reads and verifies an archive into the existing, empty directory `dir` (see [`import_archive`]).
+pub fn read_archive_into<R: Read>(input: R, dir: &Path) -> Result<Manifest> {
+    let dec = zstd::stream::read::Decoder::new(input).map_err(|e| SnapshotError::Stream(e.to_string()))?;
+    let mut ar = tar::Archive::new(dec);
+    let mut entries = ar.entries().map_err(|e| SnapshotError::Stream(e.to_string()))?;
+
+    let mut first = match entries.next() {
+        Some(e) => e.map_err(|e| SnapshotError::Stream(e.to_string()))?,
+        None => return Err(SnapshotError::Stream("empty archive".into())),
+    };
+    if first.path_bytes().as_ref() != MANIFEST_NAME.as_bytes() {
+        return Err(SnapshotError::BadManifest("the first entry of the archive is not manifest.json".into()));
+    }
+    if first.size() > MAX_MANIFEST_BYTES {
+        return Err(SnapshotError::BadManifest("manifest.json is too large".into()));
+    }
+    let mut json = Vec::new();
+    first.read_to_end(&mut json).map_err(|e| SnapshotError::Stream(e.to_string()))?;
+    let manifest = Manifest::from_json(&json)?;
+    manifest.validate()?;
+    fs::write(dir.join(MANIFEST_NAME), &json).map_err(io_err(dir.join(MANIFEST_NAME)))?;
+
+    let index: HashMap<&str, &Entry> = manifest.entries.iter().map(|e| (e.path.as_str(), e)).collect();
+    let mut seen = std::collections::HashSet::new();
+    for entry in entries {
+        let mut entry = entry.map_err(|e| SnapshotError::Stream(e.to_string()))?;
+        let path = String::from_utf8(entry.path_bytes().into_owned())
+            .map_err(|_| SnapshotError::UnsafePath { path: "<non-utf8>".into(), reason: "path is not UTF-8" })?;
+        check_relative_path(&path)?;
+        let Some(m) = index.get(path.as_str()) else {
+            return Err(SnapshotError::Unexpected { path });
+        };
+        if !seen.insert(path.clone()) {
+            return Err(SnapshotError::Unexpected { path });
+        }
+        let target = dir.join(&path);
+        check_parent(dir, &path)?;
+        let kind = entry.header().entry_type();
+        match (m.kind, kind) {
+            (EntryKind::File, tar::EntryType::Regular) => {
+                if entry.size() != m.size {
+                    return Err(SnapshotError::SizeMismatch { path, expected: m.size, actual: entry.size() });
+                }
+                extract_file(&mut entry, &target, m)?;
+            }
+            (EntryKind::Dir, tar::EntryType::Directory) => {
+                fs::create_dir(&target).map_err(io_err(&target))?;
+                fs::set_permissions(&target, fs::Permissions::from_mode(m.mode)).map_err(io_err(&target))?;
+            }
+            (EntryKind::Symlink, tar::EntryType::Symlink) => {
+                let link = entry.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default();
+                if Some(link.as_slice()) != m.target.as_deref().map(str::as_bytes) {
+                    return Err(SnapshotError::BadManifest(format!("symlink {path} points elsewhere than its manifest says")));
+                }
+                std::os::unix::fs::symlink(m.target.as_deref().unwrap_or_default(), &target).map_err(io_err(&target))?;
+            }
+            (EntryKind::Whiteout, tar::EntryType::Char) => {
+                let major = entry.header().device_major().ok().flatten().unwrap_or(1);
+                let minor = entry.header().device_minor().ok().flatten().unwrap_or(1);
+                if major != 0 || minor != 0 {
+                    return Err(SnapshotError::UnsupportedEntry { path, kind: format!("char device {major}:{minor}") });
+                }
+                nix::sys::stat::mknod(&target, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits_truncate(m.mode), 0)
+                    .map_err(|e| SnapshotError::Io { path: target.clone(), source: e.into() })?;
+            }
+            (_, other) => return Err(SnapshotError::UnsupportedEntry { path, kind: format!("{other:?} where the manifest says {:?}", m.kind) }),
+        }
+        // Ownership is restored for everything but never follows a link.
+        if nix::unistd::geteuid().is_root() {
+            lchown(&target, Some(m.uid), Some(m.gid)).map_err(io_err(&target))?;
+        }
+    }
+    // Read to the end of the zstd frame so that its checksum (which also covers the manifest) is checked.
+    let mut dec = ar.into_inner();
+    io::copy(&mut dec, &mut io::sink()).map_err(|e| SnapshotError::Stream(e.to_string()))?;
+    if let Some(missing) = manifest.entries.iter().find(|e| !seen.contains(&e.path)) {
+        return Err(SnapshotError::Missing { path: missing.path.clone() });
+    }
+    Ok(manifest)
+}
+
+/// Every ancestor of `path` inside `dir` must already exist as a real directory (not a symlink):
+/// the manifest lists parents first, so nothing is ever written through a link.
+fn check_parent(dir: &Path, path: &str) -> Result<()> {
+    let mut cur = PathBuf::from(dir);
+    let comps: Vec<&str> = path.split('/').collect();
+    for c in &comps[..comps.len() - 1] {
+        cur.push(c);
+        match fs::symlink_metadata(&cur) {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => return Err(SnapshotError::UnsafePath { path: path.into(), reason: "a parent is a link or a file" }),
+            Err(_) => return Err(SnapshotError::BadManifest(format!("{path} comes before its parent directory"))),
+        }
+    }
+    Ok(())
+}
+
+fn extract_file<R: Read>(src: &mut R, target: &Path, m: &Entry) -> Result<()> {
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(m.mode).custom_flags(nix::libc::O_NOFOLLOW).open(target).map_err(io_err(target))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let r = src.read(&mut buf).map_err(|e| SnapshotError::Stream(format!("while reading {}: {e}", m.path)))?;
+        if r == 0 {
+            break;
+        }
+        h.update(&buf[..r]);
+        f.write_all(&buf[..r]).map_err(io_err(target))?;
+        n += r as u64;
+    }
+    if n != m.size {
+        return Err(SnapshotError::SizeMismatch { path: m.path.clone(), expected: m.size, actual: n });
+    }
+    let actual = hex::encode(h.finalize());
+    let expected = m.sha256.clone().unwrap_or_default();
+    if actual != expected {
+        return Err(SnapshotError::ChecksumMismatch { path: m.path.clone(), expected, actual });
+    }
+    fs::set_permissions(target, fs::Permissions::from_mode(m.mode)).map_err(io_err(target))?;
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! The archive format's promises: a round trip is exact, and every damaged or hostile archive is
+//! refused with nothing created at the destination.
+
+use ferry_snapshot::*;
+use proptest::prelude::*;
+use std::fs;
+use std::path::Path;
+
+fn manifest(entries: Vec<Entry>) -> Manifest {
+    Manifest {
+        format_version: FORMAT_VERSION,
+        snapshot_id: "snap-1".into(),
+        runtime_id: "rt-1".into(),
+        runtime_name: "demo".into(),
+        plan: "free".into(),
+        memory_mb: 256,
+        cpus: 0.5,
+        image_id: "img".into(),
+        criu_version: "4.2".into(),
+        runc_version: "1.1.5".into(),
+        kernel: "6.18".into(),
+        created_at: chrono::Utc::now(),
+        leave_running: false,
+        meta: serde_json::json!({"ip": "10.0.0.2"}),
+        entries,
+    }
+}
+
+fn make_snapshot(dir: &Path) -> Manifest {
+    fs::create_dir_all(dir.join("criu")).unwrap();
+    fs::write(dir.join("criu/pages-1.img"), vec![7u8; 300_000]).unwrap();
+    fs::write(dir.join("criu/inventory.img"), b"inventory").unwrap();
+    fs::write(dir.join("config.json"), b"{}").unwrap();
+    fs::create_dir_all(dir.join("upper/root/.ipython")).unwrap();
+    fs::write(dir.join("upper/root/notes.txt"), b"written inside the runtime").unwrap();
+    std::os::unix::fs::symlink("/opt/venv/bin/python", dir.join("upper/root/py")).unwrap();
+    let m = manifest(scan_dir(dir, &["criu", "config.json", "upper"]).unwrap());
+    m.write_to_dir(dir).unwrap();
+    m
+}
+
+fn archive_of(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let stats = write_archive(dir, &mut out, 1).unwrap();
+    assert_eq!(stats.archive_bytes, out.len() as u64);
+    out
+}
+
+#[test]
+fn round_trip_is_exact_and_verifies() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let m = make_snapshot(&src);
+    let bytes = archive_of(&src);
+    let dest = t.path().join("dest");
+    let got = import_archive(bytes.as_slice(), &dest).unwrap();
+    assert_eq!(got, m);
+    assert_eq!(fs::read(dest.join("upper/root/notes.txt")).unwrap(), b"written inside the runtime");
+    assert_eq!(fs::read_link(dest.join("upper/root/py")).unwrap(), Path::new("/opt/venv/bin/python"));
+    assert_eq!(verify_dir(&dest).unwrap(), m);
+}
+
+#[test]
+fn verify_dir_names_the_corrupt_file() {
+    let t = tempfile::tempdir().unwrap();
+    make_snapshot(t.path());
+    let p = t.path().join("criu/pages-1.img");
+    let mut b = fs::read(&p).unwrap();
+    b[1000] ^= 1;
+    fs::write(&p, b).unwrap();
+    let err = verify_dir(t.path()).unwrap_err();
+    assert!(matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == "criu/pages-1.img"), "{err}");
+}
+
+#[test]
+fn flipped_byte_is_refused_and_nothing_created() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    make_snapshot(&src);
+    let mut bytes = archive_of(&src);
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    let dest = t.path().join("dest");
+    assert!(import_archive(bytes.as_slice(), &dest).is_err());
+    assert!(!dest.exists());
+    assert_eq!(fs::read_dir(t.path()).unwrap().count(), 1, "staging left behind");
+}
+
+#[test]
+fn truncated_archive_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    make_snapshot(&src);
+    let bytes = archive_of(&src);
+    let dest = t.path().join("dest");
+    assert!(import_archive(&bytes[..bytes.len() * 2 / 3], &dest).is_err());
+    assert!(!dest.exists());
+}
+
+fn raw_archive(manifest_json: &[u8], extra: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let enc = zstd::stream::write::Encoder::new(&mut out, 1).unwrap().auto_finish();
+        let mut b = tar::Builder::new(enc);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(manifest_json.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "manifest.json", manifest_json).unwrap();
+        for (path, kind, data, link) in extra {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            // Bypass the builder's own path checks to write hostile names.
+            let name = path.as_bytes();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name);
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.finish().unwrap();
+    }
+    out
+}
+
+fn file_entry(path: &str, data: &[u8]) -> Entry {
+    use sha2::Digest;
+    Entry { path: path.into(), kind: EntryKind::File, size: data.len() as u64, sha256: Some(hex::encode(sha2::Sha256::digest(data))), mode: 0o644, uid: 0, gid: 0, target: None }
+}
+
+#[test]
+fn unknown_version_is_refused() {
+    let mut m = manifest(vec![]);
+    m.format_version = 99;
+    let bytes = raw_archive(&serde_json::to_vec(&m).unwrap(), &[]);
+    let t = tempfile::tempdir().unwrap();
+    let err = import_archive(bytes.as_slice(), &t.path().join("d")).unwrap_err();
+    assert!(matches!(err, SnapshotError::UnsupportedVersion { found: 99, .. }), "{err}");
+}
+
+#[test]
+fn traversal_paths_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    // Listed in the manifest: refused by manifest validation.
+    let m = manifest(vec![file_entry("../evil", b"x")]);
+    let bytes = raw_archive(&serde_json::to_vec(&m).unwrap(), &[("../evil", tar::EntryType::Regular, b"x", None)]);
+    let err = import_archive(bytes.as_slice(), &t.path().join("d")).unwrap_err();
+    assert!(matches!(err, SnapshotError::UnsafePath { .. }), "{err}");
+    // Not listed: refused as unsafe before anything else.
+    let m = manifest(vec![]);
+    let bytes = raw_archive(&serde_json::to_vec(&m).unwrap(), &[("/etc/evil", tar::EntryType::Regular, b"x", None)]);
+    let err = import_archive(bytes.as_slice(), &t.path().join("d")).unwrap_err();
+    assert!(matches!(err, SnapshotError::UnsafePath { .. }), "{err}");
+    assert!(!t.path().join("d").exists());
+    assert!(!t.path().parent().unwrap().join("evil").exists());
+}
+
+#[test]
+fn writing_through_an_escaping_symlink_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let outside = t.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let link = Entry { path: "upper/link".into(), kind: EntryKind::Symlink, size: 0, sha256: None, mode: 0o777, uid: 0, gid: 0, target: Some(outside.to_string_lossy().into()) };
+    let dir = Entry { path: "upper".into(), kind: EntryKind::Dir, size: 0, sha256: None, mode: 0o755, uid: 0, gid: 0, target: None };
+    let m = manifest(vec![dir, link, file_entry("upper/link/pwned", b"x")]);
+    let bytes = raw_archive(
+        &serde_json::to_vec(&m).unwrap(),
+        &[
+            ("upper", tar::EntryType::Directory, b"", None),
+            ("upper/link", tar::EntryType::Symlink, b"", Some(outside.to_str().unwrap())),
+            ("upper/link/pwned", tar::EntryType::Regular, b"x", None),
+        ],
+    );
+    let err = import_archive(bytes.as_slice(), &t.path().join("d")).unwrap_err();
+    assert!(matches!(err, SnapshotError::UnsafePath { .. }), "{err}");
+    assert!(!outside.join("pwned").exists());
+}
+
+#[test]
+fn symlinks_and_devices_outside_the_writable_layer_are_refused() {
+    let link = Entry { path: "criu/x".into(), kind: EntryKind::Symlink, size: 0, sha256: None, mode: 0o777, uid: 0, gid: 0, target: Some("/etc".into()) };
+    assert!(manifest(vec![link]).validate().is_err());
+    let dev = Entry { path: "config.json".into(), kind: EntryKind::Whiteout, size: 0, sha256: None, mode: 0, uid: 0, gid: 0, target: None };
+    assert!(manifest(vec![dev]).validate().is_err());
+}
+
+#[test]
+fn unlisted_entry_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let m = manifest(vec![]);
+    let bytes = raw_archive(&serde_json::to_vec(&m).unwrap(), &[("config.json", tar::EntryType::Regular, b"{}", None)]);
+    let err = import_archive(bytes.as_slice(), &t.path().join("d")).unwrap_err();
+    assert!(matches!(err, SnapshotError::Unexpected { .. }), "{err}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Whatever single byte is damaged, the reader either refuses the archive or yields exactly the
+    /// original content: corruption never turns into a different, "valid" snapshot.
+    #[test]
+    fn damaged_archives_never_yield_other_content(pos in any::<prop::sample::Index>(), bit in 0u8..8, cut in any::<bool>()) {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        let m = make_snapshot(&src);
+        let mut bytes = archive_of(&src);
+        let i = pos.index(bytes.len());
+        if cut { bytes.truncate(i); } else { bytes[i] ^= 1 << bit; }
+        let dest = t.path().join("dest");
+        match import_archive(bytes.as_slice(), &dest) {
+            Ok(got) => {
+                prop_assert_eq!(got, m);
+                prop_assert!(verify_dir(&dest).is_ok());
+            }
+            Err(_) => prop_assert!(!dest.exists()),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Installs everything ferry needs on a Debian/Ubuntu host, as root, idempotently:
+#   apt packages (runc, iptables, iproute2, debootstrap, zstd, CRIU build deps),
+#   CRIU >= 4 (built from the vendored source, $CRIU_SRC, or the upstream release) when `criu check` fails,
+#   the kernel setting lazy migration needs (fs.pipe-max-size),
+#   the runtime image (bookworm minbase + python3 + venv with mrmd-python, numpy, pandas),
+#   and the ferry binary itself.
+# Heavy artifacts are cached under $FERRY_CACHE (default /var/cache/ferry) so reruns are fast.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cache=${FERRY_CACHE:-/var/cache/ferry}
+criu_version=4.2
+criu_tarball_name=criu-4.2.22-g2cf8f13ca.tar.gz
+criu_release_url=${CRIU_RELEASE_URL:-https://github.com/checkpoint-restore/criu/archive/refs/tags/v${criu_version}.tar.gz}
+mkdir -p "$cache"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup must run as root (it installs packages and CRIU): sudo $0" >&2
+  exit 1
+fi
+
+# --- apt packages ----------------------------------------------------------------------
+pkgs=(runc iptables iproute2 debootstrap zstd ca-certificates curl procps
+      build-essential pkg-config libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler
+      protobuf-compiler python3-protobuf libnl-3-dev libnl-route-3-dev libcap-dev libnet1-dev
+      libaio-dev libgnutls28-dev libbsd-dev libnftables-dev uuid-dev nftables)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing apt packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- CRIU --------------------------------------------------------------------------------
+criu_ok() { command -v criu >/dev/null && criu check >/dev/null 2>&1; }
+if ! criu_ok; then
+  bin_cache="$cache/criu-$criu_tarball_name.bin"
+  if [ ! -x "$bin_cache" ]; then
+    src=""
+    if [ -n "${CRIU_SRC:-}" ]; then
+      src=$CRIU_SRC
+    else
+      for cand in "$here/../shared/vendor/$criu_tarball_name" "$here/vendor/$criu_tarball_name" "$cache/$criu_tarball_name"; do
+        [ -f "$cand" ] && { src=$cand; break; }
+      done
+    fi
+    if [ -z "$src" ]; then
+      log "no vendored CRIU source; downloading CRIU $criu_version"
+      curl -fsSL "$criu_release_url" -o "$cache/criu-$criu_version.tar.gz"
+      src="$cache/criu-$criu_version.tar.gz"
+    fi
+    build=$(mktemp -d)
+    trap 'rm -rf "$build"' EXIT
+    log "building CRIU from $src (about 80 s)"
+    if [ -d "$src" ]; then cp -a "$src/." "$build/"; else tar xzf "$src" -C "$build" --strip-components=1; fi
+    make -C "$build" -j"$(nproc)" criu >"$cache/criu-build.log" 2>&1 || { tail -30 "$cache/criu-build.log"; exit 1; }
+    install -m 0755 "$build/criu/criu" "$bin_cache"
+    rm -rf "$build"; trap - EXIT
+  fi
+  install -m 0755 "$bin_cache" /usr/local/sbin/criu
+  hash -r
+  criu check || { echo "criu check still fails after installing CRIU $criu_version: see 'criu check' output above" >&2; exit 1; }
+fi
+log "CRIU: $(criu --version | head -1)"
+
+# Lazy (post-copy) migration needs pipes larger than the default 1 MiB.
+sysctl -qw fs.pipe-max-size=4194304
+
+# --- runtime image ---------------------------------------------------------------------
+img="$cache/images/mrmd-python"
+if [ ! -f "$img/.complete" ]; then
+  log "building the runtime image (debootstrap + mrmd-python, numpy, pandas; a few minutes, cached)"
+  rootfs="$img/rootfs"
+  mkdir -p "$img"
+  if [ ! -f "$img/.debootstrap-done" ]; then
+  rm -rf "$rootfs"
+  mirror=${DEBIAN_MIRROR:-$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null \
+    | grep -E '^(URIs:|deb )' | grep -oE 'https?://[^ ]*/debian/?( |$)' | head -1 | tr -d ' ' || true)}
+  mirror=${mirror:-http://deb.debian.org/debian}
+  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$rootfs" "$mirror" >"$img/debootstrap.log" 2>&1 \
+    || { tail -30 "$img/debootstrap.log"; exit 1; }
+  touch "$img/.debootstrap-done"
+  fi
+  cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
+  cp -L /etc/resolv.conf "$rootfs/etc/resolv.conf"
+  pip_env=()
+  for v in $(env | grep -oE '^PIP_[A-Z_]+' || true); do
+    [ "$v" = PIP_FIND_LINKS ] && continue
+    pip_env+=("$v=${!v}")
+  done
+  rm -rf "$rootfs/opt/venv"
+  chroot "$rootfs" /usr/bin/python3 -m venv /opt/venv
+  env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "${pip_env[@]}" chroot "$rootfs" /opt/venv/bin/pip install -q --no-cache-dir mrmd-python numpy pandas
+  rm -rf "$rootfs/var/cache/apt/archives/"*.deb "$rootfs/var/lib/apt/lists/"*
+  chroot "$rootfs" /opt/venv/bin/python -c 'import mrmd_python, numpy, pandas' 2>/dev/null \
+    || chroot "$rootfs" /opt/venv/bin/python -c 'import numpy, pandas'
+  { echo "mrmd-python@"; chroot "$rootfs" /opt/venv/bin/pip freeze; date -u +%FT%TZ; } | sha256sum | cut -c1-16 > "$img/image-id"
+  touch "$img/.complete"
+fi
+log "runtime image: $img"
+
+# --- ferry -------------------------------------------------------------------------------
+if [ "${FERRY_SKIP_BUILD:-}" != 1 ]; then
+  log "building ferry"
+  cargo build --release --manifest-path "$here/Cargo.toml" -q
+  install -m 0755 "$here/target/release/ferry" /usr/local/bin/ferry
+fi
+log "setup done"
