@@ -104,6 +104,10 @@ if [ ! -f "$img/.complete" ]; then
   { echo "mrmd-python@"; chroot "$rootfs" /opt/venv/bin/pip freeze; date -u +%FT%TZ; } | sha256sum | cut -c1-16 > "$img/image-id"
   touch "$img/.complete"
 fi
+# ferry's own hooks inside the image (cheap; refreshed on every run so that fixes reach old caches).
+site=$(ls -d "$img"/rootfs/opt/venv/lib/python3*/site-packages | head -1)
+install -m 0644 "$here/image/ferry_runtime_hooks.py" "$site/ferry_runtime_hooks.py"
+echo "import ferry_runtime_hooks" > "$site/ferry_runtime_hooks.pth"
 log "runtime image: $img"
 
 # --- ferry -------------------------------------------------------------------------------

@@ -1,1 +1,125 @@
-fn main(){}
+//! `ferry`: move live Python runtimes between machines. A thin CLI over `ferry-core`: the daemons
+//! (`serve`, `agent`) run the library; every other verb talks to `ferry serve`'s API.
+
+mod client;
+mod commands;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "ferry", version, about = "Run, snapshot and move live Python runtimes (runc + CRIU)", propagate_version = true)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// URL of `ferry serve` (default: the address it wrote into the state dir, else http://127.0.0.1:7700).
+    #[arg(long, global = true, env = "FERRY_URL")]
+    pub url: Option<String>,
+    /// Token of the control API (default: read from the state dir).
+    #[arg(long, global = true, env = "FERRY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// State directory of `ferry serve`.
+    #[arg(long, global = true, env = "FERRY_STATE_DIR", default_value = "/var/lib/ferry")]
+    pub state_dir: PathBuf,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run the control plane and its API, with a local agent (the single-machine default).
+    ///
+    /// Example: ferry serve --listen 127.0.0.1:7700
+    Serve(commands::ServeArgs),
+    /// Run one host's agent (for multi-host setups; `ferry serve` embeds one for its own host).
+    ///
+    /// Example: ferry agent --name h2 --listen 10.200.2.2:7701 --token-file /etc/ferry/agent-token
+    Agent(commands::AgentArgs),
+    /// Create a runtime and wait until its MRP server answers.
+    ///
+    /// Example: ferry create --plan pro --name alice
+    Create(commands::CreateArgs),
+    /// List runtimes.
+    #[command(alias = "ps")]
+    Ls,
+    /// Show one runtime: state, plan, host, address, memory use, uptime, recent operations.
+    ///
+    /// Example: ferry inspect alice
+    Inspect { name: String },
+    /// Run Python code in a runtime (through MRP) and print its output. `-` reads code from stdin.
+    ///
+    /// Example: ferry exec alice 'x = 41'
+    Exec { name: String, code: String },
+    /// Stop a runtime (its files stay; restore a snapshot to run it again).
+    Stop { name: String },
+    /// Remove a runtime.
+    ///
+    /// Example: ferry rm alice --force
+    Rm {
+        name: String,
+        /// Remove it even if it is running.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Snapshot a runtime with CRIU. Stops it unless --leave-running.
+    ///
+    /// Example: ferry checkpoint alice --leave-running --export alice.ferry
+    Checkpoint(commands::CheckpointArgs),
+    /// Start a runtime from a snapshot (or an exported archive), with its session intact.
+    ///
+    /// Example: ferry restore snap-0123456789 --name alice-copy
+    Restore(commands::RestoreArgs),
+    /// List, inspect, export or remove snapshots.
+    ///
+    /// Example: ferry snapshots rm snap-0123456789
+    Snapshots {
+        #[command(subcommand)]
+        cmd: Option<commands::SnapshotCmd>,
+    },
+    /// The operations journal (what ran, when, how long each phase took).
+    ///
+    /// Example: ferry operations --runtime alice
+    Operations {
+        #[arg(long)]
+        runtime: Option<String>,
+    },
+    /// Recorded events (created, checkpointed, OOM-killed, ...).
+    Events {
+        #[arg(long)]
+        runtime: Option<String>,
+    },
+    /// Manage hosts (agents) known to the control plane.
+    Host {
+        #[command(subcommand)]
+        cmd: commands::HostCmd,
+    },
+    /// Print shell completions.
+    ///
+    /// Example: ferry completions bash > /etc/bash_completion.d/ferry
+    Completions { shell: clap_complete::Shell },
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let daemon = matches!(cli.cmd, Cmd::Serve(_) | Cmd::Agent(_));
+    if daemon {
+        init_tracing(cli.json);
+    }
+    if let Err(e) = commands::run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,99 @@
+//! The control plane's client for an agent's API.
+
+use crate::api::*;
+use crate::{Error, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct AgentClient {
+    pub url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+/// Turns an error answer of a ferry API back into an [`Error`] of the same kind.
+pub async fn check(r: reqwest::Response) -> Result<reqwest::Response> {
+    if r.status().is_success() {
+        return Ok(r);
+    }
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let kind = v["error"]["kind"].as_str().unwrap_or("").to_string();
+    let msg = v["error"]["message"].as_str().map(str::to_string).unwrap_or(text);
+    Err(Error::from_api(status, &kind, msg))
+}
+
+impl AgentClient {
+    pub fn new(url: &str, token: &str) -> AgentClient {
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().expect("http client");
+        AgentClient { url: url.trim_end_matches('/').to_string(), token: token.to_string(), http }
+    }
+
+    fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(m, format!("{}/agent/v1{path}", self.url)).bearer_auth(&self.token)
+    }
+
+    async fn send<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T> {
+        let r = rb.send().await.map_err(|e| Error::Unavailable(format!("agent {} unreachable: {e}", self.url)))?;
+        check(r).await?.json().await.map_err(|e| Error::Internal(format!("agent {}: bad answer: {e}", self.url)))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.req(reqwest::Method::GET, path).timeout(Duration::from_secs(10))).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.send(self.req(reqwest::Method::POST, path).json(body)).await
+    }
+
+    pub async fn info(&self) -> Result<AgentInfo> {
+        self.get("/info").await
+    }
+    pub async fn list(&self) -> Result<Vec<AgentRuntime>> {
+        self.get("/runtimes").await
+    }
+    pub async fn runtime(&self, id: &str) -> Result<AgentRuntime> {
+        self.get(&format!("/runtimes/{id}")).await
+    }
+    pub async fn create(&self, spec: &RuntimeSpec) -> Result<AgentRuntime> {
+        self.post("/runtimes", spec).await
+    }
+    pub async fn stop(&self, id: &str) -> Result<AgentRuntime> {
+        self.post(&format!("/runtimes/{id}/stop"), &()).await
+    }
+    pub async fn remove(&self, id: &str) -> Result<serde_json::Value> {
+        self.send(self.req(reqwest::Method::DELETE, &format!("/runtimes/{id}"))).await
+    }
+    pub async fn freeze(&self, id: &str) -> Result<AgentRuntime> {
+        self.post(&format!("/runtimes/{id}/freeze"), &()).await
+    }
+    pub async fn thaw(&self, id: &str) -> Result<AgentRuntime> {
+        self.post(&format!("/runtimes/{id}/thaw"), &()).await
+    }
+    pub async fn checkpoint(&self, id: &str, req: &CheckpointRequest) -> Result<SnapshotInfo> {
+        self.post(&format!("/runtimes/{id}/checkpoint"), req).await
+    }
+    pub async fn restore(&self, req: &RestoreRequest) -> Result<AgentRuntime> {
+        self.post("/restore", req).await
+    }
+    pub async fn snapshot(&self, id: &str) -> Result<SnapshotInfo> {
+        self.get(&format!("/snapshots/{id}")).await
+    }
+    pub async fn remove_snapshot(&self, id: &str) -> Result<serde_json::Value> {
+        self.send(self.req(reqwest::Method::DELETE, &format!("/snapshots/{id}"))).await
+    }
+
+    /// The snapshot as an archive stream.
+    pub async fn export(&self, id: &str) -> Result<reqwest::Response> {
+        let r = self.req(reqwest::Method::GET, &format!("/snapshots/{id}/archive")).send().await.map_err(|e| Error::Unavailable(format!("agent {} unreachable: {e}", self.url)))?;
+        check(r).await
+    }
+
+    /// Sends an archive stream to be imported (and verified) as snapshot `id`.
+    pub async fn import(&self, id: &str, body: reqwest::Body) -> Result<SnapshotInfo> {
+        self.send(self.req(reqwest::Method::PUT, &format!("/snapshots/{id}/archive")).body(body)).await
+    }
+}

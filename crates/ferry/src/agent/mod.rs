@@ -1,0 +1,194 @@
+//! The agent: one per host. Owns the host's runtime containers and its snapshot store, and serves
+//! the agent API (see [`api`]) to the control plane. Restarting an agent adopts the containers that
+//! are still running: their specs are on disk next to them.
+
+pub mod api;
+pub mod client;
+mod store;
+
+use crate::api::{AgentInfo, AgentRuntime, RuntimeSpec, SnapshotInfo, Timings};
+use crate::container::checkpoint::Versions;
+use crate::container::Host;
+use crate::sys::criu::Criu;
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub struct Agent {
+    pub host: Host,
+    pub criu: Criu,
+    pub versions: Versions,
+    pub token: String,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Agent {
+    pub async fn new(host: Host, token: String) -> Result<Agent> {
+        for d in [host.runtimes_dir(), host.snapshots_dir(), host.state_dir.join("runc")] {
+            std::fs::create_dir_all(&d).map_err(|e| Error::Internal(format!("cannot create {}: {e}", d.display())))?;
+        }
+        let criu = Criu::detect().await;
+        if let Some(p) = &criu.problem {
+            tracing::warn!(problem = %p, "CRIU is unusable: checkpoints and restores will be refused");
+        }
+        let versions = Versions { criu: criu.version.clone(), runc: crate::sys::runc::version().await, kernel: crate::sys::host::kernel_release() };
+        let agent = Agent { host, criu, versions, token, locks: Mutex::new(HashMap::new()) };
+        let adopted = agent.specs().len();
+        tracing::info!(host = %agent.host.name, adopted, "agent ready");
+        Ok(agent)
+    }
+
+    /// One operation at a time per runtime.
+    pub async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = self.locks.lock().unwrap().entry(id.to_string()).or_default().clone();
+        m.lock_owned().await
+    }
+
+    pub fn info(&self) -> AgentInfo {
+        AgentInfo {
+            name: self.host.name.clone(),
+            version: crate::VERSION.into(),
+            criu: self.criu.clone(),
+            runc_version: self.versions.runc.clone(),
+            kernel: self.versions.kernel.clone(),
+            mem_total_mb: crate::sys::host::mem_total_mb(),
+            images: self.host.images(),
+        }
+    }
+
+    /// Specs of every runtime this host has files for.
+    fn specs(&self) -> Vec<RuntimeSpec> {
+        let mut v: Vec<RuntimeSpec> = std::fs::read_dir(self.host.runtimes_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("runtime.json")).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    fn spec(&self, id: &str) -> Result<RuntimeSpec> {
+        let p = self.host.runtimes_dir().join(id).join("runtime.json");
+        let b = std::fs::read(&p).map_err(|_| Error::NotFound(format!("no runtime {id} on host {}", self.host.name)))?;
+        serde_json::from_slice(&b).map_err(|e| Error::Internal(format!("{}: {e}", p.display())))
+    }
+
+    pub async fn list(&self) -> Vec<AgentRuntime> {
+        let mut out = Vec::new();
+        for s in self.specs() {
+            out.push(self.host.container(s).status().await);
+        }
+        out
+    }
+
+    pub async fn get(&self, id: &str) -> Result<AgentRuntime> {
+        Ok(self.host.container(self.spec(id)?).status().await)
+    }
+
+    pub async fn create(&self, spec: RuntimeSpec) -> Result<AgentRuntime> {
+        check_id(&spec.id)?;
+        let _g = self.lock(&spec.id).await;
+        if self.host.runtimes_dir().join(&spec.id).exists() {
+            return Err(Error::Conflict(format!("runtime {} already exists on host {}", spec.id, self.host.name)));
+        }
+        let c = self.host.container(spec);
+        let timings = c.create().await?;
+        let mut st = c.status().await;
+        st.timings = timings;
+        Ok(st)
+    }
+
+    /// Stops the container and frees its host resources; its files stay (see [`Agent::remove`]).
+    pub async fn stop(&self, id: &str) -> Result<AgentRuntime> {
+        let _g = self.lock(id).await;
+        let c = self.host.container(self.spec(id)?);
+        c.destroy().await;
+        Ok(c.status().await)
+    }
+
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        let _g = self.lock(id).await;
+        let c = self.host.container(self.spec(id)?);
+        c.destroy().await;
+        c.remove_files();
+        Ok(())
+    }
+
+    pub async fn freeze(&self, id: &str, frozen: bool) -> Result<AgentRuntime> {
+        let _g = self.lock(id).await;
+        let c = self.host.container(self.spec(id)?);
+        if frozen {
+            c.freeze().await?
+        } else {
+            c.thaw().await?
+        }
+        Ok(c.status().await)
+    }
+
+    pub async fn checkpoint(&self, id: &str, snapshot_id: &str, leave_running: bool) -> Result<SnapshotInfo> {
+        self.criu.require()?;
+        check_id(snapshot_id)?;
+        let _g = self.lock(id).await;
+        let c = self.host.container(self.spec(id)?);
+        let dest = self.host.snapshots_dir().join(snapshot_id);
+        let (m, timings) = c.checkpoint(&dest, snapshot_id, leave_running, &self.versions).await?;
+        Ok(store::info(&self.host.name, snapshot_id, &m, timings))
+    }
+
+    pub async fn restore(&self, snapshot_id: &str, spec: RuntimeSpec) -> Result<AgentRuntime> {
+        self.criu.require()?;
+        check_id(&spec.id)?;
+        let dir = self.snapshot_dir(snapshot_id)?;
+        let _g = self.lock(&spec.id).await;
+        let c = self.host.container(spec);
+        let timings: Timings = c.restore(&dir, true).await?;
+        let mut st = c.status().await;
+        st.timings = timings;
+        Ok(st)
+    }
+
+    pub fn snapshot_dir(&self, id: &str) -> Result<std::path::PathBuf> {
+        check_id(id)?;
+        let d = self.host.snapshots_dir().join(id);
+        if !d.join(ferry_snapshot::MANIFEST_NAME).exists() {
+            return Err(Error::NotFound(format!("no snapshot {id} on host {}", self.host.name)));
+        }
+        Ok(d)
+    }
+
+    pub fn snapshots(&self) -> Vec<SnapshotInfo> {
+        store::list(&self.host)
+    }
+
+    pub fn snapshot(&self, id: &str) -> Result<SnapshotInfo> {
+        let d = self.snapshot_dir(id)?;
+        let m = ferry_snapshot::Manifest::read_from_dir(&d)?;
+        Ok(store::info(&self.host.name, id, &m, Timings::new()))
+    }
+
+    /// Imports (and verifies) an archive read from `input` as snapshot `id`. Blocking.
+    pub fn import_blocking(&self, id: &str, input: impl std::io::Read) -> Result<SnapshotInfo> {
+        check_id(id)?;
+        let dest = self.host.snapshots_dir().join(id);
+        let m = ferry_snapshot::import_archive(input, &dest)?;
+        Ok(store::info(&self.host.name, id, &m, Timings::new()))
+    }
+
+    pub fn remove_snapshot(&self, id: &str) -> Result<()> {
+        let d = self.snapshot_dir(id)?;
+        std::fs::remove_dir_all(&d)?;
+        Ok(())
+    }
+}
+
+/// Ids become path and netns names: keep them to a safe alphabet.
+pub fn check_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty() && id.len() <= 40 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') && !id.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("invalid id {id:?}: use 1-40 letters, digits, '-' or '_'")))
+    }
+}

@@ -1,0 +1,177 @@
+//! JSON types of ferry's APIs (agent, control) shared with the CLI.
+
+use crate::plan::Plan;
+use crate::sys::cgroup::Stats;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// Millisecond timings of an operation's phases, in the order they ran.
+pub type Timings = BTreeMap<String, f64>;
+
+/// What an agent needs to run a runtime. Chosen by the control plane; travels with migrations.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RuntimeSpec {
+    pub id: String,
+    pub name: String,
+    pub plan: Plan,
+    pub image: String,
+    pub host_ip: Ipv4Addr,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+}
+
+/// A runtime as one agent sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentRuntime {
+    pub spec: RuntimeSpec,
+    /// `running`, `paused`, `stopped` (exited), or `absent` (no container).
+    pub status: String,
+    pub pid: Option<i64>,
+    pub oom_killed: bool,
+    pub stats: Option<Stats>,
+    #[serde(default)]
+    pub timings: Timings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub name: String,
+    pub version: String,
+    pub criu: crate::sys::criu::Criu,
+    pub runc_version: String,
+    pub kernel: String,
+    pub mem_total_mb: u64,
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointRequest {
+    pub snapshot_id: String,
+    #[serde(default)]
+    pub leave_running: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreRequest {
+    pub snapshot_id: String,
+    pub spec: RuntimeSpec,
+}
+
+/// A snapshot in an agent's store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub id: String,
+    pub runtime_id: String,
+    pub runtime_name: String,
+    pub host: String,
+    pub leave_running: bool,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Bytes of the snapshot's files (CRIU images + writable layer).
+    pub size_bytes: u64,
+    /// Bytes of the CRIU image dir alone.
+    pub image_bytes: u64,
+    pub criu_version: String,
+    pub format_version: u32,
+    pub plan: Plan,
+    #[serde(default)]
+    pub timings: Timings,
+}
+
+// ---- control plane ----------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Runtime {
+    pub id: String,
+    pub name: String,
+    pub host: String,
+    pub plan: Plan,
+    pub image: String,
+    pub ip: String,
+    /// `running`, `paused`, `stopped`, `checkpointed`, `exited`, `oom-killed`, `migrating`, `lost`.
+    pub state: String,
+    pub state_reason: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub last_snapshot: Option<String>,
+    /// Where the runtime's MRP API answers directly (`http://IP:8888/mrp/v1`).
+    pub mrp_url: String,
+    #[serde(default)]
+    pub stats: Option<Stats>,
+    #[serde(default)]
+    pub uptime_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub name: Option<String>,
+    pub plan: Option<String>,
+    pub memory: Option<String>,
+    pub cpus: Option<f64>,
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub code: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CheckpointOptions {
+    #[serde(default)]
+    pub leave_running: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RestoreOptions {
+    pub snapshot: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub id: String,
+    pub plan: Plan,
+    pub runtime_id: String,
+    pub runtime_name: String,
+    pub host: String,
+    pub leave_running: bool,
+    pub size_bytes: u64,
+    pub image_bytes: u64,
+    pub created_at: String,
+    pub timings: Timings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Operation {
+    pub id: i64,
+    pub kind: String,
+    pub runtime: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// `running`, `ok` or `failed`.
+    pub result: String,
+    pub error: Option<String>,
+    pub timings: Timings,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub id: i64,
+    pub at: String,
+    pub runtime: Option<String>,
+    pub kind: String,
+    pub reason: String,
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Host {
+    pub name: String,
+    pub url: String,
+    pub labels: Vec<String>,
+    pub capacity_mb: u64,
+    pub used_mb: u64,
+    pub healthy: bool,
+}

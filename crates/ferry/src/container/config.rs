@@ -1,0 +1,78 @@
+//! The OCI runtime config (config.json) of a runtime container, built with oci-spec.
+
+use super::Container;
+use crate::{internal, Result};
+use oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceType, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec,
+};
+
+/// The command that runs the MRP server as PID 1, its output appended to a log inside the
+/// writable layer (append-only files are the one kind CRIU does not size-check at restore).
+fn command(id: &str) -> Vec<String> {
+    let script = format!(
+        "mkdir -p /root/.ferry /root/work && exec /opt/venv/bin/mrmd-python --foreground --managed --id {id} --host 0.0.0.0 --port {} --cwd /root/work >>/root/.ferry/runtime.log 2>&1",
+        crate::mrp::PORT
+    );
+    vec!["/bin/sh".into(), "-c".into(), script]
+}
+
+pub fn build(c: &Container) -> Result<Spec> {
+    let mut spec = Spec::default();
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(command(&c.spec.id))
+        .env(vec![
+            "PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            "HOME=/root".into(),
+            "IPYTHONDIR=/root/.ipython".into(),
+            "VIRTUAL_ENV=/opt/venv".into(),
+            "PYTHONUNBUFFERED=1".into(),
+            "MPLBACKEND=Agg".into(),
+            "FERRY_IPYTHON_HISTORY=memory".into(),
+            format!("FERRY_RUNTIME={}", c.spec.name),
+        ])
+        .cwd("/root")
+        .no_new_privileges(true)
+        .build()
+        .map_err(|e| internal!("process spec: {e}"))?;
+    let mut defaults = Spec::default();
+    let base_process = defaults.process_mut().take().expect("default process");
+    let mut process = process;
+    process.set_capabilities(base_process.capabilities().clone());
+    process.set_rlimits(base_process.rlimits().clone());
+    spec.set_process(Some(process));
+    spec.set_root(Some(RootBuilder::default().path("rootfs").readonly(false).build().map_err(|e| internal!("root spec: {e}"))?));
+    spec.set_hostname(Some(c.spec.name.chars().take(63).collect()));
+
+    let limit = (c.spec.plan.memory_mb * 1024 * 1024) as i64;
+    let mut memory = LinuxMemoryBuilder::default().limit(limit);
+    if crate::sys::cgroup::has_swap_accounting() {
+        memory = memory.swap(limit); // no swap beyond the limit: an over-allocating runtime is OOM-killed
+    }
+    let period: u64 = 100_000;
+    let quota = (c.spec.plan.cpus * period as f64).round() as i64;
+    let resources = LinuxResourcesBuilder::default()
+        .devices(vec![LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build().map_err(|e| internal!("{e}"))?])
+        .memory(memory.build().map_err(|e| internal!("{e}"))?)
+        .cpu(LinuxCpuBuilder::default().quota(quota).period(period).build().map_err(|e| internal!("{e}"))?)
+        .build()
+        .map_err(|e| internal!("{e}"))?;
+
+    let linux = spec.linux_mut().as_mut().expect("default linux");
+    linux.set_resources(Some(resources));
+    linux.set_cgroups_path(Some(c.cgroup_path().into()));
+    let mut namespaces: Vec<LinuxNamespace> = linux.namespaces().clone().unwrap_or_default();
+    for ns in namespaces.iter_mut() {
+        if ns.typ() == LinuxNamespaceType::Network {
+            ns.set_path(Some(crate::sys::netns::path(&c.net().netns)));
+        }
+    }
+    linux.set_namespaces(Some(namespaces));
+    Ok(spec)
+}
+
+pub fn write(c: &Container) -> Result<()> {
+    std::fs::create_dir_all(c.bundle())?;
+    let spec = build(c)?;
+    spec.save(c.bundle().join("config.json")).map_err(|e| internal!("writing config.json: {e}"))
+}

@@ -1,0 +1,80 @@
+//! `create`: network namespace + veth, overlay root, config.json, `runc run`, wait until MRP answers.
+//!
+//! Does: everything needed for a fresh runtime, undone again if any step fails.
+//! Does not (yet): pull images (the image must exist on the host), user namespaces, GPUs.
+
+use super::{config, ms, Container};
+use crate::api::Timings;
+use crate::sys::{cgroup, mount, netns};
+use crate::{Error, Result};
+use std::time::{Duration, Instant};
+
+/// How long a new or restored runtime may take before its MRP server answers.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Container<'_> {
+    pub async fn create(&self) -> Result<Timings> {
+        let lower = self.host.image_rootfs(&self.spec.image);
+        if !lower.join("opt/venv/bin/mrmd-python").exists() {
+            return Err(Error::Invalid(format!(
+                "image {:?} is not on host {} (looked in {}); build it with scripts/setup.sh",
+                self.spec.image,
+                self.host.name,
+                lower.display()
+            )));
+        }
+        if self.host.runc.state(self.id()).await?.is_some() {
+            return Err(Error::Conflict(format!("a container {} already exists on host {}", self.id(), self.host.name)));
+        }
+        let t0 = Instant::now();
+        let mut t = Timings::new();
+        let result = async {
+            self.prepare(None).await?;
+            t.insert("prepare_ms".into(), ms(t0));
+            let t1 = Instant::now();
+            self.host.runc.run(self.id(), &self.bundle(), &self.runc_log()).await?;
+            t.insert("start_ms".into(), ms(t1));
+            let t2 = Instant::now();
+            self.wait_ready().await?;
+            t.insert("ready_ms".into(), ms(t2));
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(e) = result {
+            self.destroy().await;
+            let _ = std::fs::remove_dir_all(self.dir());
+            return Err(e);
+        }
+        t.insert("total_ms".into(), ms(t0));
+        Ok(t)
+    }
+
+    /// Lays out the runtime's dir, network and root filesystem. With `upper_from`, the writable
+    /// layer starts as a copy of that directory (a snapshot's), otherwise empty.
+    pub(crate) async fn prepare(&self, upper_from: Option<&std::path::Path>) -> Result<()> {
+        std::fs::create_dir_all(self.dir())?;
+        self.save_spec()?;
+        match upper_from {
+            Some(src) => super::copy_tree(src, &self.upper()).await?,
+            None => std::fs::create_dir_all(self.upper())?,
+        }
+        let _ = std::fs::remove_dir_all(self.overlay_work());
+        let net = self.net();
+        if netns::exists(&net.netns) {
+            netns::teardown(&net).await;
+        }
+        netns::setup(&net).await?;
+        mount::mount_overlay(&self.host.image_rootfs(&self.spec.image), &self.upper(), &self.overlay_work(), &self.rootfs())?;
+        config::write(self)?;
+        Ok(())
+    }
+
+    pub(crate) async fn wait_ready(&self) -> Result<()> {
+        crate::mrp::wait_ready(&self.mrp_url(), READY_TIMEOUT, || self.is_alive()).await.map_err(|e| {
+            let oom = cgroup::stats(&self.cgroup_path()).map(|s| s.oom_kills > 0).unwrap_or(false);
+            let log = crate::sys::cmd::tail(&self.runtime_log(), 10);
+            let hint = if oom { " (it was OOM-killed: give it a larger plan)" } else { "" };
+            Error::Internal(format!("{e}{hint}\nruntime log:\n{log}"))
+        })
+    }
+}

@@ -1,0 +1,162 @@
+//! One runtime container on one host: a runc container running `mrmd-python` in its own network
+//! namespace, with the image as a read-only lower layer and a per-runtime writable upper layer.
+//!
+//! Like youki's `Container`, each verb lives in its own file and says what it does and does not do:
+//! [`create`], [`checkpoint`], [`restore`], [`freeze`], [`destroy`], [`status`].
+
+mod config;
+pub mod checkpoint;
+pub mod create;
+pub mod destroy;
+pub mod freeze;
+pub mod restore;
+pub mod status;
+
+use crate::api::RuntimeSpec;
+use crate::sys::netns::NetConfig;
+use crate::sys::runc::Runc;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+
+/// The host side of containers: where state, images and runc's root live, and how names are made.
+/// One per agent; several agents on one machine (simulated hosts) use different prefixes.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: String,
+    pub state_dir: PathBuf,
+    pub images_dir: PathBuf,
+    pub runc: Runc,
+    /// Prefix of netns names and the cgroup parent, unique per host on a machine.
+    pub prefix: String,
+    /// The simulated host's own network namespace, if any (holds the host ends of the veths).
+    pub outer_netns: Option<String>,
+}
+
+impl Host {
+    pub fn new(name: &str, state_dir: PathBuf, images_dir: PathBuf, prefix: &str, outer_netns: Option<String>) -> Host {
+        let runc = Runc::new(state_dir.join("runc"));
+        Host { name: name.into(), state_dir, images_dir, runc, prefix: prefix.into(), outer_netns }
+    }
+
+    pub fn runtimes_dir(&self) -> PathBuf {
+        self.state_dir.join("runtimes")
+    }
+
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.state_dir.join("snapshots")
+    }
+
+    pub fn image_rootfs(&self, image: &str) -> PathBuf {
+        self.images_dir.join(image).join("rootfs")
+    }
+
+    pub fn image_id(&self, image: &str) -> String {
+        std::fs::read_to_string(self.images_dir.join(image).join("image-id")).map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+    }
+
+    /// Images this host can run (built by setup, marked complete).
+    pub fn images(&self) -> Vec<String> {
+        std::fs::read_dir(&self.images_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().join(".complete").exists())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    pub fn container(&self, spec: RuntimeSpec) -> Container<'_> {
+        Container { host: self, spec }
+    }
+
+    /// The cgroup parent of every runtime of this host.
+    pub fn cgroup_parent(&self) -> String {
+        format!("/ferry/{}", self.prefix.trim_end_matches('-'))
+    }
+}
+
+/// A runtime container on a [`Host`], addressed by its spec.
+pub struct Container<'h> {
+    pub host: &'h Host,
+    pub spec: RuntimeSpec,
+}
+
+impl Container<'_> {
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.host.runtimes_dir().join(&self.spec.id)
+    }
+    pub fn bundle(&self) -> PathBuf {
+        self.dir().join("bundle")
+    }
+    pub fn rootfs(&self) -> PathBuf {
+        self.bundle().join("rootfs")
+    }
+    pub fn upper(&self) -> PathBuf {
+        self.dir().join("upper")
+    }
+    pub fn overlay_work(&self) -> PathBuf {
+        self.dir().join("overlay-work")
+    }
+    pub fn runc_log(&self) -> PathBuf {
+        self.dir().join("runc.log")
+    }
+    pub fn spec_file(&self) -> PathBuf {
+        self.dir().join("runtime.json")
+    }
+    /// The runtime's own log (stdout/stderr of the MRP server), inside its writable layer.
+    pub fn runtime_log(&self) -> PathBuf {
+        self.upper().join("root/.ferry/runtime.log")
+    }
+
+    pub fn cgroup_path(&self) -> String {
+        format!("{}/{}", self.host.cgroup_parent(), self.spec.id)
+    }
+
+    pub fn net(&self) -> NetConfig {
+        let digest = Sha256::digest(format!("{}{}", self.host.prefix, self.spec.id));
+        NetConfig {
+            netns: format!("{}{}", self.host.prefix, self.spec.id),
+            host_if: format!("fv{}", &hex::encode(digest)[..10]),
+            host_ip: self.spec.host_ip,
+            ip: self.spec.ip,
+            prefix: self.spec.prefix,
+            outer: self.host.outer_netns.clone(),
+        }
+    }
+
+    pub fn mrp_url(&self) -> String {
+        crate::mrp::base_url(&self.spec.ip.to_string())
+    }
+
+    /// Persists the spec next to the container so that a restarted agent adopts it.
+    pub fn save_spec(&self) -> crate::Result<()> {
+        std::fs::create_dir_all(self.dir())?;
+        std::fs::write(self.spec_file(), serde_json::to_vec_pretty(&self.spec).expect("spec serializes"))?;
+        Ok(())
+    }
+
+    pub async fn is_alive(&self) -> bool {
+        matches!(self.host.runc.state(self.id()).await, Ok(Some(s)) if s.status == "running" || s.status == "paused")
+    }
+}
+
+/// Copies a directory tree exactly (modes, owners, links, whiteouts) with `cp -a`.
+pub(crate) async fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> crate::Result<()> {
+    let _ = std::fs::remove_dir_all(to);
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if !from.exists() {
+        std::fs::create_dir_all(to)?;
+        return Ok(());
+    }
+    crate::sys::cmd::run("cp", &["-a", &from.display().to_string(), &to.display().to_string()]).await.map(|_| ())
+}
+
+pub(crate) fn ms(since: std::time::Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 1e6).round() / 1e3
+}

@@ -1,0 +1,21 @@
+//! `status`: what runc and the cgroup say about the runtime right now.
+
+use super::Container;
+use crate::api::AgentRuntime;
+use crate::sys::cgroup;
+
+impl Container<'_> {
+    pub async fn status(&self) -> AgentRuntime {
+        let state = self.host.runc.state(self.id()).await.ok().flatten();
+        let stats = cgroup::stats(&self.cgroup_path());
+        let oom_killed = stats.as_ref().map(|s| s.oom_kills > 0).unwrap_or(false);
+        AgentRuntime {
+            spec: self.spec.clone(),
+            status: state.as_ref().map(|s| s.status.clone()).unwrap_or_else(|| "absent".into()),
+            pid: state.map(|s| s.pid).filter(|p| *p > 0),
+            oom_killed,
+            stats,
+            timings: Default::default(),
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The control plane's public HTTP API (`/api/v1/...`), used by the CLI and by platforms.
+//! Every request must carry the control token (`Authorization: Bearer ...`).
+
+use super::Control;
+use crate::api::{CheckpointOptions, CreateRequest, ExecRequest, RestoreOptions};
+use crate::{Error, Result};
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::TryStreamExt;
+use serde::Deserialize;
+use std::sync::Arc;
+
+type C = State<Arc<Control>>;
+
+pub fn router(c: Arc<Control>) -> Router {
+    Router::new()
+        .route("/api/v1/info", get(info))
+        .route("/api/v1/hosts", get(hosts).post(add_host))
+        .route("/api/v1/runtimes", get(list).post(create))
+        .route("/api/v1/runtimes/:name", get(inspect).delete(remove))
+        .route("/api/v1/runtimes/:name/exec", post(exec))
+        .route("/api/v1/runtimes/:name/stop", post(stop))
+        .route("/api/v1/runtimes/:name/checkpoint", post(checkpoint))
+        .route("/api/v1/restore", post(restore))
+        .route("/api/v1/snapshots", get(snapshots))
+        .route("/api/v1/snapshots/import", post(import))
+        .route("/api/v1/snapshots/:id", get(snapshot).delete(remove_snapshot))
+        .route("/api/v1/snapshots/:id/export", get(export))
+        .route("/api/v1/operations", get(operations))
+        .route("/api/v1/events", get(events))
+        .layer(middleware::from_fn_with_state(c.clone(), auth))
+        .with_state(c)
+}
+
+async fn auth(State(c): C, req: Request, next: Next) -> Response {
+    let ok = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|t| super::auth::constant_eq(t, &c.cfg.token));
+    if !ok {
+        return Error::Unauthorized("missing or wrong token: the CLI reads it from the state dir (run as root) or FERRY_TOKEN".into()).into_response();
+    }
+    next.run(req).await
+}
+
+async fn info(State(c): C) -> Result<impl IntoResponse> {
+    Ok(Json(serde_json::json!({"version": crate::VERSION, "hosts": c.hosts().await?, "subnet": c.cfg.subnet.to_string()})))
+}
+
+#[derive(Deserialize)]
+struct AddHost {
+    name: String,
+    url: String,
+    #[serde(default)]
+    labels: Vec<String>,
+    capacity_mb: Option<u64>,
+}
+
+async fn hosts(State(c): C) -> Result<impl IntoResponse> {
+    Ok(Json(c.hosts().await?))
+}
+async fn add_host(State(c): C, Json(h): Json<AddHost>) -> Result<impl IntoResponse> {
+    Ok(Json(c.add_host(&h.name, &h.url, &h.labels, h.capacity_mb).await?))
+}
+async fn list(State(c): C) -> Result<impl IntoResponse> {
+    Ok(Json(c.list()?))
+}
+async fn create(State(c): C, Json(r): Json<CreateRequest>) -> Result<impl IntoResponse> {
+    Ok(Json(c.create(r).await?))
+}
+async fn inspect(State(c): C, Path(name): Path<String>) -> Result<impl IntoResponse> {
+    let rt = c.inspect(&name).await?;
+    let ops = c.db.operations(Some(&name), 20)?;
+    let events = c.db.events(Some(&name), 20)?;
+    let mut v = serde_json::to_value(rt).unwrap();
+    v["operations"] = serde_json::to_value(ops).unwrap();
+    v["events"] = serde_json::to_value(events).unwrap();
+    Ok(Json(v))
+}
+
+#[derive(Deserialize, Default)]
+struct RemoveQuery {
+    #[serde(default)]
+    force: bool,
+}
+async fn remove(State(c): C, Path(name): Path<String>, Query(q): Query<RemoveQuery>) -> Result<impl IntoResponse> {
+    c.remove(&name, q.force).await?;
+    Ok(Json(serde_json::json!({"removed": name})))
+}
+async fn exec(State(c): C, Path(name): Path<String>, Json(r): Json<ExecRequest>) -> Result<impl IntoResponse> {
+    Ok(Json(c.exec(&name, &r.code).await?))
+}
+async fn stop(State(c): C, Path(name): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(c.stop(&name).await?))
+}
+async fn checkpoint(State(c): C, Path(name): Path<String>, Json(o): Json<CheckpointOptions>) -> Result<impl IntoResponse> {
+    Ok(Json(c.checkpoint(&name, o.leave_running).await?))
+}
+async fn restore(State(c): C, Json(o): Json<RestoreOptions>) -> Result<impl IntoResponse> {
+    Ok(Json(c.restore(&o.snapshot, o.name.as_deref()).await?))
+}
+async fn snapshots(State(c): C) -> Result<impl IntoResponse> {
+    Ok(Json(c.db.snapshots()?))
+}
+async fn snapshot(State(c): C, Path(id): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(c.snapshot(&id)?))
+}
+async fn remove_snapshot(State(c): C, Path(id): Path<String>) -> Result<impl IntoResponse> {
+    c.remove_snapshot(&id).await?;
+    Ok(Json(serde_json::json!({"removed": id})))
+}
+
+#[derive(Deserialize, Default)]
+struct ImportQuery {
+    host: Option<String>,
+}
+async fn import(State(c): C, Query(q): Query<ImportQuery>, body: Body) -> Result<impl IntoResponse> {
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    Ok(Json(c.import(reqwest::Body::wrap_stream(stream), q.host.as_deref()).await?))
+}
+async fn export(State(c): C, Path(id): Path<String>) -> Result<Response> {
+    let r = c.export(&id).await?;
+    let stream = r.bytes_stream().map_err(std::io::Error::other);
+    Ok(([("content-type", "application/x-ferry-snapshot")], Body::from_stream(stream)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    runtime: Option<String>,
+    limit: Option<u32>,
+}
+async fn operations(State(c): C, Query(q): Query<ListQuery>) -> Result<impl IntoResponse> {
+    Ok(Json(c.db.operations(q.runtime.as_deref(), q.limit.unwrap_or(50))?))
+}
+async fn events(State(c): C, Query(q): Query<ListQuery>) -> Result<impl IntoResponse> {
+    Ok(Json(c.db.events(q.runtime.as_deref(), q.limit.unwrap_or(50))?))
+}

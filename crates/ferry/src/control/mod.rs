@@ -1,0 +1,189 @@
+//! The control plane: knows every host and runtime (SQLite), decides placement, drives every
+//! operation through the agents and journals it with its timings, and serves the public API.
+
+pub mod api;
+pub mod auth;
+pub mod db;
+mod reconcile;
+mod runtimes;
+mod snapshots;
+
+use crate::agent::client::AgentClient;
+use crate::api::{Host, RuntimeSpec, Timings};
+use crate::{Error, Result};
+use db::{Db, RuntimeRow};
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    pub state_dir: PathBuf,
+    /// First address of the range runtimes get their `/30` networks from.
+    pub subnet: Ipv4Addr,
+    /// The token clients of the control API must present.
+    pub token: String,
+    /// The token the control plane presents to agents.
+    pub agent_token: String,
+    pub default_image: String,
+}
+
+pub struct Control {
+    pub cfg: ControlConfig,
+    pub db: Db,
+    agents: RwLock<HashMap<String, AgentClient>>,
+    busy: Mutex<HashSet<String>>,
+}
+
+/// Marks a runtime busy for the duration of an operation; a second operation is refused.
+pub struct Busy<'a> {
+    c: &'a Control,
+    id: String,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.c.busy.lock().unwrap().remove(&self.id);
+    }
+}
+
+impl Control {
+    pub fn open(cfg: ControlConfig) -> Result<Arc<Control>> {
+        std::fs::create_dir_all(&cfg.state_dir)?;
+        let db = Db::open(&cfg.state_dir.join("ferry.db"))?;
+        let c = Arc::new(Control { cfg, db, agents: RwLock::new(HashMap::new()), busy: Mutex::new(HashSet::new()) });
+        for (name, url, _, _) in c.db.hosts()? {
+            c.agents.write().unwrap().insert(name, AgentClient::new(&url, &c.cfg.agent_token));
+        }
+        Ok(c)
+    }
+
+    /// Registers (or updates) a host. Its agent must answer.
+    pub async fn add_host(&self, name: &str, url: &str, labels: &[String], capacity_mb: Option<u64>) -> Result<Host> {
+        check_name(name)?;
+        let client = AgentClient::new(url, &self.cfg.agent_token);
+        let info = client.info().await.map_err(|e| Error::Unavailable(format!("cannot add host {name}: its agent at {url} does not answer ({e})")))?;
+        let capacity = capacity_mb.unwrap_or(info.mem_total_mb);
+        self.db.upsert_host(name, url, labels, capacity)?;
+        self.agents.write().unwrap().insert(name.to_string(), client);
+        self.db.add_event(None, "host.added", &format!("host {name} at {url}"), &serde_json::json!({"capacity_mb": capacity}))?;
+        self.host(name).await
+    }
+
+    pub fn agent(&self, host: &str) -> Result<AgentClient> {
+        self.agents.read().unwrap().get(host).cloned().ok_or_else(|| Error::NotFound(format!("unknown host {host:?}: see `ferry host ls`, or add it with `ferry host add`")))
+    }
+
+    fn used_mb(&self, host: &str) -> Result<u64> {
+        Ok(self.db.runtimes()?.iter().filter(|r| r.host == host && occupies_host(&r.state)).map(|r| r.plan.memory_mb).sum())
+    }
+
+    pub async fn host(&self, name: &str) -> Result<Host> {
+        let (n, url, labels, capacity_mb) = self.db.hosts()?.into_iter().find(|h| h.0 == name).ok_or_else(|| Error::NotFound(format!("unknown host {name:?}")))?;
+        let healthy = self.agent(&n)?.info().await.is_ok();
+        Ok(Host { used_mb: self.used_mb(&n)?, name: n, url, labels, capacity_mb, healthy })
+    }
+
+    pub async fn hosts(&self) -> Result<Vec<Host>> {
+        let mut v = Vec::new();
+        for (name, ..) in self.db.hosts()? {
+            v.push(self.host(&name).await?);
+        }
+        Ok(v)
+    }
+
+    /// Picks a host with room for `memory_mb` (the requested one, or the one with most room).
+    fn place(&self, wanted: Option<&str>, memory_mb: u64) -> Result<String> {
+        let hosts = self.db.hosts()?;
+        if hosts.is_empty() {
+            return Err(Error::Unavailable("no hosts: start `ferry serve` with its local agent, or add one with `ferry host add`".into()));
+        }
+        let mut best: Option<(String, u64)> = None;
+        for (name, _, _, cap) in hosts.iter().filter(|h| wanted.is_none_or(|w| w == h.0)) {
+            let free = cap.saturating_sub(self.used_mb(name)?);
+            if wanted.is_some() && free < memory_mb {
+                return Err(Error::Conflict(format!("host {name} has {free} MB free of {cap} MB, not enough for {memory_mb} MB: choose a smaller plan or another host")));
+            }
+            if free >= memory_mb && best.as_ref().is_none_or(|b| free > b.1) {
+                best = Some((name.clone(), free));
+            }
+        }
+        match (best, wanted) {
+            (Some((n, _)), _) => Ok(n),
+            (None, Some(w)) => Err(Error::NotFound(format!("unknown host {w:?}: see `ferry host ls`"))),
+            (None, None) => Err(Error::Conflict(format!("no host has {memory_mb} MB free: choose a smaller plan, free some runtimes, or add a host"))),
+        }
+    }
+
+    pub fn spec_of(&self, r: &RuntimeRow) -> RuntimeSpec {
+        let (host_ip, ip) = crate::sys::netns::slot_addresses(self.cfg.subnet, r.net_index);
+        RuntimeSpec { id: r.id.clone(), name: r.name.clone(), plan: r.plan.clone(), image: r.image.clone(), host_ip, ip, prefix: 30 }
+    }
+
+    pub fn runtime_row(&self, name: &str) -> Result<RuntimeRow> {
+        self.db.runtime_by_name(name)?.ok_or_else(|| Error::NotFound(format!("no runtime named {name:?}: see `ferry ls`")))
+    }
+
+    /// Claims `id` for one operation; a concurrent one is refused with a conflict.
+    pub fn claim(&self, id: &str, name: &str) -> Result<Busy<'_>> {
+        if !self.busy.lock().unwrap().insert(id.to_string()) {
+            return Err(Error::Conflict(format!("runtime {name} is busy with another operation; try again when it finishes (see `ferry operations`)")));
+        }
+        Ok(Busy { c: self, id: id.to_string() })
+    }
+
+    fn is_busy(&self, id: &str) -> bool {
+        self.busy.lock().unwrap().contains(id)
+    }
+
+    /// Runs `f` as a journaled operation: recorded before it starts, finished with its result.
+    pub async fn journal<T, F>(&self, kind: &str, runtime: Option<&str>, detail: serde_json::Value, f: F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<(T, Timings)>>,
+    {
+        let op = self.db.begin_op(kind, runtime, &detail)?;
+        tracing::info!(op, kind, runtime, "operation started");
+        match f.await {
+            Ok((v, t)) => {
+                self.db.finish_op(op, None, &t, None)?;
+                tracing::info!(op, kind, runtime, timings = ?t, "operation finished");
+                Ok(v)
+            }
+            Err(e) => {
+                self.db.finish_op(op, Some(&e.to_string()), &Timings::new(), None)?;
+                tracing::warn!(op, kind, runtime, error = %e, "operation failed");
+                Err(e)
+            }
+        }
+    }
+
+    pub fn event(&self, runtime: Option<&str>, kind: &str, reason: &str, data: serde_json::Value) {
+        tracing::info!(runtime, kind, reason, "event");
+        if let Err(e) = self.db.add_event(runtime, kind, reason, &data) {
+            tracing::warn!(error = %e, "could not record event");
+        }
+    }
+}
+
+/// States in which a runtime holds memory on its host.
+fn occupies_host(state: &str) -> bool {
+    matches!(state, "running" | "paused" | "creating" | "restoring" | "migrating")
+}
+
+/// Runtime and host names: what users type and what appears in URLs.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty() && name.len() <= 40 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("invalid name {name:?}: use 1-40 letters, digits, '-', '_' or '.', starting with a letter or digit")))
+    }
+}
+
+pub fn new_id(prefix: &str) -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 5];
+    rand::thread_rng().fill_bytes(&mut b);
+    format!("{prefix}{}", hex::encode(b))
+}

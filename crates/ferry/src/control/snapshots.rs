@@ -1,0 +1,137 @@
+//! Snapshots through the control plane: checkpoint, restore (same or new name), import, export.
+
+use super::db::{now, RuntimeRow};
+use super::{check_name, new_id, Control};
+use crate::api::{CheckpointRequest, RestoreRequest, Runtime, Snapshot, SnapshotInfo};
+use crate::{Error, Result};
+
+pub fn to_snapshot(s: &SnapshotInfo) -> Snapshot {
+    Snapshot {
+        id: s.id.clone(), plan: s.plan.clone(), runtime_id: s.runtime_id.clone(), runtime_name: s.runtime_name.clone(), host: s.host.clone(),
+        leave_running: s.leave_running, size_bytes: s.size_bytes, image_bytes: s.image_bytes,
+        created_at: s.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), timings: s.timings.clone(),
+    }
+}
+
+impl Control {
+    pub async fn checkpoint(&self, name: &str, leave_running: bool) -> Result<Snapshot> {
+        let row = self.runtime_row(name)?;
+        self.require_running(&row)?;
+        let _busy = self.claim(&row.id, name)?;
+        let agent = self.agent(&row.host)?;
+        let req = CheckpointRequest { snapshot_id: new_id("snap"), leave_running };
+        let info = self
+            .journal("checkpoint", Some(name), serde_json::json!({"leave_running": leave_running, "snapshot": req.snapshot_id}), async {
+                agent.checkpoint(&row.id, &req).await.map(|s| { let t = s.timings.clone(); (s, t) })
+            })
+            .await?;
+        let snap = to_snapshot(&info);
+        self.db.insert_snapshot(&snap)?;
+        self.db.set_last_snapshot(&row.id, &snap.id)?;
+        if !leave_running {
+            self.db.set_state(&row.id, "checkpointed", Some(&format!("checkpointed to {}", snap.id)))?;
+        }
+        self.event(Some(name), "runtime.checkpointed", &format!("snapshot {} ({} bytes)", snap.id, snap.size_bytes), serde_json::json!({"leave_running": leave_running}));
+        Ok(snap)
+    }
+
+    pub fn snapshot(&self, id: &str) -> Result<Snapshot> {
+        self.db.snapshot(id)?.ok_or_else(|| Error::NotFound(format!("no snapshot {id:?}: see `ferry snapshots`")))
+    }
+
+    /// Restores `snapshot` as `name` (default: the runtime it was taken from). The name must be
+    /// free, or belong to that same runtime while it is not running.
+    pub async fn restore(&self, snapshot: &str, name: Option<&str>) -> Result<Runtime> {
+        let snap = self.snapshot(snapshot)?;
+        let name = name.unwrap_or(&snap.runtime_name).to_string();
+        check_name(&name)?;
+        let existing = self.db.runtime_by_name(&name)?;
+        let (row, fresh) = match existing {
+            Some(r) if r.id == snap.runtime_id && r.state != "running" && r.state != "paused" && !self.is_busy(&r.id) => (r, false),
+            Some(r) => {
+                return Err(Error::Conflict(format!(
+                    "a runtime named {name:?} already exists ({}): restore under another name with --name NEW, or remove it first",
+                    r.state
+                )))
+            }
+            None => {
+                let plan = snap.plan.clone();
+                let id = if self.db.runtimes()?.iter().any(|r| r.id == snap.runtime_id) || name != snap.runtime_name { new_id("rt") } else { snap.runtime_id.clone() };
+                let row = RuntimeRow {
+                    id, name: name.clone(), host: snap.host.clone(), plan, image: self.cfg.default_image.clone(), net_index: self.db.free_net_index()?,
+                    state: "restoring".into(), state_reason: None, created_at: now(), started_at: None, last_snapshot: Some(snap.id.clone()),
+                };
+                self.db.insert_runtime(&row).map_err(|e| Error::Conflict(format!("cannot restore as {name}: {e}")))?;
+                (row, true)
+            }
+        };
+        if row.host != snap.host {
+            self.db.set_host(&row.id, &snap.host)?;
+        }
+        let _busy = match self.claim(&row.id, &name) {
+            Ok(b) => b,
+            Err(e) => {
+                if fresh {
+                    self.db.delete_runtime(&row.id)?;
+                }
+                return Err(e);
+            }
+        };
+        let mut row = row;
+        row.host = snap.host.clone();
+        let spec = self.spec_of(&row);
+        let agent = self.agent(&snap.host)?;
+        let req = RestoreRequest { snapshot_id: snap.id.clone(), spec };
+        let prev_state = row.state.clone();
+        if !fresh {
+            // A stopped or exited runtime of the same id: clear its old container first.
+            let _ = agent.remove(&row.id).await;
+        }
+        let r = self
+            .journal("restore", Some(&name), serde_json::json!({"snapshot": snap.id, "host": snap.host}), async {
+                agent.restore(&req).await.map(|a| { let t = a.timings.clone(); (a, t) })
+            })
+            .await;
+        match r {
+            Ok(_) => {
+                self.db.set_state(&row.id, "running", None)?;
+                self.event(Some(&name), "runtime.restored", &format!("restored from snapshot {}", snap.id), serde_json::json!({"host": snap.host}));
+                self.inspect(&name).await
+            }
+            Err(e) => {
+                if fresh {
+                    self.db.delete_runtime(&row.id)?;
+                } else {
+                    self.db.set_state(&row.id, &prev_state, row.state_reason.as_deref())?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Imports an archive onto `host` (default: the one with most room); it is verified on arrival.
+    pub async fn import(&self, body: reqwest::Body, host: Option<&str>) -> Result<Snapshot> {
+        let host = self.place(host, 0)?;
+        let id = new_id("snap");
+        let agent = self.agent(&host)?;
+        let info = self.journal("import", None, serde_json::json!({"snapshot": id, "host": host}), async { agent.import(&id, body).await.map(|s| (s, Default::default())) }).await?;
+        let snap = to_snapshot(&info);
+        self.db.insert_snapshot(&snap)?;
+        self.event(None, "snapshot.imported", &format!("snapshot {} of {} imported on {host}", snap.id, snap.runtime_name), serde_json::json!({}));
+        Ok(snap)
+    }
+
+    pub async fn export(&self, id: &str) -> Result<reqwest::Response> {
+        let snap = self.snapshot(id)?;
+        self.agent(&snap.host)?.export(&snap.id).await
+    }
+
+    pub async fn remove_snapshot(&self, id: &str) -> Result<()> {
+        let snap = self.snapshot(id)?;
+        match self.agent(&snap.host)?.remove_snapshot(&snap.id).await {
+            Ok(_) | Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.db.delete_snapshot(id)
+    }
+}

@@ -1,0 +1,94 @@
+//! Assembles the daemons: `ferry serve` (control plane + API, with an embedded local agent by
+//! default) and `ferry agent` (one host's agent alone).
+
+use crate::agent::Agent;
+use crate::container::Host;
+use crate::control::{auth, Control, ControlConfig};
+use crate::{Error, Result};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub name: String,
+    pub state_dir: PathBuf,
+    pub images_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub token: String,
+    /// Prefix of netns names and cgroups (unique per host on one machine).
+    pub prefix: String,
+    pub outer_netns: Option<String>,
+}
+
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| Error::Unavailable(format!("cannot listen on {addr}: {e} (is another ferry running? choose another address)")))
+}
+
+/// Starts an agent; returns the address it listens on.
+pub async fn start_agent(o: AgentOptions) -> Result<(Arc<Agent>, SocketAddr)> {
+    if !crate::sys::host::is_root() {
+        return Err(Error::Unavailable("ferry's agent must run as root (it manages containers, namespaces and CRIU): run it with sudo".into()));
+    }
+    let host = Host::new(&o.name, o.state_dir.clone(), o.images_dir.clone(), &o.prefix, o.outer_netns.clone());
+    let agent = Arc::new(Agent::new(host, o.token.clone()).await?);
+    let listener = bind(o.listen).await?;
+    let addr = listener.local_addr()?;
+    let app = crate::agent::api::router(agent.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "agent server stopped");
+        }
+    });
+    tracing::info!(%addr, host = %o.name, "agent listening");
+    Ok((agent, addr))
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub state_dir: PathBuf,
+    pub images_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub subnet: std::net::Ipv4Addr,
+    /// Run a local agent (host `local`) in this process, listening here.
+    pub local_agent: Option<SocketAddr>,
+    pub prefix: String,
+    pub default_image: String,
+}
+
+/// Runs `ferry serve` until the process is stopped.
+pub async fn serve(o: ServeOptions) -> Result<()> {
+    std::fs::create_dir_all(&o.state_dir)?;
+    let token = auth::load_or_create(&o.state_dir.join("token"))?;
+    let agent_token = auth::load_or_create(&o.state_dir.join("agent-token"))?;
+    let control = Control::open(ControlConfig {
+        state_dir: o.state_dir.clone(),
+        subnet: o.subnet,
+        token,
+        agent_token: agent_token.clone(),
+        default_image: o.default_image.clone(),
+    })?;
+    if let Some(addr) = o.local_agent {
+        let (_agent, bound) = start_agent(AgentOptions {
+            name: "local".into(),
+            state_dir: o.state_dir.join("agent"),
+            images_dir: o.images_dir.clone(),
+            listen: addr,
+            token: agent_token,
+            prefix: o.prefix.clone(),
+            outer_netns: None,
+        })
+        .await?;
+        control.add_host("local", &format!("http://{bound}"), &[], None).await?;
+    }
+    // Adopt what is still running, and mark what died while we were away.
+    control.reconcile_all().await;
+    tokio::spawn(control.clone().reconcile_loop(Duration::from_secs(1)));
+    let listener = bind(o.listen).await?;
+    let addr = listener.local_addr()?;
+    std::fs::write(o.state_dir.join("serve.addr"), addr.to_string())?;
+    tracing::info!(%addr, "ferry serve listening");
+    let app = crate::control::api::router(control);
+    axum::serve(listener, app).await.map_err(|e| Error::Internal(e.to_string()))
+}

@@ -1,0 +1,104 @@
+//! Reading a runtime's cgroup: memory use, limit, peak, OOM kills, CPU time.
+//! Works on the hybrid v1 layout (per-controller hierarchies) and on pure cgroup v2.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub memory_peak_bytes: u64,
+    pub oom_kills: u64,
+    pub cpu_usage_ns: u64,
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+fn keyed(p: &Path, key: &str) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next()? == key).then(|| it.next()?.parse().ok()).flatten()
+    })
+}
+
+pub fn is_v2() -> bool {
+    Path::new(ROOT).join("cgroup.controllers").exists()
+}
+
+/// Stats of the cgroup at absolute path `cg` (as given in `linux.cgroupsPath`); `None` if it is gone.
+pub fn stats(cg: &str) -> Option<Stats> {
+    let rel = cg.trim_start_matches('/');
+    if is_v2() {
+        let d = PathBuf::from(ROOT).join(rel);
+        if !d.exists() {
+            return None;
+        }
+        let max = std::fs::read_to_string(d.join("memory.max")).ok().map(|s| s.trim().parse().unwrap_or(u64::MAX)).unwrap_or(u64::MAX);
+        return Some(Stats {
+            memory_bytes: read_u64(&d.join("memory.current")).unwrap_or(0),
+            memory_limit_bytes: max,
+            memory_peak_bytes: read_u64(&d.join("memory.peak")).unwrap_or(0),
+            oom_kills: keyed(&d.join("memory.events"), "oom_kill").unwrap_or(0),
+            cpu_usage_ns: keyed(&d.join("cpu.stat"), "usage_usec").unwrap_or(0) * 1000,
+        });
+    }
+    let mem = PathBuf::from(ROOT).join("memory").join(rel);
+    if !mem.exists() {
+        return None;
+    }
+    let cpu = PathBuf::from(ROOT).join("cpuacct").join(rel);
+    Some(Stats {
+        memory_bytes: read_u64(&mem.join("memory.usage_in_bytes")).unwrap_or(0),
+        memory_limit_bytes: read_u64(&mem.join("memory.limit_in_bytes")).unwrap_or(u64::MAX),
+        memory_peak_bytes: read_u64(&mem.join("memory.max_usage_in_bytes")).unwrap_or(0),
+        oom_kills: keyed(&mem.join("memory.oom_control"), "oom_kill").unwrap_or(0),
+        cpu_usage_ns: read_u64(&cpu.join("cpuacct.usage")).unwrap_or(0),
+    })
+}
+
+/// Whether swap accounting exists (v1 `memory.memsw.*`), so a limit can also cap swap.
+pub fn has_swap_accounting() -> bool {
+    Path::new(ROOT).join("memory/memory.memsw.limit_in_bytes").exists() || is_v2()
+}
+
+/// Removes the (empty) cgroup directories of `cg` in every hierarchy; best effort.
+pub fn remove(cg: &str) {
+    let rel = cg.trim_start_matches('/');
+    let dirs: Vec<PathBuf> = if is_v2() {
+        vec![PathBuf::from(ROOT).join(rel)]
+    } else {
+        std::fs::read_dir(ROOT).into_iter().flatten().flatten().map(|e| e.path().join(rel)).collect()
+    };
+    for d in dirs {
+        let _ = std::fs::remove_dir(&d);
+    }
+}
+
+/// Removes the empty cgroup directories below `prefix` in every hierarchy (deepest first); best effort.
+pub fn remove_tree(prefix: &str) {
+    let rel = prefix.trim_start_matches('/');
+    let roots: Vec<PathBuf> = if is_v2() {
+        vec![PathBuf::from(ROOT).join(rel)]
+    } else {
+        std::fs::read_dir(ROOT).into_iter().flatten().flatten().map(|e| e.path().join(rel)).collect()
+    };
+    for r in roots {
+        remove_dirs_deepest_first(&r);
+    }
+}
+
+fn remove_dirs_deepest_first(d: &Path) {
+    if let Ok(rd) = std::fs::read_dir(d) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_dirs_deepest_first(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(d);
+}

@@ -1,0 +1,36 @@
+//! Running external programs with their output captured into errors.
+
+use crate::{Error, Result};
+use std::process::Stdio;
+use tokio::process::Command;
+
+/// Runs `prog args`, returning stdout; on failure the error holds the command and its stderr.
+pub async fn run(prog: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot run {prog}: {e}; is it installed? (scripts/setup.sh installs it)")))?;
+    if !out.status.success() {
+        return Err(Error::Internal(format!(
+            "{prog} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Like [`run`], ignoring failure (for best-effort cleanup).
+pub async fn run_quiet(prog: &str, args: &[&str]) -> bool {
+    run(prog, args).await.is_ok()
+}
+
+/// The last `n` lines of a log file, for error messages.
+pub fn tail(path: &std::path::Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.contains("RLIMIT_NOFILE") && !l.contains("Would overwrite RPC")).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

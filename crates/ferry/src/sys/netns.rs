@@ -1,0 +1,113 @@
+//! Network namespaces and veth pairs, podman-style: each runtime gets its own netns with `eth0`
+//! (a veth) whose peer sits on the host side (the root namespace, or a simulated host's namespace).
+
+use super::cmd::{run, run_quiet};
+use crate::Result;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+pub const NETNS_DIR: &str = "/var/run/netns";
+
+/// The network of one runtime. The addresses travel with the runtime across migrations, so that
+/// established TCP connections restore (CRIU does not save an external netns' interfaces).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NetConfig {
+    pub netns: String,
+    pub host_if: String,
+    pub host_ip: Ipv4Addr,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    /// Namespace that holds the host end (a simulated host); `None` = the root namespace.
+    #[serde(default)]
+    pub outer: Option<String>,
+}
+
+pub fn path(netns: &str) -> PathBuf {
+    PathBuf::from(NETNS_DIR).join(netns)
+}
+
+pub fn exists(netns: &str) -> bool {
+    path(netns).exists()
+}
+
+fn ip_in(outer: &Option<String>, args: &[&str]) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Some(o) = outer {
+        v.extend(["-n".to_string(), o.clone()]);
+    }
+    v.extend(args.iter().map(|s| s.to_string()));
+    v
+}
+
+async fn ip(args: Vec<String>) -> Result<String> {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    run("ip", &refs).await
+}
+
+/// Creates the netns, the veth pair and the addresses. Undoes its own work on failure.
+pub async fn setup(c: &NetConfig) -> Result<()> {
+    let r = setup_inner(c).await;
+    if r.is_err() {
+        teardown(c).await;
+    }
+    r
+}
+
+async fn setup_inner(c: &NetConfig) -> Result<()> {
+    let ns = c.netns.as_str();
+    let ctr_if = format!("{}c", &c.host_if[..c.host_if.len().min(14)]);
+    let host_cidr = format!("{}/{}", c.host_ip, c.prefix);
+    let cidr = format!("{}/{}", c.ip, c.prefix);
+    let host_ip = c.host_ip.to_string();
+    run("ip", &["netns", "add", ns]).await?;
+    ip(ip_in(&c.outer, &["link", "add", &c.host_if, "type", "veth", "peer", "name", &ctr_if])).await?;
+    ip(ip_in(&c.outer, &["link", "set", &ctr_if, "netns", ns])).await?;
+    ip(ip_in(&c.outer, &["addr", "add", &host_cidr, "dev", &c.host_if])).await?;
+    ip(ip_in(&c.outer, &["link", "set", &c.host_if, "up"])).await?;
+    run("ip", &["-n", ns, "link", "set", &ctr_if, "name", "eth0"]).await?;
+    run("ip", &["-n", ns, "addr", "add", &cidr, "dev", "eth0"]).await?;
+    run("ip", &["-n", ns, "link", "set", "eth0", "up"]).await?;
+    run("ip", &["-n", ns, "link", "set", "lo", "up"]).await?;
+    run("ip", &["-n", ns, "route", "add", "default", "via", &host_ip]).await?;
+    Ok(())
+}
+
+/// Removes the netns (which destroys its veth end and so the pair); best effort, idempotent.
+pub async fn teardown(c: &NetConfig) {
+    if exists(&c.netns) {
+        run_quiet("ip", &["netns", "del", &c.netns]).await;
+    }
+    let args = ip_in(&c.outer, &["link", "del", &c.host_if]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_quiet("ip", &refs).await;
+}
+
+/// Names of the netns that start with `prefix` (for cleanup).
+pub fn list_with_prefix(prefix: &str) -> Vec<String> {
+    std::fs::read_dir(NETNS_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// The `/30` slot `index` of the IPv4 range starting at `base`: (host side, runtime side).
+pub fn slot_addresses(base: Ipv4Addr, index: u32) -> (Ipv4Addr, Ipv4Addr) {
+    let b = u32::from(base) + index * 4;
+    (Ipv4Addr::from(b + 1), Ipv4Addr::from(b + 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_do_not_overlap() {
+        let base: Ipv4Addr = "10.201.0.0".parse().unwrap();
+        assert_eq!(slot_addresses(base, 0), ("10.201.0.1".parse().unwrap(), "10.201.0.2".parse().unwrap()));
+        assert_eq!(slot_addresses(base, 64), ("10.201.1.1".parse().unwrap(), "10.201.1.2".parse().unwrap()));
+    }
+}
