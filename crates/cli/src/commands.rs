@@ -115,6 +115,18 @@ pub enum SnapshotCmd {
 }
 
 #[derive(Subcommand)]
+pub enum DevCmd {
+    /// Remove everything a state dir made: containers, mounts, netns named with PREFIX, cgroups,
+    /// and the state dir itself. Stop `ferry serve` first.
+    ///
+    /// Example: ferry --state-dir /tmp/ferry-test dev purge --prefix ft1-
+    Purge {
+        #[arg(long)]
+        prefix: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum HostCmd {
     /// Register a host's agent.
     ///
@@ -339,6 +351,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                     table(rows);
                 }
             }
+        }
+        Cmd::Dev { cmd: DevCmd::Purge { prefix } } => {
+            ferry_core::server::purge(&cli.state_dir, &prefix).await;
         }
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());

@@ -95,6 +95,11 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: commands::HostCmd,
     },
+    /// Development and test helpers.
+    Dev {
+        #[command(subcommand)]
+        cmd: commands::DevCmd,
+    },
     /// Print shell completions.
     ///
     /// Example: ferry completions bash > /etc/bash_completion.d/ferry

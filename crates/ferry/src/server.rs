@@ -92,3 +92,50 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     let app = crate::control::api::router(control);
     axum::serve(listener, app).await.map_err(|e| Error::Internal(e.to_string()))
 }
+
+/// Removes everything a ferry state dir made on this machine: the containers of every runc root
+/// under it, mounts under it, network namespaces named with `prefix`, its cgroups, and the dir
+/// itself. Used by `ferry dev purge` and by the tests' cleanup, which must leave nothing behind.
+pub async fn purge(state_dir: &std::path::Path, prefix: &str) {
+    use crate::sys::{cgroup, cmd, mount, netns, runc::Runc};
+    let mut roots = Vec::new();
+    find_runc_roots(state_dir, 0, &mut roots);
+    for root in roots {
+        let runc = Runc::new(root);
+        for id in runc.ids() {
+            if let Ok(Some(s)) = runc.state(&id).await {
+                if s.status == "paused" {
+                    let _ = runc.resume(&id).await;
+                }
+            }
+            let _ = runc.kill(&id, "KILL").await;
+            let _ = runc.delete_force(&id).await;
+        }
+    }
+    for m in mount::mounts_under(state_dir) {
+        let _ = mount::unmount(&m);
+    }
+    for ns in netns::list_with_prefix(prefix) {
+        cmd::run_quiet("ip", &["netns", "del", &ns]).await;
+    }
+    cgroup::remove_tree(&format!("/ferry/{}", prefix.trim_end_matches('-')));
+    cgroup::remove("/ferry"); // only if now empty
+    let _ = std::fs::remove_dir_all(state_dir);
+}
+
+fn find_runc_roots(dir: &std::path::Path, depth: usize, out: &mut Vec<PathBuf>) {
+    if depth > 4 {
+        return;
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        if e.file_name() == "runc" {
+            out.push(p);
+        } else if e.file_name() != "runtimes" && e.file_name() != "snapshots" {
+            find_runc_roots(&p, depth + 1, out);
+        }
+    }
+}

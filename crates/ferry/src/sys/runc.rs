@@ -139,7 +139,10 @@ impl Runc {
 }
 
 fn with_criu_log(e: Error, log: &Path) -> Error {
-    let criu = tail(log, 8);
+    // CRIU's own "Error (file:line): ..." lines say why; the tail says where it stopped.
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("Error (")).take(6).collect();
+    let criu = if errors.is_empty() { tail(log, 8) } else { errors.join("\n") };
     if criu.is_empty() {
         return e;
     }

@@ -1,0 +1,177 @@
+//! Test harness: a real `ferry serve` (real runc, real CRIU, real netns) in its own state dir,
+//! with its own netns/cgroup prefix and address range, driven through the real CLI binary.
+//! Dropping it stops the server and purges everything it made, even when the test failed.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ferry");
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Whether this machine can run the integration tests; under CI a missing piece is a failure.
+pub fn environment_ready() -> bool {
+    let mut missing = Vec::new();
+    if !nix_is_root() {
+        missing.push("root".to_string());
+    }
+    if !Command::new("criu").arg("check").stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false) {
+        missing.push("a working CRIU (`criu check`)".into());
+    }
+    if !Command::new("runc").arg("--version").stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false) {
+        missing.push("runc".into());
+    }
+    if !images_dir().join("mrmd-python/.complete").exists() {
+        missing.push(format!("the runtime image in {}", images_dir().display()));
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("integration test needs {}; run scripts/setup.sh as root", missing.join(", "));
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg} (CI=true: skipping is a failure)");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+pub fn images_dir() -> PathBuf {
+    std::env::var_os("FERRY_IMAGES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/ferry/images"))
+}
+
+pub struct Ferry {
+    pub state: PathBuf,
+    pub prefix: String,
+    pub subnet: String,
+    serve: Option<Child>,
+}
+
+impl Ferry {
+    /// A running `ferry serve` with a local agent, or `None` where the machine cannot run it.
+    pub fn start() -> Option<Ferry> {
+        if !environment_ready() {
+            return None;
+        }
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let tag = format!("{}{}", pid % 10000, n);
+        let state = std::env::temp_dir().join(format!("ferry-test-{tag}"));
+        let _ = std::fs::remove_dir_all(&state);
+        let mut f = Ferry { state, prefix: format!("ft{tag}-"), subnet: format!("10.{}.{}.0", 150 + (pid % 50), n * 8), serve: None };
+        f.launch();
+        Some(f)
+    }
+
+    fn launch(&mut self) {
+        let _ = std::fs::remove_file(self.state.join("serve.addr"));
+        std::fs::create_dir_all(&self.state).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.state.join("serve.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["--state-dir", self.state.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0", "--prefix", &self.prefix, "--subnet", &self.subnet])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start ferry serve");
+        self.serve = Some(child);
+        let start = Instant::now();
+        while !self.state.join("serve.addr").exists() {
+            if let Some(st) = self.serve.as_mut().unwrap().try_wait().unwrap() {
+                panic!("ferry serve exited ({st}):\n{}", self.log());
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "ferry serve did not start:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state.join("serve.log")).unwrap_or_default()
+    }
+
+    /// Stops `ferry serve` (its runtimes keep running) and starts it again on the same state.
+    pub fn restart(&mut self) {
+        self.stop_serve();
+        self.launch();
+    }
+
+    fn stop_serve(&mut self) {
+        if let Some(mut c) = self.serve.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN).arg("--state-dir").arg(&self.state).args(args).stdin(Stdio::null()).output().expect("run ferry")
+    }
+
+    /// Runs the CLI and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(o.status.success(), "ferry {args:?} failed:\nstdout: {}\nstderr: {}\nserve log tail:\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr), tail(&self.log(), 30));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs the CLI and asserts failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(!o.status.success(), "ferry {args:?} should have failed but printed:\n{}", String::from_utf8_lossy(&o.stdout));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).expect("JSON output")
+    }
+
+    /// Runs Python in a runtime and returns its stdout.
+    pub fn py(&self, rt: &str, code: &str) -> String {
+        let v = self.json(&["exec", rt, code]);
+        assert!(v["error"].is_null(), "python error in {rt}: {v}");
+        v["stdout"].as_str().unwrap_or("").to_string()
+    }
+
+    pub fn state_of(&self, rt: &str) -> String {
+        self.json(&["inspect", rt])["state"].as_str().unwrap().to_string()
+    }
+
+    pub fn snapshot_count(&self) -> usize {
+        self.json(&["snapshots", "ls"]).as_array().unwrap().len()
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let l: Vec<&str> = s.lines().collect();
+    l[l.len().saturating_sub(n)..].join("\n")
+}
+
+/// What a state dir left on the machine: netns with the prefix, mounts under the dir, runc containers.
+pub fn leftovers(state: &Path, prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/var/run/netns").into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(prefix)).map(|n| format!("netns {n}")).collect();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let s = state.display().to_string();
+    v.extend(mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&s)).map(|m| format!("mount {m}")));
+    v
+}
+
+impl Drop for Ferry {
+    fn drop(&mut self) {
+        self.stop_serve();
+        let st = Command::new(BIN).arg("--state-dir").arg(&self.state).args(["dev", "purge", "--prefix", &self.prefix]).status();
+        let left = leftovers(&self.state, &self.prefix);
+        if !std::thread::panicking() {
+            assert!(st.map(|s| s.success()).unwrap_or(false), "purge failed");
+            assert!(left.is_empty(), "left behind: {left:?}");
+            assert!(!self.state.exists(), "state dir left behind");
+        }
+    }
+}
