@@ -18,6 +18,9 @@ pub struct ServeArgs {
     /// Address of the API.
     #[arg(long, default_value = "127.0.0.1:7700", env = "FERRY_LISTEN")]
     listen: SocketAddr,
+    /// Address of the proxy: one stable URL per runtime, /r/NAME/...
+    #[arg(long, default_value = "127.0.0.1:7780", env = "FERRY_PROXY_LISTEN")]
+    proxy_listen: SocketAddr,
     /// Address of the embedded local agent.
     #[arg(long, default_value = "127.0.0.1:7701")]
     agent_listen: SocketAddr,
@@ -53,9 +56,13 @@ pub struct AgentArgs {
     token_file: PathBuf,
     #[arg(long)]
     prefix: Option<String>,
-    /// Network namespace that plays this host (holds the host ends of the runtimes' veths).
+    /// Network namespace that plays this host (holds the host ends of the runtimes' veths and
+    /// the agent's sockets).
     #[arg(long)]
     netns: Option<String>,
+    /// This host's address in the root namespace's view; runtimes' networks are routed through it.
+    #[arg(long, requires = "netns")]
+    route_via: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Args)]
@@ -114,8 +121,52 @@ pub enum SnapshotCmd {
     },
 }
 
+#[derive(Args)]
+pub struct MigrateArgs {
+    name: String,
+    /// Target host (see `ferry host ls`).
+    #[arg(long)]
+    to: String,
+    /// stop-copy (consistent, the default), lazy (post-copy), pre-copy, or fork (a new runtime
+    /// copied from the live one, which keeps running).
+    #[arg(long, default_value = "stop-copy")]
+    mode: String,
+    /// With --mode fork: the new runtime's name.
+    #[arg(long = "name")]
+    new_name: Option<String>,
+}
+
 #[derive(Subcommand)]
 pub enum DevCmd {
+    /// Simulated hosts on this machine: network namespaces on a bridge, an agent in each,
+    /// `ferry serve` in the root namespace. Returns when all of it answers.
+    ///
+    /// Example: ferry --state-dir /tmp/ferry-dev dev up --hosts 3
+    Up {
+        #[arg(long, default_value_t = 2)]
+        hosts: u32,
+        /// Prefix of every netns, interface and cgroup it makes (at most 9 characters).
+        #[arg(long, default_value = "ferry-")]
+        prefix: String,
+        /// The /24 the hosts live on.
+        #[arg(long, default_value = "10.200.0.0")]
+        net: std::net::Ipv4Addr,
+        /// First address of the runtimes' /30 networks.
+        #[arg(long, default_value = "10.201.0.0")]
+        subnet: std::net::Ipv4Addr,
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:7780")]
+        proxy_listen: SocketAddr,
+        #[arg(long, default_value = "/var/cache/ferry/images", env = "FERRY_IMAGES")]
+        images: PathBuf,
+    },
+    /// Stop and remove everything `dev up` made in this state dir.
+    Down {
+        /// Default: the prefix `dev up` recorded.
+        #[arg(long)]
+        prefix: Option<String>,
+    },
     /// Remove everything a state dir made: containers, mounts, netns named with PREFIX, cgroups,
     /// and the state dir itself. Stop `ferry serve` first.
     ///
@@ -172,6 +223,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 state_dir: cli.state_dir.clone(),
                 images_dir: a.images,
                 listen: a.listen,
+                proxy_listen: a.proxy_listen,
                 subnet: a.subnet,
                 local_agent: (!a.no_local_agent).then_some(a.agent_listen),
                 prefix: a.prefix,
@@ -188,6 +240,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 token: token.trim().into(),
                 prefix: a.prefix.unwrap_or_else(|| format!("ferry-{}-", a.name)),
                 outer_netns: a.netns,
+                route_via: a.route_via,
                 name: a.name,
             };
             ferry_core::server::start_agent(o).await?;
@@ -350,6 +403,56 @@ pub async fn run(cli: Cli) -> Result<()> {
                     }
                     table(rows);
                 }
+            }
+        }
+        Cmd::Migrate(a) => {
+            let c = client()?;
+            let req = ferry_core::api::MigrateRequest { to: a.to.clone(), mode: a.mode.clone(), name: a.new_name };
+            let msg = format!("migrating {} to {} ({})", a.name, a.to, a.mode);
+            let m: ferry_core::api::Migration = step(json, &msg, c.post(&format!("/runtimes/{}/migrate", a.name), &req)).await?;
+            if json {
+                print_json(&m);
+            } else {
+                println!("{} {} {} -> {} ({}, archive {})", m.runtime, if m.mode == "fork" { "forked" } else { "moved" }, m.from, m.to, m.mode, mb(m.archive_bytes));
+                for phase in ["freeze_ms", "dump_ms", "copy_layer_ms", "hash_ms", "transfer_ms", "restore_ms", "downtime_ms", "total_ms"] {
+                    if let Some(v) = m.timings.get(phase) {
+                        println!("  {:<10} {v:>8.0} ms", phase.trim_end_matches("_ms"));
+                    }
+                }
+            }
+        }
+        Cmd::Migrations { runtime } => {
+            let q = runtime.map(|r| format!("?runtime={r}")).unwrap_or_default();
+            let v: Vec<Operation> = client()?.get(&format!("/migrations{q}")).await?;
+            if json {
+                return Ok(print_json(&v));
+            }
+            let mut rows = vec![vec!["ID".into(), "RUNTIME".into(), "MODE".into(), "FROM".into(), "TO".into(), "RESULT".into(), "DOWNTIME".into(), "TOTAL".into(), "STARTED".into()]];
+            for o in v {
+                let f = |k: &str| o.timings.get(k).map(|v| format!("{v:.0} ms")).unwrap_or_else(|| "-".into());
+                let d = |k: &str| o.detail[k].as_str().unwrap_or("-").to_string();
+                rows.push(vec![o.id.to_string(), o.runtime.clone().unwrap_or_default(), d("mode"), d("from"), d("to"), o.result.clone(), f("downtime_ms"), f("total_ms"), o.started_at.clone()]);
+            }
+            table(rows);
+        }
+        Cmd::Dev { cmd: DevCmd::Up { hosts, prefix, net, subnet, listen, proxy_listen, images } } => {
+            let o = ferry_core::dev::DevOptions { state_dir: cli.state_dir.clone(), hosts, prefix, net, subnet, images_dir: images, listen, proxy_listen, bin: std::env::current_exe()? };
+            let st = step(json, "starting hosts", ferry_core::dev::up(&o)).await?;
+            if json {
+                print_json(&st);
+            } else {
+                for h in &st.hosts {
+                    println!("host {} in netns {} at {} (agent pid {})", h.name, h.netns, h.agent_url, h.pid);
+                }
+                println!("ferry serve at {} (pid {}), proxy at {}/r/NAME/", st.serve_url, st.serve_pid, st.proxy_url);
+                println!("stop it all with: ferry --state-dir {} dev down", cli.state_dir.display());
+            }
+        }
+        Cmd::Dev { cmd: DevCmd::Down { prefix } } => {
+            let prefix = prefix.or_else(|| ferry_core::dev::load(&cli.state_dir).map(|s| s.prefix)).unwrap_or_else(|| "ferry-".into());
+            ferry_core::dev::down(&cli.state_dir, &prefix).await;
+            if !json {
+                println!("dev topology in {} removed", cli.state_dir.display());
             }
         }
         Cmd::Dev { cmd: DevCmd::Purge { prefix } } => {

@@ -71,6 +71,15 @@ pub enum Cmd {
     ///
     /// Example: ferry restore snap-0123456789 --name alice-copy
     Restore(commands::RestoreArgs),
+    /// Move a live runtime to another host behind the same proxy URL, or fork it there.
+    ///
+    /// Example: ferry migrate alice --to h2 --mode stop-copy
+    Migrate(commands::MigrateArgs),
+    /// Recorded migrations and forks with their phases.
+    Migrations {
+        #[arg(long)]
+        runtime: Option<String>,
+    },
     /// List, inspect, export or remove snapshots.
     ///
     /// Example: ferry snapshots rm snap-0123456789

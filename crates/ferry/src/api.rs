@@ -56,6 +56,58 @@ pub struct CheckpointRequest {
 pub struct RestoreRequest {
     pub snapshot_id: String,
     pub spec: RuntimeSpec,
+    /// Verify every checksum first (skipped only right after a verified import of that snapshot).
+    #[serde(default = "yes")]
+    pub verify: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Source side of a migration: snapshot the runtime and stream it to the target agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendRequest {
+    pub snapshot_id: String,
+    /// Target agent's URL and token (the stream is authenticated like any agent request).
+    pub target_url: String,
+    pub target_token: String,
+    /// Thaw the source right after the dump (a fork) instead of leaving it frozen (a move).
+    #[serde(default)]
+    pub thaw_after_dump: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendResult {
+    /// The snapshot as the target imported and verified it.
+    pub snapshot: SnapshotInfo,
+    pub archive_bytes: u64,
+    pub timings: Timings,
+}
+
+/// One migration, as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Migration {
+    pub runtime: String,
+    pub mode: String,
+    pub from: String,
+    pub to: String,
+    pub snapshot: Option<String>,
+    pub archive_bytes: u64,
+    pub timings: Timings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MigrateRequest {
+    pub to: String,
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// For `fork`: the new runtime's name.
+    pub name: Option<String>,
+}
+
+fn default_mode() -> String {
+    "stop-copy".into()
 }
 
 /// A snapshot in an agent's store.

@@ -11,9 +11,11 @@ pub mod agent;
 pub mod api;
 pub mod container;
 pub mod control;
+pub mod dev;
 pub mod error;
 pub mod mrp;
 pub mod plan;
+pub mod proxy;
 pub mod server;
 pub mod sys;
 

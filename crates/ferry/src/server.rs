@@ -20,6 +20,7 @@ pub struct AgentOptions {
     /// Prefix of netns names and cgroups (unique per host on one machine).
     pub prefix: String,
     pub outer_netns: Option<String>,
+    pub route_via: Option<std::net::Ipv4Addr>,
 }
 
 pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
@@ -31,9 +32,9 @@ pub async fn start_agent(o: AgentOptions) -> Result<(Arc<Agent>, SocketAddr)> {
     if !crate::sys::host::is_root() {
         return Err(Error::Unavailable("ferry's agent must run as root (it manages containers, namespaces and CRIU): run it with sudo".into()));
     }
-    let host = Host::new(&o.name, o.state_dir.clone(), o.images_dir.clone(), &o.prefix, o.outer_netns.clone());
+    let host = Host::new(&o.name, o.state_dir.clone(), o.images_dir.clone(), &o.prefix, o.outer_netns.clone(), o.route_via);
     let agent = Arc::new(Agent::new(host, o.token.clone()).await?);
-    let listener = bind(o.listen).await?;
+    let listener = crate::sys::inns::listen(o.outer_netns.clone(), o.listen)?;
     let addr = listener.local_addr()?;
     let app = crate::agent::api::router(agent.clone());
     tokio::spawn(async move {
@@ -50,6 +51,8 @@ pub struct ServeOptions {
     pub state_dir: PathBuf,
     pub images_dir: PathBuf,
     pub listen: SocketAddr,
+    /// Address of the proxy (`/r/{runtime}/...`).
+    pub proxy_listen: SocketAddr,
     pub subnet: std::net::Ipv4Addr,
     /// Run a local agent (host `local`) in this process, listening here.
     pub local_agent: Option<SocketAddr>,
@@ -78,6 +81,7 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
             token: agent_token,
             prefix: o.prefix.clone(),
             outer_netns: None,
+            route_via: None,
         })
         .await?;
         control.add_host("local", &format!("http://{bound}"), &[], None).await?;
@@ -85,6 +89,16 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     // Adopt what is still running, and mark what died while we were away.
     control.reconcile_all().await;
     tokio::spawn(control.clone().reconcile_loop(Duration::from_secs(1)));
+    let proxy_listener = bind(o.proxy_listen).await?;
+    let proxy_addr = proxy_listener.local_addr()?;
+    let proxy_app = crate::proxy::router(control.proxy.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(proxy_listener, proxy_app).await {
+            tracing::error!(error = %e, "proxy stopped");
+        }
+    });
+    std::fs::write(o.state_dir.join("proxy.addr"), proxy_addr.to_string())?;
+    tracing::info!(%proxy_addr, "proxy listening");
     let listener = bind(o.listen).await?;
     let addr = listener.local_addr()?;
     std::fs::write(o.state_dir.join("serve.addr"), addr.to_string())?;
@@ -118,7 +132,7 @@ pub async fn purge(state_dir: &std::path::Path, prefix: &str) {
     for ns in netns::list_with_prefix(prefix) {
         cmd::run_quiet("ip", &["netns", "del", &ns]).await;
     }
-    cgroup::remove_tree(&format!("/ferry/{}", prefix.trim_end_matches('-')));
+    cgroup::remove_with_prefix("/ferry", prefix);
     cgroup::remove("/ferry"); // only if now empty
     let _ = std::fs::remove_dir_all(state_dir);
 }

@@ -29,6 +29,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/agent/v1/runtimes/:id/thaw", post(thaw))
         .route("/agent/v1/runtimes/:id/checkpoint", post(checkpoint))
         .route("/agent/v1/restore", post(restore))
+        .route("/agent/v1/runtimes/:id/send", post(send))
         .route("/agent/v1/snapshots", get(snapshots))
         .route("/agent/v1/snapshots/:id", get(snapshot).delete(remove_snapshot))
         .route("/agent/v1/snapshots/:id/archive", get(export).put(import))
@@ -72,7 +73,10 @@ async fn checkpoint(State(a): A, Path(id): Path<String>, Json(r): Json<Checkpoin
     Ok(Json(a.checkpoint(&id, &r.snapshot_id, r.leave_running).await?))
 }
 async fn restore(State(a): A, Json(r): Json<RestoreRequest>) -> Result<impl IntoResponse> {
-    Ok(Json(a.restore(&r.snapshot_id, r.spec).await?))
+    Ok(Json(a.restore(&r.snapshot_id, r.spec, r.verify).await?))
+}
+async fn send(State(a): A, Path(id): Path<String>, Json(r): Json<crate::api::SendRequest>) -> Result<impl IntoResponse> {
+    Ok(Json(a.send(&id, &r).await?))
 }
 async fn snapshots(State(a): A) -> impl IntoResponse {
     Json(a.snapshots())
@@ -99,21 +103,28 @@ impl Write for ChannelWriter {
 }
 
 /// Streams snapshot dir `dir` as an archive body, produced on a blocking thread as it is sent.
-pub fn archive_body(dir: std::path::PathBuf) -> Body {
+/// The receiver yields the archive's figures once the stream is complete.
+pub fn archive_body(dir: std::path::PathBuf) -> (Body, tokio::sync::oneshot::Receiver<ferry_snapshot::ArchiveStats>) {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(16);
+    let (stats_tx, stats_rx) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || {
         let w = std::io::BufWriter::with_capacity(1 << 20, ChannelWriter(tx.clone()));
-        if let Err(e) = ferry_snapshot::write_archive(&dir, w, ARCHIVE_LEVEL) {
-            tracing::warn!(error = %e, "archive stream failed");
-            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        match ferry_snapshot::write_archive(&dir, w, ARCHIVE_LEVEL) {
+            Ok(stats) => {
+                let _ = stats_tx.send(stats);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "archive stream failed");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
         }
     });
-    Body::from_stream(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }))
+    (Body::from_stream(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })), stats_rx)
 }
 
 async fn export(State(a): A, Path(id): Path<String>) -> Result<Response> {
     let dir = a.snapshot_dir(&id)?;
-    Ok(([("content-type", "application/x-ferry-snapshot")], archive_body(dir)).into_response())
+    Ok(([("content-type", "application/x-ferry-snapshot")], archive_body(dir).0).into_response())
 }
 
 async fn import(State(a): A, Path(id): Path<String>, body: Body) -> Result<impl IntoResponse> {

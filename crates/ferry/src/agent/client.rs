@@ -79,6 +79,9 @@ impl AgentClient {
     pub async fn restore(&self, req: &RestoreRequest) -> Result<AgentRuntime> {
         self.post("/restore", req).await
     }
+    pub async fn send_runtime(&self, id: &str, req: &SendRequest) -> Result<SendResult> {
+        self.post(&format!("/runtimes/{id}/send"), req).await
+    }
     pub async fn snapshot(&self, id: &str) -> Result<SnapshotInfo> {
         self.get(&format!("/snapshots/{id}")).await
     }

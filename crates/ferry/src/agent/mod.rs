@@ -5,6 +5,7 @@
 pub mod api;
 pub mod client;
 mod store;
+mod transfer;
 
 use crate::api::{AgentInfo, AgentRuntime, RuntimeSpec, SnapshotInfo, Timings};
 use crate::container::checkpoint::Versions;
@@ -26,6 +27,12 @@ impl Agent {
     pub async fn new(host: Host, token: String) -> Result<Agent> {
         for d in [host.runtimes_dir(), host.snapshots_dir(), host.state_dir.join("runc")] {
             std::fs::create_dir_all(&d).map_err(|e| Error::Internal(format!("cannot create {}: {e}", d.display())))?;
+        }
+        // Imports cut off by a crash leave staging dirs: they were never visible, remove them.
+        for e in std::fs::read_dir(host.snapshots_dir()).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with('.') {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
         }
         let criu = Criu::detect().await;
         if let Some(p) = &criu.problem {
@@ -137,13 +144,13 @@ impl Agent {
         Ok(store::info(&self.host.name, snapshot_id, &m, timings))
     }
 
-    pub async fn restore(&self, snapshot_id: &str, spec: RuntimeSpec) -> Result<AgentRuntime> {
+    pub async fn restore(&self, snapshot_id: &str, spec: RuntimeSpec, verify: bool) -> Result<AgentRuntime> {
         self.criu.require()?;
         check_id(&spec.id)?;
         let dir = self.snapshot_dir(snapshot_id)?;
         let _g = self.lock(&spec.id).await;
         let c = self.host.container(spec);
-        let timings: Timings = c.restore(&dir, true).await?;
+        let timings: Timings = c.restore(&dir, verify).await?;
         let mut st = c.status().await;
         st.timings = timings;
         Ok(st)

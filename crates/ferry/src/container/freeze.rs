@@ -9,7 +9,10 @@ impl Container<'_> {
         self.host.runc.pause(self.id()).await
     }
 
+    /// Resumes the runtime, and points the root namespace's route back at this host (a failed
+    /// migration may have pointed it at the target).
     pub async fn thaw(&self) -> Result<()> {
+        crate::sys::netns::claim_route(&self.net()).await?;
         self.host.runc.resume(self.id()).await
     }
 }

@@ -30,12 +30,14 @@ pub struct Host {
     pub prefix: String,
     /// The simulated host's own network namespace, if any (holds the host ends of the veths).
     pub outer_netns: Option<String>,
+    /// This host's address that the root namespace routes its runtimes through (with `outer_netns`).
+    pub route_via: Option<std::net::Ipv4Addr>,
 }
 
 impl Host {
-    pub fn new(name: &str, state_dir: PathBuf, images_dir: PathBuf, prefix: &str, outer_netns: Option<String>) -> Host {
+    pub fn new(name: &str, state_dir: PathBuf, images_dir: PathBuf, prefix: &str, outer_netns: Option<String>, route_via: Option<std::net::Ipv4Addr>) -> Host {
         let runc = Runc::new(state_dir.join("runc"));
-        Host { name: name.into(), state_dir, images_dir, runc, prefix: prefix.into(), outer_netns }
+        Host { name: name.into(), state_dir, images_dir, runc, prefix: prefix.into(), outer_netns, route_via }
     }
 
     pub fn runtimes_dir(&self) -> PathBuf {
@@ -125,6 +127,7 @@ impl Container<'_> {
             ip: self.spec.ip,
             prefix: self.spec.prefix,
             outer: self.host.outer_netns.clone(),
+            root_route_via: self.host.route_via,
         }
     }
 

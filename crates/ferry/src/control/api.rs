@@ -26,6 +26,8 @@ pub fn router(c: Arc<Control>) -> Router {
         .route("/api/v1/runtimes/:name/exec", post(exec))
         .route("/api/v1/runtimes/:name/stop", post(stop))
         .route("/api/v1/runtimes/:name/checkpoint", post(checkpoint))
+        .route("/api/v1/runtimes/:name/migrate", post(migrate))
+        .route("/api/v1/migrations", get(migrations))
         .route("/api/v1/restore", post(restore))
         .route("/api/v1/snapshots", get(snapshots))
         .route("/api/v1/snapshots/import", post(import))
@@ -97,6 +99,13 @@ async fn stop(State(c): C, Path(name): Path<String>) -> Result<impl IntoResponse
 }
 async fn checkpoint(State(c): C, Path(name): Path<String>, Json(o): Json<CheckpointOptions>) -> Result<impl IntoResponse> {
     Ok(Json(c.checkpoint(&name, o.leave_running).await?))
+}
+async fn migrate(State(c): C, Path(name): Path<String>, Json(r): Json<crate::api::MigrateRequest>) -> Result<impl IntoResponse> {
+    Ok(Json(c.migrate(&name, &r).await?))
+}
+async fn migrations(State(c): C, Query(q): Query<ListQuery>) -> Result<impl IntoResponse> {
+    let ops = c.db.operations(q.runtime.as_deref(), q.limit.unwrap_or(50))?;
+    Ok(Json(ops.into_iter().filter(|o| o.kind == "migrate" || o.kind == "fork").collect::<Vec<_>>()))
 }
 async fn restore(State(c): C, Json(o): Json<RestoreOptions>) -> Result<impl IntoResponse> {
     Ok(Json(c.restore(&o.snapshot, o.name.as_deref()).await?))

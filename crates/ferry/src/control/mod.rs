@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod db;
+mod migrate;
 mod reconcile;
 mod runtimes;
 mod snapshots;
@@ -32,6 +33,7 @@ pub struct ControlConfig {
 pub struct Control {
     pub cfg: ControlConfig,
     pub db: Db,
+    pub proxy: Arc<crate::proxy::Proxy>,
     agents: RwLock<HashMap<String, AgentClient>>,
     busy: Mutex<HashSet<String>>,
 }
@@ -52,7 +54,14 @@ impl Control {
     pub fn open(cfg: ControlConfig) -> Result<Arc<Control>> {
         std::fs::create_dir_all(&cfg.state_dir)?;
         let db = Db::open(&cfg.state_dir.join("ferry.db"))?;
-        let c = Arc::new(Control { cfg, db, agents: RwLock::new(HashMap::new()), busy: Mutex::new(HashSet::new()) });
+        let proxy = crate::proxy::Proxy::new(std::time::Duration::from_secs(60));
+        let c = Arc::new(Control { cfg, db, proxy, agents: RwLock::new(HashMap::new()), busy: Mutex::new(HashSet::new()) });
+        let weak = Arc::downgrade(&c);
+        c.proxy.set_resolver(Arc::new(move |name: &str| {
+            let c = weak.upgrade()?;
+            let row = c.db.runtime_by_name(name).ok()??;
+            Some(c.route_for(&row, &row.state))
+        }));
         for (name, url, _, _) in c.db.hosts()? {
             c.agents.write().unwrap().insert(name, AgentClient::new(&url, &c.cfg.agent_token));
         }
@@ -75,7 +84,7 @@ impl Control {
         self.agents.read().unwrap().get(host).cloned().ok_or_else(|| Error::NotFound(format!("unknown host {host:?}: see `ferry host ls`, or add it with `ferry host add`")))
     }
 
-    fn used_mb(&self, host: &str) -> Result<u64> {
+    pub(crate) fn used_mb(&self, host: &str) -> Result<u64> {
         Ok(self.db.runtimes()?.iter().filter(|r| r.host == host && occupies_host(&r.state)).map(|r| r.plan.memory_mb).sum())
     }
 
@@ -119,6 +128,22 @@ impl Control {
     pub fn spec_of(&self, r: &RuntimeRow) -> RuntimeSpec {
         let (host_ip, ip) = crate::sys::netns::slot_addresses(self.cfg.subnet, r.net_index);
         RuntimeSpec { id: r.id.clone(), name: r.name.clone(), plan: r.plan.clone(), image: r.image.clone(), host_ip, ip, prefix: 30 }
+    }
+
+    /// Records a runtime's new state and points its proxy route accordingly.
+    pub fn set_state(&self, row: &RuntimeRow, state: &str, reason: Option<&str>) -> Result<()> {
+        self.db.set_state(&row.id, state, reason)?;
+        self.proxy.set(&row.name, self.route_for(row, state));
+        Ok(())
+    }
+
+    pub fn route_for(&self, row: &RuntimeRow, state: &str) -> crate::proxy::Route {
+        use crate::proxy::Route;
+        match state {
+            "running" => Route::Open(std::net::SocketAddr::new(self.spec_of(row).ip.into(), crate::mrp::PORT)),
+            "migrating" | "restoring" | "creating" => Route::Held,
+            other => Route::Down(format!("runtime {} is {other}{}", row.name, row.state_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())),
+        }
     }
 
     pub fn runtime_row(&self, name: &str) -> Result<RuntimeRow> {

@@ -47,7 +47,7 @@ impl Control {
         let status = live.map(|a| a.status.as_str()).unwrap_or("absent");
         if status == "running" || status == "paused" {
             if status != row.state {
-                let _ = self.db.set_state(&row.id, status, None);
+                let _ = self.set_state(row, status, None);
             }
             return;
         }
@@ -58,7 +58,7 @@ impl Control {
         } else {
             ("exited", "runtime.exited", format!("its container is {status}; restore a snapshot or create a new runtime"))
         };
-        let _ = self.db.set_state(&row.id, state, Some(&reason));
+        let _ = self.set_state(row, state, Some(&reason));
         self.event(Some(&row.name), kind, &reason, serde_json::json!({"host": row.host, "stats": live.and_then(|a| a.stats.clone())}));
     }
 }

@@ -29,7 +29,7 @@ impl Control {
         let r = self.journal("create", Some(&name), detail, async { agent.create(&spec).await.map(|a| { let t = a.timings.clone(); (a, t) }) }).await;
         match r {
             Ok(_) => {
-                self.db.set_state(&id, "running", None)?;
+                self.set_state(&row, "running", None)?;
                 self.event(Some(&name), "runtime.created", &format!("created on host {host} with plan {}", plan.name), serde_json::json!({"host": host}));
                 self.inspect(&name).await
             }
@@ -96,7 +96,7 @@ impl Control {
         let _busy = self.claim(&row.id, name)?;
         let agent = self.agent(&row.host)?;
         self.journal("stop", Some(name), serde_json::json!({}), async { agent.stop(&row.id).await.map(|_| ((), Default::default())) }).await?;
-        self.db.set_state(&row.id, "stopped", Some("stopped by request"))?;
+        self.set_state(&row, "stopped", Some("stopped by request"))?;
         self.event(Some(name), "runtime.stopped", "stopped by request", serde_json::json!({}));
         self.inspect(name).await
     }
@@ -116,6 +116,7 @@ impl Control {
         })
         .await?;
         self.db.delete_runtime(&row.id)?;
+        self.proxy.remove(name);
         self.event(Some(name), "runtime.removed", "removed by request", serde_json::json!({}));
         Ok(())
     }

@@ -29,7 +29,7 @@ impl Control {
         self.db.insert_snapshot(&snap)?;
         self.db.set_last_snapshot(&row.id, &snap.id)?;
         if !leave_running {
-            self.db.set_state(&row.id, "checkpointed", Some(&format!("checkpointed to {}", snap.id)))?;
+            self.set_state(&row, "checkpointed", Some(&format!("checkpointed to {}", snap.id)))?;
         }
         self.event(Some(name), "runtime.checkpointed", &format!("snapshot {} ({} bytes)", snap.id, snap.size_bytes), serde_json::json!({"leave_running": leave_running}));
         Ok(snap)
@@ -81,7 +81,7 @@ impl Control {
         row.host = snap.host.clone();
         let spec = self.spec_of(&row);
         let agent = self.agent(&snap.host)?;
-        let req = RestoreRequest { snapshot_id: snap.id.clone(), spec };
+        let req = RestoreRequest { snapshot_id: snap.id.clone(), spec, verify: true };
         let prev_state = row.state.clone();
         if !fresh {
             // A stopped or exited runtime of the same id: clear its old container first.
@@ -94,7 +94,7 @@ impl Control {
             .await;
         match r {
             Ok(_) => {
-                self.db.set_state(&row.id, "running", None)?;
+                self.set_state(&row, "running", None)?;
                 self.event(Some(&name), "runtime.restored", &format!("restored from snapshot {}", snap.id), serde_json::json!({"host": snap.host}));
                 self.inspect(&name).await
             }
@@ -102,7 +102,7 @@ impl Control {
                 if fresh {
                     self.db.delete_runtime(&row.id)?;
                 } else {
-                    self.db.set_state(&row.id, &prev_state, row.state_reason.as_deref())?;
+                    self.set_state(&row, &prev_state, row.state_reason.as_deref())?;
                 }
                 Err(e)
             }

@@ -79,16 +79,23 @@ pub fn remove(cg: &str) {
     }
 }
 
-/// Removes the empty cgroup directories below `prefix` in every hierarchy (deepest first); best effort.
-pub fn remove_tree(prefix: &str) {
-    let rel = prefix.trim_start_matches('/');
-    let roots: Vec<PathBuf> = if is_v2() {
+/// Removes the (empty) cgroups under `parent` named `prefix` without its trailing '-', or
+/// starting with `prefix`, in every hierarchy, deepest first; best effort.
+pub fn remove_with_prefix(parent: &str, prefix: &str) {
+    let rel = parent.trim_start_matches('/');
+    let exact = prefix.trim_end_matches('-');
+    let parents: Vec<PathBuf> = if is_v2() {
         vec![PathBuf::from(ROOT).join(rel)]
     } else {
         std::fs::read_dir(ROOT).into_iter().flatten().flatten().map(|e| e.path().join(rel)).collect()
     };
-    for r in roots {
-        remove_dirs_deepest_first(&r);
+    for p in parents {
+        for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if (n == exact || n.starts_with(prefix)) && e.path().is_dir() {
+                remove_dirs_deepest_first(&e.path());
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod cmd;
 pub mod criu;
 pub mod host;
+pub mod inns;
 pub mod mount;
 pub mod netns;
 pub mod runc;

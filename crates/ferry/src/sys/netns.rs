@@ -21,6 +21,26 @@ pub struct NetConfig {
     /// Namespace that holds the host end (a simulated host); `None` = the root namespace.
     #[serde(default)]
     pub outer: Option<String>,
+    /// With `outer`: the outer namespace's address that the root namespace routes this runtime's
+    /// `/30` through (so the control plane and proxy reach it wherever it lives).
+    #[serde(default)]
+    pub root_route_via: Option<Ipv4Addr>,
+}
+
+impl NetConfig {
+    /// The `/30` network of this runtime, e.g. `10.201.0.0/30`.
+    pub fn network(&self) -> String {
+        let mask = u32::MAX << (32 - self.prefix as u32);
+        format!("{}/{}", Ipv4Addr::from(u32::from(self.ip) & mask), self.prefix)
+    }
+}
+
+/// Points the root namespace's route for this runtime at its current host (no-op without one).
+pub async fn claim_route(c: &NetConfig) -> Result<()> {
+    if let Some(via) = c.root_route_via {
+        run("ip", &["route", "replace", &c.network(), "via", &via.to_string()]).await?;
+    }
+    Ok(())
 }
 
 pub fn path(netns: &str) -> PathBuf {
@@ -70,7 +90,7 @@ async fn setup_inner(c: &NetConfig) -> Result<()> {
     run("ip", &["-n", ns, "link", "set", "eth0", "up"]).await?;
     run("ip", &["-n", ns, "link", "set", "lo", "up"]).await?;
     run("ip", &["-n", ns, "route", "add", "default", "via", &host_ip]).await?;
-    Ok(())
+    claim_route(c).await
 }
 
 /// Removes the netns (which destroys its veth end and so the pair); best effort, idempotent.
@@ -81,6 +101,10 @@ pub async fn teardown(c: &NetConfig) {
     let args = ip_in(&c.outer, &["link", "del", &c.host_if]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     run_quiet("ip", &refs).await;
+    if let Some(via) = c.root_route_via {
+        // Only our own route: after a migration the route points at the new host.
+        run_quiet("ip", &["route", "del", &c.network(), "via", &via.to_string()]).await;
+    }
 }
 
 /// Names of the netns that start with `prefix` (for cleanup).

@@ -1,0 +1,190 @@
+//! Migration: a live runtime moves to another host, behind the same proxy URL, losing nothing.
+//! The whole data path reads top to bottom here; the agents do the local steps.
+//!
+//! `stop-copy` (default, consistent):
+//!   1. hold: the proxy queues new requests for the runtime;
+//!   2. source agent: freeze (cgroup freezer) → CRIU dump with the processes left in place → stream
+//!      the snapshot (tar → zstd, produced while sent) into the target agent's import, which
+//!      verifies every sha256 on arrival; the runtime stays frozen at the source;
+//!   3. target agent: restore (same id, same addresses) and wait until MRP answers;
+//!   4. switch: the runtime's host becomes the target, the proxy route opens, held requests go;
+//!   5. destroy the frozen source and its local dump.
+//!   Any failure before 4 thaws the source (the route follows it back) and removes what the target
+//!   made: the runtime runs exactly once, never twice, never nowhere. Requests in flight at the
+//!   freeze complete at the target: CRIU carries their TCP connections (`--tcp-established`).
+//!
+//! `fork`: the same stream, but the source is thawed right after the dump and the copy starts as a
+//!   new runtime (new id, name and addresses) — the seed design's "leave-running", named honestly.
+//!
+//! `pre-copy` needs soft-dirty memory tracking (iterative pre-dumps); on kernels without it the
+//!   request is refused with the modes that do work. `lazy` (post-copy) is not implemented yet and
+//!   is refused the same way.
+
+use super::db::{now, RuntimeRow};
+use super::{check_name, new_id, Control};
+use crate::api::{MigrateRequest, Migration, RestoreRequest, SendRequest, Timings};
+use crate::container::ms;
+use crate::{Error, Result};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    StopCopy,
+    Lazy,
+    PreCopy,
+    Fork,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Mode> {
+        match s {
+            "stop-copy" => Ok(Mode::StopCopy),
+            "lazy" => Ok(Mode::Lazy),
+            "pre-copy" => Ok(Mode::PreCopy),
+            "fork" => Ok(Mode::Fork),
+            other => Err(Error::Invalid(format!("unknown migration mode {other:?}: use stop-copy (default), lazy, pre-copy or fork"))),
+        }
+    }
+}
+
+impl Control {
+    pub async fn migrate(&self, name: &str, req: &MigrateRequest) -> Result<Migration> {
+        let mode: Mode = req.mode.parse()?;
+        let row = self.runtime_row(name)?;
+        self.require_running(&row)?;
+        let target = self.agent(&req.to)?;
+        if req.to == row.host && mode != Mode::Fork {
+            return Err(Error::Invalid(format!("runtime {name} already runs on host {}: choose another host (`ferry host ls`)", row.host)));
+        }
+        match mode {
+            Mode::PreCopy => {
+                let info = self.agent(&row.host)?.info().await?;
+                let why = if info.criu.mem_dirty_track { "ferry does not implement iterative pre-dumps yet" } else { "this kernel has no soft-dirty memory tracking (`criu check --feature mem_dirty_track` fails), which iterative pre-dumps need" };
+                return Err(Error::Invalid(format!("pre-copy migration is not available: {why}. Use --mode stop-copy (consistent; the default) or --mode fork (a copy that leaves the source running)")));
+            }
+            Mode::Lazy => {
+                return Err(Error::Invalid("lazy (post-copy) migration is not implemented yet: use --mode stop-copy (consistent; the default) or --mode fork".into()));
+            }
+            _ => {}
+        }
+        let cap = self.db.hosts()?.into_iter().find(|h| h.0 == req.to).map(|h| h.3).unwrap_or(0);
+        let used = self.used_mb(&req.to)?;
+        if used + row.plan.memory_mb > cap {
+            return Err(Error::Conflict(format!("host {} has {} MB free of {cap} MB, not enough for {name}'s {} MB: choose another host", req.to, cap.saturating_sub(used), row.plan.memory_mb)));
+        }
+        target.info().await.map_err(|e| Error::Unavailable(format!("target host {} does not answer ({e}); nothing was changed", req.to)))?;
+        let _busy = self.claim(&row.id, name)?;
+        let detail = serde_json::json!({"mode": req.mode, "from": row.host, "to": req.to});
+        let kind = if mode == Mode::Fork { "fork" } else { "migrate" };
+        self.journal(kind, Some(name), detail, async {
+            let m = match mode {
+                Mode::Fork => self.fork(&row, &req.to, req.name.as_deref()).await?,
+                _ => self.stop_copy(&row, &req.to).await?,
+            };
+            let t = m.timings.clone();
+            Ok((m, t))
+        })
+        .await
+    }
+
+    async fn stop_copy(&self, row: &RuntimeRow, to: &str) -> Result<Migration> {
+        let source = self.agent(&row.host)?;
+        let target = self.agent(to)?;
+        let snapshot_id = new_id("mig");
+        let t0 = Instant::now();
+        // 1. hold
+        self.set_state(row, "migrating", Some(&format!("moving from {} to {to}", row.host)))?;
+        let (target_ref, snapshot_ref) = (&target, &snapshot_id);
+        let rollback = |why: Error| async move {
+            let _ = target_ref.remove_snapshot(snapshot_ref).await;
+            let _ = self.set_state(row, "running", None);
+            self.event(Some(&row.name), "migration.failed", &format!("migration to {to} failed; the runtime runs on {} again: {why}", row.host), serde_json::json!({}));
+            why
+        };
+        // 2. freeze, dump, stream (the source stays frozen)
+        let req = SendRequest { snapshot_id: snapshot_id.clone(), target_url: target.url.clone(), target_token: self.cfg.agent_token.clone(), thaw_after_dump: false };
+        let sent = match source.send_runtime(&row.id, &req).await {
+            Ok(s) => s,
+            Err(e) => return Err(rollback(e).await), // the source agent thawed it
+        };
+        // 3. restore at the target, same identity and addresses
+        let t_restore = Instant::now();
+        let restore = RestoreRequest { snapshot_id: snapshot_id.clone(), spec: self.spec_of(row), verify: false };
+        if let Err(e) = target.restore(&restore).await {
+            let _ = target.remove(&row.id).await;
+            let thawed = source.thaw(&row.id).await;
+            let e = match thawed {
+                Ok(_) => e,
+                Err(te) => Error::Internal(format!("{e}; and thawing the source failed: {te}")),
+            };
+            return Err(rollback(e).await);
+        }
+        let restore_ms = ms(t_restore);
+        // 4. switch
+        self.db.set_host(&row.id, to)?;
+        let mut moved = row.clone();
+        moved.host = to.to_string();
+        self.set_state(&moved, "running", None)?;
+        let downtime_ms = ms(t0);
+        // 5. destroy the frozen source and its dump
+        if let Err(e) = source.remove(&row.id).await {
+            tracing::error!(runtime = %row.name, error = %e, "the frozen source could not be removed; it stays frozen");
+        }
+        let _ = source.remove_snapshot(&snapshot_id).await;
+        let snap = super::snapshots::to_snapshot(&sent.snapshot);
+        self.db.insert_snapshot(&snap)?;
+        self.db.set_last_snapshot(&row.id, &snap.id)?;
+        let mut t: Timings = sent.timings.iter().filter(|(k, _)| *k != "total_ms").map(|(k, v)| (k.clone(), *v)).collect();
+        t.insert("restore_ms".into(), restore_ms);
+        t.insert("downtime_ms".into(), downtime_ms);
+        t.insert("total_ms".into(), ms(t0));
+        self.event(Some(&row.name), "runtime.migrated", &format!("moved from {} to {to} (stop-copy), frozen {downtime_ms:.0} ms", row.host), serde_json::json!({"timings": t}));
+        Ok(Migration { runtime: row.name.clone(), mode: "stop-copy".into(), from: row.host.clone(), to: to.into(), snapshot: Some(snap.id), archive_bytes: sent.archive_bytes, timings: t })
+    }
+
+    async fn fork(&self, row: &RuntimeRow, to: &str, new_name: Option<&str>) -> Result<Migration> {
+        let source = self.agent(&row.host)?;
+        let target = self.agent(to)?;
+        let id = new_id("rt");
+        let name = new_name.map(str::to_string).unwrap_or_else(|| format!("{}-fork-{}", row.name, &id[2..8]));
+        check_name(&name)?;
+        if self.db.runtime_by_name(&name)?.is_some() {
+            return Err(Error::Conflict(format!("a runtime named {name:?} already exists: choose another --name")));
+        }
+        let copy = RuntimeRow {
+            id: id.clone(), name: name.clone(), host: to.into(), plan: row.plan.clone(), image: row.image.clone(), net_index: self.db.free_net_index()?,
+            state: "restoring".into(), state_reason: Some(format!("forking from {}", row.name)), created_at: now(), started_at: None, last_snapshot: None,
+        };
+        self.db.insert_runtime(&copy)?;
+        let t0 = Instant::now();
+        let snapshot_id = new_id("fork");
+        let req = SendRequest { snapshot_id: snapshot_id.clone(), target_url: target.url.clone(), target_token: self.cfg.agent_token.clone(), thaw_after_dump: true };
+        let result = async {
+            let sent = source.send_runtime(&row.id, &req).await?;
+            let _ = source.remove_snapshot(&snapshot_id).await;
+            let t1 = Instant::now();
+            target.restore(&RestoreRequest { snapshot_id: snapshot_id.clone(), spec: self.spec_of(&copy), verify: false }).await?;
+            Ok::<_, Error>((sent, ms(t1)))
+        }
+        .await;
+        let (sent, restore_ms) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = target.remove(&id).await;
+                let _ = target.remove_snapshot(&snapshot_id).await;
+                self.db.delete_runtime(&id)?;
+                return Err(e);
+            }
+        };
+        self.set_state(&copy, "running", None)?;
+        let snap = super::snapshots::to_snapshot(&sent.snapshot);
+        self.db.insert_snapshot(&snap)?;
+        self.db.set_last_snapshot(&id, &snap.id)?;
+        let mut t: Timings = sent.timings.iter().filter(|(k, _)| *k != "total_ms").map(|(k, v)| (k.clone(), *v)).collect();
+        t.insert("restore_ms".into(), restore_ms);
+        t.insert("total_ms".into(), ms(t0));
+        self.event(Some(&name), "runtime.forked", &format!("forked from {} on {} to {to}", row.name, row.host), serde_json::json!({"timings": t}));
+        Ok(Migration { runtime: name, mode: "fork".into(), from: row.host.clone(), to: to.into(), snapshot: Some(snap.id), archive_bytes: sent.archive_bytes, timings: t })
+    }
+}

@@ -1,0 +1,200 @@
+//! The dev topology: several simulated hosts on one machine, for the demo, tests and bench.
+//!
+//! `up` makes a network namespace `<prefix>net` holding a bridge, joins the root namespace
+//! (`<prefix>r0`, first address of the /24) and one namespace per host (`<prefix>h<i>`, address
+//! .10+i, IP forwarding on) to it with veth pairs, starts `ferry agent` for each host (sockets in
+//! the host's namespace, runtimes' veths too), starts `ferry serve` in the root namespace and
+//! registers the hosts. Addresses exist only inside namespaces it made. `down` stops every process
+//! it started (by PID) and removes everything it made.
+
+use crate::sys::cmd::run;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    pub state_dir: PathBuf,
+    pub hosts: u32,
+    pub prefix: String,
+    /// First address of the /24 the hosts live on.
+    pub net: Ipv4Addr,
+    /// First address of the range runtimes' /30 networks come from.
+    pub subnet: Ipv4Addr,
+    pub images_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub proxy_listen: SocketAddr,
+    /// The ferry binary to start agents and serve with.
+    pub bin: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DevHost {
+    pub name: String,
+    pub netns: String,
+    pub addr: Ipv4Addr,
+    pub agent_url: String,
+    pub pid: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DevState {
+    pub prefix: String,
+    pub hosts: Vec<DevHost>,
+    pub serve_pid: u32,
+    pub serve_url: String,
+    pub proxy_url: String,
+}
+
+fn nth(net: Ipv4Addr, n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net) + n)
+}
+
+fn state_file(dir: &Path) -> PathBuf {
+    dir.join("dev.json")
+}
+
+pub fn load(dir: &Path) -> Option<DevState> {
+    serde_json::from_slice(&std::fs::read(state_file(dir)).ok()?).ok()
+}
+
+pub async fn up(o: &DevOptions) -> Result<DevState> {
+    if o.prefix.len() > 9 {
+        return Err(Error::Invalid(format!("prefix {:?} is too long: interface names are limited to 15 characters, keep it to 9", o.prefix)));
+    }
+    if !(1..=50).contains(&o.hosts) {
+        return Err(Error::Invalid("--hosts must be between 1 and 50".into()));
+    }
+    if load(&o.state_dir).is_some() {
+        return Err(Error::Conflict(format!("a dev topology is already up in {}: run `ferry dev down` first", o.state_dir.display())));
+    }
+    std::fs::create_dir_all(&o.state_dir)?;
+    let r = up_inner(o).await;
+    if r.is_err() {
+        down(&o.state_dir, &o.prefix).await;
+    }
+    r
+}
+
+async fn up_inner(o: &DevOptions) -> Result<DevState> {
+    let p = &o.prefix;
+    let netns = format!("{p}net");
+    let root_if = format!("{p}r0");
+    let root_peer = format!("{p}r0b");
+    run("ip", &["netns", "add", &netns]).await?;
+    run("ip", &["-n", &netns, "link", "set", "lo", "up"]).await?;
+    run("ip", &["-n", &netns, "link", "add", "br0", "type", "bridge"]).await?;
+    run("ip", &["-n", &netns, "link", "set", "br0", "up"]).await?;
+    run("ip", &["link", "add", &root_if, "type", "veth", "peer", "name", &root_peer]).await?;
+    run("ip", &["link", "set", &root_peer, "netns", &netns]).await?;
+    run("ip", &["-n", &netns, "link", "set", &root_peer, "master", "br0", "up"]).await?;
+    run("ip", &["addr", "add", &format!("{}/24", nth(o.net, 1)), "dev", &root_if]).await?;
+    run("ip", &["link", "set", &root_if, "up"]).await?;
+
+    let token_file = o.state_dir.join("agent-token");
+    crate::control::auth::load_or_create(&token_file)?;
+    let mut hosts = Vec::new();
+    for i in 1..=o.hosts {
+        let name = format!("h{i}");
+        let hns = format!("{p}h{i}");
+        let (bridge_end, host_end) = (format!("{p}h{i}b"), format!("{p}h{i}e"));
+        let addr = nth(o.net, 10 + i);
+        run("ip", &["netns", "add", &hns]).await?;
+        run("ip", &["link", "add", &bridge_end, "type", "veth", "peer", "name", &host_end]).await?;
+        run("ip", &["link", "set", &bridge_end, "netns", &netns]).await?;
+        run("ip", &["-n", &netns, "link", "set", &bridge_end, "master", "br0", "up"]).await?;
+        run("ip", &["link", "set", &host_end, "netns", &hns]).await?;
+        run("ip", &["-n", &hns, "link", "set", &host_end, "name", "eth0"]).await?;
+        run("ip", &["-n", &hns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"]).await?;
+        run("ip", &["-n", &hns, "link", "set", "eth0", "up"]).await?;
+        run("ip", &["-n", &hns, "link", "set", "lo", "up"]).await?;
+        run("ip", &["-n", &hns, "route", "add", "default", "via", &nth(o.net, 1).to_string()]).await?;
+        run("ip", &["netns", "exec", &hns, "sysctl", "-qw", "net.ipv4.ip_forward=1"]).await?;
+        let agent_dir = o.state_dir.join("agents").join(&name);
+        std::fs::create_dir_all(&agent_dir)?;
+        let listen = format!("{addr}:7701");
+        let args: Vec<String> = vec![
+            "--state-dir".into(), o.state_dir.display().to_string(), "agent".into(), "--name".into(), name.clone(), "--listen".into(), listen.clone(),
+            "--netns".into(), hns.clone(), "--route-via".into(), addr.to_string(), "--token-file".into(), token_file.display().to_string(),
+            "--agent-state-dir".into(), agent_dir.display().to_string(), "--prefix".into(), format!("{p}h{i}-"), "--images".into(), o.images_dir.display().to_string(),
+        ];
+        let pid = spawn(&o.bin, &args, &o.state_dir.join(format!("agent-{name}.log")))?;
+        hosts.push(DevHost { name, netns: hns, addr, agent_url: format!("http://{listen}"), pid });
+    }
+    for h in &hosts {
+        wait_for(&format!("agent {}", h.name), || async { reqwest::get(format!("{}/agent/v1/info", h.agent_url)).await.is_ok() }).await?;
+    }
+    let _ = std::fs::remove_file(o.state_dir.join("serve.addr"));
+    let args: Vec<String> = vec![
+        "--state-dir".into(), o.state_dir.display().to_string(), "serve".into(), "--no-local-agent".into(), "--listen".into(), o.listen.to_string(),
+        "--proxy-listen".into(), o.proxy_listen.to_string(), "--subnet".into(), o.subnet.to_string(), "--prefix".into(), p.clone(),
+    ];
+    let serve_pid = spawn(&o.bin, &args, &o.state_dir.join("serve.log"))?;
+    let state = o.state_dir.clone();
+    wait_for("ferry serve", || async { state.join("serve.addr").exists() && state.join("proxy.addr").exists() }).await?;
+    let serve_url = format!("http://{}", std::fs::read_to_string(o.state_dir.join("serve.addr"))?.trim());
+    let proxy_url = format!("http://{}", std::fs::read_to_string(o.state_dir.join("proxy.addr"))?.trim());
+    let token = std::fs::read_to_string(o.state_dir.join("token"))?;
+    let http = reqwest::Client::new();
+    for h in &hosts {
+        let r = http.post(format!("{serve_url}/api/v1/hosts")).bearer_auth(token.trim()).json(&serde_json::json!({"name": h.name, "url": h.agent_url})).send().await.map_err(|e| Error::Unavailable(e.to_string()))?;
+        crate::agent::client::check(r).await?;
+    }
+    let st = DevState { prefix: p.clone(), hosts, serve_pid, serve_url, proxy_url };
+    std::fs::write(state_file(&o.state_dir), serde_json::to_vec_pretty(&st).unwrap())?;
+    Ok(st)
+}
+
+fn spawn(bin: &Path, args: &[String], log: &Path) -> Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let child = std::process::Command::new(bin)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::Internal(format!("starting {}: {e}", bin.display())))?;
+    Ok(child.id())
+}
+
+async fn wait_for<F, Fut>(what: &str, mut ok: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !ok().await {
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(Error::Unavailable(format!("{what} did not come up within 30 s: see the logs in the state dir")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Stops what `up` started (by PID) and removes every container, mount, netns and cgroup it made.
+pub async fn down(state_dir: &Path, prefix: &str) {
+    if let Some(st) = load(state_dir) {
+        let pids: Vec<u32> = std::iter::once(st.serve_pid).chain(st.hosts.iter().map(|h| h.pid)).collect();
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+        let start = Instant::now();
+        while pids.iter().any(|p| Path::new(&format!("/proc/{p}")).exists() && !is_zombie(*p)) && start.elapsed() < Duration::from_secs(3) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    crate::server::purge(state_dir, prefix).await;
+    crate::sys::cmd::run_quiet("ip", &["link", "del", &format!("{prefix}r0")]).await;
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z'))).unwrap_or(true)
+}
