@@ -52,6 +52,8 @@ pub struct Ferry {
     pub prefix: String,
     pub subnet: String,
     serve: Option<Child>,
+    /// Started with `ferry dev up` (several hosts) rather than a single `ferry serve`.
+    dev: bool,
 }
 
 impl Ferry {
@@ -65,12 +67,41 @@ impl Ferry {
         let tag = format!("{}{}", pid % 10000, n);
         let state = std::env::temp_dir().join(format!("ferry-test-{tag}"));
         let _ = std::fs::remove_dir_all(&state);
-        let mut f = Ferry { state, prefix: format!("ft{tag}-"), subnet: format!("10.{}.{}.0", 150 + (pid % 50), n * 8), serve: None };
+        let mut f = Ferry { state, prefix: format!("ft{tag}-"), subnet: format!("10.{}.{}.0", 150 + (pid % 50), n * 8), serve: None, dev: false };
         f.launch();
         Some(f)
     }
 
+    /// `ferry dev up --hosts N`: simulated hosts h1..hN in network namespaces, one agent each.
+    pub fn start_dev(hosts: u32) -> Option<Ferry> {
+        if !environment_ready() {
+            return None;
+        }
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let tag = format!("{}{}", pid % 10000, n);
+        let state = std::env::temp_dir().join(format!("ferry-test-{tag}"));
+        let _ = std::fs::remove_dir_all(&state);
+        let f = Ferry { state, prefix: format!("fm{tag}-"), subnet: format!("10.{}.{}.0", 150 + (pid % 50), n * 8), serve: None, dev: true };
+        let net = format!("10.{}.{}.0", 100 + (pid % 50), n);
+        let hosts = hosts.to_string();
+        f.ok(&["dev", "up", "--hosts", &hosts, "--prefix", &f.prefix, "--net", &net, "--subnet", &f.subnet, "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"]);
+        Some(f)
+    }
+
+    /// The proxy's base URL (`http://ADDR`).
+    pub fn proxy_addr(&self) -> String {
+        std::fs::read_to_string(self.state.join("proxy.addr")).unwrap().trim().to_string()
+    }
+
+    /// PID of a dev host's agent.
+    pub fn agent_pid(&self, host: &str) -> u32 {
+        let v: Value = serde_json::from_slice(&std::fs::read(self.state.join("dev.json")).unwrap()).unwrap();
+        v["hosts"].as_array().unwrap().iter().find(|h| h["name"] == host).unwrap()["pid"].as_u64().unwrap() as u32
+    }
+
     fn launch(&mut self) {
+        assert!(!self.dev, "dev topologies are started by `ferry dev up`");
         let _ = std::fs::remove_file(self.state.join("serve.addr"));
         std::fs::create_dir_all(&self.state).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.state.join("serve.log")).unwrap();
@@ -166,7 +197,8 @@ pub fn leftovers(state: &Path, prefix: &str) -> Vec<String> {
 impl Drop for Ferry {
     fn drop(&mut self) {
         self.stop_serve();
-        let st = Command::new(BIN).arg("--state-dir").arg(&self.state).args(["dev", "purge", "--prefix", &self.prefix]).status();
+        let verb = if self.dev { "down" } else { "purge" };
+        let st = Command::new(BIN).arg("--state-dir").arg(&self.state).args(["dev", verb, "--prefix", &self.prefix]).status();
         let left = leftovers(&self.state, &self.prefix);
         if !std::thread::panicking() {
             assert!(st.map(|s| s.success()).unwrap_or(false), "purge failed");
@@ -174,4 +206,33 @@ impl Drop for Ferry {
             assert!(!self.state.exists(), "state dir left behind");
         }
     }
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns (status, body). A client of the proxy as
+/// simple as a browser's fetch: no retries.
+pub fn http(addr: &str, method: &str, path: &str, body: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(timeout))?;
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_string() };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }

@@ -1,0 +1,192 @@
+//! Live migration between simulated hosts (network namespaces, one real agent each), through the
+//! real proxy, with real runc and CRIU.
+
+mod common;
+use common::{http, Ferry};
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const COUNTER: &str = "import threading, time\ncounter = 0\ndef _tick():\n    global counter\n    while True:\n        counter += 1\n        time.sleep(0.01)\nthreading.Thread(target=_tick, daemon=True).start()";
+
+/// Polls `print(counter)` through the proxy every 10 ms until stopped; (elapsed ms, result).
+fn poll(addr: String, rt: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(f64, Result<i64, String>)>> {
+    let path = format!("/r/{rt}/mrp/v1/execute");
+    std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            let r = match http(&addr, "POST", &path, r#"{"code":"print(counter)"}"#, Duration::from_secs(30)) {
+                Ok((200, body)) => serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["stdout"].as_str().and_then(|s| s.trim().parse::<i64>().ok()))
+                    .ok_or_else(|| format!("bad answer: {body}")),
+                Ok((status, body)) => Err(format!("{status}: {body}")),
+                Err(e) => Err(e.to_string()),
+            };
+            out.push((t0.elapsed().as_secs_f64() * 1000.0, r));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        out
+    })
+}
+
+/// Asserts no poll failed and the counter never went backwards; returns the longest gap (ms).
+fn check_continuity(polls: &[(f64, Result<i64, String>)]) -> f64 {
+    let failed: Vec<_> = polls.iter().filter(|p| p.1.is_err()).collect();
+    assert!(failed.is_empty(), "{} polls failed, first: {:?}", failed.len(), failed.first());
+    let values: Vec<i64> = polls.iter().map(|p| *p.1.as_ref().unwrap()).collect();
+    assert!(values.len() > 20, "too few polls: {}", values.len());
+    for w in values.windows(2) {
+        assert!(w[1] >= w[0], "the counter went backwards ({} -> {}): increments were lost", w[0], w[1]);
+    }
+    polls.windows(2).map(|w| w[1].0 - w[0].0).fold(0.0, f64::max)
+}
+
+#[test]
+fn stop_copy_under_a_polling_client_loses_nothing() {
+    let Some(f) = Ferry::start_dev(2) else { return };
+    f.ok(&["create", "--name", "live", "--host", "h1"]);
+    f.py("live", COUNTER);
+    f.py("live", "x = 41\nimport pandas as pd\ndf = pd.DataFrame({'a': range(50000)})");
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = poll(f.proxy_addr(), "live", stop.clone());
+    std::thread::sleep(Duration::from_millis(400));
+    let m = f.json(&["migrate", "live", "--to", "h2"]);
+    std::thread::sleep(Duration::from_millis(400));
+    stop.store(true, Ordering::SeqCst);
+    let polls = poller.join().unwrap();
+    let gap = check_continuity(&polls);
+    eprintln!("stop-copy: {} polls, longest gap {gap:.0} ms, server-side downtime {} ms", polls.len(), m["timings"]["downtime_ms"]);
+    assert_eq!(m["from"], "h1");
+    assert_eq!(m["to"], "h2");
+    let rt = f.json(&["inspect", "live"]);
+    assert_eq!(rt["host"], "h2");
+    assert_eq!(rt["state"], "running");
+    assert_eq!(f.py("live", "print(x + 1, int(df.a.sum()))").trim(), format!("42 {}", (0..50000u64).sum::<u64>()));
+    // The counter keeps counting at the target.
+    let a: i64 = f.py("live", "print(counter)").trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let b: i64 = f.py("live", "print(counter)").trim().parse().unwrap();
+    assert!(b > a, "counter thread stopped after the move");
+    let migs = f.json(&["migrations"]);
+    assert_eq!(migs[0]["result"], "ok");
+    assert!(migs[0]["timings"]["downtime_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn round_trip_across_three_hosts_keeps_state_at_every_hop() {
+    let Some(f) = Ferry::start_dev(3) else { return };
+    f.ok(&["create", "--name", "rover", "--host", "h1"]);
+    f.py("rover", "hops = ['h1']\nopen('/root/work/log.txt', 'w').write('h1\\n')");
+    for to in ["h2", "h3", "h1"] {
+        f.ok(&["migrate", "rover", "--to", to]);
+        let code = format!("hops.append('{to}')\nopen('/root/work/log.txt', 'a').write('{to}\\n')\nprint(','.join(hops), open('/root/work/log.txt').read().split())");
+        let out = f.py("rover", &code);
+        assert!(out.contains(&format!("{to}")) && out.starts_with("h1,"), "{out}");
+        assert_eq!(f.json(&["inspect", "rover"])["host"], to);
+    }
+    assert_eq!(f.py("rover", "print(','.join(hops))").trim(), "h1,h2,h3,h1");
+    // Only one copy exists: the other hosts hold no container for it.
+    for h in ["h2", "h3"] {
+        let root = f.state.join(format!("agents/{h}/runc"));
+        let left: Vec<_> = std::fs::read_dir(&root).map(|d| d.flatten().collect()).unwrap_or_default();
+        assert!(left.is_empty(), "host {h} still has containers: {left:?}");
+    }
+}
+
+#[test]
+fn fork_gives_two_independent_runtimes_and_pre_copy_refuses_clearly() {
+    let Some(f) = Ferry::start_dev(2) else { return };
+    f.ok(&["create", "--name", "base", "--host", "h1"]);
+    f.py("base", "x = 41");
+    let m = f.json(&["migrate", "base", "--to", "h2", "--mode", "fork", "--name", "sandbox"]);
+    assert_eq!(m["mode"], "fork");
+    assert_eq!(f.json(&["inspect", "base"])["host"], "h1");
+    assert_eq!(f.json(&["inspect", "sandbox"])["host"], "h2");
+    f.py("sandbox", "x = 0");
+    assert_eq!(f.py("base", "print(x)").trim(), "41");
+    assert_eq!(f.py("sandbox", "print(x)").trim(), "0");
+    // Both answer through the proxy under their own names.
+    let (status, body) = http(&f.proxy_addr(), "POST", "/r/sandbox/mrp/v1/execute", r#"{"code":"print(x)"}"#, Duration::from_secs(10)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"0\\n\""), "{body}");
+
+    let err = f.fails(&["migrate", "base", "--to", "h2", "--mode", "pre-copy"]);
+    assert!(err.contains("soft-dirty") || err.contains("pre-dumps"), "{err}");
+    assert!(err.contains("stop-copy"), "the refusal names the working modes: {err}");
+    let err = f.fails(&["migrate", "base", "--to", "h9"]);
+    assert!(err.contains("unknown host"), "{err}");
+    assert_eq!(f.json(&["inspect", "base"])["state"], "running");
+    // A request for a runtime that does not exist gets a clear JSON error from the proxy.
+    let (status, body) = http(&f.proxy_addr(), "GET", "/r/nobody/mrp/v1/capabilities", "", Duration::from_secs(5)).unwrap();
+    assert_eq!(status, 404);
+    assert!(body.contains("no runtime named"), "{body}");
+}
+
+/// A runtime big enough that its transfer takes a while: 120 MB of random bytes.
+const BIG: &str = "import os\nblob = os.urandom(120 * 1024 * 1024)\nx = 41";
+
+#[test]
+fn killing_the_target_agent_mid_transfer_leaves_the_source_running() {
+    let Some(f) = Ferry::start_dev(2) else { return };
+    f.ok(&["create", "--name", "heavy", "--host", "h1", "--plan", "pro"]);
+    f.py("heavy", BIG);
+    let target_snaps = f.state.join("agents/h2/snapshots");
+    let bin = common::BIN.to_string();
+    let state = f.state.clone();
+    let migration = std::thread::spawn(move || {
+        std::process::Command::new(bin).arg("--state-dir").arg(state).args(["migrate", "heavy", "--to", "h2"]).output().unwrap()
+    });
+    // Wait until the stream has begun arriving at the target, then kill its agent.
+    let start = Instant::now();
+    loop {
+        let arriving = std::fs::read_dir(&target_snaps).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with('.'))).unwrap_or(false);
+        if arriving {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the transfer never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = f.agent_pid("h2");
+    nix_kill(pid);
+    let out = migration.join().unwrap();
+    assert!(!out.status.success(), "the migration should fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("thawed") || err.contains("runs on h1 again") || err.contains("broke off"), "{err}");
+    let rt = f.json(&["inspect", "heavy"]);
+    assert_eq!(rt["host"], "h1");
+    assert_eq!(rt["state"], "running");
+    assert_eq!(f.py("heavy", "print(x + 1, len(blob))").trim(), format!("42 {}", 120 * 1024 * 1024));
+    let (status, _) = http(&f.proxy_addr(), "GET", "/r/heavy/mrp/v1/capabilities", "", Duration::from_secs(5)).unwrap();
+    assert_eq!(status, 200, "the proxy routes to the source again");
+    let root = f.state.join("agents/h2/runc");
+    let left: Vec<_> = std::fs::read_dir(&root).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(left.is_empty(), "the target has a leftover container: {left:?}");
+}
+
+#[test]
+fn a_second_migration_of_a_moving_runtime_is_refused() {
+    let Some(f) = Ferry::start_dev(2) else { return };
+    f.ok(&["create", "--name", "busy", "--host", "h1", "--plan", "pro"]);
+    f.py("busy", BIG);
+    let bin = common::BIN.to_string();
+    let state = f.state.clone();
+    let first = std::thread::spawn(move || std::process::Command::new(bin).arg("--state-dir").arg(state).args(["migrate", "busy", "--to", "h2"]).output().unwrap());
+    let start = Instant::now();
+    while f.json(&["inspect", "busy"])["state"] != "migrating" {
+        assert!(start.elapsed() < Duration::from_secs(10), "the first migration never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let err = f.fails(&["migrate", "busy", "--to", "h2"]);
+    assert!(err.contains("busy") || err.contains("not running"), "{err}");
+    let out = first.join().unwrap();
+    assert!(out.status.success(), "the first migration failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(f.json(&["inspect", "busy"])["host"], "h2");
+    assert_eq!(f.py("busy", "print(x)").trim(), "41");
+}
+
+fn nix_kill(pid: u32) {
+    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+}
