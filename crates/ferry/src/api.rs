@@ -32,6 +32,12 @@ pub struct AgentRuntime {
     pub stats: Option<Stats>,
     #[serde(default)]
     pub timings: Timings,
+    /// Why the runtime is `lost` (e.g. its memory pages never arrived).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// A lazy restore is still fetching memory pages from the source.
+    #[serde(default)]
+    pub lazy_pending: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +65,9 @@ pub struct RestoreRequest {
     /// Verify every checksum first (skipped only right after a verified import of that snapshot).
     #[serde(default = "yes")]
     pub verify: bool,
+    /// Lazy (post-copy) restore: memory pages come from this page server (ADDR:PORT).
+    #[serde(default)]
+    pub lazy_from: Option<String>,
 }
 
 fn yes() -> bool {
@@ -75,6 +84,19 @@ pub struct SendRequest {
     /// Thaw the source right after the dump (a fork) instead of leaving it frozen (a move).
     #[serde(default)]
     pub thaw_after_dump: bool,
+    /// Lazy (post-copy): dump everything but memory and serve the pages from a page server.
+    #[serde(default)]
+    pub lazy: bool,
+}
+
+/// The source side of a lazy migration: still serving pages, done, or failed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LazyStatus {
+    /// `serving`, `done` or `failed`.
+    pub status: String,
+    pub error: Option<String>,
+    /// Process group of the dumping runc + CRIU.
+    pub pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,6 +105,9 @@ pub struct SendResult {
     pub snapshot: SnapshotInfo,
     pub archive_bytes: u64,
     pub timings: Timings,
+    /// Lazy: where the source serves the memory pages.
+    #[serde(default)]
+    pub page_server: Option<String>,
 }
 
 /// One migration, as recorded.

@@ -32,7 +32,10 @@ pub async fn start_agent(o: AgentOptions) -> Result<(Arc<Agent>, SocketAddr)> {
     if !crate::sys::host::is_root() {
         return Err(Error::Unavailable("ferry's agent must run as root (it manages containers, namespaces and CRIU): run it with sudo".into()));
     }
-    let host = Host::new(&o.name, o.state_dir.clone(), o.images_dir.clone(), &o.prefix, o.outer_netns.clone(), o.route_via);
+    let mut host = Host::new(&o.name, o.state_dir.clone(), o.images_dir.clone(), &o.prefix, o.outer_netns.clone(), o.route_via);
+    if !o.listen.ip().is_unspecified() {
+        host.addr = o.listen.ip();
+    }
     let agent = Arc::new(Agent::new(host, o.token.clone()).await?);
     let listener = crate::sys::inns::listen(o.outer_netns.clone(), o.listen)?;
     let addr = listener.local_addr()?;

@@ -30,6 +30,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/agent/v1/runtimes/:id/checkpoint", post(checkpoint))
         .route("/agent/v1/restore", post(restore))
         .route("/agent/v1/runtimes/:id/send", post(send))
+        .route("/agent/v1/lazy/:snapshot", get(lazy_status))
+        .route("/agent/v1/lazy/:snapshot/abort", post(lazy_abort))
         .route("/agent/v1/snapshots", get(snapshots))
         .route("/agent/v1/snapshots/:id", get(snapshot).delete(remove_snapshot))
         .route("/agent/v1/snapshots/:id/archive", get(export).put(import))
@@ -73,10 +75,17 @@ async fn checkpoint(State(a): A, Path(id): Path<String>, Json(r): Json<Checkpoin
     Ok(Json(a.checkpoint(&id, &r.snapshot_id, r.leave_running).await?))
 }
 async fn restore(State(a): A, Json(r): Json<RestoreRequest>) -> Result<impl IntoResponse> {
-    Ok(Json(a.restore(&r.snapshot_id, r.spec, r.verify).await?))
+    Ok(Json(a.restore(&r.snapshot_id, r.spec, r.verify, r.lazy_from.as_deref()).await?))
 }
 async fn send(State(a): A, Path(id): Path<String>, Json(r): Json<crate::api::SendRequest>) -> Result<impl IntoResponse> {
     Ok(Json(a.send(&id, &r).await?))
+}
+async fn lazy_status(State(a): A, Path(snap): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(a.lazy_status(&snap)?))
+}
+async fn lazy_abort(State(a): A, Path(snap): Path<String>, Json(id): Json<String>) -> Result<impl IntoResponse> {
+    a.lazy_abort(&id, &snap).await?;
+    Ok(Json(serde_json::json!({"aborted": snap})))
 }
 async fn snapshots(State(a): A) -> impl IntoResponse {
     Json(a.snapshots())

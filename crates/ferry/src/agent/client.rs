@@ -82,6 +82,13 @@ impl AgentClient {
     pub async fn send_runtime(&self, id: &str, req: &SendRequest) -> Result<SendResult> {
         self.post(&format!("/runtimes/{id}/send"), req).await
     }
+    pub async fn lazy_status(&self, snapshot: &str) -> Result<LazyStatus> {
+        self.get(&format!("/lazy/{snapshot}")).await
+    }
+    /// Stops a lazy dump of runtime `id` that is serving pages, and thaws the runtime here.
+    pub async fn lazy_abort(&self, id: &str, snapshot: &str) -> Result<serde_json::Value> {
+        self.post(&format!("/lazy/{snapshot}/abort"), &id).await
+    }
     pub async fn snapshot(&self, id: &str) -> Result<SnapshotInfo> {
         self.get(&format!("/snapshots/{id}")).await
     }

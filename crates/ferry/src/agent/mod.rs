@@ -21,6 +21,8 @@ pub struct Agent {
     pub versions: Versions,
     pub token: String,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Lazy migrations this host is the source of, by snapshot id.
+    pub(crate) lazy_jobs: Arc<Mutex<HashMap<String, crate::api::LazyStatus>>>,
 }
 
 impl Agent {
@@ -39,7 +41,7 @@ impl Agent {
             tracing::warn!(problem = %p, "CRIU is unusable: checkpoints and restores will be refused");
         }
         let versions = Versions { criu: criu.version.clone(), runc: crate::sys::runc::version().await, kernel: crate::sys::host::kernel_release() };
-        let agent = Agent { host, criu, versions, token, locks: Mutex::new(HashMap::new()) };
+        let agent = Agent { host, criu, versions, token, locks: Mutex::new(HashMap::new()), lazy_jobs: Default::default() };
         let adopted = agent.specs().len();
         tracing::info!(host = %agent.host.name, adopted, "agent ready");
         Ok(agent)
@@ -144,13 +146,16 @@ impl Agent {
         Ok(store::info(&self.host.name, snapshot_id, &m, timings))
     }
 
-    pub async fn restore(&self, snapshot_id: &str, spec: RuntimeSpec, verify: bool) -> Result<AgentRuntime> {
+    pub async fn restore(&self, snapshot_id: &str, spec: RuntimeSpec, verify: bool, lazy_from: Option<&str>) -> Result<AgentRuntime> {
         self.criu.require()?;
         check_id(&spec.id)?;
         let dir = self.snapshot_dir(snapshot_id)?;
         let _g = self.lock(&spec.id).await;
         let c = self.host.container(spec);
-        let timings: Timings = c.restore(&dir, verify).await?;
+        let timings: Timings = match lazy_from {
+            Some(ps) => c.restore_lazy(&dir, ps).await?,
+            None => c.restore(&dir, verify).await?,
+        };
         let mut st = c.status().await;
         st.timings = timings;
         Ok(st)

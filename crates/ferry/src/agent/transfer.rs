@@ -1,10 +1,14 @@
 //! The source side of a migration: freeze, dump, and stream the snapshot straight into the target
 //! agent's verifying import — an authenticated HTTP PUT made from this host's network namespace,
 //! the archive produced (tar → zstd) while it is sent, never staged as a file.
+//!
+//! Lazy (post-copy): the dump leaves the memory out and CRIU keeps serving it from a page server on
+//! this host until the target has every page; only the small rest is streamed.
 
 use super::Agent;
-use crate::api::{SendRequest, SendResult, SnapshotInfo, Timings};
-use crate::container::ms;
+use crate::api::{LazyStatus, SendRequest, SendResult, SnapshotInfo, Timings};
+use crate::container::{ms, Container};
+use crate::sys::lazy;
 use crate::{Error, Result};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
@@ -16,6 +20,9 @@ impl Agent {
     pub async fn send(&self, id: &str, r: &SendRequest) -> Result<SendResult> {
         self.criu.require()?;
         super::check_id(&r.snapshot_id)?;
+        if r.lazy && !self.criu.lazy_pages {
+            return Err(Error::Invalid("this host's kernel or CRIU cannot do lazy pages (userfaultfd): use --mode stop-copy".into()));
+        }
         let _g = self.lock(id).await;
         let c = self.host.container(self.spec(id)?);
         let dest = self.host.snapshots_dir().join(&r.snapshot_id);
@@ -23,9 +30,14 @@ impl Agent {
         let mut t = Timings::new();
         c.freeze_for_checkpoint().await?;
         t.insert("freeze_ms".into(), ms(t0));
+        let mut page_server = None;
         let result = async {
-            let (_m, dump_t) = c.dump_frozen(&dest, &r.snapshot_id, false, &self.versions).await?;
-            t.extend(dump_t);
+            if r.lazy {
+                page_server = Some(self.dump_lazy(&c, &dest, &r.snapshot_id, &mut t).await?);
+            } else {
+                let (_m, dump_t) = c.dump_frozen(&dest, &r.snapshot_id, false, &self.versions).await?;
+                t.extend(dump_t);
+            }
             if r.thaw_after_dump {
                 c.thaw().await?;
             }
@@ -38,9 +50,12 @@ impl Agent {
         match result {
             Ok((snapshot, archive_bytes)) => {
                 t.insert("total_ms".into(), ms(t0));
-                Ok(SendResult { snapshot, archive_bytes, timings: t })
+                Ok(SendResult { snapshot, archive_bytes, timings: t, page_server })
             }
             Err(e) => {
+                if r.lazy {
+                    self.stop_lazy(&c, &r.snapshot_id).await;
+                }
                 let _ = std::fs::remove_dir_all(&dest);
                 let thawed = if r.thaw_after_dump && c.is_alive().await { Ok(()) } else { c.thaw().await };
                 Err(match thawed {
@@ -49,6 +64,83 @@ impl Agent {
                 })
             }
         }
+    }
+
+    /// Lazy dump: CRIU writes everything but memory into `dest/criu` and then serves the pages.
+    /// Returns the page server's address. The dump process is tracked in `lazy_jobs`.
+    async fn dump_lazy(&self, c: &Container<'_>, dest: &std::path::Path, snapshot_id: &str, t: &mut Timings) -> Result<String> {
+        std::fs::create_dir_all(dest.join("criu"))?;
+        let work = c.dir().join("criu-dump");
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work)?;
+        let port = lazy::free_port(self.host.outer_netns.clone(), self.host.addr)?;
+        let page_server = format!("{}:{port}", self.host.addr);
+        let t1 = Instant::now();
+        let child = lazy::start_dump(self.host.outer_netns.as_deref(), &self.host.runc.root, c.id(), &dest.join("criu"), &work, &page_server, &c.runc_log()).await?;
+        t.insert("dump_ms".into(), ms(t1));
+        let pid = child.id();
+        self.lazy_jobs.lock().unwrap().insert(snapshot_id.to_string(), LazyStatus { status: "serving".into(), error: None, pid });
+        let jobs = self.lazy_jobs.clone();
+        let snap = snapshot_id.to_string();
+        let log = work.join("dump.log");
+        tokio::spawn(async move {
+            let mut child = child;
+            let st = child.wait().await;
+            let (status, error) = match st {
+                Ok(s) if s.success() => ("done", None),
+                other => ("failed", Some(format!("lazy dump ended with {other:?}: {}", crate::sys::cmd::tail(&log, 4)))),
+            };
+            if let Some(j) = jobs.lock().unwrap().get_mut(&snap) {
+                if j.status == "serving" {
+                    j.status = status.into();
+                    j.error = error;
+                }
+            }
+        });
+        let (_m, pt) = c.package(dest, snapshot_id, false, &self.versions).await?;
+        t.extend(pt);
+        Ok(page_server)
+    }
+
+    /// Kills a lazy dump still serving pages and removes CRIU's network lock.
+    async fn stop_lazy(&self, c: &Container<'_>, snapshot_id: &str) {
+        let job = self.lazy_jobs.lock().unwrap().get(snapshot_id).cloned();
+        if let Some(LazyStatus { status, pid: Some(pid), .. }) = job {
+            if status == "serving" {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                for _ in 0..100 {
+                    if self.lazy_jobs.lock().unwrap().get(snapshot_id).is_some_and(|j| j.status != "serving") {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        }
+        if let Some(j) = self.lazy_jobs.lock().unwrap().get_mut(snapshot_id) {
+            j.status = "aborted".into();
+        }
+        lazy::unlock_network(&c.net().netns).await;
+    }
+
+    pub fn lazy_status(&self, snapshot_id: &str) -> Result<LazyStatus> {
+        self.lazy_jobs.lock().unwrap().get(snapshot_id).cloned().ok_or_else(|| Error::NotFound(format!("no lazy migration {snapshot_id} on host {}", self.host.name)))
+    }
+
+    /// The target could not restore: stop serving pages and let the runtime run here again.
+    pub async fn lazy_abort(&self, id: &str, snapshot_id: &str) -> Result<()> {
+        let _g = self.lock(id).await;
+        let c = self.host.container(self.spec(id)?);
+        self.stop_lazy(&c, snapshot_id).await;
+        let _ = std::fs::remove_dir_all(self.host.snapshots_dir().join(snapshot_id));
+        if !c.is_alive().await {
+            return Err(Error::Internal(format!("runtime {} did not survive the aborted lazy dump", c.spec.name)));
+        }
+        let _ = c.thaw().await;
+        // CRIU may have left the tasks stopped rather than frozen.
+        if let Some(st) = self.host.runc.state(id).await? {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid as i32), nix::sys::signal::Signal::SIGCONT);
+        }
+        Ok(())
     }
 
     async fn stream_to(&self, dir: &std::path::Path, r: &SendRequest) -> Result<(SnapshotInfo, u64)> {

@@ -80,6 +80,16 @@ impl Container<'_> {
         let t1 = Instant::now();
         self.host.runc.checkpoint(self.id(), &opts, &self.runc_log()).await?;
         t.insert("dump_ms".into(), ms(t1));
+        let (manifest, pt) = self.package(dest, snapshot_id, leave_running, v).await?;
+        t.extend(pt);
+        let _ = std::fs::remove_dir_all(&work);
+        Ok((manifest, t))
+    }
+
+    /// After the CRIU images are in `dest/criu`: add the config and the writable layer (the runtime
+    /// must still be frozen) and write the manifest with every file's sha256.
+    pub async fn package(&self, dest: &Path, snapshot_id: &str, leave_running: bool, v: &Versions) -> Result<(Manifest, Timings)> {
+        let mut t = Timings::new();
         let t2 = Instant::now();
         std::fs::copy(self.bundle().join("config.json"), dest.join("config.json"))?;
         super::copy_tree(&self.upper(), &dest.join("upper")).await?;
@@ -87,7 +97,6 @@ impl Container<'_> {
         let t3 = Instant::now();
         let manifest = self.write_manifest(dest, snapshot_id, leave_running, v).await?;
         t.insert("hash_ms".into(), ms(t3));
-        let _ = std::fs::remove_dir_all(&work);
         Ok((manifest, t))
     }
 

@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod create;
 pub mod destroy;
 pub mod freeze;
+pub mod lazy;
 pub mod restore;
 pub mod status;
 
@@ -32,12 +33,15 @@ pub struct Host {
     pub outer_netns: Option<String>,
     /// This host's address that the root namespace routes its runtimes through (with `outer_netns`).
     pub route_via: Option<std::net::Ipv4Addr>,
+    /// The address peers reach this host at (lazy migrations serve memory pages there).
+    pub addr: std::net::IpAddr,
 }
 
 impl Host {
     pub fn new(name: &str, state_dir: PathBuf, images_dir: PathBuf, prefix: &str, outer_netns: Option<String>, route_via: Option<std::net::Ipv4Addr>) -> Host {
         let runc = Runc::new(state_dir.join("runc"));
-        Host { name: name.into(), state_dir, images_dir, runc, prefix: prefix.into(), outer_netns, route_via }
+        let addr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        Host { name: name.into(), state_dir, images_dir, runc, prefix: prefix.into(), outer_netns, route_via, addr }
     }
 
     pub fn runtimes_dir(&self) -> PathBuf {

@@ -16,9 +16,14 @@
 //! `fork`: the same stream, but the source is thawed right after the dump and the copy starts as a
 //!   new runtime (new id, name and addresses) — the seed design's "leave-running", named honestly.
 //!
+//! `lazy` (post-copy): as stop-copy, but the dump leaves memory out and the source serves it from a
+//!   CRIU page server; the target resumes at once and pulls pages on fault (userfaultfd) and in the
+//!   background, so the freeze does not grow with memory size. The source must live until every
+//!   page has arrived; if it dies first, the target kills the half-restored runtime and ferry
+//!   reports it `lost`, offering its last full snapshot (see `container/lazy.rs`).
+//!
 //! `pre-copy` needs soft-dirty memory tracking (iterative pre-dumps); on kernels without it the
-//!   request is refused with the modes that do work. `lazy` (post-copy) is not implemented yet and
-//!   is refused the same way.
+//!   request is refused with the modes that do work.
 
 use super::db::{now, RuntimeRow};
 use super::{check_name, new_id, Control};
@@ -61,10 +66,7 @@ impl Control {
             Mode::PreCopy => {
                 let info = self.agent(&row.host)?.info().await?;
                 let why = if info.criu.mem_dirty_track { "ferry does not implement iterative pre-dumps yet" } else { "this kernel has no soft-dirty memory tracking (`criu check --feature mem_dirty_track` fails), which iterative pre-dumps need" };
-                return Err(Error::Invalid(format!("pre-copy migration is not available: {why}. Use --mode stop-copy (consistent; the default) or --mode fork (a copy that leaves the source running)")));
-            }
-            Mode::Lazy => {
-                return Err(Error::Invalid("lazy (post-copy) migration is not implemented yet: use --mode stop-copy (consistent; the default) or --mode fork".into()));
+                return Err(Error::Invalid(format!("pre-copy migration is not available: {why}. Use --mode stop-copy (consistent; the default), --mode lazy (post-copy: the shortest freeze) or --mode fork (a copy that leaves the source running)")));
             }
             _ => {}
         }
@@ -80,7 +82,8 @@ impl Control {
         self.journal(kind, Some(name), detail, async {
             let m = match mode {
                 Mode::Fork => self.fork(&row, &req.to, req.name.as_deref()).await?,
-                _ => self.stop_copy(&row, &req.to).await?,
+                Mode::Lazy => self.move_runtime(&row, &req.to, true).await?,
+                _ => self.move_runtime(&row, &req.to, false).await?,
             };
             let t = m.timings.clone();
             Ok((m, t))
@@ -88,7 +91,9 @@ impl Control {
         .await
     }
 
-    async fn stop_copy(&self, row: &RuntimeRow, to: &str) -> Result<Migration> {
+    /// `stop-copy` and `lazy`: the runtime moves; it runs at the source until the switch.
+    async fn move_runtime(&self, row: &RuntimeRow, to: &str, lazy: bool) -> Result<Migration> {
+        let mode = if lazy { "lazy" } else { "stop-copy" };
         let source = self.agent(&row.host)?;
         let target = self.agent(to)?;
         let snapshot_id = new_id("mig");
@@ -102,21 +107,22 @@ impl Control {
             self.event(Some(&row.name), "migration.failed", &format!("migration to {to} failed; the runtime runs on {} again: {why}", row.host), serde_json::json!({}));
             why
         };
-        // 2. freeze, dump, stream (the source stays frozen)
-        let req = SendRequest { snapshot_id: snapshot_id.clone(), target_url: target.url.clone(), target_token: self.cfg.agent_token.clone(), thaw_after_dump: false };
+        // 2. freeze, dump (lazy: all but memory, which the source then serves), stream; the source
+        //    stays frozen
+        let req = SendRequest { snapshot_id: snapshot_id.clone(), target_url: target.url.clone(), target_token: self.cfg.agent_token.clone(), thaw_after_dump: false, lazy };
         let sent = match source.send_runtime(&row.id, &req).await {
             Ok(s) => s,
             Err(e) => return Err(rollback(e).await), // the source agent thawed it
         };
-        // 3. restore at the target, same identity and addresses
+        // 3. restore at the target, same identity and addresses (lazy: pages come on fault)
         let t_restore = Instant::now();
-        let restore = RestoreRequest { snapshot_id: snapshot_id.clone(), spec: self.spec_of(row), verify: false };
+        let restore = RestoreRequest { snapshot_id: snapshot_id.clone(), spec: self.spec_of(row), verify: false, lazy_from: sent.page_server.clone() };
         if let Err(e) = target.restore(&restore).await {
             let _ = target.remove(&row.id).await;
-            let thawed = source.thaw(&row.id).await;
-            let e = match thawed {
-                Ok(_) => e,
-                Err(te) => Error::Internal(format!("{e}; and thawing the source failed: {te}")),
+            let back = if lazy { source.lazy_abort(&row.id, &snapshot_id).await.map(|_| ()) } else { source.thaw(&row.id).await.map(|_| ()) };
+            let e = match back {
+                Ok(()) => e,
+                Err(te) => Error::Internal(format!("{e}; and resuming the source failed: {te}")),
             };
             return Err(rollback(e).await);
         }
@@ -127,20 +133,61 @@ impl Control {
         moved.host = to.to_string();
         self.set_state(&moved, "running", None)?;
         let downtime_ms = ms(t0);
+        // 4b. lazy: the source must live until every page has arrived
+        if lazy {
+            let t_pages = Instant::now();
+            if let Err(e) = self.wait_for_pages(&moved, &target).await {
+                let _ = source.remove(&row.id).await;
+                return Err(e);
+            }
+            tracing::info!(runtime = %row.name, pages_ms = ms(t_pages), "lazy migration complete");
+        }
         // 5. destroy the frozen source and its dump
         if let Err(e) = source.remove(&row.id).await {
             tracing::error!(runtime = %row.name, error = %e, "the frozen source could not be removed; it stays frozen");
         }
         let _ = source.remove_snapshot(&snapshot_id).await;
-        let snap = super::snapshots::to_snapshot(&sent.snapshot);
-        self.db.insert_snapshot(&snap)?;
-        self.db.set_last_snapshot(&row.id, &snap.id)?;
+        let snapshot = if lazy {
+            None // it holds no memory pages: not a snapshot anyone could restore
+        } else {
+            let snap = super::snapshots::to_snapshot(&sent.snapshot);
+            self.db.insert_snapshot(&snap)?;
+            self.db.set_last_snapshot(&row.id, &snap.id)?;
+            Some(snap.id)
+        };
         let mut t: Timings = sent.timings.iter().filter(|(k, _)| *k != "total_ms").map(|(k, v)| (k.clone(), *v)).collect();
         t.insert("restore_ms".into(), restore_ms);
         t.insert("downtime_ms".into(), downtime_ms);
         t.insert("total_ms".into(), ms(t0));
-        self.event(Some(&row.name), "runtime.migrated", &format!("moved from {} to {to} (stop-copy), frozen {downtime_ms:.0} ms", row.host), serde_json::json!({"timings": t}));
-        Ok(Migration { runtime: row.name.clone(), mode: "stop-copy".into(), from: row.host.clone(), to: to.into(), snapshot: Some(snap.id), archive_bytes: sent.archive_bytes, timings: t })
+        self.event(Some(&row.name), "runtime.migrated", &format!("moved from {} to {to} ({mode}), frozen {downtime_ms:.0} ms", row.host), serde_json::json!({"timings": t}));
+        Ok(Migration { runtime: row.name.clone(), mode: mode.into(), from: row.host.clone(), to: to.into(), snapshot, archive_bytes: sent.archive_bytes, timings: t })
+    }
+
+    /// Waits until the target has every memory page. If the pages stop coming (the source died),
+    /// the target kills the half-restored runtime and the runtime is reported lost, with its last
+    /// full snapshot offered.
+    async fn wait_for_pages(&self, row: &RuntimeRow, target: &crate::agent::client::AgentClient) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            match target.runtime(&row.id).await {
+                Ok(a) if a.status == "lost" => {
+                    let offer = match &row.last_snapshot {
+                        Some(s) => format!("its last full snapshot is {s}: `ferry restore {s}`"),
+                        None => "it has no full snapshot to restore".into(),
+                    };
+                    let reason = format!("{}; {offer}", a.reason.unwrap_or_else(|| "its memory pages never all arrived".into()).lines().next().unwrap_or_default());
+                    self.set_state(row, "lost", Some(&reason))?;
+                    self.event(Some(&row.name), "runtime.lost", &reason, serde_json::json!({"last_snapshot": row.last_snapshot}));
+                    return Err(Error::Internal(format!("runtime {} was lost during its lazy migration: {reason}", row.name)));
+                }
+                Ok(a) if !a.lazy_pending => return Ok(()),
+                _ => {}
+            }
+            if start.elapsed() > std::time::Duration::from_secs(600) {
+                return Err(Error::Internal(format!("runtime {}: memory pages still arriving after 10 minutes", row.name)));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     async fn fork(&self, row: &RuntimeRow, to: &str, new_name: Option<&str>) -> Result<Migration> {
@@ -159,12 +206,12 @@ impl Control {
         self.db.insert_runtime(&copy)?;
         let t0 = Instant::now();
         let snapshot_id = new_id("fork");
-        let req = SendRequest { snapshot_id: snapshot_id.clone(), target_url: target.url.clone(), target_token: self.cfg.agent_token.clone(), thaw_after_dump: true };
+        let req = SendRequest { snapshot_id: snapshot_id.clone(), target_url: target.url.clone(), target_token: self.cfg.agent_token.clone(), thaw_after_dump: true, lazy: false };
         let result = async {
             let sent = source.send_runtime(&row.id, &req).await?;
             let _ = source.remove_snapshot(&snapshot_id).await;
             let t1 = Instant::now();
-            target.restore(&RestoreRequest { snapshot_id: snapshot_id.clone(), spec: self.spec_of(&copy), verify: false }).await?;
+            target.restore(&RestoreRequest { snapshot_id: snapshot_id.clone(), spec: self.spec_of(&copy), verify: false, lazy_from: None }).await?;
             Ok::<_, Error>((sent, ms(t1)))
         }
         .await;

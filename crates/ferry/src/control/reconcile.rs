@@ -52,7 +52,11 @@ impl Control {
             return;
         }
         let oom = live.is_some_and(|a| a.oom_killed);
-        let (state, kind, reason) = if oom {
+        let (state, kind, reason) = if status == "lost" {
+            let why = live.and_then(|a| a.reason.clone()).unwrap_or_default();
+            let offer = row.last_snapshot.as_deref().map(|s| format!("; last full snapshot: {s}")).unwrap_or_default();
+            ("lost", "runtime.lost", format!("{}{offer}", why.lines().next().unwrap_or("lost")))
+        } else if oom {
             let limit = row.plan.memory_mb;
             ("oom-killed", "oom_killed", format!("killed by the kernel: it used more than its {limit} MB memory limit (plan {}); restore its last snapshot (`ferry restore`) or create a new runtime on a larger plan", row.plan.name))
         } else {

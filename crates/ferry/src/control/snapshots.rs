@@ -81,7 +81,7 @@ impl Control {
         row.host = snap.host.clone();
         let spec = self.spec_of(&row);
         let agent = self.agent(&snap.host)?;
-        let req = RestoreRequest { snapshot_id: snap.id.clone(), spec, verify: true };
+        let req = RestoreRequest { snapshot_id: snap.id.clone(), spec, verify: true, lazy_from: None };
         let prev_state = row.state.clone();
         if !fresh {
             // A stopped or exited runtime of the same id: clear its old container first.

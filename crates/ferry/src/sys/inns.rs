@@ -19,13 +19,13 @@ fn in_netns<T: Send + 'static>(netns: Option<String>, f: impl FnOnce() -> std::i
 
 /// A listening socket bound inside `netns` (or here, for `None`).
 pub fn listen(netns: Option<String>, addr: SocketAddr) -> Result<tokio::net::TcpListener> {
-    let l = in_netns(netns, move || {
-        let l = std::net::TcpListener::bind(addr)?;
-        l.set_nonblocking(true)?;
-        Ok(l)
-    })
-    .map_err(|e| Error::Unavailable(format!("cannot listen on {addr}: {e}")))?;
+    let l = listen_std(netns, addr)?;
+    l.set_nonblocking(true)?;
     Ok(tokio::net::TcpListener::from_std(l)?)
+}
+
+pub fn listen_std(netns: Option<String>, addr: SocketAddr) -> Result<std::net::TcpListener> {
+    in_netns(netns, move || std::net::TcpListener::bind(addr)).map_err(|e| Error::Unavailable(format!("cannot listen on {addr}: {e}")))
 }
 
 /// A TCP connection made from inside `netns` (or from here, for `None`).

@@ -6,6 +6,7 @@ pub mod cmd;
 pub mod criu;
 pub mod host;
 pub mod inns;
+pub mod lazy;
 pub mod mount;
 pub mod netns;
 pub mod runc;

@@ -1,0 +1,86 @@
+//! `restore_lazy`: the target side of a lazy (post-copy) migration. The runtime resumes as soon as
+//! everything but its memory is restored; pages arrive on fault and in the background from the
+//! source's page server.
+//!
+//! The risk, and what ferry does about it: until the last page has arrived, part of the runtime's
+//! memory exists only at the source. If the source dies (or the link breaks) before that, the
+//! restored process cannot continue correctly. `criu lazy-pages` then exits with an error; ferry
+//! kills the half-restored runtime and marks it `lost` (a `lost` file with the reason), so that the
+//! control plane reports it lost and offers its last full snapshot — never a silently half-alive
+//! runtime. While pages are pending a `lazy-pending` file says so.
+
+use super::{ms, Container};
+use crate::api::Timings;
+use crate::sys::lazy;
+use crate::sys::runc::CriuOpts;
+use crate::{Error, Result};
+use std::path::Path;
+use std::time::Instant;
+
+impl Container<'_> {
+    pub async fn restore_lazy(&self, snapshot: &Path, page_server: &str) -> Result<Timings> {
+        let t0 = Instant::now();
+        let mut t = Timings::new();
+        if self.host.runc.state(self.id()).await?.is_some() {
+            return Err(Error::Conflict(format!("runtime {} already has a container on host {}", self.spec.name, self.host.name)));
+        }
+        self.prepare(Some(&snapshot.join("upper"))).await?;
+        let _ = std::fs::remove_file(self.dir().join("lost"));
+        t.insert("prepare_ms".into(), ms(t0));
+        let work = self.dir().join("criu-restore");
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work)?;
+        let image = snapshot.join("criu");
+        let daemon = match lazy::start_daemon(self.host.outer_netns.as_deref(), &image, &work, page_server).await {
+            Ok(d) => d,
+            Err(e) => {
+                self.destroy().await;
+                self.remove_files();
+                return Err(e);
+            }
+        };
+        std::fs::write(self.dir().join("lazy-pending"), page_server)?;
+        let t1 = Instant::now();
+        let opts = CriuOpts { image, work: work.clone(), lazy_restore: true, ..Default::default() };
+        let restored = async {
+            self.host.runc.restore(self.id(), &self.bundle(), &opts, &self.runc_log()).await?;
+            self.wait_ready().await
+        }
+        .await;
+        if let Err(e) = restored {
+            lazy::kill_group(&daemon);
+            self.destroy().await;
+            self.remove_files();
+            return Err(e);
+        }
+        t.insert("restore_ms".into(), ms(t1));
+        t.insert("total_ms".into(), ms(t0));
+        self.watch_pages(daemon, snapshot.to_path_buf(), work);
+        Ok(t)
+    }
+
+    /// Waits in the background for the lazy-pages daemon: success → the runtime is complete and the
+    /// page-less images are dropped; failure → the runtime is killed and marked lost.
+    fn watch_pages(&self, mut daemon: tokio::process::Child, snapshot: std::path::PathBuf, work: std::path::PathBuf) {
+        let host = self.host.clone();
+        let spec = self.spec.clone();
+        tokio::spawn(async move {
+            let c = host.container(spec);
+            let status = daemon.wait().await;
+            let _ = std::fs::remove_file(c.dir().join("lazy-pending"));
+            match status {
+                Ok(s) if s.success() => {
+                    tracing::info!(runtime = %c.spec.name, "all memory pages arrived");
+                    let _ = std::fs::remove_dir_all(&snapshot);
+                }
+                other => {
+                    let log = crate::sys::cmd::tail(&work.join("lazy-pages.log"), 4);
+                    let reason = format!("its memory pages stopped arriving from the source before all were copied ({other:?}); the half-restored process was killed\n{log}");
+                    tracing::error!(runtime = %c.spec.name, %reason, "lazy restore failed: runtime lost");
+                    let _ = std::fs::write(c.dir().join("lost"), &reason);
+                    c.destroy().await;
+                }
+            }
+        });
+    }
+}
