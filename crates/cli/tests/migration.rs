@@ -50,28 +50,34 @@ fn stop_copy_under_a_polling_client_loses_nothing() {
     f.ok(&["create", "--name", "live", "--host", "h1"]);
     f.py("live", COUNTER);
     f.py("live", "x = 41\nimport pandas as pd\ndf = pd.DataFrame({'a': range(50000)})");
-    let stop = Arc::new(AtomicBool::new(false));
-    let poller = poll(f.proxy_addr(), "live", stop.clone());
-    std::thread::sleep(Duration::from_millis(400));
-    let m = f.json(&["migrate", "live", "--to", "h2"]);
-    std::thread::sleep(Duration::from_millis(400));
-    stop.store(true, Ordering::SeqCst);
-    let polls = poller.join().unwrap();
-    let gap = check_continuity(&polls);
-    eprintln!("stop-copy: {} polls, longest gap {gap:.0} ms, server-side downtime {} ms", polls.len(), m["timings"]["downtime_ms"]);
-    assert_eq!(m["from"], "h1");
-    assert_eq!(m["to"], "h2");
-    let rt = f.json(&["inspect", "live"]);
-    assert_eq!(rt["host"], "h2");
-    assert_eq!(rt["state"], "running");
-    assert_eq!(f.py("live", "print(x + 1, int(df.a.sum()))").trim(), format!("42 {}", (0..50000u64).sum::<u64>()));
+    f.py("live", "import numpy as np, hashlib\nblob = np.random.randint(0, 256, size=64 * 1024 * 1024, dtype=np.uint8)\nh0 = hashlib.sha256(blob.tobytes()).hexdigest()");
+    for (to, mode) in [("h2", "stop-copy"), ("h1", "lazy")] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller = poll(f.proxy_addr(), "live", stop.clone());
+        std::thread::sleep(Duration::from_millis(400));
+        let m = f.json(&["migrate", "live", "--to", to, "--mode", mode]);
+        std::thread::sleep(Duration::from_millis(400));
+        stop.store(true, Ordering::SeqCst);
+        let polls = poller.join().unwrap();
+        let gap = check_continuity(&polls);
+        eprintln!("{mode}: {} polls, longest gap {gap:.0} ms, server-side downtime {} ms", polls.len(), m["timings"]["downtime_ms"]);
+        assert_eq!(m["mode"], mode);
+        assert_eq!(m["to"], to);
+        let rt = f.json(&["inspect", "live"]);
+        assert_eq!(rt["host"], to);
+        assert_eq!(rt["state"], "running");
+        assert_eq!(f.py("live", "print(x + 1, int(df.a.sum()))").trim(), format!("42 {}", (0..50000u64).sum::<u64>()));
+        assert_eq!(f.py("live", "print(hashlib.sha256(blob.tobytes()).hexdigest() == h0)").trim(), "True", "memory intact after {mode}");
+    }
     // The counter keeps counting at the target.
     let a: i64 = f.py("live", "print(counter)").trim().parse().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let b: i64 = f.py("live", "print(counter)").trim().parse().unwrap();
     assert!(b > a, "counter thread stopped after the move");
     let migs = f.json(&["migrations"]);
+    assert_eq!(migs.as_array().unwrap().len(), 2);
     assert_eq!(migs[0]["result"], "ok");
+    assert_eq!(migs[0]["detail"]["mode"], "lazy");
     assert!(migs[0]["timings"]["downtime_ms"].as_f64().unwrap() > 0.0);
 }
 
@@ -126,7 +132,7 @@ fn fork_gives_two_independent_runtimes_and_pre_copy_refuses_clearly() {
 }
 
 /// A runtime big enough that its transfer takes a while: 120 MB of random bytes.
-const BIG: &str = "import os\nblob = os.urandom(120 * 1024 * 1024)\nx = 41";
+const BIG: &str = "import numpy as np\nblob = np.random.randint(0, 256, size=120 * 1024 * 1024, dtype=np.uint8)\nx = 41";
 
 #[test]
 fn killing_the_target_agent_mid_transfer_leaves_the_source_running() {
@@ -158,7 +164,7 @@ fn killing_the_target_agent_mid_transfer_leaves_the_source_running() {
     let rt = f.json(&["inspect", "heavy"]);
     assert_eq!(rt["host"], "h1");
     assert_eq!(rt["state"], "running");
-    assert_eq!(f.py("heavy", "print(x + 1, len(blob))").trim(), format!("42 {}", 120 * 1024 * 1024));
+    assert_eq!(f.py("heavy", "print(x + 1, blob.size)").trim(), format!("42 {}", 120 * 1024 * 1024));
     let (status, _) = http(&f.proxy_addr(), "GET", "/r/heavy/mrp/v1/capabilities", "", Duration::from_secs(5)).unwrap();
     assert_eq!(status, 200, "the proxy routes to the source again");
     let root = f.state.join("agents/h2/runc");
@@ -185,6 +191,65 @@ fn a_second_migration_of_a_moving_runtime_is_refused() {
     assert!(out.status.success(), "the first migration failed: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(f.json(&["inspect", "busy"])["host"], "h2");
     assert_eq!(f.py("busy", "print(x)").trim(), "41");
+}
+
+#[test]
+fn lazy_migration_whose_source_dies_is_reported_lost_with_its_last_snapshot() {
+    let Some(f) = Ferry::start_dev(2) else { return };
+    f.ok(&["create", "--name", "fragile", "--host", "h1", "--plan", "team"]);
+    f.py("fragile", "import numpy as np\nblob = np.random.randint(0, 256, size=400 * 1024 * 1024, dtype=np.uint8)");
+    let snap = f.json(&["checkpoint", "fragile", "--leave-running"]);
+    let snap_id = snap["id"].as_str().unwrap().to_string();
+    let id = f.json(&["inspect", "fragile"])["id"].as_str().unwrap().to_string();
+    let bin = common::BIN.to_string();
+    let state = f.state.clone();
+    let migration = std::thread::spawn(move || std::process::Command::new(bin).arg("--state-dir").arg(state).args(["migrate", "fragile", "--to", "h2", "--mode", "lazy"]).output().unwrap());
+    // Once the target runs on pages still arriving, the source "dies": its page server is killed.
+    let pending = f.state.join(format!("agents/h2/runtimes/{id}/lazy-pending"));
+    let start = Instant::now();
+    loop {
+        let rt = f.json(&["inspect", "fragile"]);
+        if rt["host"] == "h2" && rt["state"] == "running" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the lazy migration never switched: {rt}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let source_root = f.state.join("agents/h1/runc");
+    let dumper = find_process(&[source_root.to_str().unwrap(), "checkpoint", "--lazy-pages"]).expect("the source's lazy dump process");
+    assert!(pending.exists(), "all pages arrived before the source could be killed; make the runtime bigger");
+    std::process::Command::new("kill").args(["-s", "KILL", "--", &format!("-{dumper}")]).status().unwrap();
+    let out = migration.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the migration must not report success");
+    assert!(err.contains("lost") && err.contains(&snap_id), "{err}");
+    let rt = f.json(&["inspect", "fragile"]);
+    assert_eq!(rt["state"], "lost", "{rt}");
+    assert!(rt["state_reason"].as_str().unwrap().contains(&snap_id));
+    // Never half-alive: no container runs for it anywhere, and the proxy says it is lost.
+    for h in ["h1", "h2"] {
+        let out = std::process::Command::new("runc").args(["--root", f.state.join(format!("agents/{h}/runc")).to_str().unwrap(), "list", "-q"]).output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty(), "a container is left on {h}");
+    }
+    let (status, body) = http(&f.proxy_addr(), "GET", "/r/fragile/mrp/v1/capabilities", "", Duration::from_secs(5)).unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("lost"), "{body}");
+    // The offered snapshot restores.
+    f.ok(&["restore", &snap_id, "--name", "fragile-restored"]);
+    assert_eq!(f.py("fragile-restored", "print(blob.size)").trim(), (400 * 1024 * 1024).to_string());
+}
+
+/// PID of the process whose command line contains all of `needles`.
+fn find_process(needles: &[&str]) -> Option<u32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if needles.iter().all(|n| cmd.contains(n)) && !cmd.contains("nsenter") {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 fn nix_kill(pid: u32) {

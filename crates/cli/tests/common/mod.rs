@@ -106,7 +106,7 @@ impl Ferry {
         std::fs::create_dir_all(&self.state).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.state.join("serve.log")).unwrap();
         let child = Command::new(BIN)
-            .args(["--state-dir", self.state.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0", "--prefix", &self.prefix, "--subnet", &self.subnet])
+            .args(["--state-dir", self.state.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0", "--prefix", &self.prefix, "--subnet", &self.subnet])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -42,9 +42,39 @@ impl Container<'_> {
         std::fs::write(self.dir().join("lazy-pending"), page_server)?;
         let t1 = Instant::now();
         let opts = CriuOpts { image, work: work.clone(), lazy_restore: true, ..Default::default() };
+        let mut daemon = daemon;
         let restored = async {
-            self.host.runc.restore(self.id(), &self.bundle(), &opts, &self.runc_log()).await?;
-            self.wait_ready().await
+            // The restore itself faults pages in: if the page source dies meanwhile, the daemon
+            // exits and the restore would wait forever. Stop it then.
+            let mut rc = self.host.runc.restore_command(self.id(), &self.bundle(), &opts, &self.runc_log()).spawn()?;
+            let mut daemon_ok = false;
+            let st = loop {
+                tokio::select! {
+                    st = rc.wait() => break st?,
+                    st = daemon.wait(), if !daemon_ok => match st {
+                        Ok(s) if s.success() => daemon_ok = true, // every page arrived already
+                        other => {
+                            lazy::kill_group(&rc);
+                            let _ = rc.wait().await;
+                            return Err(Error::Unavailable(format!("memory pages stopped arriving during the restore (criu lazy-pages exited: {other:?}):\n{}", crate::sys::cmd::tail(&work.join("lazy-pages.log"), 4))));
+                        }
+                    },
+                }
+            };
+            if !st.success() {
+                return Err(Error::Internal(format!("runc restore --lazy-pages failed ({st}):\n{}", crate::sys::cmd::tail(&work.join("restore.log"), 8))));
+            }
+            let ready = self.wait_ready();
+            tokio::pin!(ready);
+            loop {
+                tokio::select! {
+                    r = &mut ready => break r,
+                    st = daemon.wait(), if !daemon_ok => match st {
+                        Ok(s) if s.success() => daemon_ok = true,
+                        other => return Err(Error::Unavailable(format!("memory pages stopped arriving before the runtime answered (criu lazy-pages exited: {other:?})"))),
+                    },
+                }
+            }
         }
         .await;
         if let Err(e) = restored {

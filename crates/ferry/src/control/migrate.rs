@@ -120,11 +120,11 @@ impl Control {
         if let Err(e) = target.restore(&restore).await {
             let _ = target.remove(&row.id).await;
             let back = if lazy { source.lazy_abort(&row.id, &snapshot_id).await.map(|_| ()) } else { source.thaw(&row.id).await.map(|_| ()) };
-            let e = match back {
-                Ok(()) => e,
-                Err(te) => Error::Internal(format!("{e}; and resuming the source failed: {te}")),
+            return match back {
+                Ok(()) => Err(rollback(e).await),
+                // Neither copy can run: say so, and offer the last full snapshot.
+                Err(te) => Err(self.mark_lost(row, &format!("the restore on {to} failed ({e}) and the source could not be resumed ({te})"))),
             };
-            return Err(rollback(e).await);
         }
         let restore_ms = ms(t_restore);
         // 4. switch
@@ -163,6 +163,19 @@ impl Control {
         Ok(Migration { runtime: row.name.clone(), mode: mode.into(), from: row.host.clone(), to: to.into(), snapshot, archive_bytes: sent.archive_bytes, timings: t })
     }
 
+    /// Records that a runtime is lost — it runs nowhere and cannot be resumed — and offers its last
+    /// full snapshot. Returns the error to give the caller.
+    fn mark_lost(&self, row: &RuntimeRow, why: &str) -> Error {
+        let offer = match &row.last_snapshot {
+            Some(s) => format!("its last full snapshot is {s}: `ferry restore {s}`"),
+            None => "it has no full snapshot to restore".into(),
+        };
+        let reason = format!("{why}; {offer}");
+        let _ = self.set_state(row, "lost", Some(&reason));
+        self.event(Some(&row.name), "runtime.lost", &reason, serde_json::json!({"last_snapshot": row.last_snapshot}));
+        Error::Internal(format!("runtime {} was lost during its migration: {reason}", row.name))
+    }
+
     /// Waits until the target has every memory page. If the pages stop coming (the source died),
     /// the target kills the half-restored runtime and the runtime is reported lost, with its last
     /// full snapshot offered.
@@ -171,14 +184,8 @@ impl Control {
         loop {
             match target.runtime(&row.id).await {
                 Ok(a) if a.status == "lost" => {
-                    let offer = match &row.last_snapshot {
-                        Some(s) => format!("its last full snapshot is {s}: `ferry restore {s}`"),
-                        None => "it has no full snapshot to restore".into(),
-                    };
-                    let reason = format!("{}; {offer}", a.reason.unwrap_or_else(|| "its memory pages never all arrived".into()).lines().next().unwrap_or_default());
-                    self.set_state(row, "lost", Some(&reason))?;
-                    self.event(Some(&row.name), "runtime.lost", &reason, serde_json::json!({"last_snapshot": row.last_snapshot}));
-                    return Err(Error::Internal(format!("runtime {} was lost during its lazy migration: {reason}", row.name)));
+                    let why = a.reason.unwrap_or_else(|| "its memory pages never all arrived".into());
+                    return Err(self.mark_lost(row, why.lines().next().unwrap_or_default()));
                 }
                 Ok(a) if !a.lazy_pending => return Ok(()),
                 _ => {}

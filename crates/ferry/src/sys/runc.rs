@@ -125,6 +125,19 @@ impl Runc {
 
     /// CRIU restore through runc, detached.
     pub async fn restore(&self, id: &str, bundle: &Path, o: &CriuOpts, log: &Path) -> Result<()> {
+        self.detached(Self::restore_args(id, bundle, o), log, "restore").await.map_err(|e| with_criu_log(e, &o.work.join("restore.log")))
+    }
+
+    /// The restore as a process of its own group, for callers that must be able to stop it
+    /// (runc and its CRIU together) while it runs.
+    pub fn restore_command(&self, id: &str, bundle: &Path, o: &CriuOpts, log: &Path) -> Command {
+        let mut c = Command::new("runc");
+        c.args(self.base()).arg("--log").arg(log).args(Self::restore_args(id, bundle, o));
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+        c
+    }
+
+    fn restore_args(id: &str, bundle: &Path, o: &CriuOpts) -> Vec<String> {
         let mut a: Vec<String> = vec![
             "restore".into(), "-d".into(), "--image-path".into(), o.image.display().to_string(),
             "--work-path".into(), o.work.display().to_string(), "--tcp-established".into(),
@@ -134,7 +147,7 @@ impl Runc {
             a.push("--lazy-pages".into());
         }
         a.push(id.into());
-        self.detached(a, log, "restore").await.map_err(|e| with_criu_log(e, &o.work.join("restore.log")))
+        a
     }
 }
 
