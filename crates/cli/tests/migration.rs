@@ -255,3 +255,26 @@ fn find_process(needles: &[&str]) -> Option<u32> {
 fn nix_kill(pid: u32) {
     std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
 }
+
+#[test]
+fn a_streaming_execution_survives_a_migration_through_the_proxy() {
+    let Some(f) = Ferry::start_dev(2) else { return };
+    f.ok(&["create", "--name", "streamer", "--host", "h1"]);
+    let addr = f.proxy_addr();
+    // A cell that prints a line every 50 ms for 5 s, read as SSE through the proxy while it moves
+    // twice (stop-copy, then lazy): the stream goes on across both moves.
+    let reader = std::thread::spawn(move || {
+        let code = r#"{"code":"import time\nfor i in range(100):\n    print('line', i, flush=True)\n    time.sleep(0.05)\nprint('finished')"}"#;
+        http(&addr, "POST", "/r/streamer/mrp/v1/execute/stream", code, Duration::from_secs(60))
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    f.ok(&["migrate", "streamer", "--to", "h2"]);
+    f.ok(&["migrate", "streamer", "--to", "h1", "--mode", "lazy"]);
+    let (status, body) = reader.join().unwrap().expect("the stream broke off");
+    assert_eq!(status, 200, "{body}");
+    for i in [0, 30, 60, 99] {
+        assert!(body.contains(&format!("\"content\": \"line {i}\\r\\n\"")), "line {i} missing from the stream:\n{body}");
+    }
+    assert!(body.contains("finished") && body.contains("event: done"), "the stream did not complete:\n{body}");
+    assert_eq!(f.json(&["inspect", "streamer"])["host"], "h1");
+}

@@ -30,6 +30,7 @@ impl Container<'_> {
         let mut t = Timings::new();
         let result = async {
             self.prepare(None).await?;
+            netns::claim_route(&self.net()).await?;
             t.insert("prepare_ms".into(), ms(t0));
             let t1 = Instant::now();
             self.host.runc.run(self.id(), &self.bundle(), &self.runc_log()).await?;

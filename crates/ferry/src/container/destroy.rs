@@ -10,6 +10,9 @@ use crate::sys::{cgroup, mount, netns};
 impl Container<'_> {
     pub async fn destroy(&self) {
         let runc = &self.host.runc;
+        // Network first: after a migration the runtime's TCP connections live at the target, and
+        // the kernel here must not reset them when these processes die.
+        netns::cut(&self.net()).await;
         if let Ok(Some(st)) = runc.state(self.id()).await {
             if st.status == "paused" {
                 let _ = runc.resume(self.id()).await;

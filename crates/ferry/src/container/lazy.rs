@@ -64,6 +64,7 @@ impl Container<'_> {
             if !st.success() {
                 return Err(Error::Internal(format!("runc restore --lazy-pages failed ({st}):\n{}", crate::sys::cmd::tail(&work.join("restore.log"), 8))));
             }
+            crate::sys::netns::claim_route(&self.net()).await?;
             let ready = self.wait_ready();
             tokio::pin!(ready);
             loop {

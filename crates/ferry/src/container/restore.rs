@@ -36,6 +36,7 @@ impl Container<'_> {
             std::fs::create_dir_all(&work)?;
             let opts = CriuOpts { image: snapshot.join("criu"), work, ..Default::default() };
             self.host.runc.restore(self.id(), &self.bundle(), &opts, &self.runc_log()).await?;
+            crate::sys::netns::claim_route(&self.net()).await?;
             t.insert("restore_ms".into(), ms(t2));
             let t3 = Instant::now();
             self.wait_ready().await?;

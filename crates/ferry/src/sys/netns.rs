@@ -90,7 +90,18 @@ async fn setup_inner(c: &NetConfig) -> Result<()> {
     run("ip", &["-n", ns, "link", "set", "eth0", "up"]).await?;
     run("ip", &["-n", ns, "link", "set", "lo", "up"]).await?;
     run("ip", &["-n", ns, "route", "add", "default", "via", &host_ip]).await?;
-    claim_route(c).await
+    // The root namespace's route is claimed separately (`claim_route`), once the runtime's
+    // sockets exist here: until then, traffic for its address must keep going to where it was
+    // (a restored TCP connection would otherwise be reset by this empty namespace).
+    Ok(())
+}
+
+/// Cuts the runtime off the network (removes its veth pair) while its processes still exist, so
+/// that killing them cannot send resets for connections that now live elsewhere.
+pub async fn cut(c: &NetConfig) {
+    let args = ip_in(&c.outer, &["link", "del", &c.host_if]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_quiet("ip", &refs).await;
 }
 
 /// Removes the netns (which destroys its veth end and so the pair); best effort, idempotent.
