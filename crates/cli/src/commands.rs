@@ -136,6 +136,33 @@ pub struct MigrateArgs {
     new_name: Option<String>,
 }
 
+#[derive(Args)]
+pub struct BenchArgs {
+    /// local, migrate, roundtrip, proxy or soak.
+    suite: String,
+    /// Memory sizes (MB) the runtime holds.
+    #[arg(long, value_delimiter = ',', default_value = "128,256,512")]
+    sizes: Vec<u64>,
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// zeros (untouched pages, like the seed), random (every page random: the worst case) or pandas.
+    #[arg(long, default_value = "random")]
+    workload: String,
+    /// Migration modes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "stop-copy,lazy")]
+    modes: Vec<String>,
+    /// Also run the seed's method (leave-running checkpoint, zstd archive, copy, restore).
+    #[arg(long)]
+    baseline: bool,
+    /// Migrations in the soak suite.
+    #[arg(long, default_value_t = 100)]
+    migrations: usize,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "/var/cache/ferry/images", env = "FERRY_IMAGES")]
+    images: PathBuf,
+}
+
 #[derive(Subcommand)]
 pub enum DevCmd {
     /// Simulated hosts on this machine: network namespaces on a bridge, an agent in each,
@@ -453,6 +480,28 @@ pub async fn run(cli: Cli) -> Result<()> {
             ferry_core::dev::down(&cli.state_dir, &prefix).await;
             if !json {
                 println!("dev topology in {} removed", cli.state_dir.display());
+            }
+        }
+        Cmd::Bench(a) => {
+            let o = ferry_bench::BenchOptions {
+                suite: a.suite,
+                sizes: a.sizes,
+                runs: a.runs,
+                workload: a.workload.parse()?,
+                modes: a.modes,
+                baseline: a.baseline,
+                out: a.out.clone(),
+                migrations: a.migrations,
+                bin: std::env::current_exe()?,
+                images_dir: a.images,
+                quiet: json,
+            };
+            let r = ferry_bench::run(&o).await?;
+            if json {
+                print_json(&r);
+            } else {
+                print!("{}", std::fs::read_to_string(a.out.join(format!("{}.md", r.suite)))?);
+                println!("\nwrote {}/{}.{{json,md,svg}}", a.out.display(), r.suite);
             }
         }
         Cmd::Dev { cmd: DevCmd::Purge { prefix } } => {

@@ -104,6 +104,12 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: commands::HostCmd,
     },
+    /// Benchmarks: reproduce the seed report's tables, ferry and the seed's method side by side.
+    /// Writes DIR/SUITE.json, DIR/SUITE.md and DIR/SUITE.svg. Suites: local, migrate, roundtrip,
+    /// proxy, soak. Brings up (and removes) its own simulated hosts; needs root.
+    ///
+    /// Example: ferry bench migrate --sizes 128,256,512 --runs 3 --workload random --baseline --out bench/
+    Bench(commands::BenchArgs),
     /// Development and test helpers.
     Dev {
         #[command(subcommand)]

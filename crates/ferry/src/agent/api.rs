@@ -30,6 +30,10 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/agent/v1/runtimes/:id/checkpoint", post(checkpoint))
         .route("/agent/v1/restore", post(restore))
         .route("/agent/v1/runtimes/:id/send", post(send))
+        .route("/agent/v1/runtimes/:id/baseline-export", post(baseline_export))
+        .route("/agent/v1/baseline/:snapshot", axum::routing::put(baseline_receive))
+        .route("/agent/v1/baseline/:snapshot/send", post(baseline_send))
+        .route("/agent/v1/baseline/:snapshot/restore", post(baseline_restore))
         .route("/agent/v1/lazy/:snapshot", get(lazy_status))
         .route("/agent/v1/lazy/:snapshot/abort", post(lazy_abort))
         .route("/agent/v1/snapshots", get(snapshots))
@@ -79,6 +83,19 @@ async fn restore(State(a): A, Json(r): Json<RestoreRequest>) -> Result<impl Into
 }
 async fn send(State(a): A, Path(id): Path<String>, Json(r): Json<crate::api::SendRequest>) -> Result<impl IntoResponse> {
     Ok(Json(a.send(&id, &r).await?))
+}
+async fn baseline_export(State(a): A, Path(id): Path<String>, Json(snap): Json<String>) -> Result<impl IntoResponse> {
+    let (bytes, timings) = a.baseline_export(&id, &snap).await?;
+    Ok(Json(serde_json::json!({"archive_bytes": bytes, "timings": timings})))
+}
+async fn baseline_send(State(a): A, Path(snap): Path<String>, Json(r): Json<(String, String)>) -> Result<impl IntoResponse> {
+    Ok(Json(a.baseline_send(&snap, &r.0, &r.1).await?))
+}
+async fn baseline_receive(State(a): A, Path(snap): Path<String>, body: Body) -> Result<impl IntoResponse> {
+    Ok(Json(a.baseline_receive(&snap, body).await?))
+}
+async fn baseline_restore(State(a): A, Path(snap): Path<String>, Json(spec): Json<RuntimeSpec>) -> Result<impl IntoResponse> {
+    Ok(Json(a.baseline_restore(&snap, spec).await?))
 }
 async fn lazy_status(State(a): A, Path(snap): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(a.lazy_status(&snap)?))

@@ -82,6 +82,15 @@ impl AgentClient {
     pub async fn send_runtime(&self, id: &str, req: &SendRequest) -> Result<SendResult> {
         self.post(&format!("/runtimes/{id}/send"), req).await
     }
+    pub async fn baseline_export(&self, id: &str, snapshot: &str) -> Result<serde_json::Value> {
+        self.post(&format!("/runtimes/{id}/baseline-export"), &snapshot).await
+    }
+    pub async fn baseline_send(&self, snapshot: &str, target_url: &str, target_token: &str) -> Result<Timings> {
+        self.post(&format!("/baseline/{snapshot}/send"), &(target_url, target_token)).await
+    }
+    pub async fn baseline_restore(&self, snapshot: &str, spec: &RuntimeSpec) -> Result<Timings> {
+        self.post(&format!("/baseline/{snapshot}/restore"), spec).await
+    }
     pub async fn lazy_status(&self, snapshot: &str) -> Result<LazyStatus> {
         self.get(&format!("/lazy/{snapshot}")).await
     }

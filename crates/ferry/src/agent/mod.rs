@@ -3,6 +3,7 @@
 //! are still running: their specs are on disk next to them.
 
 pub mod api;
+mod baseline;
 pub mod client;
 mod store;
 mod transfer;

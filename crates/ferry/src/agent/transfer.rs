@@ -144,19 +144,28 @@ impl Agent {
     }
 
     async fn stream_to(&self, dir: &std::path::Path, r: &SendRequest) -> Result<(SnapshotInfo, u64)> {
-        let url: reqwest::Url = r.target_url.parse().map_err(|e| Error::Invalid(format!("bad target URL {}: {e}", r.target_url)))?;
-        let host = url.host_str().ok_or_else(|| Error::Invalid(format!("target URL {} has no host", r.target_url)))?;
+        let (body, stats) = super::api::archive_body(dir.to_path_buf());
+        let bytes = self.put_to_peer(&r.target_url, &r.target_token, &format!("/agent/v1/snapshots/{}/archive", r.snapshot_id), body).await?;
+        let info: SnapshotInfo = serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("target answer: {e}")))?;
+        let archive_bytes = stats.await.map(|s| s.archive_bytes).unwrap_or(0);
+        Ok((info, archive_bytes))
+    }
+
+    /// An authenticated HTTP PUT of a streamed body to a peer agent, made from this host's network
+    /// namespace. Returns the answer's body; an error answer becomes an [`Error`] of its kind.
+    pub(crate) async fn put_to_peer(&self, target_url: &str, token: &str, path: &str, body: axum::body::Body) -> Result<bytes::Bytes> {
+        let url: reqwest::Url = target_url.parse().map_err(|e| Error::Invalid(format!("bad target URL {target_url}: {e}")))?;
+        let host = url.host_str().ok_or_else(|| Error::Invalid(format!("target URL {target_url} has no host")))?;
         let addr: std::net::SocketAddr = format!("{host}:{}", url.port_or_known_default().unwrap_or(80))
             .parse()
-            .map_err(|e| Error::Invalid(format!("target URL {} must name an IP address: {e}", r.target_url)))?;
+            .map_err(|e| Error::Invalid(format!("target URL {target_url} must name an IP address: {e}")))?;
         let stream = crate::sys::inns::connect(self.host.outer_netns.clone(), addr).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| Error::Unavailable(format!("target {addr}: {e}")))?;
         tokio::spawn(conn);
-        let (body, stats) = super::api::archive_body(dir.to_path_buf());
-        let req = hyper::Request::put(format!("/agent/v1/snapshots/{}/archive", r.snapshot_id))
+        let req = hyper::Request::put(path)
             .header(hyper::header::HOST, addr.to_string())
-            .header(hyper::header::AUTHORIZATION, format!("Bearer {}", r.target_token))
-            .header(hyper::header::CONTENT_TYPE, "application/x-ferry-snapshot")
+            .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
             .body(body)
             .map_err(|e| Error::Internal(e.to_string()))?;
         let resp = sender.send_request(req).await.map_err(|e| Error::Unavailable(format!("stream to target {addr} broke off: {e}")))?;
@@ -167,8 +176,6 @@ impl Agent {
             let msg = v["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
             return Err(Error::from_api(status.as_u16(), v["error"]["kind"].as_str().unwrap_or(""), format!("target refused the snapshot: {msg}")));
         }
-        let info: SnapshotInfo = serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("target answer: {e}")))?;
-        let archive_bytes = stats.await.map(|s| s.archive_bytes).unwrap_or(0);
-        Ok((info, archive_bytes))
+        Ok(bytes)
     }
 }

@@ -152,7 +152,7 @@ impl Container<'_> {
 }
 
 /// Copies a directory tree exactly (modes, owners, links, whiteouts) with `cp -a`.
-pub(crate) async fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> crate::Result<()> {
+pub async fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> crate::Result<()> {
     let _ = std::fs::remove_dir_all(to);
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent)?;

@@ -27,6 +27,7 @@ pub fn router(c: Arc<Control>) -> Router {
         .route("/api/v1/runtimes/:name/stop", post(stop))
         .route("/api/v1/runtimes/:name/checkpoint", post(checkpoint))
         .route("/api/v1/runtimes/:name/migrate", post(migrate))
+        .route("/api/v1/runtimes/:name/baseline-migrate", post(baseline_migrate))
         .route("/api/v1/migrations", get(migrations))
         .route("/api/v1/restore", post(restore))
         .route("/api/v1/snapshots", get(snapshots))
@@ -102,6 +103,13 @@ async fn checkpoint(State(c): C, Path(name): Path<String>, Json(o): Json<Checkpo
 }
 async fn migrate(State(c): C, Path(name): Path<String>, Json(r): Json<crate::api::MigrateRequest>) -> Result<impl IntoResponse> {
     Ok(Json(c.migrate(&name, &r).await?))
+}
+#[derive(Deserialize)]
+struct To {
+    to: String,
+}
+async fn baseline_migrate(State(c): C, Path(name): Path<String>, Json(r): Json<To>) -> Result<impl IntoResponse> {
+    Ok(Json(c.baseline_migrate(&name, &r.to).await?))
 }
 async fn migrations(State(c): C, Query(q): Query<ListQuery>) -> Result<impl IntoResponse> {
     let ops = c.db.operations(q.runtime.as_deref(), q.limit.unwrap_or(50))?;

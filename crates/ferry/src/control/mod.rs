@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod db;
+mod baseline;
 mod migrate;
 mod reconcile;
 mod runtimes;

@@ -1,0 +1,77 @@
+//! `migrate`: ferry's modes (stop-copy, lazy; pre-copy where the kernel allows) against the seed's
+//! method (`--baseline`), host h1 → h2, with a client probing through the proxy every 10 ms and a
+//! counter incremented in the runtime every 10 ms.
+
+use super::progress;
+use crate::env::{ms, Env};
+use crate::probe::Probe;
+use crate::stats::Results;
+use crate::workload::COUNTER;
+use crate::BenchOptions;
+use anyhow::Result;
+use std::time::Duration;
+
+pub async fn run(env: &Env, o: &BenchOptions) -> Result<Results> {
+    let mut r = Results::new("migrate", &env.criu_version);
+    let mut modes: Vec<String> = o.modes.clone();
+    if o.baseline {
+        modes.push("baseline".into());
+    }
+    let pb = progress(o.quiet, o.sizes.len() * o.runs * modes.len(), "migrate");
+    for &size in &o.sizes {
+        for run in 0..o.runs {
+            for mode in &modes {
+                one(env, o, &mut r, size, run, mode).await?;
+                pb.inc(1);
+            }
+        }
+    }
+    pb.finish_and_clear();
+    Ok(r)
+}
+
+async fn one(env: &Env, o: &BenchOptions, r: &mut Results, size: u64, run: usize, mode: &str) -> Result<()> {
+    let w = o.workload;
+    let name = format!("mig-{mode}-{size}-{run}");
+    env.api.create(&name, "h1", w.memory_mb(size)).await?;
+    let result = async {
+        env.api.exec(&name, &w.code(size)).await?;
+        env.api.exec(&name, COUNTER).await?;
+        let probe = Probe::start(&env.proxy, &name);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let m = if mode == "baseline" {
+            env.api.post(&format!("/runtimes/{name}/baseline-migrate"), serde_json::json!({"to": "h2"})).await
+        } else {
+            env.api.post(&format!("/runtimes/{name}/migrate"), serde_json::json!({"to": "h2", "mode": mode})).await
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let seen = probe.finish().await;
+        let (system, m) = match m {
+            Ok(m) => (if mode == "baseline" { "baseline" } else { "ferry" }, m),
+            Err(e) if mode == "pre-copy" => {
+                tracing::warn!(error = %e, "pre-copy refused on this machine");
+                return anyhow::Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let t = &m["timings"];
+        let (checkpoint, transfer, restore) = if system == "baseline" {
+            (ms(t, "checkpoint_ms"), ms(t, "archive_ms") + ms(t, "transfer_ms"), ms(t, "unpack_ms") + ms(t, "restore_ms"))
+        } else {
+            (ms(t, "freeze_ms") + ms(t, "dump_ms"), ms(t, "copy_layer_ms") + ms(t, "hash_ms") + ms(t, "transfer_ms"), ms(t, "restore_ms"))
+        };
+        let wl = w.name();
+        r.add(system, mode, wl, size, "checkpoint_ms", checkpoint);
+        r.add(system, mode, wl, size, "transfer_ms", transfer);
+        r.add(system, mode, wl, size, "restore_ms", restore);
+        r.add(system, mode, wl, size, "total_ms", ms(t, "total_ms"));
+        r.add(system, mode, wl, size, "downtime_ms", seen.downtime_ms);
+        r.add(system, mode, wl, size, "lost_updates", seen.lost_updates);
+        r.add(system, mode, wl, size, "failures", seen.failures);
+        r.add(system, mode, wl, size, "archive_bytes", m["archive_bytes"].as_f64().unwrap_or(0.0));
+        anyhow::Ok(())
+    }
+    .await;
+    env.api.remove(&name).await;
+    result
+}
