@@ -25,8 +25,9 @@ impl Env {
             state_dir: state.clone(),
             hosts: 3,
             prefix: prefix.clone(),
-            net: format!("10.{}.0.0", 210 + pid % 20).parse()?,
-            subnet: format!("10.{}.0.0", 230 + pid % 20).parse()?,
+            // Distinct per bench process, so that benches may run side by side.
+            net: format!("10.{}.{}.0", 210 + pid % 20, (pid / 20) % 256).parse()?,
+            subnet: format!("10.{}.{}.0", 230 + pid % 20, ((pid / 20) % 64) * 4).parse()?,
             images_dir: o.images_dir.clone(),
             listen: "127.0.0.1:0".parse()?,
             proxy_listen: "127.0.0.1:0".parse()?,
