@@ -31,8 +31,12 @@ pub enum Route {
 /// Looks a runtime up when the proxy has no route for it yet.
 pub type Resolver = Arc<dyn Fn(&str) -> Option<Route> + Send + Sync>;
 
+/// A route and its epoch: the epoch grows at every cut-over, so a request can tell that its
+/// runtime moved while it was under way.
+type Versioned = (Route, u64);
+
 pub struct Proxy {
-    routes: RwLock<HashMap<String, watch::Sender<Route>>>,
+    routes: RwLock<HashMap<String, watch::Sender<Versioned>>>,
     waiting: AtomicUsize,
     pub hold_timeout: Duration,
     pub max_waiting: usize,
@@ -60,12 +64,21 @@ impl Proxy {
         let mut routes = self.routes.write().unwrap();
         match routes.get(name) {
             Some(tx) => {
-                tx.send_replace(route);
+                tx.send_modify(|(r, epoch)| {
+                    if route == Route::Held && *r != Route::Held {
+                        *epoch += 1;
+                    }
+                    *r = route;
+                });
             }
             None => {
-                routes.insert(name.to_string(), watch::channel(route).0);
+                routes.insert(name.to_string(), watch::channel((route, 0)).0);
             }
         }
+    }
+
+    fn epoch(&self, name: &str) -> u64 {
+        self.routes.read().unwrap().get(name).map(|tx| tx.borrow().1).unwrap_or(0)
     }
 
     pub fn hold(&self, name: &str) {
@@ -74,15 +87,15 @@ impl Proxy {
 
     pub fn remove(&self, name: &str) {
         if let Some(tx) = self.routes.write().unwrap().remove(name) {
-            tx.send_replace(Route::Down(format!("runtime {name} was removed")));
+            tx.send_modify(|(r, _)| *r = Route::Down(format!("runtime {name} was removed")));
         }
     }
 
     pub fn route(&self, name: &str) -> Option<Route> {
-        self.routes.read().unwrap().get(name).map(|tx| tx.borrow().clone())
+        self.routes.read().unwrap().get(name).map(|tx| tx.borrow().0.clone())
     }
 
-    fn receiver(&self, name: &str) -> Option<watch::Receiver<Route>> {
+    fn receiver(&self, name: &str) -> Option<watch::Receiver<Versioned>> {
         if let Some(tx) = self.routes.read().unwrap().get(name) {
             return Some(tx.subscribe());
         }
@@ -96,7 +109,7 @@ impl Proxy {
         let Some(mut rx) = self.receiver(name) else {
             return Err(json_error(StatusCode::NOT_FOUND, "not_found", format!("no runtime named {name:?}")));
         };
-        let route = rx.borrow_and_update().clone();
+        let route = rx.borrow_and_update().0.clone();
         match route {
             Route::Open(a) => return Ok(a),
             Route::Down(why) => return Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)),
@@ -106,10 +119,10 @@ impl Proxy {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("runtime {name} is moving and too many requests are waiting; retry")));
         }
-        let waited = tokio::time::timeout(self.hold_timeout, rx.wait_for(|r| *r != Route::Held)).await;
+        let waited = tokio::time::timeout(self.hold_timeout, rx.wait_for(|r| r.0 != Route::Held)).await;
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         match waited {
-            Ok(Ok(r)) => match r.clone() {
+            Ok(Ok(r)) => match r.0.clone() {
                 Route::Open(a) => Ok(a),
                 Route::Down(why) => Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)),
                 Route::Held => unreachable!(),
@@ -132,35 +145,74 @@ async fn forward(State(p): State<Arc<Proxy>>, Path((name, rest)): Path<(String, 
     forward_to(p, name, rest, req).await
 }
 
+/// Bodies up to this size are kept so that a request cut off by a cut-over can be sent again.
+const RETRY_BODY_LIMIT: u64 = 1 << 20;
+
 async fn forward_to(p: Arc<Proxy>, name: String, rest: String, mut req: Request) -> Response {
-    let addr = match p.resolve(&name).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let path_q = match req.uri().query() {
         Some(q) => format!("/{rest}?{q}"),
         None => format!("/{rest}"),
     };
     *req.uri_mut() = Uri::try_from(path_q).unwrap_or_else(|_| Uri::from_static("/"));
-    req.headers_mut().insert(header::HOST, HeaderValue::from_str(&addr.to_string()).expect("addr is a valid header"));
     let upgrade = req.headers().contains_key(header::UPGRADE);
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let small = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n <= RETRY_BODY_LIMIT)
+        || (req.method() == axum::http::Method::GET && !req.headers().contains_key(header::TRANSFER_ENCODING));
+    if upgrade || !small {
+        let addr = match p.resolve(&name).await {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+        return match send(&name, addr, req).await {
+            Ok(r) | Err((_, r)) => r,
+        };
+    }
+    // A request whose connection was cut by a cut-over (CRIU drops connections the runtime had not
+    // accepted yet) never reached the runtime: send it once more to where the runtime is now.
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::BodyExt::collect(body).await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "invalid", format!("reading the request body: {e}")),
+    };
+    let mut attempt = 0;
+    loop {
+        let epoch = p.epoch(&name);
+        let addr = match p.resolve(&name).await {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+        let req = Request::from_parts(parts.clone(), Body::from(body.clone()));
+        match send(&name, addr, req).await {
+            Ok(r) => return r,
+            Err((unsent, r)) => {
+                attempt += 1;
+                if !(unsent && attempt < 3 && p.epoch(&name) != epoch) {
+                    return r;
+                }
+                tracing::debug!(runtime = %name, "request cut by a cut-over; sending it again");
+            }
+        }
+    }
+}
 
+/// Sends `req` to `addr`. On failure before any answer: `Err((true, response))`.
+async fn send(name: &str, addr: SocketAddr, mut req: Request) -> Result<Response, (bool, Response)> {
+    req.headers_mut().insert(header::HOST, HeaderValue::from_str(&addr.to_string()).expect("addr is a valid header"));
+    let client_upgrade = req.headers().contains_key(header::UPGRADE).then(|| hyper::upgrade::on(&mut req));
     let stream = match tokio::net::TcpStream::connect(addr).await {
         Ok(s) => s,
-        Err(e) => return json_error(StatusCode::BAD_GATEWAY, "unavailable", format!("runtime {name} at {addr} does not answer: {e}")),
+        Err(e) => return Err((true, json_error(StatusCode::BAD_GATEWAY, "unavailable", format!("runtime {name} at {addr} does not answer: {e}")))),
     };
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
         Ok(x) => x,
-        Err(e) => return json_error(StatusCode::BAD_GATEWAY, "unavailable", format!("runtime {name}: {e}")),
+        Err(e) => return Err((true, json_error(StatusCode::BAD_GATEWAY, "unavailable", format!("runtime {name}: {e}")))),
     };
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
     let mut resp = match sender.send_request(req).await {
         Ok(r) => r,
-        Err(e) => return json_error(StatusCode::BAD_GATEWAY, "unavailable", format!("runtime {name} broke off the request: {e}")),
+        Err(e) => return Err((true, json_error(StatusCode::BAD_GATEWAY, "unavailable", format!("runtime {name} broke off the request: {e}")))),
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_up) = client_upgrade {
@@ -172,7 +224,7 @@ async fn forward_to(p: Arc<Proxy>, name: String, rest: String, mut req: Request)
             });
         }
     }
-    resp.map(Body::new)
+    Ok(resp.map(Body::new))
 }
 
 #[cfg(test)]
@@ -193,6 +245,20 @@ mod tests {
         let b: SocketAddr = "10.0.0.6:8888".parse().unwrap();
         p.set("rt", Route::Open(b));
         assert_eq!(waiter.await.unwrap().unwrap(), b);
+    }
+
+    #[test]
+    fn every_cut_over_starts_a_new_epoch() {
+        let p = Proxy::new(Duration::from_secs(1));
+        let a: SocketAddr = "10.0.0.2:8888".parse().unwrap();
+        p.set("rt", Route::Open(a));
+        let e0 = p.epoch("rt");
+        p.hold("rt");
+        p.hold("rt");
+        p.set("rt", Route::Open(a));
+        assert_eq!(p.epoch("rt"), e0 + 1, "one cut-over, one epoch");
+        p.hold("rt");
+        assert_eq!(p.epoch("rt"), e0 + 2);
     }
 
     #[tokio::test]

@@ -58,6 +58,12 @@ pub fn build(c: &Container) -> Result<Spec> {
         .build()
         .map_err(|e| internal!("{e}"))?;
 
+    // runc hands this file to CRIU as its configuration: connections still in the listen backlog
+    // (accepted by the kernel, never by the runtime) cannot be dumped and are dropped instead of
+    // failing the checkpoint; the proxy retries such requests at the new location.
+    let mut annotations = std::collections::HashMap::new();
+    annotations.insert("org.criu.config".to_string(), c.criu_conf().display().to_string());
+    spec.set_annotations(Some(annotations));
     let linux = spec.linux_mut().as_mut().expect("default linux");
     linux.set_resources(Some(resources));
     linux.set_cgroups_path(Some(c.cgroup_path().into()));
@@ -73,6 +79,7 @@ pub fn build(c: &Container) -> Result<Spec> {
 
 pub fn write(c: &Container) -> Result<()> {
     std::fs::create_dir_all(c.bundle())?;
+    std::fs::write(c.criu_conf(), "skip-in-flight\n")?;
     let spec = build(c)?;
     spec.save(c.bundle().join("config.json")).map_err(|e| internal!("writing config.json: {e}"))
 }

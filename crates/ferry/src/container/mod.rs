@@ -110,6 +110,10 @@ impl Container<'_> {
     pub fn runc_log(&self) -> PathBuf {
         self.dir().join("runc.log")
     }
+    /// CRIU options for this container (passed by runc through the `org.criu.config` annotation).
+    pub fn criu_conf(&self) -> PathBuf {
+        self.dir().join("criu.conf")
+    }
     pub fn spec_file(&self) -> PathBuf {
         self.dir().join("runtime.json")
     }
