@@ -37,7 +37,8 @@ impl Workload {
     pub fn code(&self, mb: u64) -> String {
         let n = mb * 1024 * 1024;
         match self {
-            Workload::Zeros => format!("blob = bytearray({n})"),
+            // numpy, not bytearray: the MRP server summarizes variables, and a bytearray's repr is 4x its size.
+            Workload::Zeros => format!("import numpy as np\nblob = np.zeros({n}, dtype=np.uint8)"),
             Workload::Random => format!("import numpy as np\nblob = np.random.randint(0, 256, size={n}, dtype=np.uint8)"),
             Workload::Pandas => format!("import numpy as np, pandas as pd\nblob = pd.DataFrame(np.random.rand({}, 4), columns=list('abcd'))", n / 32),
         }

@@ -136,6 +136,11 @@ pub async fn purge(state_dir: &std::path::Path, prefix: &str) {
         cmd::run_quiet("ip", &["netns", "del", &ns]).await;
     }
     cgroup::remove_with_prefix("/ferry", prefix);
+    for e in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&format!("ferry-{prefix}")) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
     cgroup::remove("/ferry"); // only if now empty
     let _ = std::fs::remove_dir_all(state_dir);
 }

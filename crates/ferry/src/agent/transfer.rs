@@ -25,7 +25,8 @@ impl Agent {
         }
         let _g = self.lock(id).await;
         let c = self.host.container(self.spec(id)?);
-        let dest = self.host.snapshots_dir().join(&r.snapshot_id);
+        std::fs::create_dir_all(self.host.scratch_dir())?;
+        let dest = self.host.scratch_dir().join(&r.snapshot_id);
         let t0 = Instant::now();
         let mut t = Timings::new();
         c.freeze_for_checkpoint().await?;
@@ -49,6 +50,10 @@ impl Agent {
         .await;
         match result {
             Ok((snapshot, archive_bytes)) => {
+                // The target holds the verified copy now; a lazy dump's dir goes when its pages are served.
+                if !r.lazy {
+                    let _ = std::fs::remove_dir_all(&dest);
+                }
                 t.insert("total_ms".into(), ms(t0));
                 Ok(SendResult { snapshot, archive_bytes, timings: t, page_server })
             }
@@ -83,9 +88,11 @@ impl Agent {
         let jobs = self.lazy_jobs.clone();
         let snap = snapshot_id.to_string();
         let log = work.join("dump.log");
+        let dump_dir = dest.to_path_buf();
         tokio::spawn(async move {
             let mut child = child;
             let st = child.wait().await;
+            let _ = std::fs::remove_dir_all(&dump_dir);
             let (status, error) = match st {
                 Ok(s) if s.success() => ("done", None),
                 other => ("failed", Some(format!("lazy dump ended with {other:?}: {}", crate::sys::cmd::tail(&log, 4)))),
@@ -131,7 +138,7 @@ impl Agent {
         let _g = self.lock(id).await;
         let c = self.host.container(self.spec(id)?);
         self.stop_lazy(&c, snapshot_id).await;
-        let _ = std::fs::remove_dir_all(self.host.snapshots_dir().join(snapshot_id));
+        let _ = std::fs::remove_dir_all(self.host.scratch_dir().join(snapshot_id));
         if !c.is_alive().await {
             return Err(Error::Internal(format!("runtime {} did not survive the aborted lazy dump", c.spec.name)));
         }

@@ -52,6 +52,17 @@ impl Host {
         self.state_dir.join("snapshots")
     }
 
+    /// Where a migration's source dump goes: memory-backed (tmpfs) where the machine has one, since
+    /// the dump only lives until it has been streamed to the target.
+    pub fn scratch_dir(&self) -> PathBuf {
+        let shm = std::path::Path::new("/dev/shm");
+        if shm.is_dir() && crate::sys::mount::is_tmpfs(shm) {
+            shm.join(format!("ferry-{}", self.prefix))
+        } else {
+            self.state_dir.join("scratch")
+        }
+    }
+
     pub fn image_rootfs(&self, image: &str) -> PathBuf {
         self.images_dir.join(image).join("rootfs")
     }

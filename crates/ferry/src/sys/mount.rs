@@ -25,6 +25,10 @@ pub fn unmount(target: &Path) -> Result<()> {
     umount2(target, MntFlags::MNT_DETACH).map_err(|e| internal!("unmounting {} failed: {e}", target.display()))
 }
 
+pub fn is_tmpfs(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir).map(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC).unwrap_or(false)
+}
+
 pub fn is_mounted(target: &Path) -> bool {
     let Ok(canon) = std::fs::canonicalize(target) else { return false };
     let want = canon.to_string_lossy();
