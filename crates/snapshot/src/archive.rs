@@ -1,5 +1,5 @@
 use crate::error::io_err;
-use crate::manifest::{Entry, EntryKind, Manifest, MANIFEST_NAME};
+use crate::manifest::{Entry, EntryKind, Manifest, CHECKSUMS_NAME, MANIFEST_NAME};
 use crate::paths::check_relative_path;
 use crate::{Result, SnapshotError};
 use sha2::{Digest, Sha256};
@@ -37,11 +37,31 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
+/// Hashes what is read through it.
+struct Hashing<R> {
+    inner: R,
+    sha: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Streams the snapshot directory `dir` (which must hold a manifest) as an archive into `out`:
 /// zstd at `level` (negative levels are zstd's fast modes), multi-threaded, with a frame checksum.
-/// Nothing is staged on disk: files are read straight into the compressor.
+/// Nothing is staged on disk: files are read once, straight into the compressor, and hashed on
+/// the way into the closing `checksums.json`. Where the directory's manifest has sha256s (a stored
+/// snapshot), they are checked against what was read.
 pub fn write_archive<W: Write>(dir: &Path, out: W, level: i32) -> Result<ArchiveStats> {
-    let manifest = Manifest::read_from_dir(dir)?;
+    let mut manifest = Manifest::read_from_dir_with(dir, false)?;
+    let stored: HashMap<String, String> = manifest.entries.iter().filter_map(|e| Some((e.path.clone(), e.sha256.clone()?))).collect();
+    for e in &mut manifest.entries {
+        e.sha256 = None;
+    }
     let stream_err = |e: io::Error| SnapshotError::Stream(e.to_string());
     let mut enc = zstd::stream::write::Encoder::new(Counting { inner: out, n: 0 }, level).map_err(stream_err)?;
     enc.include_checksum(true).map_err(stream_err)?;
@@ -55,18 +75,27 @@ pub fn write_archive<W: Write>(dir: &Path, out: W, level: i32) -> Result<Archive
     let mut h = header(tar::EntryType::Regular, 0o644, 0, 0, json.len() as u64);
     tar.append_data(&mut h, MANIFEST_NAME, json.as_slice()).map_err(stream_err)?;
     let mut stats = ArchiveStats::default();
+    let mut sums = std::collections::BTreeMap::new();
     for e in &manifest.entries {
         let p = dir.join(&e.path);
         match e.kind {
             EntryKind::File => {
                 let f = fs::File::open(&p).map_err(io_err(&p))?;
                 let mut h = header(tar::EntryType::Regular, e.mode, e.uid, e.gid, e.size);
-                // A file that changed size since it was hashed would corrupt the stream: refuse.
+                // A file that changed size since it was listed would corrupt the stream: refuse.
                 let actual = f.metadata().map_err(io_err(&p))?.len();
                 if actual != e.size {
                     return Err(SnapshotError::SizeMismatch { path: e.path.clone(), expected: e.size, actual });
                 }
-                tar.append_data(&mut h, &e.path, f).map_err(io_err(&p))?;
+                let mut reader = Hashing { inner: f, sha: Sha256::new() };
+                tar.append_data(&mut h, &e.path, &mut reader).map_err(io_err(&p))?;
+                let sum = hex::encode(reader.sha.finalize());
+                if let Some(expected) = stored.get(&e.path) {
+                    if *expected != sum {
+                        return Err(SnapshotError::ChecksumMismatch { path: e.path.clone(), expected: expected.clone(), actual: sum });
+                    }
+                }
+                sums.insert(e.path.clone(), sum);
                 stats.content_bytes += e.size;
             }
             EntryKind::Dir => {
@@ -86,6 +115,9 @@ pub fn write_archive<W: Write>(dir: &Path, out: W, level: i32) -> Result<Archive
         }
         stats.entries += 1;
     }
+    let trailer = serde_json::to_vec_pretty(&serde_json::json!({ "sha256": sums })).expect("checksums serialize");
+    let mut h = header(tar::EntryType::Regular, 0o644, 0, 0, trailer.len() as u64);
+    tar.append_data(&mut h, CHECKSUMS_NAME, trailer.as_slice()).map_err(stream_err)?;
     let enc = tar.into_inner().map_err(stream_err)?;
     let mut counting = enc.finish().map_err(stream_err)?;
     counting.flush().map_err(stream_err)?;
@@ -145,16 +177,34 @@ pub fn read_archive_into<R: Read>(input: R, dir: &Path) -> Result<Manifest> {
     }
     let mut json = Vec::new();
     first.read_to_end(&mut json).map_err(|e| SnapshotError::Stream(e.to_string()))?;
-    let manifest = Manifest::from_json(&json)?;
-    manifest.validate()?;
-    fs::write(dir.join(MANIFEST_NAME), &json).map_err(io_err(dir.join(MANIFEST_NAME)))?;
+    let mut manifest = Manifest::from_json(&json)?;
+    manifest.validate_with(false)?;
 
     let index: HashMap<&str, &Entry> = manifest.entries.iter().map(|e| (e.path.as_str(), e)).collect();
     let mut seen = std::collections::HashSet::new();
+    let mut computed: HashMap<String, String> = HashMap::new();
+    let mut trailer: Option<HashMap<String, String>> = None;
     for entry in entries {
         let mut entry = entry.map_err(|e| SnapshotError::Stream(e.to_string()))?;
         let path = String::from_utf8(entry.path_bytes().into_owned())
             .map_err(|_| SnapshotError::UnsafePath { path: "<non-utf8>".into(), reason: "path is not UTF-8" })?;
+        if trailer.is_some() {
+            return Err(SnapshotError::Unexpected { path });
+        }
+        if path == CHECKSUMS_NAME {
+            if entry.size() > MAX_MANIFEST_BYTES {
+                return Err(SnapshotError::BadManifest("checksums.json is too large".into()));
+            }
+            let mut buf = Vec::new();
+            entry.read_to_end(&mut buf).map_err(|e| SnapshotError::Stream(e.to_string()))?;
+            #[derive(serde::Deserialize)]
+            struct Checksums {
+                sha256: HashMap<String, String>,
+            }
+            let c: Checksums = serde_json::from_slice(&buf).map_err(|e| SnapshotError::BadManifest(format!("checksums.json: {e}")))?;
+            trailer = Some(c.sha256);
+            continue;
+        }
         check_relative_path(&path)?;
         let Some(m) = index.get(path.as_str()) else {
             return Err(SnapshotError::Unexpected { path });
@@ -170,7 +220,7 @@ pub fn read_archive_into<R: Read>(input: R, dir: &Path) -> Result<Manifest> {
                 if entry.size() != m.size {
                     return Err(SnapshotError::SizeMismatch { path, expected: m.size, actual: entry.size() });
                 }
-                extract_file(&mut entry, &target, m)?;
+                computed.insert(path.clone(), extract_file(&mut entry, &target, m)?);
             }
             (EntryKind::Dir, tar::EntryType::Directory) => {
                 fs::create_dir(&target).map_err(io_err(&target))?;
@@ -205,6 +255,17 @@ pub fn read_archive_into<R: Read>(input: R, dir: &Path) -> Result<Manifest> {
     if let Some(missing) = manifest.entries.iter().find(|e| !seen.contains(&e.path)) {
         return Err(SnapshotError::Missing { path: missing.path.clone() });
     }
+    let trailer = trailer.ok_or_else(|| SnapshotError::Missing { path: CHECKSUMS_NAME.into() })?;
+    for e in manifest.entries.iter_mut().filter(|e| e.kind == EntryKind::File) {
+        let actual = computed.remove(&e.path).unwrap_or_default();
+        let expected = trailer.get(&e.path).cloned().unwrap_or_else(|| "(none listed)".into());
+        if actual != expected {
+            return Err(SnapshotError::ChecksumMismatch { path: e.path.clone(), expected, actual });
+        }
+        e.sha256 = Some(actual);
+    }
+    // The stored snapshot's manifest carries every sha256, so that it verifies on its own.
+    manifest.write_to_dir(dir)?;
     Ok(manifest)
 }
 
@@ -224,7 +285,8 @@ fn check_parent(dir: &Path, path: &str) -> Result<()> {
     Ok(())
 }
 
-fn extract_file<R: Read>(src: &mut R, target: &Path, m: &Entry) -> Result<()> {
+/// Writes one file, returning the sha256 of what was written.
+fn extract_file<R: Read>(src: &mut R, target: &Path, m: &Entry) -> Result<String> {
     let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(m.mode).custom_flags(nix::libc::O_NOFOLLOW).open(target).map_err(io_err(target))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -242,10 +304,11 @@ fn extract_file<R: Read>(src: &mut R, target: &Path, m: &Entry) -> Result<()> {
         return Err(SnapshotError::SizeMismatch { path: m.path.clone(), expected: m.size, actual: n });
     }
     let actual = hex::encode(h.finalize());
-    let expected = m.sha256.clone().unwrap_or_default();
-    if actual != expected {
-        return Err(SnapshotError::ChecksumMismatch { path: m.path.clone(), expected, actual });
+    if let Some(expected) = &m.sha256 {
+        if actual != *expected {
+            return Err(SnapshotError::ChecksumMismatch { path: m.path.clone(), expected: expected.clone(), actual });
+        }
     }
     fs::set_permissions(target, fs::Permissions::from_mode(m.mode)).map_err(io_err(target))?;
-    Ok(())
+    Ok(actual)
 }

@@ -4,9 +4,12 @@
 //! - a **directory** (what an agent keeps in its store): `manifest.json` plus the files it lists
 //!   (`criu/` the CRIU image dir, `config.json` the container config, `upper/` the writable layer);
 //! - an **archive** (what is exported, imported and streamed between agents): a zstd-compressed tar
-//!   stream whose first entry is `manifest.json`, followed by every entry in manifest order.
+//!   stream whose first entry is `manifest.json`, followed by every entry in manifest order, and
+//!   last `checksums.json`, the sha256 of every file, computed while the archive was written (a
+//!   sender reads each file once, and can stream a dump it never hashed).
 //!
-//! The manifest names the format version and lists every entry with its kind, size and sha256.
+//! The manifest names the format version and lists every entry with its kind and size (and, in a
+//! directory, its sha256).
 //! Readers refuse unknown versions, absolute paths, `..`, links that escape, device nodes (other than
 //! overlayfs whiteouts inside the writable layer), entries missing from the manifest and manifest
 //! entries missing from the stream, and verify every checksum before the snapshot is made visible:
@@ -19,7 +22,7 @@ mod paths;
 
 pub use archive::{import_archive, read_archive_into, write_archive, ArchiveStats};
 pub use error::SnapshotError;
-pub use manifest::{scan_dir, verify_dir, Entry, EntryKind, Manifest, FORMAT_VERSION, MANIFEST_NAME};
+pub use manifest::{scan_dir, scan_dir_unhashed, verify_dir, Entry, EntryKind, Manifest, CHECKSUMS_NAME, FORMAT_VERSION, MANIFEST_NAME};
 pub use paths::check_relative_path;
 
 pub type Result<T, E = SnapshotError> = std::result::Result<T, E>;

@@ -12,6 +12,9 @@ use std::path::Path;
 pub const FORMAT_VERSION: u32 = 1;
 /// Name of the manifest, first entry of every archive and top file of every snapshot dir.
 pub const MANIFEST_NAME: &str = "manifest.json";
+/// Name of the archive's last entry: the sha256 of every file, computed while the archive was
+/// written (so a sender never reads its files twice).
+pub const CHECKSUMS_NAME: &str = "checksums.json";
 
 /// What a snapshot is and what it holds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -68,23 +71,32 @@ impl Manifest {
         self.entries.iter().map(|e| e.size).sum()
     }
 
-    /// Structural checks every reader runs before trusting any entry.
+    /// Structural checks every reader runs before trusting any entry; a snapshot directory's
+    /// manifest must carry every file's sha256.
     pub fn validate(&self) -> Result<()> {
+        self.validate_with(true)
+    }
+
+    /// As [`Manifest::validate`]; an archive's manifest may leave the sha256s to its trailer.
+    pub fn validate_with(&self, require_hashes: bool) -> Result<()> {
         if self.format_version != FORMAT_VERSION {
             return Err(SnapshotError::UnsupportedVersion { found: self.format_version, supported: FORMAT_VERSION });
         }
         let mut seen = std::collections::HashSet::new();
         for e in &self.entries {
             check_relative_path(&e.path)?;
-            if e.path == MANIFEST_NAME {
-                return Err(SnapshotError::BadManifest("the manifest lists itself".into()));
+            if e.path == MANIFEST_NAME || e.path == CHECKSUMS_NAME {
+                return Err(SnapshotError::BadManifest(format!("the manifest lists {}", e.path)));
             }
             if !seen.insert(e.path.as_str()) {
                 return Err(SnapshotError::BadManifest(format!("{} is listed twice", e.path)));
             }
             match e.kind {
                 EntryKind::File => {
-                    let ok = e.sha256.as_deref().is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+                    let ok = match e.sha256.as_deref() {
+                        Some(h) => h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()),
+                        None => !require_hashes,
+                    };
                     if !ok {
                         return Err(SnapshotError::BadManifest(format!("{} has no valid sha256", e.path)));
                     }
@@ -108,10 +120,14 @@ impl Manifest {
     }
 
     pub fn read_from_dir(dir: &Path) -> Result<Manifest> {
+        Self::read_from_dir_with(dir, true)
+    }
+
+    pub(crate) fn read_from_dir_with(dir: &Path, require_hashes: bool) -> Result<Manifest> {
         let p = dir.join(MANIFEST_NAME);
         let bytes = fs::read(&p).map_err(io_err(&p))?;
         let m = Self::from_json(&bytes)?;
-        m.validate()?;
+        m.validate_with(require_hashes)?;
         Ok(m)
     }
 
@@ -154,17 +170,27 @@ pub(crate) fn sha256_file(path: &Path) -> Result<(u64, String)> {
 /// Lists (and hashes) everything under `dir` except the manifest, parents before children,
 /// in a stable order. `areas` restricts the walk to these top-level names.
 pub fn scan_dir(dir: &Path, areas: &[&str]) -> Result<Vec<Entry>> {
+    scan(dir, areas, true)
+}
+
+/// As [`scan_dir`] without hashing: for a snapshot that is about to be streamed, whose archive
+/// writer hashes every file as it sends it. Such a directory is not a verifiable snapshot.
+pub fn scan_dir_unhashed(dir: &Path, areas: &[&str]) -> Result<Vec<Entry>> {
+    scan(dir, areas, false)
+}
+
+fn scan(dir: &Path, areas: &[&str], hash: bool) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     for area in areas {
         let p = dir.join(area);
         if fs::symlink_metadata(&p).is_ok() {
-            walk(dir, &p, &mut out)?;
+            walk(dir, &p, hash, &mut out)?;
         }
     }
     Ok(out)
 }
 
-fn walk(root: &Path, p: &Path, out: &mut Vec<Entry>) -> Result<()> {
+fn walk(root: &Path, p: &Path, hash: bool, out: &mut Vec<Entry>) -> Result<()> {
     let md = fs::symlink_metadata(p).map_err(io_err(p))?;
     let rel = p.strip_prefix(root).expect("walk stays under root").to_string_lossy().into_owned();
     let ft = md.file_type();
@@ -175,12 +201,16 @@ fn walk(root: &Path, p: &Path, out: &mut Vec<Entry>) -> Result<()> {
         let mut names: Vec<_> = fs::read_dir(p).map_err(io_err(p))?.map(|d| d.map(|d| d.file_name())).collect::<Result<_, _>>().map_err(io_err(p))?;
         names.sort();
         for n in names {
-            walk(root, &p.join(n), out)?;
+            walk(root, &p.join(n), hash, out)?;
         }
     } else if ft.is_file() {
-        let (size, sum) = sha256_file(p)?;
-        e.size = size;
-        e.sha256 = Some(sum);
+        if hash {
+            let (size, sum) = sha256_file(p)?;
+            e.size = size;
+            e.sha256 = Some(sum);
+        } else {
+            e.size = md.len();
+        }
         out.push(e);
     } else if ft.is_symlink() {
         e.kind = EntryKind::Symlink;

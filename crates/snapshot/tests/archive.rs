@@ -217,3 +217,50 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_unhashed_dump_streams_and_arrives_fully_verified() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    make_snapshot(&src);
+    // What a migration's source has: a manifest with sizes only.
+    let m = manifest(scan_dir_unhashed(&src, &["criu", "config.json", "upper"]).unwrap());
+    assert!(m.entries.iter().all(|e| e.sha256.is_none()));
+    assert!(m.validate().is_err(), "a directory manifest needs its sha256s");
+    m.write_to_dir(&src).unwrap();
+    let bytes = archive_of(&src);
+    let dest = t.path().join("dest");
+    let got = import_archive(bytes.as_slice(), &dest).unwrap();
+    assert!(got.entries.iter().filter(|e| e.kind == EntryKind::File).all(|e| e.sha256.is_some()));
+    verify_dir(&dest).unwrap();
+}
+
+#[test]
+fn exporting_a_corrupted_stored_snapshot_fails() {
+    let t = tempfile::tempdir().unwrap();
+    make_snapshot(t.path());
+    let p = t.path().join("config.json");
+    fs::write(&p, b"[]").unwrap(); // same size, other content
+    let err = write_archive(t.path(), Vec::new(), 1).unwrap_err();
+    assert!(matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == "config.json"), "{err}");
+}
+
+#[test]
+fn a_wrong_or_missing_checksum_trailer_is_refused() {
+    use sha2::Digest;
+    let t = tempfile::tempdir().unwrap();
+    let mut m = manifest(vec![file_entry("config.json", b"{}")]);
+    m.entries[0].sha256 = None;
+    let json = serde_json::to_vec(&m).unwrap();
+    let wrong = serde_json::to_vec(&serde_json::json!({"sha256": {"config.json": hex::encode(sha2::Sha256::digest(b"other"))}})).unwrap();
+    let bytes = raw_archive(&json, &[("config.json", tar::EntryType::Regular, b"{}", None), ("checksums.json", tar::EntryType::Regular, &wrong, None)]);
+    let err = import_archive(bytes.as_slice(), &t.path().join("d")).unwrap_err();
+    assert!(matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == "config.json"), "{err}");
+    let bytes = raw_archive(&json, &[("config.json", tar::EntryType::Regular, b"{}", None)]);
+    let err = import_archive(bytes.as_slice(), &t.path().join("d")).unwrap_err();
+    assert!(matches!(err, SnapshotError::Missing { ref path } if path == "checksums.json"), "{err}");
+    let right = serde_json::to_vec(&serde_json::json!({"sha256": {"config.json": hex::encode(sha2::Sha256::digest(b"{}"))}})).unwrap();
+    let bytes = raw_archive(&json, &[("config.json", tar::EntryType::Regular, b"{}", None), ("checksums.json", tar::EntryType::Regular, &right, None)]);
+    import_archive(bytes.as_slice(), &t.path().join("d")).unwrap();
+    verify_dir(&t.path().join("d")).unwrap();
+}

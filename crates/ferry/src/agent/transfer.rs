@@ -36,7 +36,7 @@ impl Agent {
             if r.lazy {
                 page_server = Some(self.dump_lazy(&c, &dest, &r.snapshot_id, &mut t).await?);
             } else {
-                let (_m, dump_t) = c.dump_frozen(&dest, &r.snapshot_id, false, &self.versions).await?;
+                let (_m, dump_t) = c.dump_frozen(&dest, &r.snapshot_id, false, &self.versions, false).await?;
                 t.extend(dump_t);
             }
             if r.thaw_after_dump {
@@ -104,7 +104,7 @@ impl Agent {
                 }
             }
         });
-        let (_m, pt) = c.package(dest, snapshot_id, false, &self.versions).await?;
+        let (_m, pt) = c.package(dest, snapshot_id, false, &self.versions, false).await?;
         t.extend(pt);
         Ok(page_server)
     }

@@ -12,7 +12,7 @@ use super::{ms, Container};
 use crate::api::Timings;
 use crate::sys::runc::CriuOpts;
 use crate::{Error, Result};
-use ferry_snapshot::{scan_dir, Manifest, FORMAT_VERSION};
+use ferry_snapshot::{scan_dir, scan_dir_unhashed, Manifest, FORMAT_VERSION};
 use std::path::Path;
 use std::time::Instant;
 
@@ -33,7 +33,7 @@ impl Container<'_> {
     pub async fn checkpoint(&self, dest: &Path, snapshot_id: &str, leave_running: bool, v: &Versions) -> Result<(Manifest, Timings)> {
         let t0 = Instant::now();
         self.freeze_for_checkpoint().await?;
-        let result = self.dump_frozen(dest, snapshot_id, leave_running, v).await;
+        let result = self.dump_frozen(dest, snapshot_id, leave_running, v, true).await;
         let mut t = match result {
             Ok((m, t)) => {
                 if leave_running {
@@ -66,8 +66,9 @@ impl Container<'_> {
     }
 
     /// With the runtime frozen: CRIU dump into `dest/criu`, copy config and writable layer, write
-    /// the manifest. Leaves the runtime frozen, whatever happens.
-    pub async fn dump_frozen(&self, dest: &Path, snapshot_id: &str, leave_running: bool, v: &Versions) -> Result<(Manifest, Timings)> {
+    /// the manifest (with every sha256 if `hash`; a dump that is only streamed is hashed by the
+    /// archive writer as it goes). Leaves the runtime frozen, whatever happens.
+    pub async fn dump_frozen(&self, dest: &Path, snapshot_id: &str, leave_running: bool, v: &Versions, hash: bool) -> Result<(Manifest, Timings)> {
         let mut t = Timings::new();
         if dest.exists() {
             return Err(Error::Conflict(format!("snapshot directory {} already exists", dest.display())));
@@ -80,7 +81,7 @@ impl Container<'_> {
         let t1 = Instant::now();
         self.host.runc.checkpoint(self.id(), &opts, &self.runc_log()).await?;
         t.insert("dump_ms".into(), ms(t1));
-        let (manifest, pt) = self.package(dest, snapshot_id, leave_running, v).await?;
+        let (manifest, pt) = self.package(dest, snapshot_id, leave_running, v, hash).await?;
         t.extend(pt);
         let _ = std::fs::remove_dir_all(&work);
         Ok((manifest, t))
@@ -88,21 +89,22 @@ impl Container<'_> {
 
     /// After the CRIU images are in `dest/criu`: add the config and the writable layer (the runtime
     /// must still be frozen) and write the manifest with every file's sha256.
-    pub async fn package(&self, dest: &Path, snapshot_id: &str, leave_running: bool, v: &Versions) -> Result<(Manifest, Timings)> {
+    pub async fn package(&self, dest: &Path, snapshot_id: &str, leave_running: bool, v: &Versions, hash: bool) -> Result<(Manifest, Timings)> {
         let mut t = Timings::new();
         let t2 = Instant::now();
         std::fs::copy(self.bundle().join("config.json"), dest.join("config.json"))?;
         super::copy_tree(&self.upper(), &dest.join("upper")).await?;
         t.insert("copy_layer_ms".into(), ms(t2));
         let t3 = Instant::now();
-        let manifest = self.write_manifest(dest, snapshot_id, leave_running, v).await?;
+        let manifest = self.write_manifest(dest, snapshot_id, leave_running, v, hash).await?;
         t.insert("hash_ms".into(), ms(t3));
         Ok((manifest, t))
     }
 
-    async fn write_manifest(&self, dest: &Path, snapshot_id: &str, leave_running: bool, v: &Versions) -> Result<Manifest> {
+    async fn write_manifest(&self, dest: &Path, snapshot_id: &str, leave_running: bool, v: &Versions, hash: bool) -> Result<Manifest> {
         let dir = dest.to_path_buf();
-        let entries = tokio::task::spawn_blocking(move || scan_dir(&dir, &AREAS)).await.map_err(|e| Error::Internal(e.to_string()))??;
+        let scan = if hash { scan_dir } else { scan_dir_unhashed };
+        let entries = tokio::task::spawn_blocking(move || scan(&dir, &AREAS)).await.map_err(|e| Error::Internal(e.to_string()))??;
         let m = Manifest {
             format_version: FORMAT_VERSION,
             snapshot_id: snapshot_id.into(),
