@@ -278,3 +278,21 @@ fn a_streaming_execution_survives_a_migration_through_the_proxy() {
     assert!(body.contains("finished") && body.contains("event: done"), "the stream did not complete:\n{body}");
     assert_eq!(f.json(&["inspect", "streamer"])["host"], "h1");
 }
+
+#[test]
+fn moving_back_and_forth_keeps_one_migration_snapshot() {
+    let Some(f) = Ferry::start_dev(2) else { return };
+    f.ok(&["create", "--name", "pingpong", "--host", "h1"]);
+    f.ok(&["checkpoint", "pingpong", "--leave-running"]);
+    for to in ["h2", "h1", "h2"] {
+        f.ok(&["migrate", "pingpong", "--to", to]);
+    }
+    let snaps = f.json(&["snapshots", "ls"]);
+    let ids: Vec<&str> = snaps.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.iter().filter(|i| i.starts_with("mig")).count(), 1, "{ids:?}");
+    assert_eq!(ids.iter().filter(|i| i.starts_with("snap")).count(), 1, "the user's snapshot stays: {ids:?}");
+    let last = f.json(&["inspect", "pingpong"])["last_snapshot"].as_str().unwrap().to_string();
+    assert!(last.starts_with("mig") && ids.contains(&last.as_str()));
+    let on_disk: usize = ["h1", "h2"].iter().map(|h| std::fs::read_dir(f.state.join(format!("agents/{h}/snapshots"))).unwrap().count()).sum();
+    assert_eq!(on_disk, 2, "superseded migration snapshots are removed from disk");
+}

@@ -117,7 +117,8 @@ impl Control {
         // 3. restore at the target, same identity and addresses (lazy: pages come on fault)
         let t_restore = Instant::now();
         let restore = RestoreRequest { snapshot_id: snapshot_id.clone(), spec: self.spec_of(row), verify: false, lazy_from: sent.page_server.clone() };
-        if let Err(e) = target.restore(&restore).await {
+        let restored = target.restore(&restore).await;
+        if let Err(e) = restored {
             let _ = target.remove(&row.id).await;
             let back = if lazy { source.lazy_abort(&row.id, &snapshot_id).await.map(|_| ()) } else { source.thaw(&row.id).await.map(|_| ()) };
             return match back {
@@ -127,6 +128,7 @@ impl Control {
             };
         }
         let restore_ms = ms(t_restore);
+        let target_phases: Timings = restored.map(|a| a.timings).unwrap_or_default().into_iter().filter(|(k, _)| k != "total_ms").map(|(k, v)| (format!("target_{k}"), v)).collect();
         // 4. switch
         self.db.set_host(&row.id, to)?;
         let mut moved = row.clone();
@@ -153,14 +155,28 @@ impl Control {
             let snap = super::snapshots::to_snapshot(&sent.snapshot);
             self.db.insert_snapshot(&snap)?;
             self.db.set_last_snapshot(&row.id, &snap.id)?;
+            self.drop_older_migration_snapshots(&row.id, &snap.id).await;
             Some(snap.id)
         };
         let mut t: Timings = sent.timings.iter().filter(|(k, _)| *k != "total_ms").map(|(k, v)| (k.clone(), *v)).collect();
         t.insert("restore_ms".into(), restore_ms);
+        t.extend(target_phases);
         t.insert("downtime_ms".into(), downtime_ms);
         t.insert("total_ms".into(), ms(t0));
         self.event(Some(&row.name), "runtime.migrated", &format!("moved from {} to {to} ({mode}), frozen {downtime_ms:.0} ms", row.host), serde_json::json!({"timings": t}));
         Ok(Migration { runtime: row.name.clone(), mode: mode.into(), from: row.host.clone(), to: to.into(), snapshot, archive_bytes: sent.archive_bytes, timings: t })
+    }
+
+    /// A migration leaves a full snapshot at its target (the runtime's newest, offered if it is ever
+    /// lost); the ones earlier migrations left are superseded and removed, so that moving a runtime
+    /// back and forth does not fill the disks. Snapshots users took are kept.
+    async fn drop_older_migration_snapshots(&self, runtime_id: &str, keep: &str) {
+        let Ok(all) = self.db.snapshots() else { return };
+        for s in all.into_iter().filter(|s| s.runtime_id == runtime_id && s.id != keep && s.id.starts_with("mig")) {
+            if let Err(e) = self.remove_snapshot(&s.id).await {
+                tracing::warn!(snapshot = %s.id, error = %e, "could not remove a superseded migration snapshot");
+            }
+        }
     }
 
     /// Records that a runtime is lost — it runs nowhere and cannot be resumed — and offers its last
