@@ -41,7 +41,7 @@ where
         if start.elapsed() > limit {
             return Err(Error::Unavailable(format!("the runtime's MRP server did not answer at {base} within {limit:?}")));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -44,6 +44,7 @@ impl Container<'_> {
         let opts = CriuOpts { image, work: work.clone(), lazy_restore: true, ..Default::default() };
         let mut daemon = daemon;
         let restored = async {
+            let t = &mut t;
             // The restore itself faults pages in: if the page source dies meanwhile, the daemon
             // exits and the restore would wait forever. Stop it then.
             let mut rc = self.host.runc.restore_command(self.id(), &self.bundle(), &opts, &self.runc_log()).spawn()?;
@@ -65,6 +66,7 @@ impl Container<'_> {
                 return Err(Error::Internal(format!("runc restore --lazy-pages failed ({st}):\n{}", crate::sys::cmd::tail(&work.join("restore.log"), 8))));
             }
             crate::sys::netns::claim_route(&self.net()).await?;
+            t.insert("runc_restore_ms".into(), ms(t1));
             let ready = self.wait_ready();
             tokio::pin!(ready);
             loop {
