@@ -57,17 +57,23 @@ pub struct Ferry {
 }
 
 impl Ferry {
-    /// A running `ferry serve` with a local agent, or `None` where the machine cannot run it.
-    pub fn start() -> Option<Ferry> {
-        if !environment_ready() {
-            return None;
-        }
+    /// A fresh state dir, netns/cgroup prefix and address range, unique to this test.
+    fn fresh(letter: char, dev: bool) -> (Ferry, u32) {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let tag = format!("{}{}", pid % 10000, n);
         let state = std::env::temp_dir().join(format!("ferry-test-{tag}"));
         let _ = std::fs::remove_dir_all(&state);
-        let mut f = Ferry { state, prefix: format!("ft{tag}-"), subnet: format!("10.{}.{}.0", 150 + (pid % 50), n * 8), serve: None, dev: false };
+        let subnet = format!("10.{}.{}.0", 150 + (pid % 50), n * 8);
+        (Ferry { state, prefix: format!("f{letter}{tag}-"), subnet, serve: None, dev }, n)
+    }
+
+    /// A running `ferry serve` with a local agent, or `None` where the machine cannot run it.
+    pub fn start() -> Option<Ferry> {
+        if !environment_ready() {
+            return None;
+        }
+        let (mut f, _) = Self::fresh('t', false);
         f.launch();
         Some(f)
     }
@@ -77,13 +83,8 @@ impl Ferry {
         if !environment_ready() {
             return None;
         }
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id();
-        let tag = format!("{}{}", pid % 10000, n);
-        let state = std::env::temp_dir().join(format!("ferry-test-{tag}"));
-        let _ = std::fs::remove_dir_all(&state);
-        let f = Ferry { state, prefix: format!("fm{tag}-"), subnet: format!("10.{}.{}.0", 150 + (pid % 50), n * 8), serve: None, dev: true };
-        let net = format!("10.{}.{}.0", 100 + (pid % 50), n);
+        let (f, n) = Self::fresh('m', true);
+        let net = format!("10.{}.{}.0", 100 + (std::process::id() % 50), n);
         let hosts = hosts.to_string();
         f.ok(&["dev", "up", "--hosts", &hosts, "--prefix", &f.prefix, "--net", &net, "--subnet", &f.subnet, "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"]);
         Some(f)

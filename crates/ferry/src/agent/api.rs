@@ -6,7 +6,6 @@ use crate::api::{CheckpointRequest, RestoreRequest, RuntimeSpec};
 use crate::{Error, Result};
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -44,8 +43,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
 }
 
 async fn auth(State(a): State<Arc<Agent>>, req: Request, next: Next) -> Response {
-    let ok = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|t| crate::control::auth::constant_eq(t, &a.token));
-    if !ok {
+    if !crate::control::auth::bearer_ok(req.headers(), &a.token) {
         return Error::Unauthorized("missing or wrong agent token".into()).into_response();
     }
     next.run(req).await

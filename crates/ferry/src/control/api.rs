@@ -6,7 +6,6 @@ use crate::api::{CheckpointOptions, CreateRequest, ExecRequest, RestoreOptions};
 use crate::{Error, Result};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -41,8 +40,7 @@ pub fn router(c: Arc<Control>) -> Router {
 }
 
 async fn auth(State(c): C, req: Request, next: Next) -> Response {
-    let ok = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|t| super::auth::constant_eq(t, &c.cfg.token));
-    if !ok {
+    if !super::auth::bearer_ok(req.headers(), &c.cfg.token) {
         return Error::Unauthorized("missing or wrong token: the CLI reads it from the state dir (run as root) or FERRY_TOKEN".into()).into_response();
     }
     next.run(req).await

@@ -9,6 +9,15 @@ pub fn constant_eq(a: &str, b: &str) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether `headers` carry `Authorization: Bearer <token>`.
+pub fn bearer_ok(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_eq(t, token))
+}
+
 /// A new random token (128 bits, hex).
 pub fn new_token() -> String {
     use rand::RngCore;
