@@ -2,7 +2,7 @@
 //! or, with `--json`, the API's JSON.
 
 use crate::client::Client;
-use crate::progress::step;
+use crate::progress::{phased, step};
 use crate::{Cli, Cmd};
 use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, Subcommand};
@@ -436,7 +436,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             let c = client()?;
             let req = ferry_core::api::MigrateRequest { to: a.to.clone(), mode: a.mode.clone(), name: a.new_name };
             let msg = format!("migrating {} to {} ({})", a.name, a.to, a.mode);
-            let m: ferry_core::api::Migration = step(json, &msg, c.post(&format!("/runtimes/{}/migrate", a.name), &req)).await?;
+            let phase = || async { c.get::<Runtime>(&format!("/runtimes/{}", a.name)).await.ok().and_then(|r| r.phase) };
+            let m: ferry_core::api::Migration = phased(json, &msg, c.post(&format!("/runtimes/{}/migrate", a.name), &req), phase).await?;
             if json {
                 print_json(&m);
             } else {

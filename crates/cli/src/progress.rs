@@ -6,6 +6,34 @@ use std::future::Future;
 use std::io::IsTerminal;
 use std::time::Duration;
 
+/// Like [`step`], with the message followed by whatever `phase` says, asked every 100 ms.
+pub async fn phased<T, P, PF>(quiet: bool, msg: &str, f: impl Future<Output = T>, phase: P) -> T
+where
+    P: Fn() -> PF,
+    PF: Future<Output = Option<String>>,
+{
+    if quiet || !std::io::stderr().is_terminal() {
+        return f.await;
+    }
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap());
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(Duration::from_millis(80));
+    tokio::pin!(f);
+    let out = loop {
+        tokio::select! {
+            out = &mut f => break out,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if let Some(p) = phase().await {
+                    pb.set_message(format!("{msg}: {p}"));
+                }
+            }
+        }
+    };
+    pb.finish_and_clear();
+    out
+}
+
 pub async fn step<T>(quiet: bool, msg: &str, f: impl Future<Output = T>) -> T {
     if quiet || !std::io::stderr().is_terminal() {
         return f.await;

@@ -185,6 +185,8 @@ fn a_second_migration_of_a_moving_runtime_is_refused() {
         assert!(start.elapsed() < Duration::from_secs(10), "the first migration never started");
         std::thread::sleep(Duration::from_millis(5));
     }
+    let phase = f.json(&["inspect", "busy"])["phase"].as_str().unwrap_or("").to_string();
+    assert!(phase.contains("h2"), "inspect shows the migration's phase: {phase:?}");
     let err = f.fails(&["migrate", "busy", "--to", "h2"]);
     assert!(err.contains("busy") || err.contains("not running"), "{err}");
     let out = first.join().unwrap();

@@ -177,6 +177,9 @@ pub struct Runtime {
     pub stats: Option<Stats>,
     #[serde(default)]
     pub uptime_s: Option<f64>,
+    /// The step a long operation (a migration) on it has reached, while it runs.
+    #[serde(default)]
+    pub phase: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -100,6 +100,7 @@ impl Control {
         let t0 = Instant::now();
         // 1. hold
         self.set_state(row, "migrating", Some(&format!("moving from {} to {to}", row.host)))?;
+        self.phase(&row.id, &format!("freezing and dumping on {}, streaming to {to}", row.host));
         let (target_ref, snapshot_ref) = (&target, &snapshot_id);
         let rollback = |why: Error| async move {
             let _ = target_ref.remove_snapshot(snapshot_ref).await;
@@ -115,6 +116,7 @@ impl Control {
             Err(e) => return Err(rollback(e).await), // the source agent thawed it
         };
         // 3. restore at the target, same identity and addresses (lazy: pages come on fault)
+        self.phase(&row.id, &format!("restoring on {to}"));
         let t_restore = Instant::now();
         let restore = RestoreRequest { snapshot_id: snapshot_id.clone(), spec: self.spec_of(row), verify: false, lazy_from: sent.page_server.clone() };
         let restored = target.restore(&restore).await;
@@ -137,6 +139,7 @@ impl Control {
         let downtime_ms = ms(t0);
         // 4b. lazy: the source must live until every page has arrived
         if lazy {
+            self.phase(&row.id, &format!("running on {to}; copying the remaining memory pages"));
             let t_pages = Instant::now();
             if let Err(e) = self.wait_for_pages(&moved, &target).await {
                 let _ = source.remove(&row.id).await;
@@ -145,6 +148,7 @@ impl Control {
             tracing::info!(runtime = %row.name, pages_ms = ms(t_pages), "lazy migration complete");
         }
         // 5. destroy the frozen source and its dump
+        self.phase(&row.id, &format!("removing the source on {}", row.host));
         if let Err(e) = source.remove(&row.id).await {
             tracing::error!(runtime = %row.name, error = %e, "the frozen source could not be removed; it stays frozen");
         }
@@ -231,7 +235,9 @@ impl Control {
         let snapshot_id = new_id("fork");
         let req = SendRequest { snapshot_id: snapshot_id.clone(), target_url: target.url.clone(), target_token: self.cfg.agent_token.clone(), thaw_after_dump: true, lazy: false };
         let result = async {
+            self.phase(&row.id, &format!("dumping on {} (it keeps running) and streaming to {to}", row.host));
             let sent = source.send_runtime(&row.id, &req).await?;
+            self.phase(&row.id, &format!("restoring the copy {name} on {to}"));
             let _ = source.remove_snapshot(&snapshot_id).await;
             let t1 = Instant::now();
             target.restore(&RestoreRequest { snapshot_id: snapshot_id.clone(), spec: self.spec_of(&copy), verify: false, lazy_from: None }).await?;

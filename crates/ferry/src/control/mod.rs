@@ -37,6 +37,8 @@ pub struct Control {
     pub proxy: Arc<crate::proxy::Proxy>,
     agents: RwLock<HashMap<String, AgentClient>>,
     busy: Mutex<HashSet<String>>,
+    /// What a long operation on a runtime is doing right now (shown by `inspect` and the CLI).
+    phases: Mutex<HashMap<String, String>>,
 }
 
 /// Marks a runtime busy for the duration of an operation; a second operation is refused.
@@ -48,6 +50,7 @@ pub struct Busy<'a> {
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.c.busy.lock().unwrap().remove(&self.id);
+        self.c.phases.lock().unwrap().remove(&self.id);
     }
 }
 
@@ -56,7 +59,7 @@ impl Control {
         std::fs::create_dir_all(&cfg.state_dir)?;
         let db = Db::open(&cfg.state_dir.join("ferry.db"))?;
         let proxy = crate::proxy::Proxy::new(std::time::Duration::from_secs(60));
-        let c = Arc::new(Control { cfg, db, proxy, agents: RwLock::new(HashMap::new()), busy: Mutex::new(HashSet::new()) });
+        let c = Arc::new(Control { cfg, db, proxy, agents: RwLock::new(HashMap::new()), busy: Mutex::new(HashSet::new()), phases: Mutex::new(HashMap::new()) });
         let weak = Arc::downgrade(&c);
         c.proxy.set_resolver(Arc::new(move |name: &str| {
             let c = weak.upgrade()?;
@@ -157,6 +160,16 @@ impl Control {
             return Err(Error::Conflict(format!("runtime {name} is busy with another operation; try again when it finishes (see `ferry operations`)")));
         }
         Ok(Busy { c: self, id: id.to_string() })
+    }
+
+    /// Records the step a runtime's operation has reached.
+    pub fn phase(&self, id: &str, phase: &str) {
+        tracing::info!(runtime = id, phase, "phase");
+        self.phases.lock().unwrap().insert(id.to_string(), phase.to_string());
+    }
+
+    pub fn current_phase(&self, id: &str) -> Option<String> {
+        self.phases.lock().unwrap().get(id).cloned()
     }
 
     fn is_busy(&self, id: &str) -> bool {

@@ -46,7 +46,7 @@ impl Control {
             id: r.id.clone(), name: r.name.clone(), host: r.host.clone(), plan: r.plan.clone(), image: r.image.clone(),
             ip: spec.ip.to_string(), state: r.state.clone(), state_reason: r.state_reason.clone(), created_at: r.created_at.clone(),
             started_at: r.started_at.clone(), last_snapshot: r.last_snapshot.clone(), mrp_url: crate::mrp::base_url(&spec.ip.to_string()),
-            stats: None, uptime_s: None,
+            stats: None, uptime_s: None, phase: self.current_phase(&r.id),
         }
     }
 
