@@ -104,6 +104,13 @@ pub struct RestoreArgs {
     /// Name of the restored runtime (default: the snapshot's runtime).
     #[arg(long)]
     name: Option<String>,
+    /// Come back on another plan (default: the snapshot's limits), e.g. after an OOM kill.
+    #[arg(long)]
+    plan: Option<String>,
+    #[arg(long)]
+    memory: Option<String>,
+    #[arg(long)]
+    cpus: Option<f64>,
 }
 
 #[derive(Subcommand)]
@@ -358,7 +365,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 (None, Some(f)) => step(json, "importing", import(&c, &f, None)).await?.id,
                 _ => bail!("give a snapshot id (see `ferry snapshots`) or --import FILE"),
             };
-            let rt: Runtime = step(json, "restoring", c.post("/restore", &RestoreOptions { snapshot: snapshot.clone(), name: a.name })).await?;
+            let opts = RestoreOptions { snapshot: snapshot.clone(), name: a.name, plan: a.plan, memory: a.memory, cpus: a.cpus };
+            let rt: Runtime = step(json, "restoring", c.post("/restore", &opts)).await?;
             if json { print_json(&rt) } else { println!("{} restored from {} on {}, MRP at {}", rt.name, snapshot, rt.host, rt.mrp_url) }
         }
         Cmd::Snapshots { cmd } => {

@@ -60,11 +60,19 @@ fn memory_limit_oom_kill_is_reported() {
     f.ok(&["create", "--name", "hog", "--plan", "free"]);
     let limit = f.json(&["inspect", "hog"])["stats"]["memory_limit_bytes"].as_u64().unwrap();
     assert_eq!(limit, 256 * 1024 * 1024, "the cgroup carries the plan's limit");
+    f.py("hog", "x = 41");
+    let snap = f.json(&["checkpoint", "hog", "--leave-running"])["id"].as_str().unwrap().to_string();
     let err = f.fails(&["exec", "hog", "b = bytearray(400 * 1024 * 1024)\nb[::4096] = b'x' * len(b[::4096])"]);
     assert!(err.contains("oom-killed"), "exec should report the OOM kill: {err}");
     assert_eq!(f.state_of("hog"), "oom-killed");
     let events = f.json(&["events", "--runtime", "hog"]);
     assert!(events.as_array().unwrap().iter().any(|e| e["kind"] == "oom_killed"), "{events}");
+    // Its last snapshot comes back on a larger plan, where the same allocation fits.
+    f.ok(&["restore", &snap, "--plan", "pro"]);
+    let rt = f.json(&["inspect", "hog"]);
+    assert_eq!(rt["plan"]["name"], "pro");
+    assert_eq!(rt["stats"]["memory_limit_bytes"].as_u64().unwrap(), 512 * 1024 * 1024);
+    assert_eq!(f.py("hog", "b = bytearray(300 * 1024 * 1024)\nb[::4096] = b'x' * len(b[::4096])\ndel b\nprint(x + 1)").trim(), "42");
 }
 
 #[test]

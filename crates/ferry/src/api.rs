@@ -206,6 +206,13 @@ pub struct CheckpointOptions {
 pub struct RestoreOptions {
     pub snapshot: String,
     pub name: Option<String>,
+    /// Restore with other limits than the snapshot's (e.g. a larger plan after an OOM kill).
+    #[serde(default)]
+    pub plan: Option<String>,
+    #[serde(default)]
+    pub memory: Option<String>,
+    #[serde(default)]
+    pub cpus: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -114,7 +114,12 @@ async fn migrations(State(c): C, Query(q): Query<ListQuery>) -> Result<impl Into
     Ok(Json(ops.into_iter().filter(|o| o.kind == "migrate" || o.kind == "fork").collect::<Vec<_>>()))
 }
 async fn restore(State(c): C, Json(o): Json<RestoreOptions>) -> Result<impl IntoResponse> {
-    Ok(Json(c.restore(&o.snapshot, o.name.as_deref()).await?))
+    let plan = if o.plan.is_some() || o.memory.is_some() || o.cpus.is_some() {
+        Some(crate::plan::Plan::resolve(o.plan.as_deref(), o.memory.as_deref(), o.cpus)?)
+    } else {
+        None
+    };
+    Ok(Json(c.restore(&o.snapshot, o.name.as_deref(), plan).await?))
 }
 async fn snapshots(State(c): C) -> Result<impl IntoResponse> {
     Ok(Json(c.db.snapshots()?))

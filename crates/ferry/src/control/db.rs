@@ -184,6 +184,10 @@ impl Db {
         self.with(|c| c.execute("UPDATE runtimes SET host = ?2 WHERE id = ?1", params![id, host]).map(|_| ()))
     }
 
+    pub fn set_plan(&self, id: &str, plan: &Plan) -> Result<()> {
+        self.with(|c| c.execute("UPDATE runtimes SET plan = ?2, memory_mb = ?3, cpus = ?4 WHERE id = ?1", params![id, plan.name, plan.memory_mb as i64, plan.cpus]).map(|_| ()))
+    }
+
     pub fn set_last_snapshot(&self, id: &str, snap: &str) -> Result<()> {
         self.with(|c| c.execute("UPDATE runtimes SET last_snapshot = ?2 WHERE id = ?1", params![id, snap]).map(|_| ()))
     }

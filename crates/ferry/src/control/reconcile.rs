@@ -58,7 +58,7 @@ impl Control {
             ("lost", "runtime.lost", format!("{}{offer}", why.lines().next().unwrap_or("lost")))
         } else if oom {
             let limit = row.plan.memory_mb;
-            ("oom-killed", "oom_killed", format!("killed by the kernel: it used more than its {limit} MB memory limit (plan {}); restore its last snapshot (`ferry restore`) or create a new runtime on a larger plan", row.plan.name))
+            ("oom-killed", "oom_killed", format!("killed by the kernel: it used more than its {limit} MB memory limit (plan {}); restore its last snapshot on a larger plan (`ferry restore SNAPSHOT --plan pro`) or create a new runtime", row.plan.name))
         } else {
             ("exited", "runtime.exited", format!("its container is {status}; restore a snapshot or create a new runtime"))
         };

@@ -41,7 +41,8 @@ impl Control {
 
     /// Restores `snapshot` as `name` (default: the runtime it was taken from). The name must be
     /// free, or belong to that same runtime while it is not running.
-    pub async fn restore(&self, snapshot: &str, name: Option<&str>) -> Result<Runtime> {
+    /// With `plan`, the runtime comes back with those limits instead of the snapshot's.
+    pub async fn restore(&self, snapshot: &str, name: Option<&str>, plan: Option<crate::plan::Plan>) -> Result<Runtime> {
         let snap = self.snapshot(snapshot)?;
         let name = name.unwrap_or(&snap.runtime_name).to_string();
         check_name(&name)?;
@@ -79,6 +80,20 @@ impl Control {
         };
         let mut row = row;
         row.host = snap.host.clone();
+        let old_plan = row.plan.clone();
+        if let Some(p) = plan {
+            let cap = self.db.hosts()?.into_iter().find(|h| h.0 == row.host).map(|h| h.3).unwrap_or(0);
+            // A fresh row already counts (it is "restoring") with the snapshot's plan.
+            let used = self.used_mb(&row.host)?.saturating_sub(if fresh { old_plan.memory_mb } else { 0 });
+            if used + p.memory_mb > cap {
+                if fresh {
+                    self.db.delete_runtime(&row.id)?;
+                }
+                return Err(Error::Conflict(format!("host {} has {} MB free, not enough for {} MB: choose a smaller plan", row.host, cap.saturating_sub(used), p.memory_mb)));
+            }
+            self.db.set_plan(&row.id, &p)?;
+            row.plan = p;
+        }
         let spec = self.spec_of(&row);
         let agent = self.agent(&snap.host)?;
         let req = RestoreRequest { snapshot_id: snap.id.clone(), spec, verify: true, lazy_from: None };
@@ -102,6 +117,7 @@ impl Control {
                 if fresh {
                     self.db.delete_runtime(&row.id)?;
                 } else {
+                    self.db.set_plan(&row.id, &old_plan)?;
                     self.set_state(&row, &prev_state, row.state_reason.as_deref())?;
                 }
                 Err(e)
