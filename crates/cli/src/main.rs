@@ -1,8 +1,11 @@
 //! `ferry`: move live Python runtimes between machines. A thin CLI over `ferry-core`: the daemons
 //! (`serve`, `agent`) run the library; every other verb talks to `ferry serve`'s API.
 
+mod archive_io;
+pub mod args;
 mod client;
 mod commands;
+mod output;
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -32,15 +35,15 @@ pub enum Cmd {
     /// Run the control plane and its API, with a local agent (the single-machine default).
     ///
     /// Example: ferry serve --listen 127.0.0.1:7700
-    Serve(commands::ServeArgs),
+    Serve(args::ServeArgs),
     /// Run one host's agent (for multi-host setups; `ferry serve` embeds one for its own host).
     ///
     /// Example: ferry agent --name h2 --listen 10.200.2.2:7701 --token-file /etc/ferry/agent-token
-    Agent(commands::AgentArgs),
+    Agent(args::AgentArgs),
     /// Create a runtime and wait until its MRP server answers.
     ///
     /// Example: ferry create --plan pro --name alice
-    Create(commands::CreateArgs),
+    Create(args::CreateArgs),
     /// List runtimes.
     #[command(alias = "ps")]
     Ls,
@@ -66,15 +69,15 @@ pub enum Cmd {
     /// Snapshot a runtime with CRIU. Stops it unless --leave-running.
     ///
     /// Example: ferry checkpoint alice --leave-running --export alice.ferry
-    Checkpoint(commands::CheckpointArgs),
+    Checkpoint(args::CheckpointArgs),
     /// Start a runtime from a snapshot (or an exported archive), with its session intact.
     ///
     /// Example: ferry restore snap-0123456789 --name alice-copy
-    Restore(commands::RestoreArgs),
+    Restore(args::RestoreArgs),
     /// Move a live runtime to another host behind the same proxy URL, or fork it there.
     ///
     /// Example: ferry migrate alice --to h2 --mode stop-copy
-    Migrate(commands::MigrateArgs),
+    Migrate(args::MigrateArgs),
     /// Recorded migrations and forks with their phases.
     Migrations {
         #[arg(long)]
@@ -85,7 +88,7 @@ pub enum Cmd {
     /// Example: ferry snapshots rm snap-0123456789
     Snapshots {
         #[command(subcommand)]
-        cmd: Option<commands::SnapshotCmd>,
+        cmd: Option<args::SnapshotCmd>,
     },
     /// The operations journal (what ran, when, how long each phase took).
     ///
@@ -102,18 +105,18 @@ pub enum Cmd {
     /// Manage hosts (agents) known to the control plane.
     Host {
         #[command(subcommand)]
-        cmd: commands::HostCmd,
+        cmd: args::HostCmd,
     },
     /// Benchmarks: reproduce the seed report's tables, ferry and the seed's method side by side.
     /// Writes DIR/SUITE.json, DIR/SUITE.md and DIR/SUITE.svg. Suites: local, migrate, roundtrip,
     /// proxy, soak. Brings up (and removes) its own simulated hosts; needs root.
     ///
     /// Example: ferry bench migrate --sizes 128,256,512 --runs 3 --workload random --baseline --out bench/
-    Bench(commands::BenchArgs),
+    Bench(args::BenchArgs),
     /// Development and test helpers.
     Dev {
         #[command(subcommand)]
-        cmd: commands::DevCmd,
+        cmd: args::DevCmd,
     },
     /// Print shell completions.
     ///

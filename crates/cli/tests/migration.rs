@@ -125,6 +125,13 @@ fn fork_gives_two_independent_runtimes_and_pre_copy_refuses_clearly() {
     let err = f.fails(&["migrate", "base", "--to", "h9"]);
     assert!(err.contains("unknown host"), "{err}");
     assert_eq!(f.json(&["inspect", "base"])["state"], "running");
+    // Crafted paths stay inside the named runtime: the proxy listens apart from the control and
+    // agent APIs and only forwards to routes of registered runtimes.
+    for path in ["/r/sandbox/../../api/v1/runtimes", "/r/sandbox/%2e%2e/%2e%2e/api/v1/runtimes", "/r/..%2Fapi/v1/runtimes", "/r/10.0.0.1:8888/x"] {
+        let (status, body) = http(&f.proxy_addr(), "GET", path, "", Duration::from_secs(5)).unwrap();
+        assert!(!body.contains("\"plan\"") && !body.contains("mrp_url"), "{path} reached the control API: {status} {body}");
+        assert_ne!(status, 200, "{path}: {body}");
+    }
     // A request for a runtime that does not exist gets a clear JSON error from the proxy.
     let (status, body) = http(&f.proxy_addr(), "GET", "/r/nobody/mrp/v1/capabilities", "", Duration::from_secs(5)).unwrap();
     assert_eq!(status, 404);

@@ -1,0 +1,220 @@
+//! The verbs' flags (clap).
+
+use clap::{Args, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address of the API.
+    #[arg(long, default_value = "127.0.0.1:7700", env = "FERRY_LISTEN")]
+    pub listen: SocketAddr,
+    /// Address of the proxy: one stable URL per runtime, /r/NAME/...
+    #[arg(long, default_value = "127.0.0.1:7780", env = "FERRY_PROXY_LISTEN")]
+    pub proxy_listen: SocketAddr,
+    /// Address of the embedded local agent.
+    #[arg(long, default_value = "127.0.0.1:7701")]
+    pub agent_listen: SocketAddr,
+    /// Do not run a local agent (hosts are added with `ferry host add`).
+    #[arg(long)]
+    pub no_local_agent: bool,
+    /// First address of the range runtimes' /30 networks come from.
+    #[arg(long, default_value = "10.201.0.0")]
+    pub subnet: std::net::Ipv4Addr,
+    /// Where runtime images live (built by scripts/setup.sh).
+    #[arg(long, default_value = "/var/cache/ferry/images", env = "FERRY_IMAGES")]
+    pub images: PathBuf,
+    /// Prefix of the netns and cgroup names of this machine's runtimes.
+    #[arg(long, default_value = "ferry-")]
+    pub prefix: String,
+    #[arg(long, default_value = "mrmd-python")]
+    pub image: String,
+}
+
+#[derive(Args)]
+pub struct AgentArgs {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value = "127.0.0.1:7701")]
+    pub listen: SocketAddr,
+    /// The agent's state dir (default: /var/lib/ferry/agents/NAME).
+    #[arg(long)]
+    pub agent_state_dir: Option<PathBuf>,
+    #[arg(long, default_value = "/var/cache/ferry/images", env = "FERRY_IMAGES")]
+    pub images: PathBuf,
+    /// File holding the token the control plane presents.
+    #[arg(long)]
+    pub token_file: PathBuf,
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Network namespace that plays this host (holds the host ends of the runtimes' veths and
+    /// the agent's sockets).
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// This host's address in the root namespace's view; runtimes' networks are routed through it.
+    #[arg(long, requires = "netns")]
+    pub route_via: Option<std::net::Ipv4Addr>,
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    #[arg(long)]
+    pub name: Option<String>,
+    /// free (256 MB, 0.5 CPU), pro (512 MB, 1 CPU) or team (1 GB, 2 CPUs).
+    #[arg(long)]
+    pub plan: Option<String>,
+    /// Explicit memory limit, e.g. 512M or 1G.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Explicit CPU limit, e.g. 0.5.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Host to place it on (default: the one with most room).
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+#[derive(Args)]
+pub struct CheckpointArgs {
+    pub name: String,
+    /// Keep the runtime running after the snapshot.
+    #[arg(long)]
+    pub leave_running: bool,
+    /// Also write the snapshot as an archive file.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// Snapshot id (see `ferry snapshots`).
+    pub snapshot: Option<String>,
+    /// Restore from an exported archive file instead.
+    #[arg(long, conflicts_with = "snapshot")]
+    pub import: Option<PathBuf>,
+    /// Name of the restored runtime (default: the snapshot's runtime).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Come back on another plan (default: the snapshot's limits), e.g. after an OOM kill.
+    #[arg(long)]
+    pub plan: Option<String>,
+    #[arg(long)]
+    pub memory: Option<String>,
+    #[arg(long)]
+    pub cpus: Option<f64>,
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotCmd {
+    Ls,
+    Inspect { id: String },
+    Rm { id: String },
+    /// Write a snapshot as an archive file.
+    Export { id: String, file: PathBuf },
+    /// Import (and verify) an archive file as a snapshot.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        host: Option<String>,
+    },
+}
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    pub name: String,
+    /// Target host (see `ferry host ls`).
+    #[arg(long)]
+    pub to: String,
+    /// stop-copy (consistent, the default), lazy (post-copy), pre-copy, or fork (a new runtime
+    /// copied from the live one, which keeps running).
+    #[arg(long, default_value = "stop-copy")]
+    pub mode: String,
+    /// With --mode fork: the new runtime's name.
+    #[arg(long = "name")]
+    pub new_name: Option<String>,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// local, migrate, roundtrip, proxy or soak.
+    pub suite: String,
+    /// Memory sizes (MB) the runtime holds.
+    #[arg(long, value_delimiter = ',', default_value = "128,256,512")]
+    pub sizes: Vec<u64>,
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// zeros (untouched pages, like the seed), random (every page random: the worst case) or pandas.
+    #[arg(long, default_value = "random")]
+    pub workload: String,
+    /// Migration modes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "stop-copy,lazy")]
+    pub modes: Vec<String>,
+    /// Also run the seed's method (leave-running checkpoint, zstd archive, copy, restore).
+    #[arg(long)]
+    pub baseline: bool,
+    /// Migrations in the soak suite.
+    #[arg(long, default_value_t = 100)]
+    pub migrations: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "/var/cache/ferry/images", env = "FERRY_IMAGES")]
+    pub images: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum DevCmd {
+    /// Simulated hosts on this machine: network namespaces on a bridge, an agent in each,
+    /// `ferry serve` in the root namespace. Returns when all of it answers.
+    ///
+    /// Example: ferry --state-dir /tmp/ferry-dev dev up --hosts 3
+    Up {
+        #[arg(long, default_value_t = 2)]
+        hosts: u32,
+        /// Prefix of every netns, interface and cgroup it makes (at most 9 characters).
+        #[arg(long, default_value = "ferry-")]
+        prefix: String,
+        /// The /24 the hosts live on.
+        #[arg(long, default_value = "10.200.0.0")]
+        net: std::net::Ipv4Addr,
+        /// First address of the runtimes' /30 networks.
+        #[arg(long, default_value = "10.201.0.0")]
+        subnet: std::net::Ipv4Addr,
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:7780")]
+        proxy_listen: SocketAddr,
+        #[arg(long, default_value = "/var/cache/ferry/images", env = "FERRY_IMAGES")]
+        images: PathBuf,
+    },
+    /// Stop and remove everything `dev up` made in this state dir.
+    Down {
+        /// Default: the prefix `dev up` recorded.
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// Remove everything a state dir made: containers, mounts, netns named with PREFIX, cgroups,
+    /// and the state dir itself. Stop `ferry serve` first.
+    ///
+    /// Example: ferry --state-dir /tmp/ferry-test dev purge --prefix ft1-
+    Purge {
+        #[arg(long)]
+        prefix: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum HostCmd {
+    /// Register a host's agent.
+    ///
+    /// Example: ferry host add h2 http://10.200.2.2:7701 --labels gpu --capacity-mb 4096
+    Add {
+        name: String,
+        url: String,
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+        #[arg(long)]
+        capacity_mb: Option<u64>,
+    },
+    Ls,
+}
+
