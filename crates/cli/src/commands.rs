@@ -205,6 +205,14 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Cmd::Hibernate { name } => {
+            let rt: Runtime = step(json, "hibernating", client()?.post(&format!("/runtimes/{name}/hibernate"), &())).await?;
+            if json { print_json(&rt) } else { println!("{} hibernated ({} MB freed); the next request wakes it", rt.name, rt.plan.memory_mb) }
+        }
+        Cmd::Wake { name } => {
+            let rt: Runtime = step(json, "waking", client()?.post(&format!("/runtimes/{name}/wake"), &())).await?;
+            if json { print_json(&rt) } else { println!("{} is running on {}", rt.name, rt.host) }
+        }
         Cmd::Migrate(a) => {
             let c = client()?;
             let req = ferry_core::api::MigrateRequest { to: a.to.clone(), mode: a.mode.clone(), name: a.new_name };

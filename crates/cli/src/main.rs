@@ -74,6 +74,13 @@ pub enum Cmd {
     ///
     /// Example: ferry restore snap-0123456789 --name alice-copy
     Restore(args::RestoreArgs),
+    /// Put a runtime to sleep: snapshot it and free its memory. The next request through the
+    /// proxy wakes it (the request waits, then is answered), as does `ferry wake`.
+    ///
+    /// Example: ferry hibernate alice
+    Hibernate { name: String },
+    /// Wake a hibernated runtime now.
+    Wake { name: String },
     /// Move a live runtime to another host behind the same proxy URL, or fork it there.
     ///
     /// Example: ferry migrate alice --to h2 --mode stop-copy

@@ -316,3 +316,35 @@ fn moving_back_and_forth_keeps_one_migration_snapshot() {
     let on_disk: usize = ["h1", "h2"].iter().map(|h| std::fs::read_dir(f.state.join(format!("agents/{h}/snapshots"))).unwrap().count()).sum();
     assert_eq!(on_disk, 2, "superseded migration snapshots are removed from disk");
 }
+
+#[test]
+fn a_hibernated_runtime_wakes_on_the_next_request_through_the_proxy() {
+    let Some(f) = Ferry::start_dev(1) else { return };
+    f.ok(&["create", "--name", "sleepy", "--host", "h1"]);
+    f.py("sleepy", "x = 41\nimport pandas as pd\ndf = pd.DataFrame({'a': range(1000)})");
+    let rt = f.json(&["hibernate", "sleepy"]);
+    assert_eq!(rt["state"], "hibernated");
+    // Its memory is given back: no container runs for it.
+    let out = std::process::Command::new("runc").args(["--root", f.state.join("agents/h1/runc").to_str().unwrap(), "list", "-q"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty(), "a hibernated runtime still has a container");
+    assert_eq!(f.json(&["host", "ls"])[0]["used_mb"], 0);
+    // A client's request is held, the runtime restored, and the request answered — not failed.
+    let t = Instant::now();
+    let (status, body) = http(&f.proxy_addr(), "POST", "/r/sleepy/mrp/v1/execute", r#"{"code":"print(x + 1, int(df.a.sum()))"}"#, Duration::from_secs(60)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("42 499500"), "{body}");
+    eprintln!("woken and answered in {} ms", t.elapsed().as_millis());
+    assert_eq!(f.json(&["inspect", "sleepy"])["state"], "running");
+    let kinds: Vec<String> = f.json(&["events", "--runtime", "sleepy"]).as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect();
+    assert!(kinds.contains(&"runtime.hibernated".to_string()) && kinds.contains(&"runtime.woken".to_string()), "{kinds:?}");
+    // And by hand; hibernating twice keeps one hibernation snapshot.
+    f.ok(&["hibernate", "sleepy"]);
+    f.ok(&["wake", "sleepy"]);
+    assert_eq!(f.py("sleepy", "print(x)").trim(), "41");
+    f.ok(&["hibernate", "sleepy"]);
+    let snaps = f.json(&["snapshots", "ls"]);
+    assert_eq!(snaps.as_array().unwrap().iter().filter(|s| s["id"].as_str().unwrap().starts_with("hib")).count(), 1, "{snaps}");
+    // `ferry exec` wakes it too.
+    assert_eq!(f.py("sleepy", "print(x + 2)").trim(), "43");
+    assert_eq!(f.json(&["inspect", "sleepy"])["state"], "running");
+}

@@ -26,7 +26,12 @@ pub enum Route {
     Open(SocketAddr),
     Held,
     Down(String),
+    /// Hibernated: the next request wakes it (and waits, held, until it answers).
+    Asleep,
 }
+
+/// Wakes a hibernated runtime (restores it); the route reopens when it runs.
+pub type Waker = Arc<dyn Fn(String) + Send + Sync>;
 
 /// Looks a runtime up when the proxy has no route for it yet.
 pub type Resolver = Arc<dyn Fn(&str) -> Option<Route> + Send + Sync>;
@@ -41,6 +46,7 @@ pub struct Proxy {
     pub hold_timeout: Duration,
     pub max_waiting: usize,
     resolver: RwLock<Option<Resolver>>,
+    waker: RwLock<Option<Waker>>,
 }
 
 fn json_error(status: StatusCode, kind: &str, msg: String) -> Response {
@@ -53,7 +59,11 @@ fn json_error(status: StatusCode, kind: &str, msg: String) -> Response {
 
 impl Proxy {
     pub fn new(hold_timeout: Duration) -> Arc<Proxy> {
-        Arc::new(Proxy { routes: RwLock::new(HashMap::new()), waiting: AtomicUsize::new(0), hold_timeout, max_waiting: 10_000, resolver: RwLock::new(None) })
+        Arc::new(Proxy { routes: RwLock::new(HashMap::new()), waiting: AtomicUsize::new(0), hold_timeout, max_waiting: 10_000, resolver: RwLock::new(None), waker: RwLock::new(None) })
+    }
+
+    pub fn set_waker(&self, w: Waker) {
+        *self.waker.write().unwrap() = Some(w);
     }
 
     pub fn set_resolver(&self, r: Resolver) {
@@ -114,6 +124,18 @@ impl Proxy {
             Route::Open(a) => return Ok(a),
             Route::Down(why) => return Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)),
             Route::Held => {}
+            Route::Asleep => {
+                // First request for a hibernated runtime: hold everyone and wake it once.
+                let waker = self.waker.read().unwrap().clone();
+                match waker {
+                    Some(w) => {
+                        self.hold(name);
+                        tracing::info!(runtime = name, "waking on request");
+                        w(name.to_string());
+                    }
+                    None => return Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("runtime {name} is hibernated"))),
+                }
+            }
         }
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -125,6 +147,7 @@ impl Proxy {
             Ok(Ok(r)) => match r.0.clone() {
                 Route::Open(a) => Ok(a),
                 Route::Down(why) => Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)),
+                Route::Asleep => Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("runtime {name} could not be woken; see `ferry events --runtime {name}`"))),
                 Route::Held => unreachable!(),
             },
             Ok(Err(_)) => Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("runtime {name} was removed"))),

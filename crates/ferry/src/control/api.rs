@@ -26,6 +26,8 @@ pub fn router(c: Arc<Control>) -> Router {
         .route("/api/v1/runtimes/:name/stop", post(stop))
         .route("/api/v1/runtimes/:name/checkpoint", post(checkpoint))
         .route("/api/v1/runtimes/:name/migrate", post(migrate))
+        .route("/api/v1/runtimes/:name/hibernate", post(hibernate))
+        .route("/api/v1/runtimes/:name/wake", post(wake))
         .route("/api/v1/runtimes/:name/baseline-migrate", post(baseline_migrate))
         .route("/api/v1/migrations", get(migrations))
         .route("/api/v1/restore", post(restore))
@@ -98,6 +100,12 @@ async fn stop(State(c): C, Path(name): Path<String>) -> Result<impl IntoResponse
 }
 async fn checkpoint(State(c): C, Path(name): Path<String>, Json(o): Json<CheckpointOptions>) -> Result<impl IntoResponse> {
     Ok(Json(c.checkpoint(&name, o.leave_running).await?))
+}
+async fn hibernate(State(c): C, Path(name): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(c.hibernate(&name, "hibernated by request").await?))
+}
+async fn wake(State(c): C, Path(name): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(c.wake(&name).await?))
 }
 async fn migrate(State(c): C, Path(name): Path<String>, Json(r): Json<crate::api::MigrateRequest>) -> Result<impl IntoResponse> {
     Ok(Json(c.migrate(&name, &r).await?))

@@ -159,7 +159,7 @@ impl Control {
             let snap = super::snapshots::to_snapshot(&sent.snapshot);
             self.db.insert_snapshot(&snap)?;
             self.db.set_last_snapshot(&row.id, &snap.id)?;
-            self.drop_older_migration_snapshots(&row.id, &snap.id).await;
+            self.drop_older_automatic_snapshots(&row.id, &snap.id).await;
             Some(snap.id)
         };
         let mut t: Timings = sent.timings.iter().filter(|(k, _)| *k != "total_ms").map(|(k, v)| (k.clone(), *v)).collect();
@@ -171,12 +171,12 @@ impl Control {
         Ok(Migration { runtime: row.name.clone(), mode: mode.into(), from: row.host.clone(), to: to.into(), snapshot, archive_bytes: sent.archive_bytes, timings: t })
     }
 
-    /// A migration leaves a full snapshot at its target (the runtime's newest, offered if it is ever
-    /// lost); the ones earlier migrations left are superseded and removed, so that moving a runtime
-    /// back and forth does not fill the disks. Snapshots users took are kept.
-    async fn drop_older_migration_snapshots(&self, runtime_id: &str, keep: &str) {
+    /// A migration (or hibernation) leaves a full snapshot (the runtime's newest, offered if it is
+    /// ever lost); the ones earlier migrations and hibernations left are superseded and removed, so
+    /// that moving a runtime back and forth does not fill the disks. Snapshots users took are kept.
+    pub(crate) async fn drop_older_automatic_snapshots(&self, runtime_id: &str, keep: &str) {
         let Ok(all) = self.db.snapshots() else { return };
-        for s in all.into_iter().filter(|s| s.runtime_id == runtime_id && s.id != keep && s.id.starts_with("mig")) {
+        for s in all.into_iter().filter(|s| s.runtime_id == runtime_id && s.id != keep && (s.id.starts_with("mig") || s.id.starts_with("hib"))) {
             if let Err(e) = self.remove_snapshot(&s.id).await {
                 tracing::warn!(snapshot = %s.id, error = %e, "could not remove a superseded migration snapshot");
             }

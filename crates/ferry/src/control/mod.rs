@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod db;
 mod baseline;
+mod hibernate;
 mod migrate;
 mod reconcile;
 mod runtimes;
@@ -61,6 +62,16 @@ impl Control {
         let proxy = crate::proxy::Proxy::new(std::time::Duration::from_secs(60));
         let c = Arc::new(Control { cfg, db, proxy, agents: RwLock::new(HashMap::new()), busy: Mutex::new(HashSet::new()), phases: Mutex::new(HashMap::new()) });
         let weak = Arc::downgrade(&c);
+        let w = weak.clone();
+        c.proxy.set_waker(Arc::new(move |name: String| {
+            if let Some(c) = w.upgrade() {
+                tokio::spawn(async move {
+                    if let Err(e) = c.wake(&name).await {
+                        tracing::warn!(runtime = %name, error = %e, "wake on request failed");
+                    }
+                });
+            }
+        }));
         c.proxy.set_resolver(Arc::new(move |name: &str| {
             let c = weak.upgrade()?;
             let row = c.db.runtime_by_name(name).ok()??;
@@ -146,6 +157,7 @@ impl Control {
         match state {
             "running" => Route::Open(std::net::SocketAddr::new(self.spec_of(row).ip.into(), crate::mrp::PORT)),
             "migrating" | "restoring" | "creating" => Route::Held,
+            "hibernated" => Route::Asleep,
             other => Route::Down(format!("runtime {} is {other}{}", row.name, row.state_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())),
         }
     }

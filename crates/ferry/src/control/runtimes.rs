@@ -75,8 +75,13 @@ impl Control {
         Ok(())
     }
 
+    /// Runs code in the runtime (waking it first if it is hibernated).
     pub async fn exec(&self, name: &str, code: &str) -> Result<serde_json::Value> {
-        let row = self.runtime_row(name)?;
+        let mut row = self.runtime_row(name)?;
+        if row.state == "hibernated" {
+            self.wake(name).await?;
+            row = self.runtime_row(name)?;
+        }
         self.require_running(&row)?;
         let spec = self.spec_of(&row);
         let r = crate::mrp::execute(&crate::mrp::base_url(&spec.ip.to_string()), code, Duration::from_secs(600)).await;

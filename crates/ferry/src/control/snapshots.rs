@@ -15,11 +15,17 @@ pub fn to_snapshot(s: &SnapshotInfo) -> Snapshot {
 
 impl Control {
     pub async fn checkpoint(&self, name: &str, leave_running: bool) -> Result<Snapshot> {
+        self.checkpoint_as(name, leave_running, "snap").await
+    }
+
+    /// A checkpoint whose snapshot id starts with `prefix` (`snap` for users', `hib` for
+    /// hibernation's, which supersede each other).
+    pub(crate) async fn checkpoint_as(&self, name: &str, leave_running: bool, prefix: &str) -> Result<Snapshot> {
         let row = self.runtime_row(name)?;
         self.require_running(&row)?;
         let _busy = self.claim(&row.id, name)?;
         let agent = self.agent(&row.host)?;
-        let req = CheckpointRequest { snapshot_id: new_id("snap"), leave_running };
+        let req = CheckpointRequest { snapshot_id: new_id(prefix), leave_running };
         let info = self
             .journal("checkpoint", Some(name), serde_json::json!({"leave_running": leave_running, "snapshot": req.snapshot_id}), async {
                 agent.checkpoint(&row.id, &req).await.map(|s| { let t = s.timings.clone(); (s, t) })
