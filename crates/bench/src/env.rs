@@ -32,6 +32,8 @@ impl Env {
             listen: "127.0.0.1:0".parse()?,
             proxy_listen: "127.0.0.1:0".parse()?,
             bin: o.bin.clone(),
+            // The bench measures what it asks for: no automatic migrations or hibernation.
+            serve_args: vec!["--no-auto".into()],
         };
         let st = ferry_core::dev::up(&dev).await?;
         let token = std::fs::read_to_string(state.join("token"))?.trim().to_string();

@@ -29,6 +29,39 @@ pub struct ServeArgs {
     pub prefix: String,
     #[arg(long, default_value = "mrmd-python")]
     pub image: String,
+    /// How often the monitor samples every runtime (e.g. 5s).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub monitor_interval: std::time::Duration,
+    /// CPU under 1% of a core for this long = idle, and the runtime is hibernated (e.g. 15m).
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    pub idle_after: std::time::Duration,
+    /// A threshold fires again only after this long (e.g. 60s).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub debounce: std::time::Duration,
+    /// Report monitor events but take no automatic action (no migrations, no hibernation).
+    #[arg(long)]
+    pub no_auto: bool,
+}
+
+/// `90`, `90s`, `15m`, `2h`, `250ms`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, mul) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.trim().parse().map_err(|_| format!("cannot read {s:?} as a duration: write it like 90s, 15m or 2h"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("duration {s:?} must not be negative"));
+    }
+    Ok(std::time::Duration::from_secs_f64(v * mul))
 }
 
 #[derive(Args)]
@@ -132,6 +165,9 @@ pub struct MigrateArgs {
     /// With --mode fork: the new runtime's name.
     #[arg(long = "name")]
     pub new_name: Option<String>,
+    /// Arrive on this plan (free, pro, team): a move to a bigger machine with bigger limits.
+    #[arg(long)]
+    pub plan: Option<String>,
 }
 
 #[derive(Args)]
@@ -185,6 +221,9 @@ pub enum DevCmd {
         proxy_listen: SocketAddr,
         #[arg(long, default_value = "/var/cache/ferry/images", env = "FERRY_IMAGES")]
         images: PathBuf,
+        /// Flags passed on to `ferry serve`, e.g. --serve-arg=--idle-after=30s.
+        #[arg(long = "serve-arg", allow_hyphen_values = true)]
+        serve_args: Vec<String>,
     },
     /// Stop and remove everything `dev up` made in this state dir.
     Down {

@@ -27,6 +27,13 @@ pub async fn run(cli: Cli) -> Result<()> {
                 local_agent: (!a.no_local_agent).then_some(a.agent_listen),
                 prefix: a.prefix,
                 default_image: a.image,
+                monitor: ferry_core::control::monitor::MonitorConfig {
+                    interval: a.monitor_interval,
+                    idle_after: a.idle_after,
+                    debounce: a.debounce,
+                    auto: !a.no_auto,
+                    mode: "stop-copy".into(),
+                },
             };
             ferry_core::server::serve(o).await?;
         }
@@ -215,7 +222,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Migrate(a) => {
             let c = client()?;
-            let req = ferry_core::api::MigrateRequest { to: a.to.clone(), mode: a.mode.clone(), name: a.new_name };
+            let plan = a.plan.as_deref().map(ferry_core::plan::Plan::named).transpose()?;
+            let req = ferry_core::api::MigrateRequest { to: a.to.clone(), mode: a.mode.clone(), name: a.new_name, plan };
             let msg = format!("migrating {} to {} ({})", a.name, a.to, a.mode);
             let phase = || async { c.get::<Runtime>(&format!("/runtimes/{}", a.name)).await.ok().and_then(|r| r.phase) };
             let m: ferry_core::api::Migration = phased(json, &msg, c.post(&format!("/runtimes/{}/migrate", a.name), &req), phase).await?;
@@ -244,8 +252,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             table(rows);
         }
-        Cmd::Dev { cmd: DevCmd::Up { hosts, prefix, net, subnet, listen, proxy_listen, images } } => {
-            let o = ferry_core::dev::DevOptions { state_dir: cli.state_dir.clone(), hosts, prefix, net, subnet, images_dir: images, listen, proxy_listen, bin: std::env::current_exe()? };
+        Cmd::Dev { cmd: DevCmd::Up { hosts, prefix, net, subnet, listen, proxy_listen, images, serve_args } } => {
+            let o = ferry_core::dev::DevOptions { state_dir: cli.state_dir.clone(), hosts, prefix, net, subnet, images_dir: images, listen, proxy_listen, bin: std::env::current_exe()?, serve_args };
             let st = step(json, "starting hosts", ferry_core::dev::up(&o)).await?;
             if json {
                 print_json(&st);

@@ -129,6 +129,9 @@ pub struct MigrateRequest {
     pub mode: String,
     /// For `fork`: the new runtime's name.
     pub name: Option<String>,
+    /// Arrive with these limits (a move to a larger plan); default: the current ones.
+    #[serde(default)]
+    pub plan: Option<Plan>,
 }
 
 fn default_mode() -> String {

@@ -28,6 +28,8 @@ pub struct DevOptions {
     pub proxy_listen: SocketAddr,
     /// The ferry binary to start agents and serve with.
     pub bin: PathBuf,
+    /// More flags for `ferry serve` (monitor settings, ...).
+    pub serve_args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +133,7 @@ async fn up_inner(o: &DevOptions) -> Result<DevState> {
         "--state-dir".into(), o.state_dir.display().to_string(), "serve".into(), "--no-local-agent".into(), "--listen".into(), o.listen.to_string(),
         "--proxy-listen".into(), o.proxy_listen.to_string(), "--subnet".into(), o.subnet.to_string(), "--prefix".into(), p.clone(),
     ];
+    let args: Vec<String> = args.into_iter().chain(o.serve_args.iter().cloned()).collect();
     let serve_pid = spawn(&o.bin, &args, &o.state_dir.join("serve.log"))?;
     let state = o.state_dir.clone();
     wait_for("ferry serve", || async { state.join("serve.addr").exists() && state.join("proxy.addr").exists() }).await?;

@@ -61,6 +61,7 @@ pub struct ServeOptions {
     pub local_agent: Option<SocketAddr>,
     pub prefix: String,
     pub default_image: String,
+    pub monitor: crate::control::monitor::MonitorConfig,
 }
 
 /// Runs `ferry serve` until the process is stopped.
@@ -92,6 +93,7 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     // Adopt what is still running, and mark what died while we were away.
     control.reconcile_all().await;
     tokio::spawn(control.clone().reconcile_loop(Duration::from_secs(1)));
+    tokio::spawn(control.clone().monitor_loop(o.monitor.clone()));
     let proxy_listener = bind(o.proxy_listen).await?;
     let proxy_addr = proxy_listener.local_addr()?;
     let proxy_app = crate::proxy::router(control.proxy.clone());

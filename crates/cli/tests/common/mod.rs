@@ -79,14 +79,23 @@ impl Ferry {
     }
 
     /// `ferry dev up --hosts N`: simulated hosts h1..hN in network namespaces, one agent each.
+    /// The monitor takes no automatic action unless a test asks for it (`start_dev_with`).
     pub fn start_dev(hosts: u32) -> Option<Ferry> {
+        Self::start_dev_with(hosts, &["--no-auto"])
+    }
+
+    /// As [`Ferry::start_dev`], with these flags for `ferry serve`.
+    pub fn start_dev_with(hosts: u32, serve_args: &[&str]) -> Option<Ferry> {
         if !environment_ready() {
             return None;
         }
         let (f, n) = Self::fresh('m', true);
         let net = format!("10.{}.{}.0", 100 + (std::process::id() % 50), n);
         let hosts = hosts.to_string();
-        f.ok(&["dev", "up", "--hosts", &hosts, "--prefix", &f.prefix, "--net", &net, "--subnet", &f.subnet, "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"]);
+        let mut args = vec!["dev", "up", "--hosts", &hosts, "--prefix", &f.prefix, "--net", &net, "--subnet", &f.subnet, "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"];
+        let flags: Vec<String> = serve_args.iter().map(|a| format!("--serve-arg={a}")).collect();
+        args.extend(flags.iter().map(String::as_str));
+        f.ok(&args);
         Some(f)
     }
 
@@ -107,7 +116,7 @@ impl Ferry {
         std::fs::create_dir_all(&self.state).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.state.join("serve.log")).unwrap();
         let child = Command::new(BIN)
-            .args(["--state-dir", self.state.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0", "--prefix", &self.prefix, "--subnet", &self.subnet])
+            .args(["--state-dir", self.state.to_str().unwrap(), "serve", "--no-auto", "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0", "--prefix", &self.prefix, "--subnet", &self.subnet])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -70,10 +70,11 @@ impl Control {
             }
             _ => {}
         }
+        let need = req.plan.as_ref().unwrap_or(&row.plan).memory_mb;
         let cap = self.db.hosts()?.into_iter().find(|h| h.0 == req.to).map(|h| h.3).unwrap_or(0);
         let used = self.used_mb(&req.to)?;
-        if used + row.plan.memory_mb > cap {
-            return Err(Error::Conflict(format!("host {} has {} MB free of {cap} MB, not enough for {name}'s {} MB: choose another host", req.to, cap.saturating_sub(used), row.plan.memory_mb)));
+        if used + need > cap {
+            return Err(Error::Conflict(format!("host {} has {} MB free of {cap} MB, not enough for {name}'s {need} MB: choose another host", req.to, cap.saturating_sub(used))));
         }
         target.info().await.map_err(|e| Error::Unavailable(format!("target host {} does not answer ({e}); nothing was changed", req.to)))?;
         let _busy = self.claim(&row.id, name)?;
@@ -82,8 +83,8 @@ impl Control {
         self.journal(kind, Some(name), detail, async {
             let m = match mode {
                 Mode::Fork => self.fork(&row, &req.to, req.name.as_deref()).await?,
-                Mode::Lazy => self.move_runtime(&row, &req.to, true).await?,
-                _ => self.move_runtime(&row, &req.to, false).await?,
+                Mode::Lazy => self.move_runtime(&row, &req.to, true, req.plan.clone()).await?,
+                _ => self.move_runtime(&row, &req.to, false, req.plan.clone()).await?,
             };
             let t = m.timings.clone();
             Ok((m, t))
@@ -92,7 +93,7 @@ impl Control {
     }
 
     /// `stop-copy` and `lazy`: the runtime moves; it runs at the source until the switch.
-    async fn move_runtime(&self, row: &RuntimeRow, to: &str, lazy: bool) -> Result<Migration> {
+    async fn move_runtime(&self, row: &RuntimeRow, to: &str, lazy: bool, plan: Option<crate::plan::Plan>) -> Result<Migration> {
         let mode = if lazy { "lazy" } else { "stop-copy" };
         let source = self.agent(&row.host)?;
         let target = self.agent(to)?;
@@ -118,7 +119,12 @@ impl Control {
         // 3. restore at the target, same identity and addresses (lazy: pages come on fault)
         self.phase(&row.id, &format!("restoring on {to}"));
         let t_restore = Instant::now();
-        let restore = RestoreRequest { snapshot_id: snapshot_id.clone(), spec: self.spec_of(row), verify: false, lazy_from: sent.page_server.clone() };
+        // A move to a larger plan arrives with the new limits (CRIU restores into the new cgroup).
+        let mut arriving = row.clone();
+        if let Some(p) = &plan {
+            arriving.plan = p.clone();
+        }
+        let restore = RestoreRequest { snapshot_id: snapshot_id.clone(), spec: self.spec_of(&arriving), verify: false, lazy_from: sent.page_server.clone() };
         let restored = target.restore(&restore).await;
         if let Err(e) = restored {
             let _ = target.remove(&row.id).await;
@@ -133,7 +139,8 @@ impl Control {
         let target_phases: Timings = restored.map(|a| a.timings).unwrap_or_default().into_iter().filter(|(k, _)| k != "total_ms").map(|(k, v)| (format!("target_{k}"), v)).collect();
         // 4. switch
         self.db.set_host(&row.id, to)?;
-        let mut moved = row.clone();
+        self.db.set_plan(&row.id, &arriving.plan)?;
+        let mut moved = arriving.clone();
         moved.host = to.to_string();
         self.set_state(&moved, "running", None)?;
         let downtime_ms = ms(t0);

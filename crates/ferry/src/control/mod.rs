@@ -7,6 +7,7 @@ pub mod db;
 mod baseline;
 mod hibernate;
 mod migrate;
+pub mod monitor;
 mod reconcile;
 mod runtimes;
 mod snapshots;

@@ -1,0 +1,186 @@
+//! The monitor and its policy: samples every running runtime's cgroup through its agent (memory
+//! used against its limit, CPU time), turns threshold crossings into events, and acts on them.
+//!
+//! Memory, as a share of the plan's limit: ≥ 50 % `memory.pre_provision` (a target host with room
+//! for the next plan is named), ≥ 75 % `memory.migrate` and ≥ 90 % `memory.urgent` (the runtime
+//! moves to a host with room for the next plan up and arrives with its larger limit), ≥ 95 %
+//! `memory.critical` (the same move; stop-copy freezes it first, so it cannot grow meanwhile).
+//! One crossing is one event: a level fires again only after the debounce and after dropping
+//! below it. CPU below 1 % of a core for the idle window: `idle`, and the runtime is hibernated
+//! (the next request wakes it); busy again: `active`. Every decision is an event with its reason.
+//!
+//! Sampling runs in the control plane over the agents' cgroup readings (cheap file reads there)
+//! rather than in each agent, so that the thresholds, debounce and policy live in one place.
+//!
+//! Does not (yet): code hints (torch/cuda → GPU host), webhooks, per-runtime opt-out.
+
+use super::db::RuntimeRow;
+use super::Control;
+use crate::api::{AgentRuntime, MigrateRequest};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct MonitorConfig {
+    pub interval: Duration,
+    pub idle_after: Duration,
+    pub debounce: Duration,
+    /// Act on events (migrate, hibernate); without, only report them.
+    pub auto: bool,
+    /// Mode of automatic migrations.
+    pub mode: String,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig { interval: Duration::from_secs(5), idle_after: Duration::from_secs(15 * 60), debounce: Duration::from_secs(60), auto: true, mode: "stop-copy".into() }
+    }
+}
+
+const LEVELS: [(f64, &str); 4] = [(0.50, "memory.pre_provision"), (0.75, "memory.migrate"), (0.90, "memory.urgent"), (0.95, "memory.critical")];
+const IDLE_CPU: f64 = 0.01;
+
+#[derive(Default)]
+struct Watch {
+    level: usize,
+    fired: HashMap<&'static str, Instant>,
+    last_cpu: Option<(Instant, u64)>,
+    busy_at: Option<Instant>,
+    idle: bool,
+}
+
+/// The memory level (0 = below every threshold) of `used` bytes against `limit`.
+pub fn level(used: u64, limit: u64) -> usize {
+    if limit == 0 || limit == u64::MAX {
+        return 0;
+    }
+    let r = used as f64 / limit as f64;
+    LEVELS.iter().filter(|(t, _)| r >= *t).count()
+}
+
+impl Control {
+    pub async fn monitor_loop(self: Arc<Self>, cfg: MonitorConfig) {
+        let mut watches: HashMap<String, Watch> = HashMap::new();
+        loop {
+            tokio::time::sleep(cfg.interval).await;
+            self.monitor_pass(&cfg, &mut watches).await;
+        }
+    }
+
+    async fn monitor_pass(&self, cfg: &MonitorConfig, watches: &mut HashMap<String, Watch>) {
+        let Ok(rows) = self.db.runtimes() else { return };
+        watches.retain(|id, _| rows.iter().any(|r| &r.id == id && r.state == "running"));
+        let hosts: std::collections::BTreeSet<String> = rows.iter().filter(|r| r.state == "running").map(|r| r.host.clone()).collect();
+        for host in hosts {
+            let Ok(agent) = self.agent(&host) else { continue };
+            let Ok(seen) = agent.list().await else { continue };
+            for row in rows.iter().filter(|r| r.host == host && r.state == "running" && !self.is_busy(&r.id)) {
+                if let Some(a) = seen.iter().find(|a| a.spec.id == row.id && a.status == "running") {
+                    let w = watches.entry(row.id.clone()).or_default();
+                    self.observe(cfg, row, a, w).await;
+                }
+            }
+        }
+    }
+
+    async fn observe(&self, cfg: &MonitorConfig, row: &RuntimeRow, a: &AgentRuntime, w: &mut Watch) {
+        let Some(stats) = &a.stats else { return };
+        let now = Instant::now();
+        // Memory thresholds.
+        let lvl = level(stats.memory_bytes, stats.memory_limit_bytes);
+        if lvl > w.level {
+            let (_, kind) = LEVELS[lvl - 1];
+            let debounced = w.fired.get(kind).is_some_and(|t| now.duration_since(*t) < cfg.debounce);
+            if !debounced {
+                w.fired.insert(kind, now);
+                let pct = 100.0 * stats.memory_bytes as f64 / stats.memory_limit_bytes as f64;
+                let reason = format!("memory at {pct:.0}% of its {} MB limit", row.plan.memory_mb);
+                self.event(Some(&row.name), kind, &reason, serde_json::json!({"memory_bytes": stats.memory_bytes, "limit_bytes": stats.memory_limit_bytes}));
+                if lvl == 1 {
+                    self.pre_provision(row);
+                } else if cfg.auto {
+                    self.move_up(cfg, row, &reason).await;
+                }
+            }
+        }
+        w.level = lvl;
+        // Idle: CPU under 1 % of a core for the whole idle window.
+        if let Some((t, ns)) = w.last_cpu {
+            let dt = now.duration_since(t).as_secs_f64();
+            let share = stats.cpu_usage_ns.saturating_sub(ns) as f64 / 1e9 / dt.max(1e-3);
+            if share >= IDLE_CPU {
+                w.busy_at = Some(now);
+                if w.idle {
+                    w.idle = false;
+                    self.event(Some(&row.name), "active", &format!("CPU at {:.1}% of a core", share * 100.0), serde_json::json!({}));
+                }
+            }
+        }
+        w.last_cpu = Some((now, stats.cpu_usage_ns));
+        let busy_at = *w.busy_at.get_or_insert(now);
+        if !w.idle && now.duration_since(busy_at) >= cfg.idle_after {
+            w.idle = true;
+            let reason = format!("CPU below 1% of a core for {} s", cfg.idle_after.as_secs());
+            self.event(Some(&row.name), "idle", &reason, serde_json::json!({}));
+            if cfg.auto {
+                if let Err(e) = self.hibernate(&row.name, &format!("idle: {reason}")).await {
+                    self.event(Some(&row.name), "policy.failed", &format!("could not hibernate: {e}"), serde_json::json!({}));
+                }
+            }
+        }
+    }
+
+    /// The host with the most room for `memory_mb`, other than the runtime's own.
+    fn roomiest_other_host(&self, row: &RuntimeRow, memory_mb: u64) -> Option<String> {
+        let hosts = self.db.hosts().ok()?;
+        hosts
+            .into_iter()
+            .filter(|h| h.0 != row.host)
+            .filter_map(|h| Some((h.0.clone(), h.3.checked_sub(self.used_mb(&h.0).ok()?)?)))
+            .filter(|(_, free)| *free >= memory_mb)
+            .max_by_key(|(_, free)| *free)
+            .map(|(h, _)| h)
+    }
+
+    fn pre_provision(&self, row: &RuntimeRow) {
+        let Some(next) = row.plan.next_up() else { return };
+        match self.roomiest_other_host(row, next.memory_mb) {
+            Some(h) => self.event(Some(&row.name), "policy.pre_provisioned", &format!("host {h} has room for plan {} ({} MB) when it is needed", next.name, next.memory_mb), serde_json::json!({"host": h, "plan": next})),
+            None => self.event(Some(&row.name), "policy.no_host", &format!("no host has room for plan {} ({} MB)", next.name, next.memory_mb), serde_json::json!({})),
+        }
+    }
+
+    /// Moves the runtime to a host with room for the next plan up, arriving with that plan.
+    async fn move_up(&self, cfg: &MonitorConfig, row: &RuntimeRow, why: &str) {
+        let Some(next) = row.plan.next_up() else {
+            self.event(Some(&row.name), "policy.no_larger_plan", &format!("{why}, and plan {} is the largest", row.plan.name), serde_json::json!({}));
+            return;
+        };
+        let Some(to) = self.roomiest_other_host(row, next.memory_mb) else {
+            self.event(Some(&row.name), "policy.no_host", &format!("{why}, but no host has room for plan {} ({} MB); it stays where it is", next.name, next.memory_mb), serde_json::json!({}));
+            return;
+        };
+        self.event(Some(&row.name), "policy.migrating", &format!("{why}: moving to {to} on plan {} ({} MB)", next.name, next.memory_mb), serde_json::json!({"to": to, "plan": next}));
+        let req = MigrateRequest { to: to.clone(), mode: cfg.mode.clone(), name: None, plan: Some(next) };
+        if let Err(e) = self.migrate(&row.name, &req).await {
+            self.event(Some(&row.name), "policy.failed", &format!("automatic move to {to} failed: {e}"), serde_json::json!({}));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::level;
+
+    #[test]
+    fn levels() {
+        let mb = 1024 * 1024;
+        assert_eq!(level(100 * mb, 256 * mb), 0);
+        assert_eq!(level(130 * mb, 256 * mb), 1);
+        assert_eq!(level(200 * mb, 256 * mb), 2);
+        assert_eq!(level(235 * mb, 256 * mb), 3);
+        assert_eq!(level(250 * mb, 256 * mb), 4);
+        assert_eq!(level(250 * mb, u64::MAX), 0, "no limit, no level");
+    }
+}
