@@ -244,11 +244,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             if json {
                 return Ok(print_json(&v));
             }
-            let mut rows = vec![vec!["ID".into(), "RUNTIME".into(), "MODE".into(), "FROM".into(), "TO".into(), "RESULT".into(), "DOWNTIME".into(), "TOTAL".into(), "STARTED".into()]];
+            let mut rows = vec![vec!["ID".into(), "RUNTIME".into(), "MODE".into(), "FROM".into(), "TO".into(), "RESULT".into(), "BYTES".into(), "DOWNTIME".into(), "TOTAL".into(), "STARTED".into()]];
             for o in v {
                 let f = |k: &str| o.timings.get(k).map(|v| format!("{v:.0} ms")).unwrap_or_else(|| "-".into());
                 let d = |k: &str| o.detail[k].as_str().unwrap_or("-").to_string();
-                rows.push(vec![o.id.to_string(), o.runtime.clone().unwrap_or_default(), d("mode"), d("from"), d("to"), o.result.clone(), f("downtime_ms"), f("total_ms"), o.started_at.clone()]);
+                let bytes = o.detail["archive_bytes"].as_u64().map(mb).unwrap_or_else(|| "-".into());
+                rows.push(vec![o.id.to_string(), o.runtime.clone().unwrap_or_default(), d("mode"), d("from"), d("to"), o.result.clone(), bytes, f("downtime_ms"), f("total_ms"), o.started_at.clone()]);
             }
             table(rows);
         }

@@ -78,6 +78,7 @@ fn stop_copy_under_a_polling_client_loses_nothing() {
     assert_eq!(migs.as_array().unwrap().len(), 2);
     assert_eq!(migs[0]["result"], "ok");
     assert_eq!(migs[0]["detail"]["mode"], "lazy");
+    assert!(migs[1]["detail"]["archive_bytes"].as_u64().unwrap() > 64 * 1024 * 1024, "a stop-copy records the bytes it moved");
     assert!(migs[0]["timings"]["downtime_ms"].as_f64().unwrap() > 0.0);
 }
 

@@ -80,14 +80,15 @@ impl Control {
         let _busy = self.claim(&row.id, name)?;
         let detail = serde_json::json!({"mode": req.mode, "from": row.host, "to": req.to});
         let kind = if mode == Mode::Fork { "fork" } else { "migrate" };
-        self.journal(kind, Some(name), detail, async {
+        self.journal_with(kind, Some(name), detail, async {
             let m = match mode {
                 Mode::Fork => self.fork(&row, &req.to, req.name.as_deref()).await?,
                 Mode::Lazy => self.move_runtime(&row, &req.to, true, req.plan.clone()).await?,
                 _ => self.move_runtime(&row, &req.to, false, req.plan.clone()).await?,
             };
             let t = m.timings.clone();
-            Ok((m, t))
+            let d = serde_json::json!({"mode": m.mode, "from": m.from, "to": m.to, "archive_bytes": m.archive_bytes, "snapshot": m.snapshot, "runtime": m.runtime, "plan": req.plan});
+            Ok((m, t, Some(d)))
         })
         .await
     }

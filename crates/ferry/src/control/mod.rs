@@ -194,11 +194,19 @@ impl Control {
     where
         F: std::future::Future<Output = Result<(T, Timings)>>,
     {
+        self.journal_with(kind, runtime, detail, async { f.await.map(|(v, t)| (v, t, None)) }).await
+    }
+
+    /// As [`Control::journal`]; the operation may replace its recorded detail when it finishes.
+    pub async fn journal_with<T, F>(&self, kind: &str, runtime: Option<&str>, detail: serde_json::Value, f: F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<(T, Timings, Option<serde_json::Value>)>>,
+    {
         let op = self.db.begin_op(kind, runtime, &detail)?;
         tracing::info!(op, kind, runtime, "operation started");
         match f.await {
-            Ok((v, t)) => {
-                self.db.finish_op(op, None, &t, None)?;
+            Ok((v, t, d)) => {
+                self.db.finish_op(op, None, &t, d.as_ref())?;
                 tracing::info!(op, kind, runtime, timings = ?t, "operation finished");
                 Ok(v)
             }
