@@ -182,7 +182,33 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             table(rows);
         }
-        Cmd::Events { runtime } => {
+        Cmd::Events { runtime, follow: true, kind } => {
+            let c = client()?;
+            let mut q = vec![];
+            if let Some(r) = runtime {
+                q.push(format!("runtime={r}"));
+            }
+            if let Some(k) = kind {
+                q.push(format!("kind={k}"));
+            }
+            let r = c.send_raw(c.request(reqwest::Method::GET, &format!("/events/stream?{}", q.join("&")))).await?;
+            let mut stream = r.bytes_stream();
+            let mut buf = String::new();
+            while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+                buf.push_str(&String::from_utf8_lossy(&chunk?));
+                while let Some(end) = buf.find("\n\n") {
+                    let block: String = buf.drain(..end + 2).collect();
+                    let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
+                    let Ok(e) = serde_json::from_str::<Event>(data) else { continue };
+                    if json {
+                        println!("{}", serde_json::to_string(&e)?);
+                    } else {
+                        println!("{} {} {} {}", e.at, e.runtime.unwrap_or_else(|| "-".into()), e.kind, e.reason);
+                    }
+                }
+            }
+        }
+        Cmd::Events { runtime, .. } => {
             let q = runtime.map(|r| format!("?runtime={r}")).unwrap_or_default();
             let v: Vec<Event> = client()?.get(&format!("/events{q}")).await?;
             if json {

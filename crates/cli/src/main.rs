@@ -104,10 +104,18 @@ pub enum Cmd {
         #[arg(long)]
         runtime: Option<String>,
     },
-    /// Recorded events (created, checkpointed, OOM-killed, ...).
+    /// Recorded events (created, checkpointed, OOM-killed, memory thresholds, idle, ...).
+    ///
+    /// Example: ferry events --follow --kind memory.
     Events {
         #[arg(long)]
         runtime: Option<String>,
+        /// Keep printing events as they happen.
+        #[arg(short, long)]
+        follow: bool,
+        /// With --follow: only kinds starting with this.
+        #[arg(long)]
+        kind: Option<String>,
     },
     /// Manage hosts (agents) known to the control plane.
     Host {

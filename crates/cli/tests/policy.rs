@@ -37,9 +37,38 @@ fn a_runtime_past_75_percent_moves_to_a_larger_plan_on_another_host() {
 #[test]
 fn an_idle_runtime_is_hibernated_and_wakes_on_request() {
     let Some(f) = Ferry::start_dev_with(1, &["--monitor-interval=200ms", "--idle-after=2s"]) else { return };
+    // A follower of the event stream sees the policy's decisions as they happen.
+    let mut follower = std::process::Command::new(common::BIN)
+        .args(["--state-dir", f.state.to_str().unwrap(), "--json", "events", "--follow", "--runtime", "idler"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = follower.stdout.take().unwrap();
+    let seen = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut kinds = Vec::new();
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            kinds.push(v["kind"].as_str().unwrap().to_string());
+            if kinds.iter().any(|k| k == "runtime.hibernated") {
+                break;
+            }
+        }
+        kinds
+    });
+    std::thread::sleep(Duration::from_millis(300));
     f.ok(&["create", "--name", "idler", "--host", "h1"]);
     f.py("idler", "x = 41");
     wait_until(&f, "hibernation", Duration::from_secs(30), |v| v["state"] == "hibernated", "idler");
+    let streamed = seen.join().unwrap();
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(streamed.iter().any(|k| k == "runtime.created") && streamed.iter().any(|k| k == "idle"), "streamed: {streamed:?}");
+    // Prometheus metrics count it.
+    let serve = std::fs::read_to_string(f.state.join("serve.addr")).unwrap();
+    let (status, metrics) = http(serve.trim(), "GET", "/metrics", "", Duration::from_secs(5)).unwrap();
+    assert_eq!(status, 200);
+    assert!(metrics.contains("ferry_runtimes{state=\"hibernated\"} 1") && metrics.contains("ferry_checkpoint_ms_count 1"), "{metrics}");
     let kinds: Vec<String> = f.json(&["events", "--runtime", "idler"]).as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect();
     assert!(kinds.iter().any(|k| k == "idle") && kinds.iter().any(|k| k == "runtime.hibernated"), "{kinds:?}");
     let (status, body) = http(&f.proxy_addr(), "POST", "/r/idler/mrp/v1/execute", r#"{"code":"print(x + 1)"}"#, Duration::from_secs(60)).unwrap();

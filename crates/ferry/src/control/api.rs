@@ -10,7 +10,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -37,7 +37,9 @@ pub fn router(c: Arc<Control>) -> Router {
         .route("/api/v1/snapshots/:id/export", get(export))
         .route("/api/v1/operations", get(operations))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/events/stream", get(event_stream))
         .layer(middleware::from_fn_with_state(c.clone(), auth))
+        .route("/metrics", get(metrics))
         .with_state(c)
 }
 
@@ -162,6 +164,37 @@ struct ListQuery {
 async fn operations(State(c): C, Query(q): Query<ListQuery>) -> Result<impl IntoResponse> {
     Ok(Json(c.db.operations(q.runtime.as_deref(), q.limit.unwrap_or(50))?))
 }
+async fn metrics(State(c): C) -> impl IntoResponse {
+    ([("content-type", "text/plain; version=0.0.4")], c.metrics())
+}
+
+#[derive(Deserialize, Default)]
+struct StreamQuery {
+    runtime: Option<String>,
+    kind: Option<String>,
+}
+
+/// Server-sent events: every event as it is recorded, filtered by runtime and kind (prefix).
+async fn event_stream(State(c): C, Query(q): Query<StreamQuery>) -> impl IntoResponse {
+    use axum::response::sse::{Event as Sse, KeepAlive};
+    let rx = c.events.subscribe();
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => return Some((ev, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    })
+    .filter(move |ev| {
+        let ok = q.runtime.as_deref().is_none_or(|r| ev.runtime.as_deref() == Some(r)) && q.kind.as_deref().is_none_or(|k| ev.kind.starts_with(k));
+        futures::future::ready(ok)
+    })
+    .map(|ev| Ok::<_, std::convert::Infallible>(Sse::default().event(ev.kind.clone()).id(ev.id.to_string()).json_data(&ev).unwrap_or_default()));
+    axum::response::sse::Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
 async fn events(State(c): C, Query(q): Query<ListQuery>) -> Result<impl IntoResponse> {
     Ok(Json(c.db.events(q.runtime.as_deref(), q.limit.unwrap_or(50))?))
 }

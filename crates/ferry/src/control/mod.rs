@@ -6,6 +6,7 @@ pub mod auth;
 pub mod db;
 mod baseline;
 mod hibernate;
+pub mod metrics;
 mod migrate;
 pub mod monitor;
 mod reconcile;
@@ -41,6 +42,10 @@ pub struct Control {
     busy: Mutex<HashSet<String>>,
     /// What a long operation on a runtime is doing right now (shown by `inspect` and the CLI).
     phases: Mutex<HashMap<String, String>>,
+    /// Every event as it is recorded, for `GET /api/v1/events/stream`.
+    pub events: tokio::sync::broadcast::Sender<crate::api::Event>,
+    /// The monitor's latest sample of each running runtime (runtime id → name, host, stats).
+    pub samples: Mutex<HashMap<String, (String, String, crate::sys::cgroup::Stats)>>,
 }
 
 /// Marks a runtime busy for the duration of an operation; a second operation is refused.
@@ -61,7 +66,7 @@ impl Control {
         std::fs::create_dir_all(&cfg.state_dir)?;
         let db = Db::open(&cfg.state_dir.join("ferry.db"))?;
         let proxy = crate::proxy::Proxy::new(std::time::Duration::from_secs(60));
-        let c = Arc::new(Control { cfg, db, proxy, agents: RwLock::new(HashMap::new()), busy: Mutex::new(HashSet::new()), phases: Mutex::new(HashMap::new()) });
+        let c = Arc::new(Control { cfg, db, proxy, agents: RwLock::new(HashMap::new()), busy: Mutex::new(HashSet::new()), phases: Mutex::new(HashMap::new()), events: tokio::sync::broadcast::channel(1024).0, samples: Mutex::new(HashMap::new()) });
         let weak = Arc::downgrade(&c);
         let w = weak.clone();
         c.proxy.set_waker(Arc::new(move |name: String| {
@@ -220,8 +225,12 @@ impl Control {
 
     pub fn event(&self, runtime: Option<&str>, kind: &str, reason: &str, data: serde_json::Value) {
         tracing::info!(runtime, kind, reason, "event");
-        if let Err(e) = self.db.add_event(runtime, kind, reason, &data) {
-            tracing::warn!(error = %e, "could not record event");
+        match self.db.add_event(runtime, kind, reason, &data) {
+            Ok(id) => {
+                let ev = crate::api::Event { id, at: db::now(), runtime: runtime.map(str::to_string), kind: kind.into(), reason: reason.into(), data };
+                let _ = self.events.send(ev);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not record event"),
         }
     }
 }

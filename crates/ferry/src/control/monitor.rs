@@ -71,6 +71,7 @@ impl Control {
     async fn monitor_pass(&self, cfg: &MonitorConfig, watches: &mut HashMap<String, Watch>) {
         let Ok(rows) = self.db.runtimes() else { return };
         watches.retain(|id, _| rows.iter().any(|r| &r.id == id && r.state == "running"));
+        self.samples.lock().unwrap().retain(|id, _| rows.iter().any(|r| &r.id == id && r.state == "running"));
         let hosts: std::collections::BTreeSet<String> = rows.iter().filter(|r| r.state == "running").map(|r| r.host.clone()).collect();
         for host in hosts {
             let Ok(agent) = self.agent(&host) else { continue };
@@ -86,6 +87,7 @@ impl Control {
 
     async fn observe(&self, cfg: &MonitorConfig, row: &RuntimeRow, a: &AgentRuntime, w: &mut Watch) {
         let Some(stats) = &a.stats else { return };
+        self.samples.lock().unwrap().insert(row.id.clone(), (row.name.clone(), row.host.clone(), stats.clone()));
         let now = Instant::now();
         // Memory thresholds.
         let lvl = level(stats.memory_bytes, stats.memory_limit_bytes);
