@@ -248,7 +248,9 @@ pub enum HostCmd {
     /// Example: ferry host add h2 http://10.200.2.2:7701 --labels gpu --capacity-mb 4096
     Add {
         name: String,
-        url: String,
+        /// The agent's URL (named apart from the global --url, which is the control plane's).
+        #[arg(value_name = "URL")]
+        agent_url: String,
         #[arg(long, value_delimiter = ',')]
         labels: Vec<String>,
         #[arg(long)]

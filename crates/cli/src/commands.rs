@@ -221,8 +221,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Host { cmd } => {
             let c = client()?;
             match cmd {
-                HostCmd::Add { name, url, labels, capacity_mb } => {
-                    let h: Host = c.post("/hosts", &serde_json::json!({"name": name, "url": url, "labels": labels, "capacity_mb": capacity_mb})).await?;
+                HostCmd::Add { name, agent_url, labels, capacity_mb } => {
+                    let h: Host = c.post("/hosts", &serde_json::json!({"name": name, "url": agent_url, "labels": labels, "capacity_mb": capacity_mb})).await?;
                     if json { print_json(&h) } else { println!("host {} added ({} MB)", h.name, h.capacity_mb) }
                 }
                 HostCmd::Ls => {

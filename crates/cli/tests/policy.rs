@@ -93,3 +93,20 @@ fn without_auto_the_monitor_only_reports() {
     let rt = f.json(&["inspect", "watched"]);
     assert_eq!((rt["host"].as_str(), rt["state"].as_str()), (Some("h1"), Some("running")), "no action without auto");
 }
+
+#[test]
+fn a_gpu_hint_steers_the_next_move_to_a_gpu_host() {
+    let Some(f) = Ferry::start_dev_with(3, &["--monitor-interval=200ms"]) else { return };
+    let hosts = f.json(&["host", "ls"]);
+    let url = hosts.as_array().unwrap().iter().find(|h| h["name"] == "h2").unwrap()["url"].as_str().unwrap().to_string();
+    f.ok(&["host", "add", "h2", &url, "--labels", "gpu"]);
+    f.ok(&["create", "--name", "trainer", "--host", "h1", "--plan", "free"]);
+    // The user's notebook imports torch (not installed here: the cell fails, the hint stands).
+    let (status, _) = http(&f.proxy_addr(), "POST", "/r/trainer/mrp/v1/execute", r#"{"code":"import torch"}"#, Duration::from_secs(30)).unwrap();
+    assert_eq!(status, 200);
+    let kinds: Vec<String> = f.json(&["events", "--runtime", "trainer"]).as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect();
+    assert!(kinds.iter().any(|k| k == "hint.gpu"), "{kinds:?}");
+    f.py("trainer", "import numpy as np\nblob = np.ones(165 * 1024 * 1024, dtype=np.uint8)");
+    let rt = wait_until(&f, "the automatic move", Duration::from_secs(60), |v| v["host"] != "h1" && v["state"] == "running" && v["phase"].is_null(), "trainer");
+    assert_eq!(rt["host"], "h2", "the gpu-labelled host is preferred (h3 has as much room)");
+}

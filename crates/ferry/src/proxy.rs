@@ -33,6 +33,9 @@ pub enum Route {
 /// Wakes a hibernated runtime (restores it); the route reopens when it runs.
 pub type Waker = Arc<dyn Fn(String) + Send + Sync>;
 
+/// Sees the code of every execution sent to a runtime (runtime name, code), for hints.
+pub type Observer = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 /// Looks a runtime up when the proxy has no route for it yet.
 pub type Resolver = Arc<dyn Fn(&str) -> Option<Route> + Send + Sync>;
 
@@ -47,6 +50,7 @@ pub struct Proxy {
     pub max_waiting: usize,
     resolver: RwLock<Option<Resolver>>,
     waker: RwLock<Option<Waker>>,
+    observer: RwLock<Option<Observer>>,
 }
 
 fn json_error(status: StatusCode, kind: &str, msg: String) -> Response {
@@ -59,7 +63,11 @@ fn json_error(status: StatusCode, kind: &str, msg: String) -> Response {
 
 impl Proxy {
     pub fn new(hold_timeout: Duration) -> Arc<Proxy> {
-        Arc::new(Proxy { routes: RwLock::new(HashMap::new()), waiting: AtomicUsize::new(0), hold_timeout, max_waiting: 10_000, resolver: RwLock::new(None), waker: RwLock::new(None) })
+        Arc::new(Proxy { routes: RwLock::new(HashMap::new()), waiting: AtomicUsize::new(0), hold_timeout, max_waiting: 10_000, resolver: RwLock::new(None), waker: RwLock::new(None), observer: RwLock::new(None) })
+    }
+
+    pub fn set_observer(&self, o: Observer) {
+        *self.observer.write().unwrap() = Some(o);
     }
 
     pub fn set_waker(&self, w: Waker) {
@@ -196,6 +204,14 @@ async fn forward_to(p: Arc<Proxy>, name: String, rest: String, mut req: Request)
         Ok(b) => b.to_bytes(),
         Err(e) => return json_error(StatusCode::BAD_REQUEST, "invalid", format!("reading the request body: {e}")),
     };
+    if parts.uri.path().contains("/execute") {
+        let observer = p.observer.read().unwrap().clone();
+        if let (Some(o), Ok(v)) = (observer, serde_json::from_slice::<serde_json::Value>(&body)) {
+            if let Some(code) = v["code"].as_str() {
+                o(&name, code);
+            }
+        }
+    }
     let mut attempt = 0;
     loop {
         let epoch = p.epoch(&name);

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod db;
 mod baseline;
 mod hibernate;
+pub mod hints;
 pub mod metrics;
 mod migrate;
 pub mod monitor;
@@ -46,6 +47,8 @@ pub struct Control {
     pub events: tokio::sync::broadcast::Sender<crate::api::Event>,
     /// The monitor's latest sample of each running runtime (runtime id → name, host, stats).
     pub samples: Mutex<HashMap<String, (String, String, crate::sys::cgroup::Stats)>>,
+    /// Host labels each runtime's code asked for (runtime id → labels).
+    hints: Mutex<HashMap<String, std::collections::BTreeSet<String>>>,
 }
 
 /// Marks a runtime busy for the duration of an operation; a second operation is refused.
@@ -66,8 +69,14 @@ impl Control {
         std::fs::create_dir_all(&cfg.state_dir)?;
         let db = Db::open(&cfg.state_dir.join("ferry.db"))?;
         let proxy = crate::proxy::Proxy::new(std::time::Duration::from_secs(60));
-        let c = Arc::new(Control { cfg, db, proxy, agents: RwLock::new(HashMap::new()), busy: Mutex::new(HashSet::new()), phases: Mutex::new(HashMap::new()), events: tokio::sync::broadcast::channel(1024).0, samples: Mutex::new(HashMap::new()) });
+        let c = Arc::new(Control { cfg, db, proxy, agents: RwLock::new(HashMap::new()), busy: Mutex::new(HashSet::new()), phases: Mutex::new(HashMap::new()), events: tokio::sync::broadcast::channel(1024).0, samples: Mutex::new(HashMap::new()), hints: Mutex::new(HashMap::new()) });
         let weak = Arc::downgrade(&c);
+        let o = weak.clone();
+        c.proxy.set_observer(Arc::new(move |name: &str, code: &str| {
+            if let Some(c) = o.upgrade() {
+                c.observe_code(name, code);
+            }
+        }));
         let w = weak.clone();
         c.proxy.set_waker(Arc::new(move |name: String| {
             if let Some(c) = w.upgrade() {

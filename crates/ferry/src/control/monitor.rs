@@ -133,16 +133,20 @@ impl Control {
         }
     }
 
-    /// The host with the most room for `memory_mb`, other than the runtime's own.
+    /// The host with room for `memory_mb`, other than the runtime's own: among those with every
+    /// label the runtime's code hinted at if any has them, the one with the most room.
     fn roomiest_other_host(&self, row: &RuntimeRow, memory_mb: u64) -> Option<String> {
+        let wanted = self.hinted_labels(&row.id);
         let hosts = self.db.hosts().ok()?;
-        hosts
+        let fits: Vec<(String, Vec<String>, u64)> = hosts
             .into_iter()
             .filter(|h| h.0 != row.host)
-            .filter_map(|h| Some((h.0.clone(), h.3.checked_sub(self.used_mb(&h.0).ok()?)?)))
-            .filter(|(_, free)| *free >= memory_mb)
-            .max_by_key(|(_, free)| *free)
-            .map(|(h, _)| h)
+            .filter_map(|h| Some((h.0.clone(), h.2.clone(), h.3.checked_sub(self.used_mb(&h.0).ok()?)?)))
+            .filter(|(_, _, free)| *free >= memory_mb)
+            .collect();
+        let labelled: Vec<&(String, Vec<String>, u64)> = fits.iter().filter(|(_, labels, _)| wanted.iter().all(|w| labels.contains(w))).collect();
+        let pool: Vec<&(String, Vec<String>, u64)> = if labelled.is_empty() { fits.iter().collect() } else { labelled };
+        pool.into_iter().max_by_key(|(_, _, free)| *free).map(|(h, _, _)| h.clone())
     }
 
     fn pre_provision(&self, row: &RuntimeRow) {
