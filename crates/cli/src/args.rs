@@ -105,6 +105,9 @@ pub struct CreateArgs {
     /// Host to place it on (default: the one with most room).
     #[arg(long)]
     pub host: Option<String>,
+    /// The monitor only reports on it: no automatic moves or hibernation.
+    #[arg(long)]
+    pub no_auto: bool,
 }
 
 #[derive(Args)]
@@ -239,6 +242,27 @@ pub enum DevCmd {
         #[arg(long)]
         prefix: String,
     },
+}
+
+#[derive(Subcommand)]
+pub enum WebhookCmd {
+    /// Register a URL that receives every event (or those of --kinds) as signed JSON.
+    ///
+    /// Example: ferry webhook add https://platform.example/hooks/ferry --secret "$SECRET" --kinds memory.,runtime.lost
+    Add {
+        #[arg(value_name = "URL")]
+        hook_url: String,
+        /// Key of the HMAC-SHA256 signature in the X-Ferry-Signature header (16+ characters).
+        #[arg(long, env = "FERRY_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: String,
+        /// Event kinds (prefixes) to send; default all.
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<String>,
+    },
+    Ls,
+    Rm { id: i64 },
+    /// The delivery log of one webhook (every attempt, with its answer).
+    Deliveries { id: i64 },
 }
 
 #[derive(Subcommand)]

@@ -54,7 +54,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Create(a) => {
             let c = client()?;
-            let req = CreateRequest { name: a.name, plan: a.plan, memory: a.memory, cpus: a.cpus, host: a.host };
+            let req = CreateRequest { name: a.name, plan: a.plan, memory: a.memory, cpus: a.cpus, host: a.host, no_auto: a.no_auto };
             let rt: Runtime = step(json, "creating runtime", c.post("/runtimes", &req)).await?;
             if json {
                 print_json(&rt);
@@ -237,6 +237,46 @@ pub async fn run(cli: Cli) -> Result<()> {
                     table(rows);
                 }
             }
+        }
+        Cmd::Webhook { cmd } => {
+            let c = client()?;
+            match cmd {
+                WebhookCmd::Add { hook_url, secret, kinds } => {
+                    let v: Value = c.post("/webhooks", &serde_json::json!({"url": hook_url, "secret": secret, "kinds": kinds})).await?;
+                    if json { print_json(&v) } else { println!("webhook {} added for {}", v["id"], v["url"].as_str().unwrap_or("")) }
+                }
+                WebhookCmd::Ls => {
+                    let v: Value = c.get("/webhooks").await?;
+                    if json {
+                        return Ok(print_json(&v));
+                    }
+                    let mut rows = vec![vec!["ID".into(), "URL".into(), "KINDS".into(), "CREATED".into()]];
+                    for w in v.as_array().into_iter().flatten() {
+                        let kinds: Vec<&str> = w["kinds"].as_array().into_iter().flatten().filter_map(|k| k.as_str()).collect();
+                        rows.push(vec![w["id"].to_string(), w["url"].as_str().unwrap_or("").into(), if kinds.is_empty() { "all".into() } else { kinds.join(",") }, w["created_at"].as_str().unwrap_or("").into()]);
+                    }
+                    table(rows);
+                }
+                WebhookCmd::Rm { id } => {
+                    let v: Value = c.delete(&format!("/webhooks/{id}")).await?;
+                    if json { print_json(&v) } else { println!("webhook {id} removed") }
+                }
+                WebhookCmd::Deliveries { id } => {
+                    let v: Value = c.get(&format!("/webhooks/{id}/deliveries")).await?;
+                    if json {
+                        return Ok(print_json(&v));
+                    }
+                    let mut rows = vec![vec!["EVENT".into(), "ATTEMPT".into(), "STATUS".into(), "ERROR".into(), "AT".into()]];
+                    for d in v.as_array().into_iter().flatten() {
+                        rows.push(vec![d["event_id"].to_string(), d["attempt"].to_string(), d["status"].to_string(), d["error"].as_str().unwrap_or("").into(), d["at"].as_str().unwrap_or("").into()]);
+                    }
+                    table(rows);
+                }
+            }
+        }
+        Cmd::Policy { name, auto } => {
+            let rt: Runtime = client()?.post(&format!("/runtimes/{name}/policy"), &serde_json::json!({"auto": auto})).await?;
+            if json { print_json(&rt) } else { println!("{}: automatic moves and hibernation {}", rt.name, if rt.auto { "on" } else { "off" }) }
         }
         Cmd::Hibernate { name } => {
             let rt: Runtime = step(json, "hibernating", client()?.post(&format!("/runtimes/{name}/hibernate"), &())).await?;

@@ -117,6 +117,19 @@ pub enum Cmd {
         #[arg(long)]
         kind: Option<String>,
     },
+    /// Webhooks: events POSTed to your URLs, signed with HMAC-SHA256.
+    Webhook {
+        #[command(subcommand)]
+        cmd: args::WebhookCmd,
+    },
+    /// Turn the monitor's automatic actions (moves, hibernation) on or off for one runtime.
+    ///
+    /// Example: ferry policy alice --auto false
+    Policy {
+        name: String,
+        #[arg(long, action = clap::ArgAction::Set)]
+        auto: bool,
+    },
     /// Manage hosts (agents) known to the control plane.
     Host {
         #[command(subcommand)]

@@ -110,3 +110,105 @@ fn a_gpu_hint_steers_the_next_move_to_a_gpu_host() {
     let rt = wait_until(&f, "the automatic move", Duration::from_secs(60), |v| v["host"] != "h1" && v["state"] == "running" && v["phase"].is_null(), "trainer");
     assert_eq!(rt["host"], "h2", "the gpu-labelled host is preferred (h3 has as much room)");
 }
+
+/// A local webhook receiver: checks each POST's signature against `secret`, answers 200 when it
+/// verifies and 401 when not, and reports (event kind, verified) for every request.
+fn receiver(secret: &'static str) -> (String, std::sync::mpsc::Receiver<(String, bool)>) {
+    use hmac::Mac;
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let (mut len, mut sig, mut kind) = (0usize, String::new(), String::new());
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let (k, v) = line.split_once(':').map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string())).unwrap_or_default();
+                match k.as_str() {
+                    "content-length" => len = v.parse().unwrap_or(0),
+                    "x-ferry-signature" => sig = v,
+                    "x-ferry-event" => kind = v,
+                    _ => {}
+                }
+            }
+            let mut body = vec![0u8; len];
+            r.read_exact(&mut body).unwrap();
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+            mac.update(&body);
+            let ok = sig == format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+            let status = if ok { "200 OK" } else { "401 Unauthorized" };
+            let mut s = s;
+            let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            if tx.send((kind, ok)).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn webhooks_are_signed_and_a_bad_signature_is_refused_and_metrics_parse() {
+    let Some(f) = Ferry::start() else { return };
+    let (addr, got) = receiver("the-receivers-own-secret");
+    let good = f.json(&["webhook", "add", &format!("http://{addr}/hook"), "--secret", "the-receivers-own-secret", "--kinds", "runtime."]);
+    let bad = f.json(&["webhook", "add", &format!("http://{addr}/hook"), "--secret", "someone-elses-secret!", "--kinds", "runtime."]);
+    assert!(f.fails(&["webhook", "add", &format!("http://{addr}/x"), "--secret", "short"]).contains("16"));
+    f.ok(&["create", "--name", "hooked"]);
+    let (mut verified, mut refused) = (false, false);
+    let start = Instant::now();
+    while !(verified && refused) {
+        let (kind, ok) = got.recv_timeout(Duration::from_secs(20)).expect("webhook deliveries");
+        assert_eq!(kind, "runtime.created");
+        verified |= ok;
+        refused |= !ok;
+        assert!(start.elapsed() < Duration::from_secs(30));
+    }
+    // The delivery log has both outcomes: 200 for the right secret, 401 (and retries) for the wrong one.
+    let start = Instant::now();
+    loop {
+        let g = f.json(&["webhook", "deliveries", &good["id"].to_string()]);
+        let b = f.json(&["webhook", "deliveries", &bad["id"].to_string()]);
+        let ok = g.as_array().unwrap().iter().any(|d| d["status"] == 200) && b.as_array().unwrap().iter().filter(|d| d["status"] == 401).count() >= 2;
+        if ok {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "deliveries: {g} {b}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Prometheus' text format, parsed by a Prometheus parser.
+    let serve = std::fs::read_to_string(f.state.join("serve.addr")).unwrap();
+    let (status, text) = http(serve.trim(), "GET", "/metrics", "", Duration::from_secs(5)).unwrap();
+    assert_eq!(status, 200);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("metrics parse");
+    let running = scrape.samples.iter().find(|s| s.metric == "ferry_runtimes" && s.labels.get("state") == Some("running")).expect("ferry_runtimes{state=running}");
+    assert!(matches!(running.value, prometheus_parse::Value::Gauge(v) if v == 1.0), "{:?}", running.value);
+    assert!(scrape.samples.iter().any(|s| s.metric == "ferry_operations_total" && s.labels.get("kind") == Some("create")));
+}
+
+#[test]
+fn a_runtime_with_auto_off_is_only_reported() {
+    let Some(f) = Ferry::start_dev_with(2, &["--monitor-interval=200ms"]) else { return };
+    f.ok(&["create", "--name", "pinned", "--host", "h1", "--plan", "free", "--no-auto"]);
+    assert_eq!(f.json(&["inspect", "pinned"])["auto"], false);
+    f.py("pinned", "import numpy as np\nblob = np.ones(165 * 1024 * 1024, dtype=np.uint8)");
+    let start = Instant::now();
+    loop {
+        let kinds: Vec<String> = f.json(&["events", "--runtime", "pinned"]).as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect();
+        if kinds.iter().any(|k| k == "memory.migrate") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{kinds:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(f.json(&["inspect", "pinned"])["host"], "h1", "auto off: it stays");
+    // Turned on, the next crossing moves it (the level re-arms once memory drops and rises again).
+    f.ok(&["policy", "pinned", "--auto", "true"]);
+    assert_eq!(f.json(&["inspect", "pinned"])["auto"], true);
+}

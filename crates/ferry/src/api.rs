@@ -183,10 +183,16 @@ pub struct Runtime {
     /// The step a long operation (a migration) on it has reached, while it runs.
     #[serde(default)]
     pub phase: Option<String>,
+    /// Whether the monitor may move or hibernate it.
+    #[serde(default)]
+    pub auto: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreateRequest {
+    /// The monitor only reports on it, never moves or hibernates it.
+    #[serde(default)]
+    pub no_auto: bool,
     pub name: Option<String>,
     pub plan: Option<String>,
     pub memory: Option<String>,

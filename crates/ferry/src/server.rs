@@ -94,6 +94,7 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     control.reconcile_all().await;
     tokio::spawn(control.clone().reconcile_loop(Duration::from_secs(1)));
     tokio::spawn(control.clone().monitor_loop(o.monitor.clone()));
+    tokio::spawn(control.clone().webhook_loop());
     let proxy_listener = bind(o.proxy_listen).await?;
     let proxy_addr = proxy_listener.local_addr()?;
     let proxy_app = crate::proxy::router(control.proxy.clone());

@@ -38,6 +38,10 @@ pub fn router(c: Arc<Control>) -> Router {
         .route("/api/v1/operations", get(operations))
         .route("/api/v1/events", get(events))
         .route("/api/v1/events/stream", get(event_stream))
+        .route("/api/v1/webhooks", get(webhooks).post(add_webhook))
+        .route("/api/v1/webhooks/:id", axum::routing::delete(remove_webhook))
+        .route("/api/v1/webhooks/:id/deliveries", get(deliveries))
+        .route("/api/v1/runtimes/:name/policy", post(policy))
         .layer(middleware::from_fn_with_state(c.clone(), auth))
         .route("/metrics", get(metrics))
         .with_state(c)
@@ -164,6 +168,48 @@ struct ListQuery {
 async fn operations(State(c): C, Query(q): Query<ListQuery>) -> Result<impl IntoResponse> {
     Ok(Json(c.db.operations(q.runtime.as_deref(), q.limit.unwrap_or(50))?))
 }
+#[derive(Deserialize)]
+struct NewWebhook {
+    url: String,
+    secret: String,
+    #[serde(default)]
+    kinds: Vec<String>,
+}
+async fn add_webhook(State(c): C, Json(w): Json<NewWebhook>) -> Result<impl IntoResponse> {
+    let url: reqwest::Url = w.url.parse().map_err(|e| Error::Invalid(format!("bad webhook URL {:?}: {e}", w.url)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Error::Invalid("a webhook URL must be http:// or https://".into()));
+    }
+    if w.secret.len() < 16 {
+        return Err(Error::Invalid("a webhook secret must have at least 16 characters".into()));
+    }
+    let id = c.db.add_webhook(url.as_str(), &w.secret, &w.kinds)?;
+    Ok(Json(serde_json::json!({"id": id, "url": url.as_str(), "kinds": w.kinds})))
+}
+async fn webhooks(State(c): C) -> Result<impl IntoResponse> {
+    Ok(Json(c.db.webhooks()?))
+}
+async fn remove_webhook(State(c): C, Path(id): Path<i64>) -> Result<impl IntoResponse> {
+    if !c.db.remove_webhook(id)? {
+        return Err(Error::NotFound(format!("no webhook {id}: see `ferry webhook ls`")));
+    }
+    Ok(Json(serde_json::json!({"removed": id})))
+}
+async fn deliveries(State(c): C, Path(id): Path<i64>) -> Result<impl IntoResponse> {
+    Ok(Json(c.db.deliveries(id, 200)?))
+}
+
+#[derive(Deserialize)]
+struct Policy {
+    auto: bool,
+}
+async fn policy(State(c): C, Path(name): Path<String>, Json(p): Json<Policy>) -> Result<impl IntoResponse> {
+    let row = c.runtime_row(&name)?;
+    c.db.set_auto(&row.id, p.auto)?;
+    c.event(Some(&name), "policy.changed", if p.auto { "automatic moves and hibernation on" } else { "automatic moves and hibernation off" }, serde_json::json!({"auto": p.auto}));
+    Ok(Json(c.inspect(&name).await?))
+}
+
 async fn metrics(State(c): C) -> impl IntoResponse {
     ([("content-type", "text/plain; version=0.0.4")], c.metrics())
 }

@@ -33,7 +33,20 @@ CREATE TABLE events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, runtime TEXT,
   kind TEXT NOT NULL, reason TEXT NOT NULL, data TEXT NOT NULL DEFAULT '{}'
 );
+"#, r#"
+ALTER TABLE runtimes ADD COLUMN auto INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE webhooks (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, url TEXT NOT NULL, secret TEXT NOT NULL,
+  kinds TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL
+);
+CREATE TABLE deliveries (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, webhook_id INTEGER NOT NULL, event_id INTEGER NOT NULL,
+  attempt INTEGER NOT NULL, status INTEGER, error TEXT, at TEXT NOT NULL
+);
 "#];
+
+/// Events kept in the database (older ones are dropped as new ones arrive).
+pub const EVENT_RETENTION: i64 = 10_000;
 
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -53,6 +66,30 @@ pub struct RuntimeRow {
     pub created_at: String,
     pub started_at: Option<String>,
     pub last_snapshot: Option<String>,
+    /// The monitor may act on it (migrate, hibernate); without, it only reports.
+    pub auto: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Webhook {
+    pub id: i64,
+    pub url: String,
+    #[serde(skip_serializing)]
+    pub secret: String,
+    /// Event kinds (prefixes) it wants; empty = all.
+    pub kinds: Vec<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub webhook_id: i64,
+    pub event_id: i64,
+    pub attempt: i64,
+    pub status: Option<i64>,
+    pub error: Option<String>,
+    pub at: String,
 }
 
 pub struct Db {
@@ -72,6 +109,7 @@ fn runtime_row(r: &Row) -> rusqlite::Result<RuntimeRow> {
         created_at: r.get("created_at")?,
         started_at: r.get("started_at")?,
         last_snapshot: r.get("last_snapshot")?,
+        auto: r.get::<_, i64>("auto")? != 0,
     })
 }
 
@@ -149,9 +187,9 @@ impl Db {
     pub fn insert_runtime(&self, r: &RuntimeRow) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO runtimes (id, name, host, plan, memory_mb, cpus, image, net_index, state, state_reason, created_at, started_at, last_snapshot)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                params![r.id, r.name, r.host, r.plan.name, r.plan.memory_mb as i64, r.plan.cpus, r.image, r.net_index as i64, r.state, r.state_reason, r.created_at, r.started_at, r.last_snapshot],
+                "INSERT INTO runtimes (id, name, host, plan, memory_mb, cpus, image, net_index, state, state_reason, created_at, started_at, last_snapshot, auto)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                params![r.id, r.name, r.host, r.plan.name, r.plan.memory_mb as i64, r.plan.cpus, r.image, r.net_index as i64, r.state, r.state_reason, r.created_at, r.started_at, r.last_snapshot, r.auto as i64],
             )
             .map(|_| ())
         })
@@ -182,6 +220,50 @@ impl Db {
 
     pub fn set_host(&self, id: &str, host: &str) -> Result<()> {
         self.with(|c| c.execute("UPDATE runtimes SET host = ?2 WHERE id = ?1", params![id, host]).map(|_| ()))
+    }
+
+    pub fn set_auto(&self, id: &str, auto: bool) -> Result<()> {
+        self.with(|c| c.execute("UPDATE runtimes SET auto = ?2 WHERE id = ?1", params![id, auto as i64]).map(|_| ()))
+    }
+
+    // ---- webhooks
+    pub fn add_webhook(&self, url: &str, secret: &str, kinds: &[String]) -> Result<i64> {
+        self.with(|c| {
+            c.execute("INSERT INTO webhooks (url, secret, kinds, created_at) VALUES (?1, ?2, ?3, ?4)", params![url, secret, kinds.join(","), now()])?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    pub fn webhooks(&self) -> Result<Vec<Webhook>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT id, url, secret, kinds, created_at FROM webhooks ORDER BY id")?;
+            let rows = st.query_map([], |r| {
+                let kinds: String = r.get(3)?;
+                Ok(Webhook { id: r.get(0)?, url: r.get(1)?, secret: r.get(2)?, kinds: kinds.split(',').filter(|k| !k.is_empty()).map(String::from).collect(), created_at: r.get(4)? })
+            })?;
+            rows.collect()
+        })
+    }
+
+    pub fn remove_webhook(&self, id: i64) -> Result<bool> {
+        self.with(|c| c.execute("DELETE FROM webhooks WHERE id = ?1", [id]).map(|n| n > 0))
+    }
+
+    pub fn add_delivery(&self, webhook_id: i64, event_id: i64, attempt: i64, status: Option<i64>, error: Option<&str>) -> Result<()> {
+        self.with(|c| {
+            c.execute("INSERT INTO deliveries (webhook_id, event_id, attempt, status, error, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)", params![webhook_id, event_id, attempt, status, error, now()])?;
+            c.execute("DELETE FROM deliveries WHERE id <= (SELECT MAX(id) FROM deliveries) - ?1", [EVENT_RETENTION]).map(|_| ())
+        })
+    }
+
+    pub fn deliveries(&self, webhook_id: i64, limit: u32) -> Result<Vec<Delivery>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT id, webhook_id, event_id, attempt, status, error, at FROM deliveries WHERE webhook_id = ?1 ORDER BY id DESC LIMIT ?2")?;
+            let rows = st.query_map(params![webhook_id, limit], |r| {
+                Ok(Delivery { id: r.get(0)?, webhook_id: r.get(1)?, event_id: r.get(2)?, attempt: r.get(3)?, status: r.get(4)?, error: r.get(5)?, at: r.get(6)? })
+            })?;
+            rows.collect()
+        })
     }
 
     pub fn set_plan(&self, id: &str, plan: &Plan) -> Result<()> {
@@ -270,7 +352,9 @@ impl Db {
     pub fn add_event(&self, runtime: Option<&str>, kind: &str, reason: &str, data: &serde_json::Value) -> Result<i64> {
         self.with(|c| {
             c.execute("INSERT INTO events (at, runtime, kind, reason, data) VALUES (?1, ?2, ?3, ?4, ?5)", params![now(), runtime, kind, reason, data.to_string()])?;
-            Ok(c.last_insert_rowid())
+            let id = c.last_insert_rowid();
+            c.execute("DELETE FROM events WHERE id <= ?1", [id - EVENT_RETENTION])?;
+            Ok(id)
         })
     }
 
@@ -299,7 +383,7 @@ mod tests {
     fn row(id: &str, name: &str, idx: u32) -> RuntimeRow {
         RuntimeRow {
             id: id.into(), name: name.into(), host: "local".into(), plan: Plan::named("free").unwrap(), image: "mrmd-python".into(),
-            net_index: idx, state: "running".into(), state_reason: None, created_at: now(), started_at: None, last_snapshot: None,
+            net_index: idx, state: "running".into(), state_reason: None, created_at: now(), started_at: None, last_snapshot: None, auto: true,
         }
     }
 

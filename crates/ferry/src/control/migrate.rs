@@ -236,7 +236,7 @@ impl Control {
         }
         let copy = RuntimeRow {
             id: id.clone(), name: name.clone(), host: to.into(), plan: row.plan.clone(), image: row.image.clone(), net_index: self.db.free_net_index()?,
-            state: "restoring".into(), state_reason: Some(format!("forking from {}", row.name)), created_at: now(), started_at: None, last_snapshot: None,
+            state: "restoring".into(), state_reason: Some(format!("forking from {}", row.name)), created_at: now(), started_at: None, last_snapshot: None, auto: row.auto,
         };
         self.db.insert_runtime(&copy)?;
         let t0 = Instant::now();

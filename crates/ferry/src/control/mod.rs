@@ -8,6 +8,7 @@ mod baseline;
 mod hibernate;
 pub mod hints;
 pub mod metrics;
+pub mod webhooks;
 mod migrate;
 pub mod monitor;
 mod reconcile;

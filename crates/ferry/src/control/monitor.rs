@@ -12,7 +12,8 @@
 //! Sampling runs in the control plane over the agents' cgroup readings (cheap file reads there)
 //! rather than in each agent, so that the thresholds, debounce and policy live in one place.
 //!
-//! Does not (yet): code hints (torch/cuda → GPU host), webhooks, per-runtime opt-out.
+//! Automatic actions can be turned off globally (`ferry serve --no-auto`) or per runtime
+//! (`ferry create --no-auto`, `ferry policy NAME --auto false`); events are reported regardless.
 
 use super::db::RuntimeRow;
 use super::Control;
@@ -101,7 +102,7 @@ impl Control {
                 self.event(Some(&row.name), kind, &reason, serde_json::json!({"memory_bytes": stats.memory_bytes, "limit_bytes": stats.memory_limit_bytes}));
                 if lvl == 1 {
                     self.pre_provision(row);
-                } else if cfg.auto {
+                } else if cfg.auto && row.auto {
                     self.move_up(cfg, row, &reason).await;
                 }
             }
@@ -125,7 +126,7 @@ impl Control {
             w.idle = true;
             let reason = format!("CPU below 1% of a core for {} s", cfg.idle_after.as_secs());
             self.event(Some(&row.name), "idle", &reason, serde_json::json!({}));
-            if cfg.auto {
+            if cfg.auto && row.auto {
                 if let Err(e) = self.hibernate(&row.name, &format!("idle: {reason}")).await {
                     self.event(Some(&row.name), "policy.failed", &format!("could not hibernate: {e}"), serde_json::json!({}));
                 }

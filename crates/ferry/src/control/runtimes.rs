@@ -19,7 +19,7 @@ impl Control {
         let host = self.place(req.host.as_deref(), plan.memory_mb)?;
         let row = RuntimeRow {
             id: id.clone(), name: name.clone(), host: host.clone(), plan: plan.clone(), image: self.cfg.default_image.clone(),
-            net_index: self.db.free_net_index()?, state: "creating".into(), state_reason: None, created_at: now(), started_at: None, last_snapshot: None,
+            net_index: self.db.free_net_index()?, state: "creating".into(), state_reason: None, created_at: now(), started_at: None, last_snapshot: None, auto: !req.no_auto,
         };
         self.db.insert_runtime(&row).map_err(|e| Error::Conflict(format!("cannot create {name}: {e}")))?;
         let _busy = self.claim(&id, &name)?;
@@ -46,7 +46,7 @@ impl Control {
             id: r.id.clone(), name: r.name.clone(), host: r.host.clone(), plan: r.plan.clone(), image: r.image.clone(),
             ip: spec.ip.to_string(), state: r.state.clone(), state_reason: r.state_reason.clone(), created_at: r.created_at.clone(),
             started_at: r.started_at.clone(), last_snapshot: r.last_snapshot.clone(), mrp_url: crate::mrp::base_url(&spec.ip.to_string()),
-            stats: None, uptime_s: None, phase: self.current_phase(&r.id),
+            stats: None, uptime_s: None, phase: self.current_phase(&r.id), auto: r.auto,
         }
     }
 
