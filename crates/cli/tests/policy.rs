@@ -22,14 +22,27 @@ fn a_runtime_past_75_percent_moves_to_a_larger_plan_on_another_host() {
     let Some(f) = Ferry::start_dev_with(2, &["--monitor-interval=200ms"]) else { return };
     f.ok(&["create", "--name", "grower", "--host", "h1", "--plan", "free"]);
     f.py("grower", "x = 41");
-    // ~40 MiB of Python + 165 MiB touched: ~80 % of the free plan's 256 MiB.
-    f.py("grower", "import numpy as np\nblob = np.ones(165 * 1024 * 1024, dtype=np.uint8)");
+    // ~40 MiB of Python + 100 MiB: past 50 %, so capacity for the next plan is reserved on h2.
+    f.py("grower", "import numpy as np\nblob = np.ones(100 * 1024 * 1024, dtype=np.uint8)");
+    let start = Instant::now();
+    loop {
+        let used: Vec<u64> = f.json(&["host", "ls"]).as_array().unwrap().iter().map(|h| h["used_mb"].as_u64().unwrap()).collect();
+        if used == vec![256, 512] {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no reservation on h2: {used:?} {}", f.json(&["events", "--runtime", "grower"]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // 65 MiB more: ~80 % of the free plan's 256 MiB.
+    f.py("grower", "blob2 = np.ones(65 * 1024 * 1024, dtype=np.uint8)");
     let rt = wait_until(&f, "the automatic move", Duration::from_secs(60), |v| v["host"] == "h2" && v["state"] == "running" && v["phase"].is_null(), "grower");
     assert_eq!(rt["plan"]["name"], "pro");
     assert_eq!(rt["stats"]["memory_limit_bytes"].as_u64().unwrap(), 512 * 1024 * 1024, "it arrived with the larger limit");
     assert_eq!(f.py("grower", "print(x + 1, int(blob[:1000].sum()))").trim(), "42 1000");
+    let used: Vec<u64> = f.json(&["host", "ls"]).as_array().unwrap().iter().map(|h| h["used_mb"].as_u64().unwrap()).collect();
+    assert_eq!(used, vec![0, 512], "the reservation became the runtime itself");
     let kinds: Vec<String> = f.json(&["events", "--runtime", "grower"]).as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect();
-    for k in ["memory.migrate", "policy.migrating", "runtime.migrated"] {
+    for k in ["memory.pre_provision", "policy.pre_provisioned", "memory.migrate", "policy.migrating", "runtime.migrated"] {
         assert!(kinds.iter().any(|x| x == k), "no {k} event: {kinds:?}");
     }
 }

@@ -72,7 +72,7 @@ impl Control {
         }
         let need = req.plan.as_ref().unwrap_or(&row.plan).memory_mb;
         let cap = self.db.hosts()?.into_iter().find(|h| h.0 == req.to).map(|h| h.3).unwrap_or(0);
-        let used = self.used_mb(&req.to)?;
+        let used = self.used_mb_for(&req.to, &row.id)?;
         if used + need > cap {
             return Err(Error::Conflict(format!("host {} has {} MB free of {cap} MB, not enough for {name}'s {need} MB: choose another host", req.to, cap.saturating_sub(used))));
         }
@@ -80,7 +80,7 @@ impl Control {
         let _busy = self.claim(&row.id, name)?;
         let detail = serde_json::json!({"mode": req.mode, "from": row.host, "to": req.to});
         let kind = if mode == Mode::Fork { "fork" } else { "migrate" };
-        self.journal_with(kind, Some(name), detail, async {
+        let moved = self.journal_with(kind, Some(name), detail, async {
             let m = match mode {
                 Mode::Fork => self.fork(&row, &req.to, req.name.as_deref()).await?,
                 Mode::Lazy => self.move_runtime(&row, &req.to, true, req.plan.clone()).await?,
@@ -90,7 +90,11 @@ impl Control {
             let d = serde_json::json!({"mode": m.mode, "from": m.from, "to": m.to, "archive_bytes": m.archive_bytes, "snapshot": m.snapshot, "runtime": m.runtime, "plan": req.plan});
             Ok((m, t, Some(d)))
         })
-        .await
+        .await;
+        if moved.is_ok() && mode != Mode::Fork {
+            self.release_reservation(&row.id);
+        }
+        moved
     }
 
     /// `stop-copy` and `lazy`: the runtime moves; it runs at the source until the switch.

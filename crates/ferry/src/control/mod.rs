@@ -50,6 +50,8 @@ pub struct Control {
     pub samples: Mutex<HashMap<String, (String, String, crate::sys::cgroup::Stats)>>,
     /// Host labels each runtime's code asked for (runtime id → labels).
     hints: Mutex<HashMap<String, std::collections::BTreeSet<String>>>,
+    /// Capacity held for a runtime's expected move (runtime id → host, MB): pre-provisioning.
+    reservations: Mutex<HashMap<String, (String, u64)>>,
 }
 
 /// Marks a runtime busy for the duration of an operation; a second operation is refused.
@@ -70,7 +72,7 @@ impl Control {
         std::fs::create_dir_all(&cfg.state_dir)?;
         let db = Db::open(&cfg.state_dir.join("ferry.db"))?;
         let proxy = crate::proxy::Proxy::new(std::time::Duration::from_secs(60));
-        let c = Arc::new(Control { cfg, db, proxy, agents: RwLock::new(HashMap::new()), busy: Mutex::new(HashSet::new()), phases: Mutex::new(HashMap::new()), events: tokio::sync::broadcast::channel(1024).0, samples: Mutex::new(HashMap::new()), hints: Mutex::new(HashMap::new()) });
+        let c = Arc::new(Control { cfg, db, proxy, agents: RwLock::new(HashMap::new()), busy: Mutex::new(HashSet::new()), phases: Mutex::new(HashMap::new()), events: tokio::sync::broadcast::channel(1024).0, samples: Mutex::new(HashMap::new()), hints: Mutex::new(HashMap::new()), reservations: Mutex::new(HashMap::new()) });
         let weak = Arc::downgrade(&c);
         let o = weak.clone();
         c.proxy.set_observer(Arc::new(move |name: &str, code: &str| {
@@ -115,8 +117,25 @@ impl Control {
         self.agents.read().unwrap().get(host).cloned().ok_or_else(|| Error::NotFound(format!("unknown host {host:?}: see `ferry host ls`, or add it with `ferry host add`")))
     }
 
+    /// Memory a host's runtimes hold, plus what is reserved there for expected moves.
     pub(crate) fn used_mb(&self, host: &str) -> Result<u64> {
-        Ok(self.db.runtimes()?.iter().filter(|r| r.host == host && occupies_host(&r.state)).map(|r| r.plan.memory_mb).sum())
+        let held: u64 = self.db.runtimes()?.iter().filter(|r| r.host == host && occupies_host(&r.state)).map(|r| r.plan.memory_mb).sum();
+        let reserved: u64 = self.reservations.lock().unwrap().values().filter(|(h, _)| h == host).map(|(_, mb)| mb).sum();
+        Ok(held + reserved)
+    }
+
+    /// As [`Control::used_mb`], not counting what is reserved for `runtime_id` itself.
+    pub(crate) fn used_mb_for(&self, host: &str, runtime_id: &str) -> Result<u64> {
+        let own = self.reservations.lock().unwrap().get(runtime_id).filter(|(h, _)| h == host).map(|(_, mb)| *mb).unwrap_or(0);
+        Ok(self.used_mb(host)?.saturating_sub(own))
+    }
+
+    pub(crate) fn reserve(&self, runtime_id: &str, host: &str, mb: u64) {
+        self.reservations.lock().unwrap().insert(runtime_id.to_string(), (host.to_string(), mb));
+    }
+
+    pub(crate) fn release_reservation(&self, runtime_id: &str) {
+        self.reservations.lock().unwrap().remove(runtime_id);
     }
 
     pub async fn host(&self, name: &str) -> Result<Host> {

@@ -73,6 +73,10 @@ impl Control {
         let Ok(rows) = self.db.runtimes() else { return };
         watches.retain(|id, _| rows.iter().any(|r| &r.id == id && r.state == "running"));
         self.samples.lock().unwrap().retain(|id, _| rows.iter().any(|r| &r.id == id && r.state == "running"));
+        let gone: Vec<String> = self.reservations.lock().unwrap().keys().filter(|id| !rows.iter().any(|r| &r.id == *id && r.state == "running")).cloned().collect();
+        for id in gone {
+            self.release_reservation(&id);
+        }
         let hosts: std::collections::BTreeSet<String> = rows.iter().filter(|r| r.state == "running").map(|r| r.host.clone()).collect();
         for host in hosts {
             let Ok(agent) = self.agent(&host) else { continue };
@@ -101,11 +105,14 @@ impl Control {
                 let reason = format!("memory at {pct:.0}% of its {} MB limit", row.plan.memory_mb);
                 self.event(Some(&row.name), kind, &reason, serde_json::json!({"memory_bytes": stats.memory_bytes, "limit_bytes": stats.memory_limit_bytes}));
                 if lvl == 1 {
-                    self.pre_provision(row);
+                    self.pre_provision(row, cfg.auto && row.auto);
                 } else if cfg.auto && row.auto {
                     self.move_up(cfg, row, &reason).await;
                 }
             }
+        }
+        if lvl == 0 && w.level > 0 {
+            self.release_reservation(&row.id); // it shrank back: the capacity is free again
         }
         w.level = lvl;
         // Idle: CPU under 1 % of a core for the whole idle window.
@@ -142,7 +149,7 @@ impl Control {
         let fits: Vec<(String, Vec<String>, u64)> = hosts
             .into_iter()
             .filter(|h| h.0 != row.host)
-            .filter_map(|h| Some((h.0.clone(), h.2.clone(), h.3.checked_sub(self.used_mb(&h.0).ok()?)?)))
+            .filter_map(|h| Some((h.0.clone(), h.2.clone(), h.3.checked_sub(self.used_mb_for(&h.0, &row.id).ok()?)?)))
             .filter(|(_, _, free)| *free >= memory_mb)
             .collect();
         let labelled: Vec<&(String, Vec<String>, u64)> = fits.iter().filter(|(_, labels, _)| wanted.iter().all(|w| labels.contains(w))).collect();
@@ -150,10 +157,17 @@ impl Control {
         pool.into_iter().max_by_key(|(_, _, free)| *free).map(|(h, _, _)| h.clone())
     }
 
-    fn pre_provision(&self, row: &RuntimeRow) {
+    /// Picks the host the runtime would move to and, with `reserve`, holds that capacity for it.
+    fn pre_provision(&self, row: &RuntimeRow, reserve: bool) {
         let Some(next) = row.plan.next_up() else { return };
         match self.roomiest_other_host(row, next.memory_mb) {
-            Some(h) => self.event(Some(&row.name), "policy.pre_provisioned", &format!("host {h} has room for plan {} ({} MB) when it is needed", next.name, next.memory_mb), serde_json::json!({"host": h, "plan": next})),
+            Some(h) => {
+                if reserve {
+                    self.reserve(&row.id, &h, next.memory_mb);
+                }
+                let what = if reserve { "reserved" } else { "available" };
+                self.event(Some(&row.name), "policy.pre_provisioned", &format!("{} MB {what} on host {h} for plan {} when it is needed", next.memory_mb, next.name), serde_json::json!({"host": h, "plan": next, "reserved": reserve}))
+            }
             None => self.event(Some(&row.name), "policy.no_host", &format!("no host has room for plan {} ({} MB)", next.name, next.memory_mb), serde_json::json!({})),
         }
     }
