@@ -89,10 +89,9 @@ pub struct AgentArgs {
     pub route_via: Option<std::net::Ipv4Addr>,
 }
 
+/// A plan, or explicit limits (which win over the plan's).
 #[derive(Args)]
-pub struct CreateArgs {
-    #[arg(long)]
-    pub name: Option<String>,
+pub struct LimitArgs {
     /// free (256 MB, 0.5 CPU), pro (512 MB, 1 CPU) or team (1 GB, 2 CPUs).
     #[arg(long)]
     pub plan: Option<String>,
@@ -102,6 +101,14 @@ pub struct CreateArgs {
     /// Explicit CPU limit, e.g. 0.5.
     #[arg(long)]
     pub cpus: Option<f64>,
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Host to place it on (default: the one with most room).
     #[arg(long)]
     pub host: Option<String>,
@@ -131,13 +138,9 @@ pub struct RestoreArgs {
     /// Name of the restored runtime (default: the snapshot's runtime).
     #[arg(long)]
     pub name: Option<String>,
-    /// Come back on another plan (default: the snapshot's limits), e.g. after an OOM kill.
-    #[arg(long)]
-    pub plan: Option<String>,
-    #[arg(long)]
-    pub memory: Option<String>,
-    #[arg(long)]
-    pub cpus: Option<f64>,
+    /// Come back with other limits than the snapshot's (e.g. a larger plan after an OOM kill).
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(Subcommand)]

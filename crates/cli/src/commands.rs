@@ -54,7 +54,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Create(a) => {
             let c = client()?;
-            let req = CreateRequest { name: a.name, plan: a.plan, memory: a.memory, cpus: a.cpus, host: a.host, no_auto: a.no_auto };
+            let l = a.limits;
+            let req = CreateRequest { name: a.name, plan: l.plan, memory: l.memory, cpus: l.cpus, host: a.host, no_auto: a.no_auto };
             let rt: Runtime = step(json, "creating runtime", c.post("/runtimes", &req)).await?;
             if json {
                 print_json(&rt);
@@ -137,7 +138,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 (None, Some(f)) => step(json, "importing", import(&c, &f, None)).await?.id,
                 _ => bail!("give a snapshot id (see `ferry snapshots`) or --import FILE"),
             };
-            let opts = RestoreOptions { snapshot: snapshot.clone(), name: a.name, plan: a.plan, memory: a.memory, cpus: a.cpus };
+            let l = a.limits;
+            let opts = RestoreOptions { snapshot: snapshot.clone(), name: a.name, plan: l.plan, memory: l.memory, cpus: l.cpus };
             let rt: Runtime = step(json, "restoring", c.post("/restore", &opts)).await?;
             if json { print_json(&rt) } else { println!("{} restored from {} on {}, MRP at {}", rt.name, snapshot, rt.host, rt.mrp_url) }
         }

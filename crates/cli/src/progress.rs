@@ -35,14 +35,5 @@ where
 }
 
 pub async fn step<T>(quiet: bool, msg: &str, f: impl Future<Output = T>) -> T {
-    if quiet || !std::io::stderr().is_terminal() {
-        return f.await;
-    }
-    let pb = ProgressBar::new_spinner();
-    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap());
-    pb.set_message(msg.to_string());
-    pb.enable_steady_tick(Duration::from_millis(80));
-    let out = f.await;
-    pb.finish_and_clear();
-    out
+    phased(quiet, msg, f, || async { None }).await
 }
