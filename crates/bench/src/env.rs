@@ -38,8 +38,7 @@ impl Env {
         let st = ferry_core::dev::up(&dev).await?;
         let token = std::fs::read_to_string(state.join("token"))?.trim().to_string();
         let api = Api { url: st.serve_url.clone(), token, http: reqwest::Client::builder().pool_max_idle_per_host(0).build()? };
-        let info: Value = api.get("/info").await?;
-        let _ = info;
+        api.get("/info").await?; // the control plane answers with its token
         let criu_version = ferry_core::sys::criu::Criu::detect().await.version;
         Ok(Env { state, prefix, api, proxy: st.proxy_url.trim_start_matches("http://").to_string(), criu_version })
     }

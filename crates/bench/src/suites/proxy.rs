@@ -17,8 +17,7 @@ pub async fn run(env: &Env, o: &BenchOptions) -> Result<Results> {
         let direct = rt["mrp_url"].as_str().unwrap_or_default().to_string();
         let proxied = format!("http://{}/r/{name}/mrp/v1", env.proxy);
         let http = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
-        for run in 0..o.runs {
-            let _ = run;
+        for _ in 0..o.runs {
             for (system, base) in [("direct", &direct), ("ferry", &proxied)] {
                 let mut lat = Vec::with_capacity(REQUESTS);
                 let t0 = Instant::now();
