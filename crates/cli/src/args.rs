@@ -41,6 +41,12 @@ pub struct ServeArgs {
     /// Report monitor events but take no automatic action (no migrations, no hibernation).
     #[arg(long)]
     pub no_auto: bool,
+    /// Memory thresholds (% of the limit): pre-provision, migrate, urgent, critical.
+    #[arg(long, value_delimiter = ',', default_value = "50,75,90,95")]
+    pub thresholds: Vec<f64>,
+    /// Mode of automatic migrations: stop-copy or lazy.
+    #[arg(long, default_value = "stop-copy", value_parser = ["stop-copy", "lazy"])]
+    pub auto_mode: String,
 }
 
 /// `90`, `90s`, `15m`, `2h`, `250ms`.

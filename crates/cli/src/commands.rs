@@ -13,6 +13,15 @@ use ferry_core::api::{CheckpointOptions, CreateRequest, Event, ExecRequest, Host
 use serde_json::Value;
 use std::path::PathBuf;
 
+/// Four increasing percentages → shares.
+fn thresholds(p: &[f64]) -> Result<[f64; 4]> {
+    let ok = p.len() == 4 && p.windows(2).all(|w| w[0] < w[1]) && p.iter().all(|v| *v > 0.0 && *v <= 100.0);
+    if !ok {
+        bail!("--thresholds takes four increasing percentages, e.g. 50,75,90,95");
+    }
+    Ok([p[0] / 100.0, p[1] / 100.0, p[2] / 100.0, p[3] / 100.0])
+}
+
 pub async fn run(cli: Cli) -> Result<()> {
     let json = cli.json;
     let client = || Client::new(cli.url.clone(), cli.token.clone(), &cli.state_dir);
@@ -32,7 +41,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                     idle_after: a.idle_after,
                     debounce: a.debounce,
                     auto: !a.no_auto,
-                    mode: "stop-copy".into(),
+                    mode: a.auto_mode,
+                    thresholds: thresholds(&a.thresholds)?,
                 },
             };
             ferry_core::server::serve(o).await?;

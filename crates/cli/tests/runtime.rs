@@ -36,6 +36,10 @@ fn leave_running_snapshot_forks_into_independent_runtimes() {
     let Some(f) = Ferry::start() else { return };
     f.ok(&["create", "--name", "orig"]);
     f.py("orig", "x = 41");
+    // A client connection open at the checkpoint: the copy, at other addresses, cannot keep it.
+    let ip = f.json(&["inspect", "orig"])["ip"].as_str().unwrap().to_string();
+    let _client = std::net::TcpStream::connect(format!("{ip}:8888")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
     let snap = f.json(&["checkpoint", "orig", "--leave-running"]);
     assert_eq!(f.state_of("orig"), "running");
     assert_eq!(f.py("orig", "print(x)").trim(), "41", "the original keeps answering");

@@ -77,9 +77,12 @@ pub fn build(c: &Container) -> Result<Spec> {
     Ok(spec)
 }
 
-pub fn write(c: &Container) -> Result<()> {
+/// Writes config.json and the CRIU options; `tcp_close` restores connected sockets closed (for a
+/// runtime restored under other addresses than it was checkpointed with).
+pub fn write(c: &Container, tcp_close: bool) -> Result<()> {
     std::fs::create_dir_all(c.bundle())?;
-    std::fs::write(c.criu_conf(), "skip-in-flight\n")?;
+    let opts = if tcp_close { "skip-in-flight\ntcp-close\n" } else { "skip-in-flight\n" };
+    std::fs::write(c.criu_conf(), opts)?;
     let spec = build(c)?;
     spec.save(c.bundle().join("config.json")).map_err(|e| internal!("writing config.json: {e}"))
 }

@@ -66,7 +66,10 @@ impl Container<'_> {
         }
         netns::setup(&net).await?;
         mount::mount_overlay(&self.host.image_rootfs(&self.spec.image), &self.upper(), &self.overlay_work(), &self.rootfs())?;
-        config::write(self)?;
+        // Restored under other addresses (a fork, a copy under a new name), the TCP connections
+        // the snapshot holds cannot come back: CRIU restores them closed.
+        let new_address = upper_from.and_then(|u| u.parent()).and_then(|snap| snapshot_ip(snap)).is_some_and(|ip| ip != self.spec.ip.to_string());
+        config::write(self, new_address)?;
         Ok(())
     }
 
@@ -78,4 +81,11 @@ impl Container<'_> {
             Error::Internal(format!("{e}{hint}\nruntime log:\n{log}"))
         })
     }
+}
+
+/// The address the runtime in snapshot dir `snap` had.
+fn snapshot_ip(snap: &std::path::Path) -> Option<String> {
+    let bytes = std::fs::read(snap.join(ferry_snapshot::MANIFEST_NAME)).ok()?;
+    let m = ferry_snapshot::Manifest::from_json(&bytes).ok()?;
+    m.meta["spec"]["ip"].as_str().map(str::to_string)
 }

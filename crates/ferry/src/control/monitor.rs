@@ -31,15 +31,17 @@ pub struct MonitorConfig {
     pub auto: bool,
     /// Mode of automatic migrations.
     pub mode: String,
+    /// Memory shares (of the limit) for pre-provision, migrate, urgent and critical.
+    pub thresholds: [f64; 4],
 }
 
 impl Default for MonitorConfig {
     fn default() -> Self {
-        MonitorConfig { interval: Duration::from_secs(5), idle_after: Duration::from_secs(15 * 60), debounce: Duration::from_secs(60), auto: true, mode: "stop-copy".into() }
+        MonitorConfig { interval: Duration::from_secs(5), idle_after: Duration::from_secs(15 * 60), debounce: Duration::from_secs(60), auto: true, mode: "stop-copy".into(), thresholds: [0.50, 0.75, 0.90, 0.95] }
     }
 }
 
-const LEVELS: [(f64, &str); 4] = [(0.50, "memory.pre_provision"), (0.75, "memory.migrate"), (0.90, "memory.urgent"), (0.95, "memory.critical")];
+const LEVELS: [&str; 4] = ["memory.pre_provision", "memory.migrate", "memory.urgent", "memory.critical"];
 const IDLE_CPU: f64 = 0.01;
 
 #[derive(Default)]
@@ -52,12 +54,12 @@ struct Watch {
 }
 
 /// The memory level (0 = below every threshold) of `used` bytes against `limit`.
-pub fn level(used: u64, limit: u64) -> usize {
+pub fn level(used: u64, limit: u64, thresholds: &[f64; 4]) -> usize {
     if limit == 0 || limit == u64::MAX {
         return 0;
     }
     let r = used as f64 / limit as f64;
-    LEVELS.iter().filter(|(t, _)| r >= *t).count()
+    thresholds.iter().filter(|t| r >= **t).count()
 }
 
 impl Control {
@@ -95,9 +97,9 @@ impl Control {
         self.samples.lock().unwrap().insert(row.id.clone(), (row.name.clone(), row.host.clone(), stats.clone()));
         let now = Instant::now();
         // Memory thresholds.
-        let lvl = level(stats.memory_bytes, stats.memory_limit_bytes);
+        let lvl = level(stats.memory_bytes, stats.memory_limit_bytes, &cfg.thresholds);
         if lvl > w.level {
-            let (_, kind) = LEVELS[lvl - 1];
+            let kind = LEVELS[lvl - 1];
             let debounced = w.fired.get(kind).is_some_and(|t| now.duration_since(*t) < cfg.debounce);
             if !debounced {
                 w.fired.insert(kind, now);
@@ -197,11 +199,13 @@ mod tests {
     #[test]
     fn levels() {
         let mb = 1024 * 1024;
-        assert_eq!(level(100 * mb, 256 * mb), 0);
-        assert_eq!(level(130 * mb, 256 * mb), 1);
-        assert_eq!(level(200 * mb, 256 * mb), 2);
-        assert_eq!(level(235 * mb, 256 * mb), 3);
-        assert_eq!(level(250 * mb, 256 * mb), 4);
-        assert_eq!(level(250 * mb, u64::MAX), 0, "no limit, no level");
+        let t = super::MonitorConfig::default().thresholds;
+        assert_eq!(level(100 * mb, 256 * mb, &t), 0);
+        assert_eq!(level(130 * mb, 256 * mb, &t), 1);
+        assert_eq!(level(200 * mb, 256 * mb, &t), 2);
+        assert_eq!(level(235 * mb, 256 * mb, &t), 3);
+        assert_eq!(level(250 * mb, 256 * mb, &t), 4);
+        assert_eq!(level(250 * mb, u64::MAX, &t), 0, "no limit, no level");
+        assert_eq!(level(100 * mb, 256 * mb, &[0.3, 0.35, 0.6, 0.7]), 2, "thresholds are configurable");
     }
 }
