@@ -237,6 +237,8 @@ pub enum DevCmd {
         #[arg(long = "serve-arg", allow_hyphen_values = true)]
         serve_args: Vec<String>,
     },
+    /// Start the dev topology's control plane (`ferry serve`) again; agents and runtimes carry on.
+    RestartServe,
     /// Stop and remove everything `dev up` made in this state dir.
     Down {
         /// Default: the prefix `dev up` recorded.

@@ -344,6 +344,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                 println!("stop it all with: ferry --state-dir {} dev down", cli.state_dir.display());
             }
         }
+        Cmd::Dev { cmd: DevCmd::RestartServe } => {
+            let st = ferry_core::dev::restart_serve(&cli.state_dir).await?;
+            if json { print_json(&st) } else { println!("ferry serve restarted at {} (pid {})", st.serve_url, st.serve_pid) }
+        }
         Cmd::Dev { cmd: DevCmd::Down { prefix } } => {
             let prefix = prefix.or_else(|| ferry_core::dev::load(&cli.state_dir).map(|s| s.prefix)).unwrap_or_else(|| "ferry-".into());
             ferry_core::dev::down(&cli.state_dir, &prefix).await;

@@ -349,3 +349,41 @@ fn a_hibernated_runtime_wakes_on_the_next_request_through_the_proxy() {
     assert_eq!(f.py("sleepy", "print(x + 2)").trim(), "43");
     assert_eq!(f.json(&["inspect", "sleepy"])["state"], "running");
 }
+
+#[test]
+fn killing_the_control_plane_mid_migration_then_restarting_it_leaves_one_running_copy() {
+    let Some(f) = Ferry::start_dev(2) else { return };
+    f.ok(&["create", "--name", "orphan", "--host", "h1", "--plan", "pro"]);
+    f.py("orphan", BIG);
+    let bin = common::BIN.to_string();
+    let state = f.state.clone();
+    let migration = std::thread::spawn(move || std::process::Command::new(bin).arg("--state-dir").arg(state).args(["migrate", "orphan", "--to", "h2"]).output().unwrap());
+    // Once the stream reaches the target, the control plane dies (SIGKILL).
+    let target_snaps = f.state.join("agents/h2/snapshots");
+    let start = Instant::now();
+    while !std::fs::read_dir(&target_snaps).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with('.'))).unwrap_or(false) {
+        assert!(start.elapsed() < Duration::from_secs(30), "the transfer never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let dev: Value = serde_json::from_slice(&std::fs::read(f.state.join("dev.json")).unwrap()).unwrap();
+    nix_kill(dev["serve_pid"].as_u64().unwrap() as u32);
+    assert!(!migration.join().unwrap().status.success());
+    f.ok(&["dev", "restart-serve"]);
+    let rt = f.json(&["inspect", "orphan"]);
+    assert_eq!(rt["state"], "running", "{rt}");
+    assert_eq!(f.py("orphan", "print(x + 1, blob.size)").trim(), format!("42 {}", 120 * 1024 * 1024));
+    // Exactly one copy runs, where the control plane says it is; nothing is left frozen.
+    let mut running = Vec::new();
+    for h in ["h1", "h2"] {
+        let out = std::process::Command::new("runc").args(["--root", f.state.join(format!("agents/{h}/runc")).to_str().unwrap(), "list", "--format", "json"]).output().unwrap();
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        for c in list.as_array().into_iter().flatten() {
+            running.push((h.to_string(), c["status"].as_str().unwrap_or("").to_string()));
+        }
+    }
+    assert_eq!(running, vec![(rt["host"].as_str().unwrap().to_string(), "running".to_string())]);
+    let ops = f.json(&["operations", "--runtime", "orphan"]);
+    assert!(ops.as_array().unwrap().iter().any(|o| o["kind"] == "migrate" && o["error"].as_str().unwrap_or("").contains("interrupted")), "{ops}");
+    let (status, _) = http(&f.proxy_addr(), "GET", "/r/orphan/mrp/v1/capabilities", "", Duration::from_secs(10)).unwrap();
+    assert_eq!(status, 200);
+}

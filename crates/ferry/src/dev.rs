@@ -48,6 +48,11 @@ pub struct DevState {
     pub serve_pid: u32,
     pub serve_url: String,
     pub proxy_url: String,
+    /// How `ferry serve` was started (for `ferry dev restart-serve`).
+    #[serde(default)]
+    pub serve_cmd: Vec<String>,
+    #[serde(default)]
+    pub bin: PathBuf,
 }
 
 fn nth(net: Ipv4Addr, n: u32) -> Ipv4Addr {
@@ -134,19 +139,48 @@ async fn up_inner(o: &DevOptions) -> Result<DevState> {
         "--proxy-listen".into(), o.proxy_listen.to_string(), "--subnet".into(), o.subnet.to_string(), "--prefix".into(), p.clone(),
     ];
     let args: Vec<String> = args.into_iter().chain(o.serve_args.iter().cloned()).collect();
-    let serve_pid = spawn(&o.bin, &args, &o.state_dir.join("serve.log"))?;
-    let state = o.state_dir.clone();
-    wait_for("ferry serve", || async { state.join("serve.addr").exists() && state.join("proxy.addr").exists() }).await?;
-    let serve_url = format!("http://{}", std::fs::read_to_string(o.state_dir.join("serve.addr"))?.trim());
-    let proxy_url = format!("http://{}", std::fs::read_to_string(o.state_dir.join("proxy.addr"))?.trim());
+    let (serve_pid, serve_url, proxy_url) = start_serve(&o.bin, &args, &o.state_dir).await?;
     let token = std::fs::read_to_string(o.state_dir.join("token"))?;
     let http = reqwest::Client::new();
     for h in &hosts {
         let r = http.post(format!("{serve_url}/api/v1/hosts")).bearer_auth(token.trim()).json(&serde_json::json!({"name": h.name, "url": h.agent_url})).send().await.map_err(|e| Error::Unavailable(e.to_string()))?;
         crate::agent::client::check(r).await?;
     }
-    let st = DevState { prefix: p.clone(), hosts, serve_pid, serve_url, proxy_url };
+    let st = DevState { prefix: p.clone(), hosts, serve_pid, serve_url, proxy_url, serve_cmd: args, bin: o.bin.clone() };
     std::fs::write(state_file(&o.state_dir), serde_json::to_vec_pretty(&st).unwrap())?;
+    Ok(st)
+}
+
+/// Starts `ferry serve` and waits until it answers; returns its PID, API and proxy URLs.
+async fn start_serve(bin: &Path, args: &[String], state_dir: &Path) -> Result<(u32, String, String)> {
+    let _ = std::fs::remove_file(state_dir.join("serve.addr"));
+    let _ = std::fs::remove_file(state_dir.join("proxy.addr"));
+    let pid = spawn(bin, args, &state_dir.join("serve.log"))?;
+    let state = state_dir.to_path_buf();
+    wait_for("ferry serve", || async { state.join("serve.addr").exists() && state.join("proxy.addr").exists() }).await?;
+    let serve_url = format!("http://{}", std::fs::read_to_string(state_dir.join("serve.addr"))?.trim());
+    let proxy_url = format!("http://{}", std::fs::read_to_string(state_dir.join("proxy.addr"))?.trim());
+    Ok((pid, serve_url, proxy_url))
+}
+
+/// Starts the dev topology's `ferry serve` again (stopping it first if it still runs): the control
+/// plane restarts on the same state while the agents and runtimes carry on.
+pub async fn restart_serve(state_dir: &Path) -> Result<DevState> {
+    let mut st = load(state_dir).ok_or_else(|| Error::NotFound(format!("no dev topology in {}: run `ferry dev up` first", state_dir.display())))?;
+    if st.serve_cmd.is_empty() {
+        return Err(Error::Invalid("this dev topology predates restart-serve: run `ferry dev down` and `ferry dev up`".into()));
+    }
+    let pid = nix::unistd::Pid::from_raw(st.serve_pid as i32);
+    if nix::sys::signal::kill(pid, None).is_ok() && !is_zombie(st.serve_pid) {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while Path::new(&format!("/proc/{}", st.serve_pid)).exists() && !is_zombie(st.serve_pid) && start.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let (serve_pid, serve_url, proxy_url) = start_serve(&st.bin, &st.serve_cmd, state_dir).await?;
+    (st.serve_pid, st.serve_url, st.proxy_url) = (serve_pid, serve_url, proxy_url);
+    std::fs::write(state_file(state_dir), serde_json::to_vec_pretty(&st).unwrap())?;
     Ok(st)
 }
 

@@ -90,7 +90,9 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
         .await?;
         control.add_host("local", &format!("http://{bound}"), &[], None).await?;
     }
-    // Adopt what is still running, and mark what died while we were away.
+    // Settle what was half-done when we stopped, adopt what is still running, and mark what died
+    // while we were away.
+    control.recover().await;
     control.reconcile_all().await;
     tokio::spawn(control.clone().reconcile_loop(Duration::from_secs(1)));
     tokio::spawn(control.clone().monitor_loop(o.monitor.clone()));

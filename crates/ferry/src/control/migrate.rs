@@ -197,7 +197,7 @@ impl Control {
 
     /// Records that a runtime is lost — it runs nowhere and cannot be resumed — and offers its last
     /// full snapshot. Returns the error to give the caller.
-    fn mark_lost(&self, row: &RuntimeRow, why: &str) -> Error {
+    pub(crate) fn mark_lost(&self, row: &RuntimeRow, why: &str) -> Error {
         let offer = match &row.last_snapshot {
             Some(s) => format!("its last full snapshot is {s}: `ferry restore {s}`"),
             None => "it has no full snapshot to restore".into(),

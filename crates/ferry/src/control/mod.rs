@@ -12,6 +12,7 @@ pub mod webhooks;
 mod migrate;
 pub mod monitor;
 mod reconcile;
+mod recover;
 mod runtimes;
 mod snapshots;
 
