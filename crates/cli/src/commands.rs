@@ -380,6 +380,28 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Dev { cmd: DevCmd::Purge { prefix } } => {
             ferry_core::server::purge(&cli.state_dir, &prefix).await;
         }
+        Cmd::Doctor { images } => {
+            let checks = ferry_core::doctor::checks(&images).await;
+            let required_failed = checks.iter().any(|c| !c.ok && c.required);
+            if json {
+                print_json(&checks);
+            } else {
+                for c in &checks {
+                    let mark = match (c.ok, c.required) {
+                        (true, _) => "ok  ",
+                        (false, true) => "FAIL",
+                        (false, false) => "warn",
+                    };
+                    println!("{mark} {:<26} {}", c.name, c.found);
+                    if let Some(f) = &c.fix {
+                        println!("     {:<26} → {f}", "");
+                    }
+                }
+            }
+            if required_failed {
+                std::process::exit(1);
+            }
+        }
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
         }

@@ -45,6 +45,8 @@ pub enum Cmd {
     /// Example: ferry create --plan pro --name alice
     Create(args::CreateArgs),
     /// List runtimes.
+    ///
+    /// Example: ferry ls --json
     #[command(alias = "ps")]
     Ls,
     /// Show one runtime: state, plan, host, address, memory use, uptime, recent operations.
@@ -56,6 +58,8 @@ pub enum Cmd {
     /// Example: ferry exec alice 'x = 41'
     Exec { name: String, code: String },
     /// Stop a runtime (its files stay; restore a snapshot to run it again).
+    ///
+    /// Example: ferry stop alice
     Stop { name: String },
     /// Remove a runtime.
     ///
@@ -80,12 +84,16 @@ pub enum Cmd {
     /// Example: ferry hibernate alice
     Hibernate { name: String },
     /// Wake a hibernated runtime now.
+    ///
+    /// Example: ferry wake alice
     Wake { name: String },
     /// Move a live runtime to another host behind the same proxy URL, or fork it there.
     ///
     /// Example: ferry migrate alice --to h2 --mode stop-copy
     Migrate(args::MigrateArgs),
     /// Recorded migrations and forks with their phases.
+    ///
+    /// Example: ferry migrations --runtime alice
     Migrations {
         #[arg(long)]
         runtime: Option<String>,
@@ -118,6 +126,8 @@ pub enum Cmd {
         kind: Option<String>,
     },
     /// Webhooks: events POSTed to your URLs, signed with HMAC-SHA256.
+    ///
+    /// Example: ferry webhook add https://platform.example/hooks --secret "$SECRET"
     Webhook {
         #[command(subcommand)]
         cmd: args::WebhookCmd,
@@ -131,6 +141,8 @@ pub enum Cmd {
         auto: bool,
     },
     /// Manage hosts (agents) known to the control plane.
+    ///
+    /// Example: ferry host add h2 http://10.0.0.12:7701 --labels gpu
     Host {
         #[command(subcommand)]
         cmd: args::HostCmd,
@@ -141,7 +153,17 @@ pub enum Cmd {
     ///
     /// Example: ferry bench migrate --sizes 128,256,512 --runs 3 --workload random --baseline --out bench/
     Bench(args::BenchArgs),
-    /// Development and test helpers.
+    /// Check that this host can run ferry (root, runc, CRIU and its features, cgroups, image,
+    /// memory, disk) and say what to fix. Exits non-zero when something required is missing.
+    ///
+    /// Example: sudo ferry doctor
+    Doctor {
+        #[arg(long, default_value = "/var/cache/ferry/images", env = "FERRY_IMAGES")]
+        images: PathBuf,
+    },
+    /// Development and test helpers: simulated hosts on this machine.
+    ///
+    /// Example: ferry --state-dir /tmp/ferry-dev dev up --hosts 3
     Dev {
         #[command(subcommand)]
         cmd: args::DevCmd,

@@ -164,3 +164,20 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
     let o = std::process::Command::new(common::BIN).args(["--state-dir", f.state.to_str().unwrap(), "--token", "wrong", "ls"]).output().unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("token"));
 }
+
+#[test]
+fn doctor_checks_the_host_and_says_what_to_fix() {
+    if !common::environment_ready() {
+        return;
+    }
+    let o = std::process::Command::new(common::BIN).args(["--json", "doctor"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let checks: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let by = |n: &str| checks.as_array().unwrap().iter().find(|c| c["name"] == n).unwrap().clone();
+    assert_eq!(by("criu")["ok"], true);
+    assert_eq!(by("runc")["ok"], true);
+    let o = std::process::Command::new(common::BIN).args(["doctor", "--images", "/nonexistent-images"]).output().unwrap();
+    assert!(!o.status.success(), "a missing image is a failure");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("FAIL runtime image") && out.contains("scripts/setup.sh"), "{out}");
+}

@@ -12,6 +12,7 @@ pub mod api;
 pub mod container;
 pub mod control;
 pub mod dev;
+pub mod doctor;
 pub mod error;
 pub mod mrp;
 pub mod plan;
