@@ -113,6 +113,28 @@ fn runtime_row(r: &Row) -> rusqlite::Result<RuntimeRow> {
     })
 }
 
+fn insert(c: &Connection, r: &RuntimeRow) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO runtimes (id, name, host, plan, memory_mb, cpus, image, net_index, state, state_reason, created_at, started_at, last_snapshot, auto)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        params![r.id, r.name, r.host, r.plan.name, r.plan.memory_mb as i64, r.plan.cpus, r.image, r.net_index as i64, r.state, r.state_reason, r.created_at, r.started_at, r.last_snapshot, r.auto as i64],
+    )
+    .map(|_| ())
+}
+
+fn free_slot(c: &Connection) -> rusqlite::Result<u32> {
+    let mut st = c.prepare("SELECT net_index FROM runtimes ORDER BY net_index")?;
+    let used: Vec<i64> = st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    let mut i = 0i64;
+    for u in used {
+        if u != i {
+            break;
+        }
+        i += 1;
+    }
+    Ok(i as u32)
+}
+
 fn snapshot_row(r: &Row) -> rusqlite::Result<Snapshot> {
     Ok(Snapshot {
         id: r.get("id")?,
@@ -185,13 +207,15 @@ impl Db {
 
     // ---- runtimes
     pub fn insert_runtime(&self, r: &RuntimeRow) -> Result<()> {
+        self.with(|c| insert(c, r))
+    }
+
+    /// Inserts `r` with the smallest free network slot, chosen and taken under one lock (so that
+    /// concurrent creates never share a slot); sets `r.net_index`.
+    pub fn insert_runtime_new_slot(&self, r: &mut RuntimeRow) -> Result<()> {
         self.with(|c| {
-            c.execute(
-                "INSERT INTO runtimes (id, name, host, plan, memory_mb, cpus, image, net_index, state, state_reason, created_at, started_at, last_snapshot, auto)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                params![r.id, r.name, r.host, r.plan.name, r.plan.memory_mb as i64, r.plan.cpus, r.image, r.net_index as i64, r.state, r.state_reason, r.created_at, r.started_at, r.last_snapshot, r.auto as i64],
-            )
-            .map(|_| ())
+            r.net_index = free_slot(c)?;
+            insert(c, r)
         })
     }
 
@@ -280,18 +304,7 @@ impl Db {
 
     /// The smallest network slot no runtime holds.
     pub fn free_net_index(&self) -> Result<u32> {
-        self.with(|c| {
-            let mut st = c.prepare("SELECT net_index FROM runtimes ORDER BY net_index")?;
-            let used: Vec<i64> = st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-            let mut i = 0i64;
-            for u in used {
-                if u != i {
-                    break;
-                }
-                i += 1;
-            }
-            Ok(i as u32)
-        })
+        self.with(free_slot)
     }
 
     // ---- snapshots
@@ -385,6 +398,25 @@ mod tests {
             id: id.into(), name: name.into(), host: "local".into(), plan: Plan::named("free").unwrap(), image: "mrmd-python".into(),
             net_index: idx, state: "running".into(), state_reason: None, created_at: now(), started_at: None, last_snapshot: None, auto: true,
         }
+    }
+
+    #[test]
+    fn concurrent_inserts_take_distinct_slots() {
+        let t = tempfile::tempdir().unwrap();
+        let db = std::sync::Arc::new(Db::open(&t.path().join("ferry.db")).unwrap());
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    let mut r = row(&format!("id{i}"), &format!("n{i}"), 0);
+                    db.insert_runtime_new_slot(&mut r).unwrap();
+                    r.net_index
+                })
+            })
+            .collect();
+        let mut slots: Vec<u32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        slots.sort();
+        assert_eq!(slots, (0..16).collect::<Vec<u32>>());
     }
 
     #[test]

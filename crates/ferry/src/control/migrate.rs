@@ -238,11 +238,11 @@ impl Control {
         if self.db.runtime_by_name(&name)?.is_some() {
             return Err(Error::Conflict(format!("a runtime named {name:?} already exists: choose another --name")));
         }
-        let copy = RuntimeRow {
-            id: id.clone(), name: name.clone(), host: to.into(), plan: row.plan.clone(), image: row.image.clone(), net_index: self.db.free_net_index()?,
+        let mut copy = RuntimeRow {
+            id: id.clone(), name: name.clone(), host: to.into(), plan: row.plan.clone(), image: row.image.clone(), net_index: 0,
             state: "restoring".into(), state_reason: Some(format!("forking from {}", row.name)), created_at: now(), started_at: None, last_snapshot: None, auto: row.auto,
         };
-        self.db.insert_runtime(&copy)?;
+        self.db.insert_runtime_new_slot(&mut copy)?;
         let t0 = Instant::now();
         let snapshot_id = new_id("fork");
         let req = SendRequest { snapshot_id: snapshot_id.clone(), target_url: target.url.clone(), target_token: self.cfg.agent_token.clone(), thaw_after_dump: true, lazy: false };

@@ -17,11 +17,11 @@ impl Control {
             return Err(Error::Conflict(format!("a runtime named {name:?} already exists: choose another --name or remove it with `ferry rm {name}`")));
         }
         let host = self.place(req.host.as_deref(), plan.memory_mb)?;
-        let row = RuntimeRow {
+        let mut row = RuntimeRow {
             id: id.clone(), name: name.clone(), host: host.clone(), plan: plan.clone(), image: self.cfg.default_image.clone(),
-            net_index: self.db.free_net_index()?, state: "creating".into(), state_reason: None, created_at: now(), started_at: None, last_snapshot: None, auto: !req.no_auto,
+            net_index: 0, state: "creating".into(), state_reason: None, created_at: now(), started_at: None, last_snapshot: None, auto: !req.no_auto,
         };
-        self.db.insert_runtime(&row).map_err(|e| Error::Conflict(format!("cannot create {name}: {e}")))?;
+        self.db.insert_runtime_new_slot(&mut row).map_err(|e| Error::Conflict(format!("cannot create {name}: {e}")))?;
         let _busy = self.claim(&id, &name)?;
         let spec = self.spec_of(&row);
         let agent = self.agent(&host)?;

@@ -64,11 +64,11 @@ impl Control {
             None => {
                 let plan = snap.plan.clone();
                 let id = if self.db.runtimes()?.iter().any(|r| r.id == snap.runtime_id) || name != snap.runtime_name { new_id("rt") } else { snap.runtime_id.clone() };
-                let row = RuntimeRow {
-                    id, name: name.clone(), host: snap.host.clone(), plan, image: self.cfg.default_image.clone(), net_index: self.db.free_net_index()?,
+                let mut row = RuntimeRow {
+                    id, name: name.clone(), host: snap.host.clone(), plan, image: self.cfg.default_image.clone(), net_index: 0,
                     state: "restoring".into(), state_reason: None, created_at: now(), started_at: None, last_snapshot: Some(snap.id.clone()), auto: true,
                 };
-                self.db.insert_runtime(&row).map_err(|e| Error::Conflict(format!("cannot restore as {name}: {e}")))?;
+                self.db.insert_runtime_new_slot(&mut row).map_err(|e| Error::Conflict(format!("cannot restore as {name}: {e}")))?;
                 (row, true)
             }
         };
