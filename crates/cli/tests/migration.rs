@@ -123,6 +123,12 @@ fn fork_gives_two_independent_runtimes_and_pre_copy_refuses_clearly() {
     let err = f.fails(&["migrate", "base", "--to", "h2", "--mode", "pre-copy"]);
     assert!(err.contains("soft-dirty") || err.contains("pre-dumps"), "{err}");
     assert!(err.contains("stop-copy"), "the refusal names the working modes: {err}");
+    // Agents refuse requests without the agent token.
+    let agent = f.json(&["host", "ls"])[0]["url"].as_str().unwrap().trim_start_matches("http://").to_string();
+    let (status, body) = http(&agent, "GET", "/agent/v1/runtimes", "", Duration::from_secs(5)).unwrap();
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = http(&agent, "PUT", "/agent/v1/snapshots/x/archive", "junk", Duration::from_secs(5)).unwrap();
+    assert_eq!(status, 401, "an unauthenticated stream is refused");
     let err = f.fails(&["migrate", "base", "--to", "h9"]);
     assert!(err.contains("unknown host"), "{err}");
     assert_eq!(f.json(&["inspect", "base"])["state"], "running");
@@ -178,6 +184,10 @@ fn killing_the_target_agent_mid_transfer_leaves_the_source_running() {
     let root = f.state.join("agents/h2/runc");
     let left: Vec<_> = std::fs::read_dir(&root).map(|d| d.flatten().collect()).unwrap_or_default();
     assert!(left.is_empty(), "the target has a leftover container: {left:?}");
+    // With the target's agent gone, a new migration is refused before anything is touched.
+    let err = f.fails(&["migrate", "heavy", "--to", "h2"]);
+    assert!(err.contains("does not answer") && err.contains("nothing was changed"), "{err}");
+    assert_eq!(f.json(&["inspect", "heavy"])["state"], "running");
 }
 
 #[test]
