@@ -31,24 +31,9 @@ pub async fn export(c: &Client, id: &str, file: &std::path::Path) -> Result<u64>
 
 pub async fn import(c: &Client, file: &std::path::Path, host: Option<String>) -> Result<Snapshot> {
     let f = tokio::fs::File::open(file).await.with_context(|| format!("cannot open {}", file.display()))?;
-    let body = reqwest::Body::wrap_stream(tokio_util_stream(f));
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20));
     let q = host.map(|h| format!("?host={h}")).unwrap_or_default();
     c.send(c.request(reqwest::Method::POST, &format!("/snapshots/import{q}")).body(body))
         .await
         .with_context(|| format!("import of {} refused", file.display()))
-}
-
-fn tokio_util_stream(f: tokio::fs::File) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
-    futures::stream::unfold(f, |mut f| async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 1 << 20];
-        match f.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(bytes::Bytes::from(buf)), f))
-            }
-            Err(e) => Some((Err(e), f)),
-        }
-    })
 }

@@ -141,7 +141,7 @@ impl Control {
             };
         }
         let restore_ms = ms(t_restore);
-        let target_phases: Timings = restored.map(|a| a.timings).unwrap_or_default().into_iter().filter(|(k, _)| k != "total_ms").map(|(k, v)| (format!("target_{k}"), v)).collect();
+        let target_phases = phases(&restored.map(|a| a.timings).unwrap_or_default(), "target_");
         // 4. switch
         self.db.set_host(&row.id, to)?;
         self.db.set_plan(&row.id, &arriving.plan)?;
@@ -174,7 +174,7 @@ impl Control {
             self.drop_older_automatic_snapshots(&row.id, &snap.id).await;
             Some(snap.id)
         };
-        let mut t: Timings = sent.timings.iter().filter(|(k, _)| *k != "total_ms").map(|(k, v)| (k.clone(), *v)).collect();
+        let mut t = phases(&sent.timings, "");
         t.insert("restore_ms".into(), restore_ms);
         t.extend(target_phases);
         t.insert("downtime_ms".into(), downtime_ms);
@@ -269,10 +269,15 @@ impl Control {
         let snap = super::snapshots::to_snapshot(&sent.snapshot);
         self.db.insert_snapshot(&snap)?;
         self.db.set_last_snapshot(&id, &snap.id)?;
-        let mut t: Timings = sent.timings.iter().filter(|(k, _)| *k != "total_ms").map(|(k, v)| (k.clone(), *v)).collect();
+        let mut t = phases(&sent.timings, "");
         t.insert("restore_ms".into(), restore_ms);
         t.insert("total_ms".into(), ms(t0));
         self.event(Some(&name), "runtime.forked", &format!("forked from {} on {} to {to}", row.name, row.host), serde_json::json!({"timings": t}));
         Ok(Migration { runtime: name, mode: "fork".into(), from: row.host.clone(), to: to.into(), snapshot: Some(snap.id), archive_bytes: sent.archive_bytes, timings: t })
     }
+}
+
+/// An agent's phase timings without its own total (the migration has its own), keys prefixed.
+fn phases(t: &Timings, prefix: &str) -> Timings {
+    t.iter().filter(|(k, _)| *k != "total_ms").map(|(k, v)| (format!("{prefix}{k}"), *v)).collect()
 }

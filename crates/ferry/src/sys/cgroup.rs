@@ -66,15 +66,19 @@ pub fn has_swap_accounting() -> bool {
     Path::new(ROOT).join("memory/memory.memsw.limit_in_bytes").exists() || is_v2()
 }
 
-/// Removes the (empty) cgroup directories of `cg` in every hierarchy; best effort.
-pub fn remove(cg: &str) {
+/// The directory of cgroup path `cg` in every hierarchy (one on v2, one per controller on v1).
+fn in_every_hierarchy(cg: &str) -> Vec<PathBuf> {
     let rel = cg.trim_start_matches('/');
-    let dirs: Vec<PathBuf> = if is_v2() {
+    if is_v2() {
         vec![PathBuf::from(ROOT).join(rel)]
     } else {
         std::fs::read_dir(ROOT).into_iter().flatten().flatten().map(|e| e.path().join(rel)).collect()
-    };
-    for d in dirs {
+    }
+}
+
+/// Removes the (empty) cgroup directories of `cg` in every hierarchy; best effort.
+pub fn remove(cg: &str) {
+    for d in in_every_hierarchy(cg) {
         let _ = std::fs::remove_dir(&d);
     }
 }
@@ -82,14 +86,8 @@ pub fn remove(cg: &str) {
 /// Removes the (empty) cgroups under `parent` named `prefix` without its trailing '-', or
 /// starting with `prefix`, in every hierarchy, deepest first; best effort.
 pub fn remove_with_prefix(parent: &str, prefix: &str) {
-    let rel = parent.trim_start_matches('/');
     let exact = prefix.trim_end_matches('-');
-    let parents: Vec<PathBuf> = if is_v2() {
-        vec![PathBuf::from(ROOT).join(rel)]
-    } else {
-        std::fs::read_dir(ROOT).into_iter().flatten().flatten().map(|e| e.path().join(rel)).collect()
-    };
-    for p in parents {
+    for p in in_every_hierarchy(parent) {
         for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
             if (n == exact || n.starts_with(prefix)) && e.path().is_dir() {

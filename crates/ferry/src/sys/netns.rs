@@ -109,9 +109,7 @@ pub async fn teardown(c: &NetConfig) {
     if exists(&c.netns) {
         run_quiet("ip", &["netns", "del", &c.netns]).await;
     }
-    let args = ip_in(&c.outer, &["link", "del", &c.host_if]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    run_quiet("ip", &refs).await;
+    cut(c).await;
     if let Some(via) = c.root_route_via {
         // Only our own route: after a migration the route points at the new host.
         run_quiet("ip", &["route", "del", &c.network(), "via", &via.to_string()]).await;
