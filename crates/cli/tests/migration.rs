@@ -97,8 +97,7 @@ fn round_trip_across_three_hosts_keeps_state_at_every_hop() {
     assert_eq!(f.py("rover", "print(','.join(hops))").trim(), "h1,h2,h3,h1");
     // Only one copy exists: the other hosts hold no container for it.
     for h in ["h2", "h3"] {
-        let root = f.state.join(format!("agents/{h}/runc"));
-        let left: Vec<_> = std::fs::read_dir(&root).map(|d| d.flatten().collect()).unwrap_or_default();
+        let left = containers(&f, h);
         assert!(left.is_empty(), "host {h} still has containers: {left:?}");
     }
 }
@@ -153,22 +152,9 @@ fn killing_the_target_agent_mid_transfer_leaves_the_source_running() {
     let Some(f) = Ferry::start_dev(2) else { return };
     f.ok(&["create", "--name", "heavy", "--host", "h1", "--plan", "pro"]);
     f.py("heavy", BIG);
-    let target_snaps = f.state.join("agents/h2/snapshots");
-    let bin = common::BIN.to_string();
-    let state = f.state.clone();
-    let migration = std::thread::spawn(move || {
-        std::process::Command::new(bin).arg("--state-dir").arg(state).args(["migrate", "heavy", "--to", "h2"]).output().unwrap()
-    });
+    let migration = migrate_in_background(&f, &["heavy", "--to", "h2"]);
     // Wait until the stream has begun arriving at the target, then kill its agent.
-    let start = Instant::now();
-    loop {
-        let arriving = std::fs::read_dir(&target_snaps).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with('.'))).unwrap_or(false);
-        if arriving {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "the transfer never started");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_stream_at(&f, "h2");
     let pid = f.agent_pid("h2");
     nix_kill(pid);
     let out = migration.join().unwrap();
@@ -181,8 +167,7 @@ fn killing_the_target_agent_mid_transfer_leaves_the_source_running() {
     assert_eq!(f.py("heavy", "print(x + 1, blob.size)").trim(), format!("42 {}", 120 * 1024 * 1024));
     let (status, _) = http(&f.proxy_addr(), "GET", "/r/heavy/mrp/v1/capabilities", "", Duration::from_secs(5)).unwrap();
     assert_eq!(status, 200, "the proxy routes to the source again");
-    let root = f.state.join("agents/h2/runc");
-    let left: Vec<_> = std::fs::read_dir(&root).map(|d| d.flatten().collect()).unwrap_or_default();
+    let left = containers(&f, "h2");
     assert!(left.is_empty(), "the target has a leftover container: {left:?}");
     // With the target's agent gone, a new migration is refused before anything is touched.
     let err = f.fails(&["migrate", "heavy", "--to", "h2"]);
@@ -195,9 +180,7 @@ fn a_second_migration_of_a_moving_runtime_is_refused() {
     let Some(f) = Ferry::start_dev(2) else { return };
     f.ok(&["create", "--name", "busy", "--host", "h1", "--plan", "pro"]);
     f.py("busy", BIG);
-    let bin = common::BIN.to_string();
-    let state = f.state.clone();
-    let first = std::thread::spawn(move || std::process::Command::new(bin).arg("--state-dir").arg(state).args(["migrate", "busy", "--to", "h2"]).output().unwrap());
+    let first = migrate_in_background(&f, &["busy", "--to", "h2"]);
     let start = Instant::now();
     while f.json(&["inspect", "busy"])["state"] != "migrating" {
         assert!(start.elapsed() < Duration::from_secs(10), "the first migration never started");
@@ -221,9 +204,7 @@ fn lazy_migration_whose_source_dies_is_reported_lost_with_its_last_snapshot() {
     let snap = f.json(&["checkpoint", "fragile", "--leave-running"]);
     let snap_id = snap["id"].as_str().unwrap().to_string();
     let id = f.json(&["inspect", "fragile"])["id"].as_str().unwrap().to_string();
-    let bin = common::BIN.to_string();
-    let state = f.state.clone();
-    let migration = std::thread::spawn(move || std::process::Command::new(bin).arg("--state-dir").arg(state).args(["migrate", "fragile", "--to", "h2", "--mode", "lazy"]).output().unwrap());
+    let migration = migrate_in_background(&f, &["fragile", "--to", "h2", "--mode", "lazy"]);
     // Once the target runs on pages still arriving, the source "dies": its page server is killed.
     let pending = f.state.join(format!("agents/h2/runtimes/{id}/lazy-pending"));
     let start = Instant::now();
@@ -248,8 +229,7 @@ fn lazy_migration_whose_source_dies_is_reported_lost_with_its_last_snapshot() {
     assert!(rt["state_reason"].as_str().unwrap().contains(&snap_id));
     // Never half-alive: no container runs for it anywhere, and the proxy says it is lost.
     for h in ["h1", "h2"] {
-        let out = std::process::Command::new("runc").args(["--root", f.state.join(format!("agents/{h}/runc")).to_str().unwrap(), "list", "-q"]).output().unwrap();
-        assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty(), "a container is left on {h}");
+        assert!(containers(&f, h).is_empty(), "a container is left on {h}");
     }
     let (status, body) = http(&f.proxy_addr(), "GET", "/r/fragile/mrp/v1/capabilities", "", Duration::from_secs(5)).unwrap();
     assert_eq!(status, 503, "{body}");
@@ -336,8 +316,7 @@ fn a_hibernated_runtime_wakes_on_the_next_request_through_the_proxy() {
     let rt = f.json(&["hibernate", "sleepy"]);
     assert_eq!(rt["state"], "hibernated");
     // Its memory is given back: no container runs for it.
-    let out = std::process::Command::new("runc").args(["--root", f.state.join("agents/h1/runc").to_str().unwrap(), "list", "-q"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty(), "a hibernated runtime still has a container");
+    assert!(containers(&f, "h1").is_empty(), "a hibernated runtime still has a container");
     assert_eq!(f.json(&["host", "ls"])[0]["used_mb"], 0);
     // A client's request is held, the runtime restored, and the request answered — not failed.
     let t = Instant::now();
@@ -365,16 +344,9 @@ fn killing_the_control_plane_mid_migration_then_restarting_it_leaves_one_running
     let Some(f) = Ferry::start_dev(2) else { return };
     f.ok(&["create", "--name", "orphan", "--host", "h1", "--plan", "pro"]);
     f.py("orphan", BIG);
-    let bin = common::BIN.to_string();
-    let state = f.state.clone();
-    let migration = std::thread::spawn(move || std::process::Command::new(bin).arg("--state-dir").arg(state).args(["migrate", "orphan", "--to", "h2"]).output().unwrap());
+    let migration = migrate_in_background(&f, &["orphan", "--to", "h2"]);
     // Once the stream reaches the target, the control plane dies (SIGKILL).
-    let target_snaps = f.state.join("agents/h2/snapshots");
-    let start = Instant::now();
-    while !std::fs::read_dir(&target_snaps).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with('.'))).unwrap_or(false) {
-        assert!(start.elapsed() < Duration::from_secs(30), "the transfer never started");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_stream_at(&f, "h2");
     let dev: Value = serde_json::from_slice(&std::fs::read(f.state.join("dev.json")).unwrap()).unwrap();
     nix_kill(dev["serve_pid"].as_u64().unwrap() as u32);
     assert!(!migration.join().unwrap().status.success());
@@ -383,17 +355,35 @@ fn killing_the_control_plane_mid_migration_then_restarting_it_leaves_one_running
     assert_eq!(rt["state"], "running", "{rt}");
     assert_eq!(f.py("orphan", "print(x + 1, blob.size)").trim(), format!("42 {}", 120 * 1024 * 1024));
     // Exactly one copy runs, where the control plane says it is; nothing is left frozen.
-    let mut running = Vec::new();
-    for h in ["h1", "h2"] {
-        let out = std::process::Command::new("runc").args(["--root", f.state.join(format!("agents/{h}/runc")).to_str().unwrap(), "list", "--format", "json"]).output().unwrap();
-        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        for c in list.as_array().into_iter().flatten() {
-            running.push((h.to_string(), c["status"].as_str().unwrap_or("").to_string()));
-        }
-    }
+    let running: Vec<(String, String)> = ["h1", "h2"].iter().flat_map(|h| containers(&f, h).into_iter().map(move |(_, status)| (h.to_string(), status))).collect();
     assert_eq!(running, vec![(rt["host"].as_str().unwrap().to_string(), "running".to_string())]);
     let ops = f.json(&["operations", "--runtime", "orphan"]);
     assert!(ops.as_array().unwrap().iter().any(|o| o["kind"] == "migrate" && o["error"].as_str().unwrap_or("").contains("interrupted")), "{ops}");
     let (status, _) = http(&f.proxy_addr(), "GET", "/r/orphan/mrp/v1/capabilities", "", Duration::from_secs(10)).unwrap();
     assert_eq!(status, 200);
+}
+
+/// `ferry migrate ARGS` in a thread, for tests that act while it runs.
+fn migrate_in_background(f: &Ferry, args: &[&str]) -> std::thread::JoinHandle<std::process::Output> {
+    let mut cmd = std::process::Command::new(common::BIN);
+    cmd.arg("--state-dir").arg(&f.state).arg("migrate").args(args);
+    std::thread::spawn(move || cmd.output().unwrap())
+}
+
+/// Waits until a migration's stream has begun arriving at `host` (its import staging dir exists).
+fn wait_for_stream_at(f: &Ferry, host: &str) {
+    let snaps = f.state.join(format!("agents/{host}/snapshots"));
+    let start = Instant::now();
+    while !std::fs::read_dir(&snaps).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with('.'))).unwrap_or(false) {
+        assert!(start.elapsed() < Duration::from_secs(30), "the transfer never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The containers runc knows on a dev host: (id, status).
+fn containers(f: &Ferry, host: &str) -> Vec<(String, String)> {
+    let root = f.state.join(format!("agents/{host}/runc"));
+    let out = std::process::Command::new("runc").arg("--root").arg(root).args(["list", "--format", "json"]).output().unwrap();
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    list.as_array().into_iter().flatten().map(|c| (c["id"].as_str().unwrap_or("").to_string(), c["status"].as_str().unwrap_or("").to_string())).collect()
 }
