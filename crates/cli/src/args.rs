@@ -239,6 +239,16 @@ pub enum DevCmd {
     },
     /// Start the dev topology's control plane (`ferry serve`) again; agents and runtimes carry on.
     RestartServe,
+    /// Start a dev host's agent again (stopping it first if it still runs); the runtimes on its
+    /// host carry on and the new agent adopts them.
+    ///
+    /// Example: ferry --state-dir /tmp/ferry-dev dev restart-agent h2
+    RestartAgent {
+        host: String,
+        /// Flags added to the agent's command line, e.g. --agent-arg=--images=/srv/images.
+        #[arg(long = "agent-arg", allow_hyphen_values = true)]
+        agent_args: Vec<String>,
+    },
     /// Stop and remove everything `dev up` made in this state dir.
     Down {
         /// Default: the prefix `dev up` recorded.

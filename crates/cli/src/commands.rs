@@ -348,6 +348,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             let st = ferry_core::dev::restart_serve(&cli.state_dir).await?;
             if json { print_json(&st) } else { println!("ferry serve restarted at {} (pid {})", st.serve_url, st.serve_pid) }
         }
+        Cmd::Dev { cmd: DevCmd::RestartAgent { host, agent_args } } => {
+            let st = ferry_core::dev::restart_agent(&cli.state_dir, &host, &agent_args).await?;
+            let h = st.hosts.iter().find(|h| h.name == host).expect("restarted host");
+            if json { print_json(&st) } else { println!("agent {host} restarted at {} (pid {})", h.agent_url, h.pid) }
+        }
         Cmd::Dev { cmd: DevCmd::Down { prefix } } => {
             let prefix = prefix.or_else(|| ferry_core::dev::load(&cli.state_dir).map(|s| s.prefix)).unwrap_or_else(|| "ferry-".into());
             ferry_core::dev::down(&cli.state_dir, &prefix).await;

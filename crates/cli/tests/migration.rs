@@ -2,7 +2,7 @@
 //! real proxy, with real runc and CRIU.
 
 mod common;
-use common::{http, Ferry};
+use common::{containers, find_process, http, kill9, migrate_in_background, wait_for_stream_at, Ferry, BIG};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -144,9 +144,6 @@ fn fork_gives_two_independent_runtimes_and_pre_copy_refuses_clearly() {
     assert!(body.contains("no runtime named"), "{body}");
 }
 
-/// A runtime big enough that its transfer takes a while: 120 MB of random bytes.
-const BIG: &str = "import numpy as np\nblob = np.random.randint(0, 256, size=120 * 1024 * 1024, dtype=np.uint8)\nx = 41";
-
 #[test]
 fn killing_the_target_agent_mid_transfer_leaves_the_source_running() {
     let Some(f) = Ferry::start_dev(2) else { return };
@@ -156,7 +153,7 @@ fn killing_the_target_agent_mid_transfer_leaves_the_source_running() {
     // Wait until the stream has begun arriving at the target, then kill its agent.
     wait_for_stream_at(&f, "h2");
     let pid = f.agent_pid("h2");
-    nix_kill(pid);
+    kill9(pid);
     let out = migration.join().unwrap();
     assert!(!out.status.success(), "the migration should fail");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -237,23 +234,6 @@ fn lazy_migration_whose_source_dies_is_reported_lost_with_its_last_snapshot() {
     // The offered snapshot restores.
     f.ok(&["restore", &snap_id, "--name", "fragile-restored"]);
     assert_eq!(f.py("fragile-restored", "print(blob.size)").trim(), (400 * 1024 * 1024).to_string());
-}
-
-/// PID of the process whose command line contains all of `needles`.
-fn find_process(needles: &[&str]) -> Option<u32> {
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if needles.iter().all(|n| cmd.contains(n)) && !cmd.contains("nsenter") {
-            return Some(pid);
-        }
-    }
-    None
-}
-
-fn nix_kill(pid: u32) {
-    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
 }
 
 #[test]
@@ -348,7 +328,7 @@ fn killing_the_control_plane_mid_migration_then_restarting_it_leaves_one_running
     // Once the stream reaches the target, the control plane dies (SIGKILL).
     wait_for_stream_at(&f, "h2");
     let dev: Value = serde_json::from_slice(&std::fs::read(f.state.join("dev.json")).unwrap()).unwrap();
-    nix_kill(dev["serve_pid"].as_u64().unwrap() as u32);
+    kill9(dev["serve_pid"].as_u64().unwrap() as u32);
     assert!(!migration.join().unwrap().status.success());
     f.ok(&["dev", "restart-serve"]);
     let rt = f.json(&["inspect", "orphan"]);
@@ -361,29 +341,4 @@ fn killing_the_control_plane_mid_migration_then_restarting_it_leaves_one_running
     assert!(ops.as_array().unwrap().iter().any(|o| o["kind"] == "migrate" && o["error"].as_str().unwrap_or("").contains("interrupted")), "{ops}");
     let (status, _) = http(&f.proxy_addr(), "GET", "/r/orphan/mrp/v1/capabilities", "", Duration::from_secs(10)).unwrap();
     assert_eq!(status, 200);
-}
-
-/// `ferry migrate ARGS` in a thread, for tests that act while it runs.
-fn migrate_in_background(f: &Ferry, args: &[&str]) -> std::thread::JoinHandle<std::process::Output> {
-    let mut cmd = std::process::Command::new(common::BIN);
-    cmd.arg("--state-dir").arg(&f.state).arg("migrate").args(args);
-    std::thread::spawn(move || cmd.output().unwrap())
-}
-
-/// Waits until a migration's stream has begun arriving at `host` (its import staging dir exists).
-fn wait_for_stream_at(f: &Ferry, host: &str) {
-    let snaps = f.state.join(format!("agents/{host}/snapshots"));
-    let start = Instant::now();
-    while !std::fs::read_dir(&snaps).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with('.'))).unwrap_or(false) {
-        assert!(start.elapsed() < Duration::from_secs(30), "the transfer never started");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// The containers runc knows on a dev host: (id, status).
-fn containers(f: &Ferry, host: &str) -> Vec<(String, String)> {
-    let root = f.state.join(format!("agents/{host}/runc"));
-    let out = std::process::Command::new("runc").arg("--root").arg(root).args(["list", "--format", "json"]).output().unwrap();
-    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    list.as_array().into_iter().flatten().map(|c| (c["id"].as_str().unwrap_or("").to_string(), c["status"].as_str().unwrap_or("").to_string())).collect()
 }

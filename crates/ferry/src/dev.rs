@@ -39,6 +39,9 @@ pub struct DevHost {
     pub addr: Ipv4Addr,
     pub agent_url: String,
     pub pid: u32,
+    /// How its agent was started (for `ferry dev restart-agent`).
+    #[serde(default)]
+    pub agent_cmd: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,7 +131,7 @@ async fn up_inner(o: &DevOptions) -> Result<DevState> {
             "--agent-state-dir".into(), agent_dir.display().to_string(), "--prefix".into(), format!("{p}h{i}-"), "--images".into(), o.images_dir.display().to_string(),
         ];
         let pid = spawn(&o.bin, &args, &o.state_dir.join(format!("agent-{name}.log")))?;
-        hosts.push(DevHost { name, netns: hns, addr, agent_url: format!("http://{listen}"), pid });
+        hosts.push(DevHost { name, netns: hns, addr, agent_url: format!("http://{listen}"), pid, agent_cmd: args });
     }
     for h in &hosts {
         wait_for(&format!("agent {}", h.name), || async { reqwest::get(format!("{}/agent/v1/info", h.agent_url)).await.is_ok() }).await?;
@@ -170,18 +173,62 @@ pub async fn restart_serve(state_dir: &Path) -> Result<DevState> {
     if st.serve_cmd.is_empty() {
         return Err(Error::Invalid("this dev topology predates restart-serve: run `ferry dev down` and `ferry dev up`".into()));
     }
-    let pid = nix::unistd::Pid::from_raw(st.serve_pid as i32);
-    if nix::sys::signal::kill(pid, None).is_ok() && !is_zombie(st.serve_pid) {
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let start = Instant::now();
-        while Path::new(&format!("/proc/{}", st.serve_pid)).exists() && !is_zombie(st.serve_pid) && start.elapsed() < Duration::from_secs(5) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    stop_pid(st.serve_pid).await;
     let (serve_pid, serve_url, proxy_url) = start_serve(&st.bin, &st.serve_cmd, state_dir).await?;
     (st.serve_pid, st.serve_url, st.proxy_url) = (serve_pid, serve_url, proxy_url);
     std::fs::write(state_file(state_dir), serde_json::to_vec_pretty(&st).unwrap())?;
     Ok(st)
+}
+
+/// Starts a dev host's agent again (stopping it first if it still runs), with `extra` flags added
+/// (e.g. `--images DIR`): the agent adopts the runtimes still running on its host.
+pub async fn restart_agent(state_dir: &Path, host: &str, extra: &[String]) -> Result<DevState> {
+    let mut st = load(state_dir).ok_or_else(|| Error::NotFound(format!("no dev topology in {}: run `ferry dev up` first", state_dir.display())))?;
+    let bin = st.bin.clone();
+    let names: Vec<String> = st.hosts.iter().map(|h| h.name.clone()).collect();
+    let h = st.hosts.iter_mut().find(|h| h.name == host).ok_or_else(|| Error::NotFound(format!("no dev host {host:?}: the hosts are {}", names.join(", "))))?;
+    if h.agent_cmd.is_empty() {
+        return Err(Error::Invalid("this dev topology predates restart-agent: run `ferry dev down` and `ferry dev up`".into()));
+    }
+    stop_pid(h.pid).await;
+    let args = with_overrides(&h.agent_cmd, extra);
+    h.pid = spawn(&bin, &args, &state_dir.join(format!("agent-{host}.log")))?;
+    let url = format!("{}/agent/v1/info", h.agent_url);
+    wait_for(&format!("agent {host}"), || async { reqwest::get(&url).await.is_ok() }).await?;
+    std::fs::write(state_file(state_dir), serde_json::to_vec_pretty(&st).unwrap())?;
+    Ok(st)
+}
+
+/// `base` with `extra` flags added; an extra `--flag=value` replaces `--flag VALUE` in `base`.
+fn with_overrides(base: &[String], extra: &[String]) -> Vec<String> {
+    let replaced: Vec<&str> = extra.iter().filter_map(|e| e.split_once('=').map(|(f, _)| f)).collect();
+    let mut out = Vec::new();
+    let mut it = base.iter();
+    while let Some(a) = it.next() {
+        if replaced.contains(&a.as_str()) {
+            it.next();
+        } else {
+            out.push(a.clone());
+        }
+    }
+    out.extend(extra.iter().cloned());
+    out
+}
+
+/// SIGTERM, then SIGKILL after 5 s, to a process this topology started, if it still runs.
+async fn stop_pid(pid: u32) {
+    let p = nix::unistd::Pid::from_raw(pid as i32);
+    if nix::sys::signal::kill(p, None).is_err() || is_zombie(pid) {
+        return;
+    }
+    let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+        if start.elapsed() > Duration::from_secs(5) {
+            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn spawn(bin: &Path, args: &[String], log: &Path) -> Result<u32> {
@@ -230,6 +277,16 @@ pub async fn down(state_dir: &Path, prefix: &str) {
     }
     crate::server::purge(state_dir, prefix).await;
     crate::sys::cmd::run_quiet("ip", &["link", "del", &format!("{prefix}r0")]).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_extra_flag_replaces_the_same_flag_and_its_value() {
+        let base: Vec<String> = ["agent", "--images", "/a", "--name", "h1"].iter().map(|s| s.to_string()).collect();
+        let out = super::with_overrides(&base, &["--images=/b".to_string(), "--verbose".to_string()]);
+        assert_eq!(out, ["agent", "--name", "h1", "--images=/b", "--verbose"]);
+    }
 }
 
 fn is_zombie(pid: u32) -> bool {

@@ -47,6 +47,19 @@ impl Error {
         }
     }
 
+    /// The same kind of error, its message prefixed with `context`.
+    pub fn context(self, context: &str) -> Error {
+        let msg = format!("{context}: {self}");
+        match self {
+            Error::NotFound(_) => Error::NotFound(msg),
+            Error::Conflict(_) => Error::Conflict(msg),
+            Error::Invalid(_) | Error::Snapshot(_) => Error::Invalid(msg),
+            Error::Unavailable(_) => Error::Unavailable(msg),
+            Error::Unauthorized(_) => Error::Unauthorized(msg),
+            Error::Internal(_) => Error::Internal(msg),
+        }
+    }
+
     /// Rebuilds an error received from another ferry API (agent → control → CLI keep their kind).
     pub fn from_api(status: u16, kind: &str, message: String) -> Error {
         match (kind, status) {

@@ -246,3 +246,49 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// A runtime big enough that its transfer takes a while: 120 MB of random bytes, and `x = 41`.
+pub const BIG: &str = "import numpy as np\nblob = np.random.randint(0, 256, size=120 * 1024 * 1024, dtype=np.uint8)\nx = 41";
+
+/// `ferry migrate ARGS` in a thread, for tests that act while it runs.
+pub fn migrate_in_background(f: &Ferry, args: &[&str]) -> std::thread::JoinHandle<Output> {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--state-dir").arg(&f.state).arg("migrate").args(args);
+    std::thread::spawn(move || cmd.output().unwrap())
+}
+
+/// Waits until a migration's stream has begun arriving at `host` (its import staging dir exists).
+pub fn wait_for_stream_at(f: &Ferry, host: &str) {
+    let snaps = f.state.join(format!("agents/{host}/snapshots"));
+    let start = Instant::now();
+    while !std::fs::read_dir(&snaps).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with('.'))).unwrap_or(false) {
+        assert!(start.elapsed() < Duration::from_secs(30), "the transfer never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The containers runc knows on a dev host: (id, status).
+pub fn containers(f: &Ferry, host: &str) -> Vec<(String, String)> {
+    let root = f.state.join(format!("agents/{host}/runc"));
+    let out = Command::new("runc").arg("--root").arg(root).args(["list", "--format", "json"]).output().unwrap();
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    list.as_array().into_iter().flatten().map(|c| (c["id"].as_str().unwrap_or("").to_string(), c["status"].as_str().unwrap_or("").to_string())).collect()
+}
+
+/// PID of the process whose command line contains all of `needles`.
+pub fn find_process(needles: &[&str]) -> Option<u32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if needles.iter().all(|n| cmd.contains(n)) && !cmd.contains("nsenter") {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// SIGKILL to a process the test started (directly or through `ferry dev up`).
+pub fn kill9(pid: u32) {
+    Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+}

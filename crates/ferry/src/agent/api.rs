@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use std::io::Write;
 use std::sync::Arc;
 
@@ -37,6 +37,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/agent/v1/lazy/:snapshot/abort", post(lazy_abort))
         .route("/agent/v1/snapshots", get(snapshots))
         .route("/agent/v1/snapshots/:id", get(snapshot).delete(remove_snapshot))
+        .route("/agent/v1/snapshots/:id/verify", post(verify_snapshot))
         .route("/agent/v1/snapshots/:id/archive", get(export).put(import))
         .layer(middleware::from_fn_with_state(agent.clone(), auth))
         .with_state(agent)
@@ -108,6 +109,9 @@ async fn snapshots(State(a): A) -> impl IntoResponse {
 async fn snapshot(State(a): A, Path(id): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(a.snapshot(&id)?))
 }
+async fn verify_snapshot(State(a): A, Path(id): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(a.verify_snapshot(&id).await?))
+}
 async fn remove_snapshot(State(a): A, Path(id): Path<String>) -> Result<impl IntoResponse> {
     a.remove_snapshot(&id)?;
     Ok(Json(serde_json::json!({"removed": id})))
@@ -152,8 +156,25 @@ async fn export(State(a): A, Path(id): Path<String>) -> Result<Response> {
 }
 
 async fn import(State(a): A, Path(id): Path<String>, body: Body) -> Result<impl IntoResponse> {
-    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let stream = stall_guard(body.into_data_stream().map_err(std::io::Error::other), crate::sys::inns::STALL * 2);
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
     let info = tokio::task::spawn_blocking(move || a.import_blocking(&id, reader)).await.map_err(|e| Error::Internal(e.to_string()))??;
     Ok(Json(info))
+}
+
+/// Ends an incoming stream with an error when nothing arrives for `idle`: a sender cut off by a
+/// dead link never closes its connection, and the import must not wait for it forever.
+fn stall_guard<S>(s: S, idle: std::time::Duration) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Unpin
+where
+    S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+{
+    let s = Box::pin(s);
+    Box::pin(futures::stream::unfold(Some(s), move |s| async move {
+        let mut s = s?;
+        match tokio::time::timeout(idle, s.next()).await {
+            Ok(Some(item)) => Some((item, Some(s))),
+            Ok(None) => None,
+            Err(_) => Some((Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("the stream stalled: nothing arrived for {} s", idle.as_secs()))), None)),
+        }
+    }))
 }

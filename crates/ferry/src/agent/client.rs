@@ -26,9 +26,12 @@ pub async fn check(r: reqwest::Response) -> Result<reqwest::Response> {
     Err(Error::from_api(status, &kind, msg))
 }
 
+/// The longest a call that does no heavy work may take (a host behind a dead link never answers).
+const QUICK: Duration = Duration::from_secs(30);
+
 impl AgentClient {
     pub fn new(url: &str, token: &str) -> AgentClient {
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().expect("http client");
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).tcp_keepalive(Duration::from_secs(5)).build().expect("http client");
         AgentClient { url: url.trim_end_matches('/').to_string(), token: token.to_string(), http }
     }
 
@@ -65,7 +68,7 @@ impl AgentClient {
         self.post(&format!("/runtimes/{id}/stop"), &()).await
     }
     pub async fn remove(&self, id: &str) -> Result<serde_json::Value> {
-        self.send(self.req(reqwest::Method::DELETE, &format!("/runtimes/{id}"))).await
+        self.send(self.req(reqwest::Method::DELETE, &format!("/runtimes/{id}")).timeout(QUICK)).await
     }
     pub async fn freeze(&self, id: &str) -> Result<AgentRuntime> {
         self.post(&format!("/runtimes/{id}/freeze"), &()).await
@@ -101,8 +104,12 @@ impl AgentClient {
     pub async fn snapshot(&self, id: &str) -> Result<SnapshotInfo> {
         self.get(&format!("/snapshots/{id}")).await
     }
+    /// Checks every file of the snapshot against its manifest's sha256 sums.
+    pub async fn verify_snapshot(&self, id: &str) -> Result<SnapshotInfo> {
+        self.post(&format!("/snapshots/{id}/verify"), &()).await
+    }
     pub async fn remove_snapshot(&self, id: &str) -> Result<serde_json::Value> {
-        self.send(self.req(reqwest::Method::DELETE, &format!("/snapshots/{id}"))).await
+        self.send(self.req(reqwest::Method::DELETE, &format!("/snapshots/{id}")).timeout(QUICK)).await
     }
 
     /// The snapshot as an archive stream.

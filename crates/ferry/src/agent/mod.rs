@@ -37,6 +37,11 @@ impl Agent {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
+        // So do sends cut off by a crash: their dumps in the scratch dir belong to no one now.
+        for e in std::fs::read_dir(host.scratch_dir()).into_iter().flatten().flatten() {
+            tracing::info!(dump = %e.path().display(), "removing the dump of an interrupted send");
+            let _ = std::fs::remove_dir_all(e.path());
+        }
         let criu = Criu::detect().await;
         if let Some(p) = &criu.problem {
             tracing::warn!(problem = %p, "CRIU is unusable: checkpoints and restores will be refused");
@@ -181,11 +186,25 @@ impl Agent {
         Ok(store::info(&self.host.name, id, &m, Timings::new()))
     }
 
+    /// Verifies every file of a stored snapshot (size and sha256) against its manifest.
+    pub async fn verify_snapshot(&self, id: &str) -> Result<SnapshotInfo> {
+        let d = self.snapshot_dir(id)?;
+        let m = tokio::task::spawn_blocking(move || ferry_snapshot::verify_dir(&d)).await.map_err(|e| Error::Internal(e.to_string()))??;
+        Ok(store::info(&self.host.name, id, &m, Timings::new()))
+    }
+
     /// Imports (and verifies) an archive read from `input` as snapshot `id`. Blocking.
     pub fn import_blocking(&self, id: &str, input: impl std::io::Read) -> Result<SnapshotInfo> {
         check_id(id)?;
         let dest = self.host.snapshots_dir().join(id);
-        let m = ferry_snapshot::import_archive(input, &dest)?;
+        let m = ferry_snapshot::import_archive(input, &dest).map_err(|e| match &e {
+            ferry_snapshot::SnapshotError::Io { source, .. } if source.raw_os_error() == Some(nix::libc::ENOSPC) => Error::Unavailable(format!(
+                "host {} has no space left for snapshot {id} ({e}): free space in its state dir ({}) or choose another host",
+                self.host.name,
+                self.host.snapshots_dir().display()
+            )),
+            _ => e.into(),
+        })?;
         Ok(store::info(&self.host.name, id, &m, Timings::new()))
     }
 

@@ -14,15 +14,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Container<'_> {
     pub async fn create(&self) -> Result<Timings> {
-        let lower = self.host.image_rootfs(&self.spec.image);
-        if !lower.join("opt/venv/bin/mrmd-python").exists() {
-            return Err(Error::Invalid(format!(
-                "image {:?} is not on host {} (looked in {}); build it with scripts/setup.sh",
-                self.spec.image,
-                self.host.name,
-                lower.display()
-            )));
-        }
+        self.require_image()?;
         if self.host.runc.state(self.id()).await?.is_some() {
             return Err(Error::Conflict(format!("a container {} already exists on host {}", self.id(), self.host.name)));
         }
@@ -48,6 +40,20 @@ impl Container<'_> {
         }
         t.insert("total_ms".into(), ms(t0));
         Ok(t)
+    }
+
+    /// The runtime's image must be on this host before anything is made for it.
+    pub(crate) fn require_image(&self) -> Result<()> {
+        let lower = self.host.image_rootfs(&self.spec.image);
+        if lower.join("opt/venv/bin/mrmd-python").exists() {
+            return Ok(());
+        }
+        Err(Error::Invalid(format!(
+            "image {:?} is not on host {} (looked in {}); build it there with scripts/setup.sh, or use a host that has it",
+            self.spec.image,
+            self.host.name,
+            lower.display()
+        )))
     }
 
     /// Lays out the runtime's dir, network and root filesystem. With `upper_from`, the writable

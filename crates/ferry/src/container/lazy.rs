@@ -24,6 +24,7 @@ impl Container<'_> {
         if self.host.runc.state(self.id()).await?.is_some() {
             return Err(Error::Conflict(format!("runtime {} already has a container on host {}", self.spec.name, self.host.name)));
         }
+        self.require_image()?;
         self.prepare(Some(&snapshot.join("upper"))).await?;
         let _ = std::fs::remove_file(self.dir().join("lost"));
         t.insert("prepare_ms".into(), ms(t0));

@@ -26,6 +26,7 @@ impl Container<'_> {
         if let Some(s) = self.host.runc.state(self.id()).await? {
             return Err(Error::Conflict(format!("runtime {} already has a container on host {} (it is {})", self.spec.name, self.host.name, s.status)));
         }
+        self.require_image()?;
         let result = async {
             let t1 = Instant::now();
             self.prepare(Some(&snapshot.join("upper"))).await?;

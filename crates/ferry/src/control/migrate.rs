@@ -111,15 +111,32 @@ impl Control {
         let rollback = |why: Error| async move {
             let _ = target_ref.remove_snapshot(snapshot_ref).await;
             let _ = self.set_state(row, "running", None);
-            self.event(Some(&row.name), "migration.failed", &format!("migration to {to} failed; the runtime runs on {} again: {why}", row.host), serde_json::json!({}));
-            why
+            let context = format!("migration to {to} failed; {} runs on {} again", row.name, row.host);
+            self.event(Some(&row.name), "migration.failed", &format!("{context}: {why}"), serde_json::json!({}));
+            why.context(&context)
         };
         // 2. freeze, dump (lazy: all but memory, which the source then serves), stream; the source
         //    stays frozen
         let req = SendRequest { snapshot_id: snapshot_id.clone(), target_url: target.url.clone(), target_token: self.cfg.agent_token.clone(), thaw_after_dump: false, lazy };
         let sent = match source.send_runtime(&row.id, &req).await {
             Ok(s) => s,
-            Err(e) => return Err(rollback(e).await), // the source agent thawed it
+            // The source agent thawed it, unless the agent itself is gone: then the runtime stays
+            // `migrating` (the proxy holds its requests) until that host answers again and the
+            // reconcile loop settles it — thawed where it is, never started twice.
+            Err(e) => match source.runtime(&row.id).await {
+                Err(crate::Error::Unavailable(_)) => {
+                    let _ = target_ref.remove_snapshot(snapshot_ref).await;
+                    let why = format!("the source host {}'s agent stopped answering during the transfer ({e}); the runtime stays on {} and is resumed when that agent is back", row.host, row.host);
+                    let _ = self.set_state(row, "migrating", Some(&why));
+                    self.event(Some(&row.name), "migration.failed", &why, serde_json::json!({}));
+                    return Err(Error::Unavailable(why));
+                }
+                Ok(a) if a.status == "paused" => {
+                    let _ = source.thaw(&row.id).await;
+                    return Err(rollback(e).await);
+                }
+                _ => return Err(rollback(e).await),
+            },
         };
         // 3. restore at the target, same identity and addresses (lazy: pages come on fault)
         self.phase(&row.id, &format!("restoring on {to}"));

@@ -19,13 +19,53 @@ impl Control {
 
     pub async fn reconcile_all(&self) {
         let Ok(rows) = self.db.runtimes() else { return };
-        let hosts: std::collections::BTreeSet<String> = rows.iter().map(|r| r.host.clone()).collect();
-        for host in hosts {
+        let mut seen_by_host = std::collections::BTreeMap::new();
+        for (host, ..) in self.db.hosts().unwrap_or_default() {
             let Ok(agent) = self.agent(&host) else { continue };
             let Ok(seen) = agent.list().await else { continue };
             for row in rows.iter().filter(|r| r.host == host) {
                 let live = seen.iter().find(|a| a.spec.id == row.id);
                 self.apply(row, live);
+            }
+            seen_by_host.insert(host, seen);
+        }
+        self.remove_strays(&rows, &seen_by_host).await;
+        // Migrations cut off by a source agent that stopped answering: settled once it is back.
+        for row in rows.iter().filter(|r| r.state == "migrating" && !self.is_busy(&r.id)) {
+            self.settle(row).await;
+        }
+    }
+
+    /// A copy of a runtime on a host other than its own, while its own host runs it (a restore
+    /// that finished on a target after the migration had been rolled back, or a frozen source left
+    /// behind by an agent that was down at the switch): removed, so the runtime runs exactly once.
+    /// Runtimes the control plane does not know are never touched.
+    async fn remove_strays(&self, rows: &[RuntimeRow], seen_by_host: &std::collections::BTreeMap<String, Vec<AgentRuntime>>) {
+        for (host, seen) in seen_by_host {
+            for a in seen {
+                let Some(row) = rows.iter().find(|r| r.id == a.spec.id) else { continue };
+                if row.host == *host || self.is_busy(&row.id) || row.state != "running" {
+                    continue;
+                }
+                let home_runs = seen_by_host.get(&row.host).is_some_and(|s| s.iter().any(|h| h.spec.id == row.id && h.status == "running"));
+                if !home_runs {
+                    continue;
+                }
+                // Decide again under the runtime's claim, from fresh answers: no operation can
+                // start on it meanwhile.
+                let Ok(_busy) = self.claim(&row.id, &row.name) else { continue };
+                let Ok(Some(row)) = self.db.runtime_by_name(&row.name) else { continue };
+                if row.host == *host || row.state != "running" {
+                    continue;
+                }
+                let (Ok(home), Ok(agent)) = (self.agent(&row.host), self.agent(host)) else { continue };
+                if !matches!(home.runtime(&row.id).await, Ok(h) if h.status == "running") {
+                    continue;
+                }
+                if agent.remove(&row.id).await.is_ok() {
+                    let why = format!("a stray {} copy on {host} was removed; it runs on {}", a.status, row.host);
+                    self.event(Some(&row.name), "runtime.stray_removed", &why, serde_json::json!({"host": host}));
+                }
             }
         }
     }

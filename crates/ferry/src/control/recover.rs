@@ -1,38 +1,92 @@
-//! Recovery when the control plane starts: operations that were under way when it stopped are
-//! closed as interrupted, and runtimes caught between two states are settled from what the agents
-//! report — so that each runs exactly once (or is reported lost with its last snapshot offered).
+//! Recovery: operations that were under way when the control plane stopped are closed as
+//! interrupted, and runtimes caught between two states are settled from what the agents report —
+//! so that each runs exactly once, or is checkpointed / hibernated with a verified snapshot, or is
+//! reported lost with its last snapshot offered.
 //!
-//! A migration interrupted before its switch was recorded: if the copy at the target runs, the
-//! move is completed (for lazy, once every page has arrived) and the frozen source removed;
-//! otherwise the source is thawed and whatever the target made is removed.
+//! - A migration interrupted before its switch was recorded: if the copy at the target runs, the
+//!   move is completed (for lazy, once every page has arrived) and the frozen source removed;
+//!   otherwise the source is thawed and whatever the target made is removed.
+//! - A checkpoint (or hibernation) interrupted after the agent finished it: its snapshot is verified
+//!   and recorded, and the runtime is `checkpointed` / `hibernated` if its container is gone.
+//!   A partial snapshot is removed.
+//! - Nothing is decided about a runtime while a host it may be on does not answer: the reconcile
+//!   loop settles it once that host is back (a runtime left `migrating` by a source agent that died
+//!   mid-transfer is settled the same way).
 
 use super::db::RuntimeRow;
 use super::Control;
-use crate::api::{AgentRuntime, Timings};
+use crate::api::{AgentRuntime, Operation, Timings};
 
 impl Control {
     pub async fn recover(&self) {
-        for op in self.db.operations(None, 10_000).unwrap_or_default().into_iter().filter(|o| o.result == "running") {
+        let interrupted: Vec<Operation> = self.db.operations(None, 10_000).unwrap_or_default().into_iter().filter(|o| o.result == "running").collect();
+        for op in &interrupted {
             let _ = self.db.finish_op(op.id, Some("interrupted: the control plane stopped while it ran"), &Timings::new(), None);
+        }
+        for op in interrupted.iter().filter(|o| o.kind == "checkpoint") {
+            self.recover_checkpoint(op).await;
         }
         let rows = self.db.runtimes().unwrap_or_default();
         for row in rows.into_iter().filter(|r| matches!(r.state.as_str(), "migrating" | "restoring" | "creating")) {
-            self.settle(&row).await;
+            if !self.settle(&row).await {
+                tracing::warn!(runtime = %row.name, state = %row.state, "a host it may be on does not answer; it is settled when the host is back");
+            }
         }
     }
 
-    async fn settle(&self, row: &RuntimeRow) {
-        let mut copies: Vec<(String, AgentRuntime)> = Vec::new();
-        for (host, ..) in self.db.hosts().unwrap_or_default() {
-            if let Ok(agent) = self.agent(&host) {
-                if let Ok(a) = agent.runtime(&row.id).await {
-                    copies.push((host, a));
+    /// A checkpoint the control plane did not see finish: if the agent has the snapshot and it
+    /// verifies, record it (the agent finished); otherwise remove what is there.
+    async fn recover_checkpoint(&self, op: &Operation) {
+        let (Some(name), Some(snap_id)) = (op.runtime.as_deref(), op.detail["snapshot"].as_str()) else { return };
+        let Ok(Some(row)) = self.db.runtime_by_name(name) else { return };
+        let Ok(agent) = self.agent(&row.host) else { return };
+        if self.db.snapshot(snap_id).ok().flatten().is_some() {
+            return;
+        }
+        let leave_running = op.detail["leave_running"].as_bool().unwrap_or(false);
+        let container = agent.runtime(&row.id).await.ok().map(|a| a.status);
+        let decision = match agent.verify_snapshot(snap_id).await {
+            Ok(info) => {
+                let snap = super::snapshots::to_snapshot(&info);
+                let _ = self.db.insert_snapshot(&snap);
+                let _ = self.db.set_last_snapshot(&row.id, &snap.id);
+                let gone = !matches!(container.as_deref(), Some("running") | Some("paused"));
+                if !leave_running && gone {
+                    let (state, reason) = if snap_id.starts_with("hib") {
+                        ("hibernated", format!("hibernated; wakes on the next request (snapshot {snap_id})"))
+                    } else {
+                        ("checkpointed", format!("checkpointed to {snap_id}"))
+                    };
+                    let _ = self.set_state(&row, state, Some(&reason));
                 }
+                format!("its interrupted checkpoint had finished: snapshot {snap_id} verified and recorded")
+            }
+            Err(crate::Error::Unavailable(_)) => return,
+            Err(e) => {
+                let _ = agent.remove_snapshot(snap_id).await;
+                format!("its interrupted checkpoint had not finished ({e}); the partial snapshot was removed")
+            }
+        };
+        self.event(Some(name), "runtime.recovered", &decision, serde_json::json!({"operation": op.id}));
+    }
+
+    /// Settles a runtime caught between states. Returns false (and changes nothing) while a host
+    /// it may be on does not answer.
+    pub(crate) async fn settle(&self, row: &RuntimeRow) -> bool {
+        let mut copies: Vec<(String, AgentRuntime)> = Vec::new();
+        let mut silent: Vec<String> = Vec::new();
+        for (host, ..) in self.db.hosts().unwrap_or_default() {
+            let Ok(agent) = self.agent(&host) else { continue };
+            match agent.runtime(&row.id).await {
+                Ok(a) => copies.push((host, a)),
+                Err(crate::Error::NotFound(_)) => {}
+                Err(_) => silent.push(host),
             }
         }
         let elsewhere_running = copies.iter().find(|(h, a)| *h != row.host && a.status == "running").map(|(h, _)| h.clone());
         let decision = if let Some(target) = elsewhere_running.filter(|_| row.state == "migrating") {
-            // The restore at the target finished: complete the move.
+            // The restore at the target finished: complete the move. A frozen source whose agent
+            // does not answer now is removed as a stray copy when it is back.
             if let Ok(agent) = self.agent(&target) {
                 while matches!(agent.runtime(&row.id).await, Ok(a) if a.lazy_pending && a.status == "running") {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -46,6 +100,8 @@ impl Control {
                 let _ = src.remove(&row.id).await;
             }
             format!("its move to {target} had finished: completed it and removed the frozen copy on {}", row.host)
+        } else if !silent.is_empty() {
+            return false;
         } else if let Some((_, a)) = copies.iter().find(|(h, _)| *h == row.host) {
             // Still at the source: remove any partial copy elsewhere, thaw it if frozen.
             for (h, _) in copies.iter().filter(|(h, _)| *h != row.host) {
@@ -72,5 +128,6 @@ impl Control {
             why.to_string()
         };
         self.event(Some(&row.name), "runtime.recovered", &decision, serde_json::json!({"was": row.state}));
+        true
     }
 }

@@ -29,12 +29,18 @@ pub fn listen_std(netns: Option<String>, addr: SocketAddr) -> Result<std::net::T
 }
 
 /// A TCP connection made from inside `netns` (or from here, for `None`).
+/// How long a transfer may make no progress before it is abandoned.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub async fn connect(netns: Option<String>, addr: SocketAddr) -> Result<tokio::net::TcpStream> {
     let s = tokio::task::spawn_blocking(move || {
         in_netns(netns, move || {
             let s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
             s.set_nonblocking(true)?;
             s.set_nodelay(true)?;
+            // Data left unacknowledged this long (the peer or the link is gone) breaks the
+            // connection, so a sender never waits forever on a dead link.
+            nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::TcpUserTimeout, &(STALL.as_millis() as u32)).map_err(std::io::Error::from)?;
             Ok(s)
         })
     })
