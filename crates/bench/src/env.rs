@@ -34,6 +34,7 @@ impl Env {
             bin: o.bin.clone(),
             // The bench measures what it asks for: no automatic migrations or hibernation.
             serve_args: vec!["--no-auto".into()],
+            tls: false,
         };
         let st = ferry_core::dev::up(&dev).await?;
         let token = std::fs::read_to_string(state.join("token"))?.trim().to_string();

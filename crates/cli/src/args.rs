@@ -47,6 +47,9 @@ pub struct ServeArgs {
     /// Mode of automatic migrations: stop-copy or lazy.
     #[arg(long, default_value = "stop-copy", value_parser = ["stop-copy", "lazy"])]
     pub auto_mode: String,
+    /// PEM CA certificates to trust for agents registered with `https://` URLs.
+    #[arg(long)]
+    pub agent_ca: Option<PathBuf>,
 }
 
 /// `90`, `90s`, `15m`, `2h`, `250ms`.
@@ -93,6 +96,15 @@ pub struct AgentArgs {
     /// This host's address in the root namespace's view; runtimes' networks are routed through it.
     #[arg(long, requires = "netns")]
     pub route_via: Option<std::net::Ipv4Addr>,
+    /// Serve the agent API over TLS: this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates to trust when sending snapshots to `https://` peer agents.
+    #[arg(long)]
+    pub peer_ca: Option<PathBuf>,
 }
 
 /// A plan, or explicit limits (which win over the plan's).
@@ -236,6 +248,9 @@ pub enum DevCmd {
         /// Flags passed on to `ferry serve`, e.g. --serve-arg=--idle-after=30s.
         #[arg(long = "serve-arg", allow_hyphen_values = true)]
         serve_args: Vec<String>,
+        /// Agents speak TLS (a throwaway CA and a certificate per host are made in the state dir).
+        #[arg(long)]
+        tls: bool,
     },
     /// Start the dev topology's control plane (`ferry serve`) again; agents and runtimes carry on.
     RestartServe,

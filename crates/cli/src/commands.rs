@@ -44,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     mode: a.auto_mode,
                     thresholds: thresholds(&a.thresholds)?,
                 },
+                agent_ca: a.agent_ca,
             };
             ferry_core::server::serve(o).await?;
         }
@@ -57,6 +58,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 prefix: a.prefix.unwrap_or_else(|| format!("ferry-{}-", a.name)),
                 outer_netns: a.netns,
                 route_via: a.route_via,
+                tls: match (a.tls_cert, a.tls_key) {
+                    (Some(cert), Some(key)) => Some(ferry_core::tls::ServerFiles { cert, key }),
+                    _ => None,
+                },
+                peer_ca: a.peer_ca,
                 name: a.name,
             };
             ferry_core::server::start_agent(o).await?;
@@ -331,8 +337,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             table(rows);
         }
-        Cmd::Dev { cmd: DevCmd::Up { hosts, prefix, net, subnet, listen, proxy_listen, images, serve_args } } => {
-            let o = ferry_core::dev::DevOptions { state_dir: cli.state_dir.clone(), hosts, prefix, net, subnet, images_dir: images, listen, proxy_listen, bin: std::env::current_exe()?, serve_args };
+        Cmd::Dev { cmd: DevCmd::Up { hosts, prefix, net, subnet, listen, proxy_listen, images, serve_args, tls } } => {
+            let o = ferry_core::dev::DevOptions { state_dir: cli.state_dir.clone(), hosts, prefix, net, subnet, images_dir: images, listen, proxy_listen, bin: std::env::current_exe()?, serve_args, tls };
             let st = step(json, "starting hosts", ferry_core::dev::up(&o)).await?;
             if json {
                 print_json(&st);

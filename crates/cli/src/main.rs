@@ -190,6 +190,7 @@ async fn main() {
     let daemon = matches!(cli.cmd, Cmd::Serve(_) | Cmd::Agent(_));
     if daemon {
         init_tracing(cli.json);
+        ferry_core::sys::host::raise_fd_limit();
     }
     if let Err(e) = commands::run(cli).await {
         eprintln!("error: {e:#}");

@@ -30,6 +30,8 @@ pub struct DevOptions {
     pub bin: PathBuf,
     /// More flags for `ferry serve` (monitor settings, ...).
     pub serve_args: Vec<String>,
+    /// Agents serve TLS with certificates of a CA made for this topology (`tls/` in the state dir).
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,6 +107,15 @@ async fn up_inner(o: &DevOptions) -> Result<DevState> {
 
     let token_file = o.state_dir.join("agent-token");
     crate::control::auth::load_or_create(&token_file)?;
+    let tls_dir = o.state_dir.join("tls");
+    let ca = if o.tls {
+        let names: Vec<(String, std::net::IpAddr)> = (1..=o.hosts).map(|i| (format!("h{i}"), nth(o.net, 10 + i).into())).collect();
+        Some(crate::tls::dev_ca(&tls_dir, &names)?)
+    } else {
+        None
+    };
+    let scheme = if o.tls { "https" } else { "http" };
+    let http = crate::tls::http_client(ca.as_deref(), reqwest::Client::builder())?;
     let mut hosts = Vec::new();
     for i in 1..=o.hosts {
         let name = format!("h{i}");
@@ -125,26 +136,30 @@ async fn up_inner(o: &DevOptions) -> Result<DevState> {
         let agent_dir = o.state_dir.join("agents").join(&name);
         std::fs::create_dir_all(&agent_dir)?;
         let listen = format!("{addr}:7701");
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "--state-dir".into(), o.state_dir.display().to_string(), "agent".into(), "--name".into(), name.clone(), "--listen".into(), listen.clone(),
             "--netns".into(), hns.clone(), "--route-via".into(), addr.to_string(), "--token-file".into(), token_file.display().to_string(),
             "--agent-state-dir".into(), agent_dir.display().to_string(), "--prefix".into(), format!("{p}h{i}-"), "--images".into(), o.images_dir.display().to_string(),
         ];
+        if let Some(ca) = &ca {
+            let (cert, key) = (tls_dir.join(format!("{name}.pem")), tls_dir.join(format!("{name}.key")));
+            args.extend(["--tls-cert".into(), cert.display().to_string(), "--tls-key".into(), key.display().to_string(), "--peer-ca".into(), ca.display().to_string()]);
+        }
         let pid = spawn(&o.bin, &args, &o.state_dir.join(format!("agent-{name}.log")))?;
-        hosts.push(DevHost { name, netns: hns, addr, agent_url: format!("http://{listen}"), pid, agent_cmd: args });
+        hosts.push(DevHost { name, netns: hns, addr, agent_url: format!("{scheme}://{listen}"), pid, agent_cmd: args });
     }
     for h in &hosts {
-        wait_for(&format!("agent {}", h.name), || async { reqwest::get(format!("{}/agent/v1/info", h.agent_url)).await.is_ok() }).await?;
+        wait_for(&format!("agent {}", h.name), || async { http.get(format!("{}/agent/v1/info", h.agent_url)).send().await.is_ok() }).await?;
     }
     let _ = std::fs::remove_file(o.state_dir.join("serve.addr"));
     let args: Vec<String> = vec![
         "--state-dir".into(), o.state_dir.display().to_string(), "serve".into(), "--no-local-agent".into(), "--listen".into(), o.listen.to_string(),
         "--proxy-listen".into(), o.proxy_listen.to_string(), "--subnet".into(), o.subnet.to_string(), "--prefix".into(), p.clone(),
     ];
-    let args: Vec<String> = args.into_iter().chain(o.serve_args.iter().cloned()).collect();
+    let ca_args = ca.iter().flat_map(|ca| ["--agent-ca".to_string(), ca.display().to_string()]);
+    let args: Vec<String> = args.into_iter().chain(ca_args).chain(o.serve_args.iter().cloned()).collect();
     let (serve_pid, serve_url, proxy_url) = start_serve(&o.bin, &args, &o.state_dir).await?;
     let token = std::fs::read_to_string(o.state_dir.join("token"))?;
-    let http = reqwest::Client::new();
     for h in &hosts {
         let r = http.post(format!("{serve_url}/api/v1/hosts")).bearer_auth(token.trim()).json(&serde_json::json!({"name": h.name, "url": h.agent_url})).send().await.map_err(|e| Error::Unavailable(e.to_string()))?;
         crate::agent::client::check(r).await?;
@@ -194,7 +209,9 @@ pub async fn restart_agent(state_dir: &Path, host: &str, extra: &[String]) -> Re
     let args = with_overrides(&h.agent_cmd, extra);
     h.pid = spawn(&bin, &args, &state_dir.join(format!("agent-{host}.log")))?;
     let url = format!("{}/agent/v1/info", h.agent_url);
-    wait_for(&format!("agent {host}"), || async { reqwest::get(&url).await.is_ok() }).await?;
+    let ca = state_dir.join("tls/ca.pem");
+    let http = crate::tls::http_client(ca.exists().then_some(ca.as_path()), reqwest::Client::builder())?;
+    wait_for(&format!("agent {host}"), || async { http.get(&url).send().await.is_ok() }).await?;
     std::fs::write(state_file(state_dir), serde_json::to_vec_pretty(&st).unwrap())?;
     Ok(st)
 }

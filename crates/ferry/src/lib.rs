@@ -18,6 +18,7 @@ pub mod mrp;
 pub mod plan;
 pub mod proxy;
 pub mod server;
+pub mod tls;
 pub mod sys;
 
 pub use error::{Error, Result};

@@ -21,6 +21,10 @@ pub struct AgentOptions {
     pub prefix: String,
     pub outer_netns: Option<String>,
     pub route_via: Option<std::net::Ipv4Addr>,
+    /// Serve the agent API over TLS with this certificate and key.
+    pub tls: Option<crate::tls::ServerFiles>,
+    /// CA certificates to trust when sending snapshots to `https://` peer agents.
+    pub peer_ca: Option<PathBuf>,
 }
 
 pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
@@ -36,12 +40,14 @@ pub async fn start_agent(o: AgentOptions) -> Result<(Arc<Agent>, SocketAddr)> {
     if !o.listen.ip().is_unspecified() {
         host.addr = o.listen.ip();
     }
-    let agent = Arc::new(Agent::new(host, o.token.clone()).await?);
+    let tls = o.tls.as_ref().map(crate::tls::server_config).transpose()?;
+    let peer_tls = o.peer_ca.as_deref().map(crate::tls::client_config).transpose()?;
+    let agent = Arc::new(Agent::new(host, o.token.clone(), peer_tls).await?);
     let listener = crate::sys::inns::listen(o.outer_netns.clone(), o.listen)?;
     let addr = listener.local_addr()?;
     let app = crate::agent::api::router(agent.clone());
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = crate::tls::serve(listener, app, tls).await {
             tracing::error!(error = %e, "agent server stopped");
         }
     });
@@ -62,6 +68,8 @@ pub struct ServeOptions {
     pub prefix: String,
     pub default_image: String,
     pub monitor: crate::control::monitor::MonitorConfig,
+    /// The CA to trust for agents registered with `https://` URLs.
+    pub agent_ca: Option<PathBuf>,
 }
 
 /// Runs `ferry serve` until the process is stopped.
@@ -75,6 +83,7 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
         token,
         agent_token: agent_token.clone(),
         default_image: o.default_image.clone(),
+        agent_tls: o.agent_ca.as_deref().map(crate::tls::client_config).transpose()?,
     })?;
     if let Some(addr) = o.local_agent {
         let (_agent, bound) = start_agent(AgentOptions {
@@ -86,6 +95,8 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
             prefix: o.prefix.clone(),
             outer_netns: None,
             route_via: None,
+            tls: None,
+            peer_ca: None,
         })
         .await?;
         control.add_host("local", &format!("http://{bound}"), &[], None).await?;
@@ -105,11 +116,11 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
             tracing::error!(error = %e, "proxy stopped");
         }
     });
-    std::fs::write(o.state_dir.join("proxy.addr"), proxy_addr.to_string())?;
+    write_atomically(&o.state_dir.join("proxy.addr"), &proxy_addr.to_string())?;
     tracing::info!(%proxy_addr, "proxy listening");
     let listener = bind(o.listen).await?;
     let addr = listener.local_addr()?;
-    std::fs::write(o.state_dir.join("serve.addr"), addr.to_string())?;
+    write_atomically(&o.state_dir.join("serve.addr"), &addr.to_string())?;
     tracing::info!(%addr, "ferry serve listening");
     let app = crate::control::api::router(control);
     axum::serve(listener, app).await.map_err(|e| Error::Internal(e.to_string()))
@@ -165,4 +176,12 @@ fn find_runc_roots(dir: &std::path::Path, depth: usize, out: &mut Vec<PathBuf>) 
             find_runc_roots(&p, depth + 1, out);
         }
     }
+}
+
+/// Writes a file others poll for, so that they never read it half-written.
+fn write_atomically(path: &std::path::Path, content: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }

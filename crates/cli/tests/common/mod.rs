@@ -84,8 +84,17 @@ impl Ferry {
         Self::start_dev_with(hosts, &["--no-auto"])
     }
 
+    /// As [`Ferry::start_dev`], with agents that speak TLS (`ferry dev up --tls`).
+    pub fn start_dev_tls(hosts: u32) -> Option<Ferry> {
+        Self::start_dev_inner(hosts, &["--no-auto"], &["--tls"])
+    }
+
     /// As [`Ferry::start_dev`], with these flags for `ferry serve`.
     pub fn start_dev_with(hosts: u32, serve_args: &[&str]) -> Option<Ferry> {
+        Self::start_dev_inner(hosts, serve_args, &[])
+    }
+
+    fn start_dev_inner(hosts: u32, serve_args: &[&str], dev_args: &[&str]) -> Option<Ferry> {
         if !environment_ready() {
             return None;
         }
@@ -95,6 +104,7 @@ impl Ferry {
         let mut args = vec!["dev", "up", "--hosts", &hosts, "--prefix", &f.prefix, "--net", &net, "--subnet", &f.subnet, "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"];
         let flags: Vec<String> = serve_args.iter().map(|a| format!("--serve-arg={a}")).collect();
         args.extend(flags.iter().map(String::as_str));
+        args.extend_from_slice(dev_args);
         f.ok(&args);
         Some(f)
     }

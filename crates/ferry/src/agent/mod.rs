@@ -24,10 +24,12 @@ pub struct Agent {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Lazy migrations this host is the source of, by snapshot id.
     pub(crate) lazy_jobs: Arc<Mutex<HashMap<String, crate::api::LazyStatus>>>,
+    /// How to check `https://` peers' certificates when sending them snapshots.
+    pub(crate) peer_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Agent {
-    pub async fn new(host: Host, token: String) -> Result<Agent> {
+    pub async fn new(host: Host, token: String, peer_tls: Option<Arc<rustls::ClientConfig>>) -> Result<Agent> {
         for d in [host.runtimes_dir(), host.snapshots_dir(), host.state_dir.join("runc")] {
             std::fs::create_dir_all(&d).map_err(|e| Error::Internal(format!("cannot create {}: {e}", d.display())))?;
         }
@@ -47,7 +49,7 @@ impl Agent {
             tracing::warn!(problem = %p, "CRIU is unusable: checkpoints and restores will be refused");
         }
         let versions = Versions { criu: criu.version.clone(), runc: crate::sys::runc::version().await, kernel: crate::sys::host::kernel_release() };
-        let agent = Agent { host, criu, versions, token, locks: Mutex::new(HashMap::new()), lazy_jobs: Default::default() };
+        let agent = Agent { host, criu, versions, token, locks: Mutex::new(HashMap::new()), lazy_jobs: Default::default(), peer_tls };
         let adopted = agent.specs().len();
         tracing::info!(host = %agent.host.name, adopted, "agent ready");
         Ok(agent)

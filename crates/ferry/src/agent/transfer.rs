@@ -167,8 +167,13 @@ impl Agent {
             .parse()
             .map_err(|e| Error::Invalid(format!("target URL {target_url} must name an IP address: {e}")))?;
         let stream = crate::sys::inns::connect(self.host.outer_netns.clone(), addr).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| Error::Unavailable(format!("target {addr}: {e}")))?;
-        tokio::spawn(conn);
+        let mut sender = match url.scheme() {
+            "https" => {
+                let cfg = self.peer_tls.clone().ok_or_else(|| Error::Invalid(format!("target {target_url} speaks TLS but this agent trusts no CA: start it with --peer-ca FILE")))?;
+                handshake(crate::tls::connect(cfg, host, stream).await?, addr).await?
+            }
+            _ => handshake(stream, addr).await?,
+        };
         let req = hyper::Request::put(path)
             .header(hyper::header::HOST, addr.to_string())
             .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
@@ -185,4 +190,14 @@ impl Agent {
         }
         Ok(bytes)
     }
+}
+
+/// An HTTP/1.1 connection over `io`, driven in the background.
+async fn handshake<T>(io: T, addr: std::net::SocketAddr) -> Result<hyper::client::conn::http1::SendRequest<axum::body::Body>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| Error::Unavailable(format!("target {addr}: {e}")))?;
+    tokio::spawn(conn);
+    Ok(sender)
 }

@@ -35,6 +35,8 @@ pub struct ControlConfig {
     /// The token the control plane presents to agents.
     pub agent_token: String,
     pub default_image: String,
+    /// The CA to trust for `https://` agents.
+    pub agent_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 pub struct Control {
@@ -97,7 +99,7 @@ impl Control {
             Some(c.route_for(&row, &row.state))
         }));
         for (name, url, _, _) in c.db.hosts()? {
-            c.agents.write().unwrap().insert(name, AgentClient::new(&url, &c.cfg.agent_token));
+            c.agents.write().unwrap().insert(name, AgentClient::new(&url, &c.cfg.agent_token, c.cfg.agent_tls.as_deref()));
         }
         Ok(c)
     }
@@ -105,7 +107,10 @@ impl Control {
     /// Registers (or updates) a host. Its agent must answer.
     pub async fn add_host(&self, name: &str, url: &str, labels: &[String], capacity_mb: Option<u64>) -> Result<Host> {
         check_name(name)?;
-        let client = AgentClient::new(url, &self.cfg.agent_token);
+        if url.starts_with("https://") && self.cfg.agent_tls.is_none() {
+            return Err(Error::Invalid(format!("host {name}'s agent speaks TLS ({url}) but this control plane trusts no CA: start `ferry serve` with --agent-ca FILE")));
+        }
+        let client = AgentClient::new(url, &self.cfg.agent_token, self.cfg.agent_tls.as_deref());
         let info = client.info().await.map_err(|e| Error::Unavailable(format!("cannot add host {name}: its agent at {url} does not answer ({e})")))?;
         let capacity = capacity_mb.unwrap_or(info.mem_total_mb);
         self.db.upsert_host(name, url, labels, capacity)?;

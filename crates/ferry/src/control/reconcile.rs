@@ -81,7 +81,14 @@ impl Control {
     }
 
     fn apply(&self, row: &RuntimeRow, live: Option<&AgentRuntime>) {
-        if self.is_busy(&row.id) || !matches!(row.state.as_str(), "running" | "paused") {
+        if self.is_busy(&row.id) {
+            return;
+        }
+        // `row` and `live` may be seconds old (a slow host, a busy control plane): an operation may
+        // have started and finished since. Operations change the state before they release the
+        // runtime, so the state read now, after the busy check, is the one to compare with.
+        let Ok(Some(fresh)) = self.db.runtime_by_name(&row.name) else { return };
+        if fresh.state != row.state || !matches!(row.state.as_str(), "running" | "paused") {
             return;
         }
         let status = live.map(|a| a.status.as_str()).unwrap_or("absent");

@@ -18,3 +18,16 @@ pub fn mem_total_mb() -> u64 {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// Raises this process's open-file limit to the hard limit: a daemon holds a socket per proxied
+/// client and per runtime, and several files per operation, and 1024 runs out under load.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "could not raise the open-file limit");
+            }
+        }
+    }
+}

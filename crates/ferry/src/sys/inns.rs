@@ -28,10 +28,10 @@ pub fn listen_std(netns: Option<String>, addr: SocketAddr) -> Result<std::net::T
     in_netns(netns, move || std::net::TcpListener::bind(addr)).map_err(|e| Error::Unavailable(format!("cannot listen on {addr}: {e}")))
 }
 
-/// A TCP connection made from inside `netns` (or from here, for `None`).
 /// How long a transfer may make no progress before it is abandoned.
 pub const STALL: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// A TCP connection made from inside `netns` (or from here, for `None`).
 pub async fn connect(netns: Option<String>, addr: SocketAddr) -> Result<tokio::net::TcpStream> {
     let s = tokio::task::spawn_blocking(move || {
         in_netns(netns, move || {
