@@ -321,3 +321,64 @@ fn agent_restarted_with_runtimes_running_adopts_them_and_unknown_hosts_are_refus
     f.ok(&["migrate", "keep", "--to", "h2"]);
     assert_settled(&f, "keep", "h2", Duration::from_secs(10));
 }
+
+/// Spawns `ferry ARGS` in a thread.
+fn in_background(f: &Ferry, args: &[&str]) -> std::thread::JoinHandle<std::process::Output> {
+    let mut cmd = Command::new(common::BIN);
+    cmd.arg("--state-dir").arg(&f.state).args(args);
+    std::thread::spawn(move || cmd.output().unwrap())
+}
+
+fn kill_serve(f: &Ferry) {
+    let dev: Value = serde_json::from_slice(&std::fs::read(f.state.join("dev.json")).unwrap()).unwrap();
+    kill9(dev["serve_pid"].as_u64().unwrap() as u32);
+}
+
+/// After an interrupted hibernate or wake: running, or hibernated on a snapshot that is recorded.
+fn runs_or_sleeps(f: &Ferry, rt: &str) {
+    let v = f.json(&["inspect", rt]);
+    match v["state"].as_str().unwrap() {
+        "running" => {}
+        "hibernated" => {
+            let snap = v["last_snapshot"].as_str().unwrap();
+            let snaps = f.json(&["snapshots", "ls"]);
+            assert!(snaps.as_array().unwrap().iter().any(|s| s["id"] == snap), "{snap} is not recorded: {snaps}");
+        }
+        other => panic!("{rt} is {other} after recovery: {v}"),
+    }
+}
+
+// 3 (other operations). kill -9 the control plane during a hibernation, then during a wake.
+#[test]
+fn control_plane_killed_mid_hibernate_and_mid_wake_leaves_the_runtime_running_or_asleep_on_a_verified_snapshot() {
+    let Some(f) = Ferry::start_dev(1) else { return };
+    heavy(&f, "nap");
+    let snaps = f.state.join("agents/h1/snapshots");
+    let hibernate = in_background(&f, &["hibernate", "nap"]);
+    let start = Instant::now();
+    while !std::fs::read_dir(&snaps).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("hib")) {
+        assert!(start.elapsed() < Duration::from_secs(30), "the hibernation never began");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    kill_serve(&f);
+    assert!(!hibernate.join().unwrap().status.success());
+    f.ok(&["dev", "restart-serve"]);
+    runs_or_sleeps(&f, "nap");
+    // Either way it answers with its state (waking if it sleeps).
+    assert_eq!(f.py("nap", "print(x + 1, blob.size)").trim(), format!("42 {}", 120 * 1024 * 1024));
+
+    f.ok(&["hibernate", "nap"]);
+    let wake = in_background(&f, &["wake", "nap"]);
+    let start = Instant::now();
+    while f.json(&["inspect", "nap"])["state"] != "restoring" {
+        assert!(start.elapsed() < Duration::from_secs(30), "the wake never began");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    kill_serve(&f);
+    let _ = wake.join().unwrap();
+    f.ok(&["dev", "restart-serve"]);
+    runs_or_sleeps(&f, "nap");
+    assert_eq!(f.py("nap", "print(x + 1, blob.size)").trim(), format!("42 {}", 120 * 1024 * 1024));
+    assert_eq!(containers(&f, "h1").len(), 1, "exactly one container runs it");
+    assert_no_partial_files(&f);
+}

@@ -23,6 +23,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/agent/v1/info", get(|State(a): State<Arc<Agent>>| async move { Json(a.info()) }))
         .route("/agent/v1/runtimes", get(list).post(create))
         .route("/agent/v1/runtimes/:id", get(get_one).delete(remove))
+        .route("/agent/v1/runtimes/:id/settled", get(settled))
         .route("/agent/v1/runtimes/:id/stop", post(stop))
         .route("/agent/v1/runtimes/:id/freeze", post(freeze))
         .route("/agent/v1/runtimes/:id/thaw", post(thaw))
@@ -52,36 +53,49 @@ async fn auth(State(a): State<Arc<Agent>>, req: Request, next: Next) -> Response
 
 type A = State<Arc<Agent>>;
 
+/// Runs an operation to its end even if the caller goes away: a control plane that dies while a
+/// checkpoint or a send runs must not leave a half-written snapshot or a runtime frozen by a
+/// dropped future. The control plane's recovery reads the outcome afterwards.
+async fn detached<T: Send + 'static>(op: impl std::future::Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+    tokio::spawn(op).await.map_err(|e| Error::Internal(format!("agent operation panicked: {e}")))?
+}
+
 async fn list(State(a): A) -> impl IntoResponse {
     Json(a.list().await)
 }
 async fn create(State(a): A, Json(spec): Json<RuntimeSpec>) -> Result<impl IntoResponse> {
-    Ok(Json(a.create(spec).await?))
+    Ok(Json(detached(async move { a.create(spec).await }).await?))
 }
 async fn get_one(State(a): A, Path(id): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(a.get(&id).await?))
 }
+/// The runtime once no operation runs on it (waits for the one under way, if any).
+async fn settled(State(a): A, Path(id): Path<String>) -> Result<impl IntoResponse> {
+    drop(a.lock(&id).await);
+    Ok(Json(a.get(&id).await?))
+}
 async fn remove(State(a): A, Path(id): Path<String>) -> Result<impl IntoResponse> {
-    a.remove(&id).await?;
-    Ok(Json(serde_json::json!({"removed": id})))
+    let removed = id.clone();
+    detached(async move { a.remove(&id).await }).await?;
+    Ok(Json(serde_json::json!({"removed": removed})))
 }
 async fn stop(State(a): A, Path(id): Path<String>) -> Result<impl IntoResponse> {
-    Ok(Json(a.stop(&id).await?))
+    Ok(Json(detached(async move { a.stop(&id).await }).await?))
 }
 async fn freeze(State(a): A, Path(id): Path<String>) -> Result<impl IntoResponse> {
-    Ok(Json(a.freeze(&id, true).await?))
+    Ok(Json(detached(async move { a.freeze(&id, true).await }).await?))
 }
 async fn thaw(State(a): A, Path(id): Path<String>) -> Result<impl IntoResponse> {
-    Ok(Json(a.freeze(&id, false).await?))
+    Ok(Json(detached(async move { a.freeze(&id, false).await }).await?))
 }
 async fn checkpoint(State(a): A, Path(id): Path<String>, Json(r): Json<CheckpointRequest>) -> Result<impl IntoResponse> {
-    Ok(Json(a.checkpoint(&id, &r.snapshot_id, r.leave_running).await?))
+    Ok(Json(detached(async move { a.checkpoint(&id, &r.snapshot_id, r.leave_running).await }).await?))
 }
 async fn restore(State(a): A, Json(r): Json<RestoreRequest>) -> Result<impl IntoResponse> {
-    Ok(Json(a.restore(&r.snapshot_id, r.spec, r.verify, r.lazy_from.as_deref()).await?))
+    Ok(Json(detached(async move { a.restore(&r.snapshot_id, r.spec, r.verify, r.lazy_from.as_deref()).await }).await?))
 }
 async fn send(State(a): A, Path(id): Path<String>, Json(r): Json<crate::api::SendRequest>) -> Result<impl IntoResponse> {
-    Ok(Json(a.send(&id, &r).await?))
+    Ok(Json(detached(async move { a.send(&id, &r).await }).await?))
 }
 async fn baseline_export(State(a): A, Path(id): Path<String>, Json(snap): Json<String>) -> Result<impl IntoResponse> {
     let (bytes, timings) = a.baseline_export(&id, &snap).await?;

@@ -67,6 +67,10 @@ impl AgentClient {
     pub async fn runtime(&self, id: &str) -> Result<AgentRuntime> {
         self.get(&format!("/runtimes/{id}")).await
     }
+    /// The runtime once the operation under way on it (a checkpoint, a send, a restore) is over.
+    pub async fn runtime_settled(&self, id: &str) -> Result<AgentRuntime> {
+        self.send(self.req(reqwest::Method::GET, &format!("/runtimes/{id}/settled")).timeout(Duration::from_secs(900))).await
+    }
     pub async fn create(&self, spec: &RuntimeSpec) -> Result<AgentRuntime> {
         self.post("/runtimes", spec).await
     }

@@ -78,13 +78,16 @@ impl Control {
         }
         target.info().await.map_err(|e| Error::Unavailable(format!("target host {} does not answer ({e}); nothing was changed", req.to)))?;
         let _busy = self.claim(&row.id, name)?;
-        let detail = serde_json::json!({"mode": req.mode, "from": row.host, "to": req.to});
+        // The snapshot's id is journaled before anything is sent, so that recovery can find and
+        // remove what an interrupted move left on either host.
+        let snapshot_id = new_id(if mode == Mode::Fork { "fork" } else { "mig" });
+        let detail = serde_json::json!({"mode": req.mode, "from": row.host, "to": req.to, "snapshot": snapshot_id});
         let kind = if mode == Mode::Fork { "fork" } else { "migrate" };
         let moved = self.journal_with(kind, Some(name), detail, async {
             let m = match mode {
-                Mode::Fork => self.fork(&row, &req.to, req.name.as_deref()).await?,
-                Mode::Lazy => self.move_runtime(&row, &req.to, true, req.plan.clone()).await?,
-                _ => self.move_runtime(&row, &req.to, false, req.plan.clone()).await?,
+                Mode::Fork => self.fork(&row, &req.to, req.name.as_deref(), snapshot_id).await?,
+                Mode::Lazy => self.move_runtime(&row, &req.to, true, req.plan.clone(), snapshot_id).await?,
+                _ => self.move_runtime(&row, &req.to, false, req.plan.clone(), snapshot_id).await?,
             };
             let t = m.timings.clone();
             let d = serde_json::json!({"mode": m.mode, "from": m.from, "to": m.to, "archive_bytes": m.archive_bytes, "snapshot": m.snapshot, "runtime": m.runtime, "plan": req.plan});
@@ -98,11 +101,10 @@ impl Control {
     }
 
     /// `stop-copy` and `lazy`: the runtime moves; it runs at the source until the switch.
-    async fn move_runtime(&self, row: &RuntimeRow, to: &str, lazy: bool, plan: Option<crate::plan::Plan>) -> Result<Migration> {
+    async fn move_runtime(&self, row: &RuntimeRow, to: &str, lazy: bool, plan: Option<crate::plan::Plan>, snapshot_id: String) -> Result<Migration> {
         let mode = if lazy { "lazy" } else { "stop-copy" };
         let source = self.agent(&row.host)?;
         let target = self.agent(to)?;
-        let snapshot_id = new_id("mig");
         let t0 = Instant::now();
         // 1. hold
         self.set_state(row, "migrating", Some(&format!("moving from {} to {to}", row.host)))?;
@@ -246,7 +248,7 @@ impl Control {
         }
     }
 
-    async fn fork(&self, row: &RuntimeRow, to: &str, new_name: Option<&str>) -> Result<Migration> {
+    async fn fork(&self, row: &RuntimeRow, to: &str, new_name: Option<&str>, snapshot_id: String) -> Result<Migration> {
         let source = self.agent(&row.host)?;
         let target = self.agent(to)?;
         let id = new_id("rt");
@@ -261,7 +263,6 @@ impl Control {
         };
         self.db.insert_runtime_new_slot(&mut copy)?;
         let t0 = Instant::now();
-        let snapshot_id = new_id("fork");
         let req = SendRequest { snapshot_id: snapshot_id.clone(), target_url: target.url.clone(), target_token: self.cfg.agent_token.clone(), thaw_after_dump: true, lazy: false };
         let result = async {
             self.phase(&row.id, &format!("dumping on {} (it keeps running) and streaming to {to}", row.host));

@@ -32,6 +32,25 @@ impl Control {
                 tracing::warn!(runtime = %row.name, state = %row.state, "a host it may be on does not answer; it is settled when the host is back");
             }
         }
+        for op in interrupted.iter().filter(|o| matches!(o.kind.as_str(), "migrate" | "fork")) {
+            self.remove_unrecorded_transfer(op).await;
+        }
+    }
+
+    /// The snapshot an interrupted move streamed, on the hosts it went between, unless the move
+    /// was completed and recorded it (runtimes are settled first).
+    async fn remove_unrecorded_transfer(&self, op: &Operation) {
+        let Some(snap) = op.detail["snapshot"].as_str() else { return };
+        if self.db.snapshot(snap).ok().flatten().is_some() {
+            return;
+        }
+        for host in [&op.detail["from"], &op.detail["to"]].into_iter().filter_map(|h| h.as_str()) {
+            if let Ok(agent) = self.agent(host) {
+                if agent.remove_snapshot(snap).await.is_ok() {
+                    tracing::info!(snapshot = snap, host, "removed the snapshot of an interrupted move");
+                }
+            }
+        }
     }
 
     /// A checkpoint the control plane did not see finish: if the agent has the snapshot and it
@@ -44,7 +63,12 @@ impl Control {
             return;
         }
         let leave_running = op.detail["leave_running"].as_bool().unwrap_or(false);
-        let container = agent.runtime(&row.id).await.ok().map(|a| a.status);
+        // The agent finishes what it was doing even when its caller died: wait for that first.
+        let container = match agent.runtime_settled(&row.id).await {
+            Ok(a) => Some(a.status),
+            Err(crate::Error::NotFound(_)) => None,
+            Err(_) => return,
+        };
         let decision = match agent.verify_snapshot(snap_id).await {
             Ok(info) => {
                 let snap = super::snapshots::to_snapshot(&info);
@@ -70,6 +94,14 @@ impl Control {
         self.event(Some(name), "runtime.recovered", &decision, serde_json::json!({"operation": op.id}));
     }
 
+    /// The runtime's last full snapshot, if it is recorded and verifies on its host.
+    async fn verified_last_snapshot(&self, row: &RuntimeRow) -> Option<String> {
+        let id = row.last_snapshot.clone()?;
+        let snap = self.db.snapshot(&id).ok()??;
+        self.agent(&snap.host).ok()?.verify_snapshot(&id).await.ok()?;
+        Some(id)
+    }
+
     /// Settles a runtime caught between states. Returns false (and changes nothing) while a host
     /// it may be on does not answer.
     pub(crate) async fn settle(&self, row: &RuntimeRow) -> bool {
@@ -77,7 +109,7 @@ impl Control {
         let mut silent: Vec<String> = Vec::new();
         for (host, ..) in self.db.hosts().unwrap_or_default() {
             let Ok(agent) = self.agent(&host) else { continue };
-            match agent.runtime(&row.id).await {
+            match agent.runtime_settled(&row.id).await {
                 Ok(a) => copies.push((host, a)),
                 Err(crate::Error::NotFound(_)) => {}
                 Err(_) => silent.push(host),
@@ -122,6 +154,12 @@ impl Control {
                     format!("its container on {} is {other}", row.host)
                 }
             }
+        } else if let Some(snap) = self.verified_last_snapshot(row).await {
+            // A restore or wake that never got its container running: the snapshot it came from
+            // is intact, so the runtime sleeps on it and wakes on the next request.
+            let reason = format!("its restore was interrupted; wakes on the next request (snapshot {snap})");
+            let _ = self.set_state(row, "hibernated", Some(&reason));
+            reason
         } else {
             let why = "its operation was interrupted and no host runs it";
             let _ = self.mark_lost(row, why);

@@ -107,6 +107,9 @@ impl Control {
         if !fresh {
             // A stopped or exited runtime of the same id: clear its old container first.
             let _ = agent.remove(&row.id).await;
+            // Recorded before the agent acts: the proxy holds requests meanwhile, and a control
+            // plane restarted mid-way knows to settle it.
+            self.set_state(&row, "restoring", Some(&format!("restoring from snapshot {}", snap.id)))?;
         }
         let r = self
             .journal("restore", Some(&name), serde_json::json!({"snapshot": snap.id, "host": snap.host}), async {
