@@ -264,3 +264,79 @@ fn a_wrong_or_missing_checksum_trailer_is_refused() {
     import_archive(bytes.as_slice(), &t.path().join("d")).unwrap();
     verify_dir(&t.path().join("d")).unwrap();
 }
+
+/// A hostile entry: a path built from risky pieces, any tar type, a link target that may escape.
+fn hostile_entry() -> impl Strategy<Value = (String, u8, Vec<u8>, Option<String>, bool, u64)> {
+    let piece = prop::sample::select(vec!["upper", "criu", "config.json", "..", "", ".", "a", "b", "/", "/etc", "upper/..", "x.img"]);
+    let path = prop::collection::vec(piece, 1..4).prop_map(|v| v.join("/"));
+    let kind = prop::sample::select(vec![b'0', b'5', b'2', b'1', b'3', b'4', b'6']); // file, dir, symlink, hardlink, char, block, fifo
+    let data = prop::collection::vec(any::<u8>(), 0..64);
+    let link = prop::option::of(prop::sample::select(vec!["/etc", "../..", "../../outside", "a", "upper", "/tmp"]).prop_map(String::from));
+    (path, kind, data, link, any::<bool>(), 0u64..128)
+}
+
+fn entry_kind(k: u8) -> Option<EntryKind> {
+    match k {
+        b'0' => Some(EntryKind::File),
+        b'5' => Some(EntryKind::Dir),
+        b'2' => Some(EntryKind::Symlink),
+        b'3' => Some(EntryKind::Whiteout),
+        _ => None,
+    }
+}
+
+/// Every path under `dir`, relative to it.
+fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        out.push(e.path().strip_prefix(base).unwrap().to_string_lossy().into_owned());
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            walk(&e.path(), base, out);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    /// Generated hostile archives (escaping paths, links and hard links, devices, FIFOs, entries the
+    /// manifest lists with another size or type, or not at all): the reader refuses them with
+    /// nothing created, or what it creates is exactly what the manifest lists, inside the target,
+    /// with no device other than an overlay whiteout and nothing outside the target touched.
+    #[test]
+    fn generated_hostile_archives_never_escape_or_smuggle(entries in prop::collection::vec(hostile_entry(), 0..6)) {
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let dest = t.path().join("d").join("snap");
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        let mut listed = Vec::new();
+        for (path, kind, data, link, list, size) in &entries {
+            if let (true, Some(k)) = (*list, entry_kind(*kind)) {
+                use sha2::Digest;
+                let size = if *size < 64 { data.len() as u64 } else { *size }; // sometimes a lie
+                listed.push(Entry { path: path.clone(), kind: k, size, sha256: Some(hex::encode(sha2::Sha256::digest(data))), mode: 0o644, uid: 0, gid: 0, target: link.clone() });
+            }
+        }
+        let m = manifest(listed);
+        // A truthful checksum trailer, so that archives that are otherwise sound get accepted.
+        let sums: std::collections::HashMap<&str, String> = entries.iter().map(|(p, _, d, ..)| { use sha2::Digest; (p.as_str(), hex::encode(sha2::Sha256::digest(d))) }).collect();
+        let trailer = serde_json::to_vec(&serde_json::json!({"sha256": sums})).unwrap();
+        let mut raw: Vec<(&str, tar::EntryType, &[u8], Option<&str>)> = entries.iter().map(|(p, k, d, l, _, _)| (p.as_str(), tar::EntryType::new(*k), d.as_slice(), l.as_deref())).collect();
+        raw.push(("checksums.json", tar::EntryType::Regular, &trailer, None));
+        let bytes = raw_archive(&serde_json::to_vec(&m).unwrap(), &raw);
+        match import_archive(bytes.as_slice(), &dest) {
+            Err(_) => prop_assert!(!dest.exists(), "a refused archive left {}", dest.display()),
+            Ok(got) => {
+                let mut found = Vec::new();
+                walk(&dest, &dest, &mut found);
+                for f in &found {
+                    prop_assert!(f == "manifest.json" || got.entries.iter().any(|e| &e.path == f), "unlisted {f} was created");
+                }
+                prop_assert!(verify_dir(&dest).is_ok());
+            }
+        }
+        prop_assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "something was written outside the target");
+        let mut around = Vec::new();
+        walk(t.path(), t.path(), &mut around);
+        prop_assert!(around.iter().all(|p| p.starts_with("outside") || p.starts_with("d")), "{:?}", around);
+    }
+}
