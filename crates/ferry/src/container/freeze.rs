@@ -6,7 +6,19 @@ use crate::Result;
 
 impl Container<'_> {
     pub async fn freeze(&self) -> Result<()> {
-        self.host.runc.pause(self.id()).await
+        // The cgroup v1 freezer gives up when a task does not stop in time (one deep in memory
+        // reclaim near its limit, say) and leaves the cgroup thawed; a moment later it succeeds.
+        let mut attempt = 0;
+        loop {
+            match self.host.runc.pause(self.id()).await {
+                Err(e) if attempt < 5 && e.to_string().contains("unable to freeze") => {
+                    attempt += 1;
+                    tracing::warn!(runtime = %self.spec.name, attempt, "the freezer gave up; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Resumes the runtime, and points the root namespace's route back at this host (a failed
