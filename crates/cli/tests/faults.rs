@@ -59,6 +59,12 @@ fn assert_no_partial_files(f: &Ferry) {
     }
 }
 
+/// The target of a failed move keeps no snapshot of it.
+fn assert_target_kept_no_snapshot(f: &Ferry) {
+    let snaps: Vec<_> = std::fs::read_dir(f.state.join("agents/h2/snapshots")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(snaps.is_empty(), "the target kept {snaps:?}");
+}
+
 fn heavy(f: &Ferry, name: &str) {
     f.ok(&["create", "--name", name, "--host", "h1", "--plan", "pro"]);
     f.py(name, BIG);
@@ -195,8 +201,7 @@ fn full_disk_on_the_target_fails_the_move_clearly_and_the_source_runs_on() {
     assert!(err.contains("no space left") && err.contains("choose another host"), "{err}");
     assert!(err.contains("runs on h1 again"), "{err}");
     assert_settled(&f, "disk", "h1", Duration::from_secs(10));
-    let left: Vec<_> = std::fs::read_dir(f.state.join("agents/h2/snapshots")).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert!(left.is_empty(), "the full disk keeps {left:?}");
+    assert_target_kept_no_snapshot(&f);
 }
 
 /// A TCP relay that flips one byte of whatever passes from client to server once `at` bytes have
@@ -271,8 +276,7 @@ fn archive_corrupted_in_flight_is_rejected_by_the_target_and_the_source_runs_on(
     let err = f.fails(&["migrate", "bits", "--to", "h2-via-bad-link"]);
     assert!(err.contains("corrupt") && err.contains("runs on h1 again"), "{err}");
     assert_settled(&f, "bits", "h1", Duration::from_secs(10));
-    let snaps: Vec<_> = std::fs::read_dir(f.state.join("agents/h2/snapshots")).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert!(snaps.is_empty(), "the target kept {snaps:?}");
+    assert_target_kept_no_snapshot(&f);
 }
 
 // 8. the restore fails on the target: its image disappears while the snapshot is on its way.
@@ -291,8 +295,7 @@ fn restore_failing_on_the_target_rolls_back_to_the_source() {
     let err = failed(migration.join().unwrap());
     assert!(err.contains("image \"mrmd-python\" is not on host h2") && err.contains("runs on h1 again"), "{err}");
     assert_settled(&f, "noimg", "h1", Duration::from_secs(10));
-    let snaps: Vec<_> = std::fs::read_dir(f.state.join("agents/h2/snapshots")).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert!(snaps.is_empty(), "the target kept {snaps:?}");
+    assert_target_kept_no_snapshot(&f);
 }
 
 // 10 and 12: an agent restarted with runtimes running adopts them; unknown hosts are refused.
