@@ -50,6 +50,12 @@ pub struct ServeArgs {
     /// PEM CA certificates to trust for agents registered with `https://` URLs.
     #[arg(long)]
     pub agent_ca: Option<PathBuf>,
+    /// Serve the control API and the proxy over TLS: this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `90`, `90s`, `15m`, `2h`, `250ms`.

@@ -24,7 +24,7 @@ fn thresholds(p: &[f64]) -> Result<[f64; 4]> {
 
 pub async fn run(cli: Cli) -> Result<()> {
     let json = cli.json;
-    let client = || Client::new(cli.url.clone(), cli.token.clone(), &cli.state_dir);
+    let client = || Client::new(cli.url.clone(), cli.token.clone(), &cli.state_dir, cli.ca.as_deref());
     match cli.cmd {
         Cmd::Serve(a) => {
             let o = ferry_core::server::ServeOptions {
@@ -45,6 +45,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                     thresholds: thresholds(&a.thresholds)?,
                 },
                 agent_ca: a.agent_ca,
+                tls: match (a.tls_cert, a.tls_key) {
+                    (Some(cert), Some(key)) => Some(ferry_core::tls::ServerFiles { cert, key }),
+                    _ => None,
+                },
             };
             ferry_core::server::serve(o).await?;
         }

@@ -23,6 +23,9 @@ pub struct Cli {
     /// Token of the control API (default: read from the state dir).
     #[arg(long, global = true, env = "FERRY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificate (PEM) to trust when `ferry serve` speaks TLS.
+    #[arg(long, global = true, env = "FERRY_CA")]
+    pub ca: Option<PathBuf>,
     /// State directory of `ferry serve`.
     #[arg(long, global = true, env = "FERRY_STATE_DIR", default_value = "/var/lib/ferry")]
     pub state_dir: PathBuf,

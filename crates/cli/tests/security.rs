@@ -76,3 +76,38 @@ fn the_control_api_refuses_bad_tokens_without_echoing_them() {
     assert!(!err.contains("guess-1234567890") && !err.contains(&real), "{err}");
     assert!(err.to_lowercase().contains("token"), "{err}");
 }
+
+#[test]
+fn the_control_api_and_the_proxy_speak_tls_when_given_a_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (certs.path().join("serve.pem"), certs.path().join("serve.key"));
+    let st = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=ferry test", "-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let Some(f) = Ferry::start_with(&["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]) else { return };
+    // The CLI refuses to talk to a TLS server it has no CA for, and says what to pass.
+    let err = f.fails(&["ls"]);
+    assert!(err.contains("--ca"), "{err}");
+    let ca = cert.to_str().unwrap();
+    f.ok(&["--ca", ca, "create", "--name", "tls1"]);
+    let out = f.json(&["--ca", ca, "exec", "tls1", "x = 20\nprint(x * 2 + 2)"]);
+    assert_eq!(out["stdout"].as_str().unwrap().trim(), "42");
+    // The proxy speaks TLS too.
+    let proxy = f.proxy_addr();
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert", ca, "-H", "Content-Type: application/json", "-d", r#"{"code":"print(x + 1)"}"#])
+        .arg(format!("https://{proxy}/r/tls1/mrp/v1/execute"))
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && body.contains("21"), "{body} {}", String::from_utf8_lossy(&o.stderr));
+    // Plain HTTP is not answered.
+    let plain = http(&proxy, "GET", "/r/tls1/mrp/v1/capabilities", "", Duration::from_secs(5));
+    assert!(!matches!(plain, Ok((200, _))), "{plain:?}");
+    f.ok(&["--ca", ca, "rm", "-f", "tls1"]);
+}

@@ -70,6 +70,8 @@ pub struct ServeOptions {
     pub monitor: crate::control::monitor::MonitorConfig,
     /// The CA to trust for agents registered with `https://` URLs.
     pub agent_ca: Option<PathBuf>,
+    /// Serve the control API and the proxy over TLS with this certificate and key.
+    pub tls: Option<crate::tls::ServerFiles>,
 }
 
 /// Runs `ferry serve` until the process is stopped.
@@ -111,8 +113,10 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     let proxy_listener = bind(o.proxy_listen).await?;
     let proxy_addr = proxy_listener.local_addr()?;
     let proxy_app = crate::proxy::router(control.proxy.clone());
+    let tls = o.tls.as_ref().map(crate::tls::server_config).transpose()?;
+    let proxy_tls = tls.clone();
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(proxy_listener, proxy_app).await {
+        if let Err(e) = crate::tls::serve(proxy_listener, proxy_app, proxy_tls).await {
             tracing::error!(error = %e, "proxy stopped");
         }
     });
@@ -120,10 +124,12 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     tracing::info!(%proxy_addr, "proxy listening");
     let listener = bind(o.listen).await?;
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    write_atomically(&o.state_dir.join("serve.url"), &format!("{scheme}://{addr}"))?;
     write_atomically(&o.state_dir.join("serve.addr"), &addr.to_string())?;
-    tracing::info!(%addr, "ferry serve listening");
+    tracing::info!(%addr, scheme, "ferry serve listening");
     let app = crate::control::api::router(control);
-    axum::serve(listener, app).await.map_err(|e| Error::Internal(e.to_string()))
+    crate::tls::serve(listener, app, tls).await.map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Removes everything a ferry state dir made on this machine: the containers of every runc root

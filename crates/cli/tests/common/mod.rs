@@ -54,6 +54,7 @@ pub struct Ferry {
     serve: Option<Child>,
     /// Started with `ferry dev up` (several hosts) rather than a single `ferry serve`.
     dev: bool,
+    serve_args: Vec<String>,
 }
 
 impl Ferry {
@@ -65,15 +66,21 @@ impl Ferry {
         let state = std::env::temp_dir().join(format!("ferry-test-{tag}"));
         let _ = std::fs::remove_dir_all(&state);
         let subnet = format!("10.{}.{}.0", 150 + (pid % 50), n * 8);
-        (Ferry { state, prefix: format!("f{letter}{tag}-"), subnet, serve: None, dev }, n)
+        (Ferry { state, prefix: format!("f{letter}{tag}-"), subnet, serve: None, dev, serve_args: Vec::new() }, n)
     }
 
     /// A running `ferry serve` with a local agent, or `None` where the machine cannot run it.
     pub fn start() -> Option<Ferry> {
+        Self::start_with(&[])
+    }
+
+    /// As [`Ferry::start`], with more flags for `ferry serve`.
+    pub fn start_with(serve_args: &[&str]) -> Option<Ferry> {
         if !environment_ready() {
             return None;
         }
         let (mut f, _) = Self::fresh('t', false);
+        f.serve_args = serve_args.iter().map(|s| s.to_string()).collect();
         f.launch();
         Some(f)
     }
@@ -127,6 +134,7 @@ impl Ferry {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.state.join("serve.log")).unwrap();
         let child = Command::new(BIN)
             .args(["--state-dir", self.state.to_str().unwrap(), "serve", "--no-auto", "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0", "--prefix", &self.prefix, "--subnet", &self.subnet])
+            .args(&self.serve_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
