@@ -4,6 +4,8 @@
 #   CRIU >= 4 (built from the vendored source, $CRIU_SRC, or the upstream release) when `criu check` fails,
 #   the kernel setting lazy migration needs (fs.pipe-max-size),
 #   the runtime image (bookworm minbase + python3 + venv with mrmd-python, numpy, pandas),
+#   the MRMD editor bundle for the notebook page and the browser tests (npm: mrmd-electron,
+#   sha512-verified, in $FERRY_CACHE/editor), chromium + chromedriver for those tests,
 #   and the ferry binary itself.
 # Heavy artifacts are cached under $FERRY_CACHE (default /var/cache/ferry) so reruns are fast.
 set -euo pipefail
@@ -26,7 +28,8 @@ fi
 pkgs=(runc iptables iproute2 debootstrap zstd ca-certificates curl procps
       build-essential pkg-config libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler
       protobuf-compiler python3-protobuf libnl-3-dev libnl-route-3-dev libcap-dev libnet1-dev
-      libaio-dev libgnutls28-dev libbsd-dev libnftables-dev uuid-dev nftables)
+      libaio-dev libgnutls28-dev libbsd-dev libnftables-dev uuid-dev nftables
+      chromium chromium-driver)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -109,6 +112,48 @@ site=$(ls -d "$img"/rootfs/opt/venv/lib/python3*/site-packages | head -1)
 install -m 0644 "$here/image/ferry_runtime_hooks.py" "$site/ferry_runtime_hooks.py"
 echo "import ferry_runtime_hooks" > "$site/ferry_runtime_hooks.pth"
 log "runtime image: $img"
+
+# --- MRMD editor bundle (the notebook page and the browser tests) --------------------------
+# The same files `ferry editor install --dir "$cache/editor"` writes: editor/mrmd.iife.js of the
+# npm package mrmd-electron, taken from a tarball whose sha512 matches the registry's integrity.
+editor_version=${MRMD_ELECTRON_VERSION:-0.5.4}
+editor_dir="$cache/editor"
+npm_registry=${FERRY_NPM_REGISTRY:-https://registry.npmjs.org}
+if ! python3 - "$editor_dir" "$editor_version" <<'PY'
+import json, os, sys
+d, v = sys.argv[1], sys.argv[2]
+try:
+    m = json.load(open(os.path.join(d, "bundle.json")))
+    ok = m["version"] == v and os.path.getsize(os.path.join(d, "mrmd.iife.js")) == m["bytes"]
+except Exception:
+    ok = False
+sys.exit(0 if ok else 1)
+PY
+then
+  log "fetching the MRMD editor bundle (mrmd-electron@$editor_version) from $npm_registry"
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  curl -fsSL "$npm_registry/mrmd-electron/$editor_version" -o "$work/meta.json"
+  python3 - "$work" "$editor_dir" "$editor_version" <<'PY'
+import base64, hashlib, io, json, os, sys, tarfile, urllib.request
+work, d, v = sys.argv[1:4]
+dist = json.load(open(os.path.join(work, "meta.json")))["dist"]
+sri = [h for h in dist.get("integrity", "").split() if h.startswith("sha512-")]
+if not sri:
+    sys.exit("the registry gives no sha512 integrity for mrmd-electron@%s; refusing to install" % v)
+data = urllib.request.urlopen(dist["tarball"], timeout=300).read()
+if hashlib.sha512(data).digest() != base64.b64decode(sri[0][7:]):
+    sys.exit("%s does not match its registry integrity; nothing installed" % dist["tarball"])
+js = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz").extractfile("package/editor/mrmd.iife.js").read()
+os.makedirs(d, exist_ok=True)
+open(os.path.join(d, ".mrmd.iife.js.partial"), "wb").write(js)
+os.rename(os.path.join(d, ".mrmd.iife.js.partial"), os.path.join(d, "mrmd.iife.js"))
+json.dump({"package": "mrmd-electron", "version": v, "integrity": sri[0], "tarball": dist["tarball"], "bytes": len(js)},
+          open(os.path.join(d, "bundle.json"), "w"), indent=2)
+PY
+  rm -rf "$work"; trap - EXIT
+fi
+log "editor bundle: $editor_dir (mrmd-electron@$editor_version)"
 
 # --- ferry -------------------------------------------------------------------------------
 if [ "${FERRY_SKIP_BUILD:-}" != 1 ]; then

@@ -56,6 +56,17 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Where the notebook editor bundle is (`ferry editor install`); default STATE_DIR/editor.
+    #[arg(long, env = "FERRY_EDITOR_DIR")]
+    pub editor_dir: Option<PathBuf>,
+    /// The proxy's URL as browsers reach it (for /notebook/NAME), e.g. https://rt.example.com;
+    /// default: http://PROXY_LISTEN, or the page's own host name when the proxy listens on 0.0.0.0.
+    #[arg(long, env = "FERRY_PUBLIC_PROXY_URL")]
+    pub public_proxy_url: Option<String>,
+    /// Where `ferry bench --out` wrote its reports: the dashboard shows their plots; default
+    /// STATE_DIR/bench.
+    #[arg(long, env = "FERRY_BENCH_DIR")]
+    pub bench_dir: Option<PathBuf>,
 }
 
 /// `90`, `90s`, `15m`, `2h`, `250ms`.
@@ -325,3 +336,34 @@ pub enum HostCmd {
     Ls,
 }
 
+
+#[derive(Subcommand)]
+pub enum EditorCmd {
+    /// Fetch the MRMD editor's browser bundle (npm package mrmd-electron) from the npm registry,
+    /// verify its sha512 integrity, and install editor/mrmd.iife.js where `ferry serve` serves
+    /// /notebook/NAME from.
+    ///
+    /// Example: ferry editor install --version 0.5.4
+    #[command(disable_version_flag = true)]
+    Install {
+        /// Version of mrmd-electron (`npm view mrmd-electron versions`).
+        #[arg(long, default_value = ferry_core::editor::DEFAULT_VERSION)]
+        version: String,
+        /// Install here (default: STATE_DIR/editor, where `ferry serve` looks).
+        #[arg(long, env = "FERRY_EDITOR_DIR")]
+        dir: Option<PathBuf>,
+        /// The npm registry.
+        #[arg(long, default_value = ferry_core::editor::DEFAULT_REGISTRY, env = "FERRY_NPM_REGISTRY")]
+        registry: String,
+        /// Download again even if this version is installed.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the installed editor bundle.
+    ///
+    /// Example: ferry editor status --dir /var/cache/ferry/editor
+    Status {
+        #[arg(long, env = "FERRY_EDITOR_DIR")]
+        dir: Option<PathBuf>,
+    },
+}

@@ -49,6 +49,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                     (Some(cert), Some(key)) => Some(ferry_core::tls::ServerFiles { cert, key }),
                     _ => None,
                 },
+                editor_dir: a.editor_dir.unwrap_or_else(|| cli.state_dir.join("editor")),
+                public_proxy_url: a.public_proxy_url,
+                bench_dir: a.bench_dir.unwrap_or_else(|| cli.state_dir.join("bench")),
             };
             ferry_core::server::serve(o).await?;
         }
@@ -417,6 +420,26 @@ pub async fn run(cli: Cli) -> Result<()> {
                 std::process::exit(1);
             }
         }
+        Cmd::Editor { cmd } => match cmd {
+            EditorCmd::Install { version, dir, registry, force } => {
+                let dir = dir.unwrap_or_else(|| cli.state_dir.join("editor"));
+                let inst = step(json, &format!("installing {}@{version}", ferry_core::editor::PACKAGE), ferry_core::editor::install(&dir, &version, &registry, force)).await?;
+                if json {
+                    print_json(&inst);
+                } else {
+                    println!("{}@{} ({} bytes, {}) in {}", inst.package, inst.version, inst.bytes, inst.integrity, inst.path.display());
+                    println!("ferry serve --editor-dir {} serves it at /notebook/NAME", dir.display());
+                }
+            }
+            EditorCmd::Status { dir } => {
+                let dir = dir.unwrap_or_else(|| cli.state_dir.join("editor"));
+                match ferry_core::editor::installed(&dir) {
+                    Some(inst) if json => print_json(&inst),
+                    Some(inst) => println!("{}@{} ({} bytes, {}) in {}", inst.package, inst.version, inst.bytes, inst.integrity, inst.path.display()),
+                    None => anyhow::bail!("no editor bundle in {}: run `ferry editor install`", dir.display()),
+                }
+            }
+        },
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
         }

@@ -171,6 +171,13 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: args::DevCmd,
     },
+    /// The notebook editor (MRMD) that `ferry serve` offers at /notebook/NAME.
+    ///
+    /// Example: ferry editor install
+    Editor {
+        #[command(subcommand)]
+        cmd: args::EditorCmd,
+    },
     /// Print shell completions.
     ///
     /// Example: ferry completions bash > /etc/bash_completion.d/ferry

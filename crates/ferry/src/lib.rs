@@ -6,6 +6,7 @@
 //! - [`control`]: the control plane: state in SQLite, placement, operations journal, the public API.
 //! - [`mrp`]: a client for the runtime's own HTTP API (MRP).
 //! - [`plan`], [`api`]: plans and the JSON types shared by the APIs and the CLI.
+//! - [`ui`], [`editor`]: the dashboard (`/ui`) and the notebook page with the MRMD editor.
 
 pub mod agent;
 pub mod api;
@@ -13,6 +14,7 @@ pub mod container;
 pub mod control;
 pub mod dev;
 pub mod doctor;
+pub mod editor;
 pub mod error;
 pub mod mrp;
 pub mod plan;
@@ -20,6 +22,7 @@ pub mod proxy;
 pub mod server;
 pub mod tls;
 pub mod sys;
+pub mod ui;
 
 pub use error::{Error, Result};
 

@@ -72,6 +72,12 @@ pub struct ServeOptions {
     pub agent_ca: Option<PathBuf>,
     /// Serve the control API and the proxy over TLS with this certificate and key.
     pub tls: Option<crate::tls::ServerFiles>,
+    /// Where the editor bundle is installed (`ferry editor install`), for `/notebook/NAME`.
+    pub editor_dir: PathBuf,
+    /// The proxy's URL as browsers reach it (default: from its listen address).
+    pub public_proxy_url: Option<String>,
+    /// Where `ferry bench` reports are, for the dashboard's plots.
+    pub bench_dir: PathBuf,
 }
 
 /// Runs `ferry serve` until the process is stopped.
@@ -86,6 +92,7 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
         agent_token: agent_token.clone(),
         default_image: o.default_image.clone(),
         agent_tls: o.agent_ca.as_deref().map(crate::tls::client_config).transpose()?,
+        thresholds: o.monitor.thresholds,
     })?;
     if let Some(addr) = o.local_agent {
         let (_agent, bound) = start_agent(AgentOptions {
@@ -128,7 +135,8 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     write_atomically(&o.state_dir.join("serve.url"), &format!("{scheme}://{addr}"))?;
     write_atomically(&o.state_dir.join("serve.addr"), &addr.to_string())?;
     tracing::info!(%addr, scheme, "ferry serve listening");
-    let app = crate::control::api::router(control);
+    let ui = crate::ui::UiConfig { editor_dir: o.editor_dir.clone(), proxy_addr, proxy_tls: tls.is_some(), public_proxy_url: o.public_proxy_url.clone(), bench_dir: o.bench_dir.clone() };
+    let app = crate::control::api::router(control.clone()).merge(crate::ui::router(control, ui));
     crate::tls::serve(listener, app, tls).await.map_err(|e| Error::Internal(e.to_string()))
 }
 

@@ -47,15 +47,20 @@ pub fn router(c: Arc<Control>) -> Router {
         .with_state(c)
 }
 
+/// The CLI and platforms send the token as a bearer; the dashboard (`/ui`) has a session cookie
+/// (HttpOnly, SameSite=Strict) and must add `X-Ferry-UI` to anything but a read, which a page
+/// of another site cannot send without CORS, which this API does not grant.
 async fn auth(State(c): C, req: Request, next: Next) -> Response {
-    if !super::auth::bearer_ok(req.headers(), &c.cfg.token) {
+    let read = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    let by_cookie = super::auth::cookie_ok(req.headers(), &c.cfg.token) && (read || req.headers().contains_key("x-ferry-ui"));
+    if !(by_cookie || super::auth::bearer_ok(req.headers(), &c.cfg.token)) {
         return Error::Unauthorized("missing or wrong token: the CLI reads it from the state dir (run as root) or FERRY_TOKEN".into()).into_response();
     }
     next.run(req).await
 }
 
 async fn info(State(c): C) -> Result<impl IntoResponse> {
-    Ok(Json(serde_json::json!({"version": crate::VERSION, "hosts": c.hosts().await?, "subnet": c.cfg.subnet.to_string()})))
+    Ok(Json(serde_json::json!({"version": crate::VERSION, "hosts": c.hosts().await?, "subnet": c.cfg.subnet.to_string(), "thresholds": c.cfg.thresholds})))
 }
 
 #[derive(Deserialize)]
@@ -218,12 +223,18 @@ async fn metrics(State(c): C) -> impl IntoResponse {
 struct StreamQuery {
     runtime: Option<String>,
     kind: Option<String>,
+    /// Send every event as a plain `message` (for `EventSource.onmessage`) instead of naming it
+    /// with its kind.
+    #[serde(default)]
+    plain: bool,
 }
 
-/// Server-sent events: every event as it is recorded, filtered by runtime and kind (prefix).
+/// Server-sent events: every event as it is recorded, filtered by runtime and kind (prefix);
+/// also operations' progress (`operation.phase`, id 0, not stored).
 async fn event_stream(State(c): C, Query(q): Query<StreamQuery>) -> impl IntoResponse {
     use axum::response::sse::{Event as Sse, KeepAlive};
     let rx = c.events.subscribe();
+    let plain = q.plain;
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {
@@ -237,7 +248,11 @@ async fn event_stream(State(c): C, Query(q): Query<StreamQuery>) -> impl IntoRes
         let ok = q.runtime.as_deref().is_none_or(|r| ev.runtime.as_deref() == Some(r)) && q.kind.as_deref().is_none_or(|k| ev.kind.starts_with(k));
         futures::future::ready(ok)
     })
-    .map(|ev| Ok::<_, std::convert::Infallible>(Sse::default().event(ev.kind.clone()).id(ev.id.to_string()).json_data(&ev).unwrap_or_default()));
+    .map(move |ev| {
+        let sse = Sse::default().json_data(&ev).unwrap_or_default();
+        let sse = if plain { sse } else { sse.event(ev.kind.clone()) };
+        Ok::<_, std::convert::Infallible>(if ev.id > 0 { sse.id(ev.id.to_string()) } else { sse })
+    });
     axum::response::sse::Sse::new(stream).keep_alive(KeepAlive::default())
 }
 

@@ -18,6 +18,31 @@ pub fn bearer_ok(headers: &axum::http::HeaderMap, token: &str) -> bool {
         .is_some_and(|t| constant_eq(t, token))
 }
 
+/// Name of the dashboard's session cookie.
+pub const UI_COOKIE: &str = "ferry_ui";
+
+/// The dashboard's session value: an HMAC of a fixed label under the control token. The cookie
+/// never holds the token itself, needs no server-side state, and stops working when the token
+/// changes.
+pub fn ui_session(token: &str) -> String {
+    use hmac::Mac;
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(token.as_bytes()).expect("any key length");
+    m.update(b"ferry-ui-session-v1");
+    hex::encode(m.finalize().into_bytes())
+}
+
+/// Whether `headers` carry the dashboard's session cookie for `token`.
+pub fn cookie_ok(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    let want = ui_session(token);
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .any(|(k, v)| k == UI_COOKIE && constant_eq(v, &want))
+}
+
 /// A new random token (128 bits, hex).
 pub fn new_token() -> String {
     use rand::RngCore;
@@ -48,5 +73,15 @@ mod tests {
         assert!(super::constant_eq("abc", "abc"));
         assert!(!super::constant_eq("abc", "abd"));
         assert!(!super::constant_eq("abc", "ab"));
+    }
+
+    #[test]
+    fn ui_cookie() {
+        let mut h = axum::http::HeaderMap::new();
+        assert!(!super::cookie_ok(&h, "t0k"));
+        h.insert("cookie", format!("a=b; {}={}", super::UI_COOKIE, super::ui_session("t0k")).parse().unwrap());
+        assert!(super::cookie_ok(&h, "t0k"));
+        assert!(!super::cookie_ok(&h, "other"), "a new token ends old sessions");
+        assert!(!super::ui_session("t0k").contains("t0k"));
     }
 }

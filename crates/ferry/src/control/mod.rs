@@ -37,6 +37,8 @@ pub struct ControlConfig {
     pub default_image: String,
     /// The CA to trust for `https://` agents.
     pub agent_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The monitor's memory thresholds (shares of the limit), shown by the dashboard.
+    pub thresholds: [f64; 4],
 }
 
 pub struct Control {
@@ -219,6 +221,9 @@ impl Control {
     pub fn phase(&self, id: &str, phase: &str) {
         tracing::info!(runtime = id, phase, "phase");
         self.phases.lock().unwrap().insert(id.to_string(), phase.to_string());
+        // Progress for live watchers (the dashboard): sent on the stream, not stored (id 0).
+        let name = self.db.runtimes().ok().and_then(|rs| rs.into_iter().find(|r| r.id == id)).map(|r| r.name);
+        let _ = self.events.send(crate::api::Event { id: 0, at: db::now(), runtime: name, kind: PHASE_EVENT.into(), reason: phase.into(), data: serde_json::Value::Null });
     }
 
     pub fn current_phase(&self, id: &str) -> Option<String> {
@@ -269,6 +274,9 @@ impl Control {
         }
     }
 }
+
+/// Kind of the transient progress events an operation sends while it runs.
+pub const PHASE_EVENT: &str = "operation.phase";
 
 /// States in which a runtime holds memory on its host.
 fn occupies_host(state: &str) -> bool {

@@ -33,6 +33,9 @@ impl Control {
                 }
                 Err(_) => return,
             };
+            if ev.id == 0 {
+                continue; // transient progress, not a recorded event
+            }
             for hook in self.db.webhooks().unwrap_or_default() {
                 if !hook.kinds.is_empty() && !hook.kinds.iter().any(|k| ev.kind.starts_with(k.as_str())) {
                     continue;
