@@ -92,6 +92,12 @@ async fn real_editor_keeps_working_while_its_runtime_moves() {
     wait_cell(&b, 0, Duration::from_secs(60)).await;
     assert_eq!(output_of(&b, 0).await.trim(), "rows 1000");
 
+    // A plot made before the moves: its file lives in the runtime's writable layer.
+    run_cell(&b, 3).await;
+    wait_cell(&b, 3, Duration::from_secs(60)).await;
+    let early = b.wait_js("the first plot", "const d = window.ferryNotebook.editor.getContent(); const m = d.match(/!\\[plot-1\\]\\(([^)]+)\\)/); return m && m[1];", Duration::from_secs(20)).await;
+    let early = early.as_str().unwrap().to_string();
+
     // The long streaming cell; the runtime moves twice while it prints.
     run_cell(&b, 1).await;
     b.wait_js("the stream to start", "const d = window.ferryNotebook.editor.getContent(); return d.includes('tick 3\\n');", Duration::from_secs(30)).await;
@@ -115,24 +121,33 @@ async fn real_editor_keeps_working_while_its_runtime_moves() {
     let expected: u64 = (0..1000u64).map(|i| i * i).sum();
     assert_eq!(output_of(&b, 2).await.trim(), format!("sum {expected} rows 1000"));
 
+    // The plot made before the moves is still served, from the new host.
+    let early_path = early.strip_prefix(&format!("http://{proxy}")).unwrap_or_else(|| panic!("plot URL {early} is not behind the proxy"));
+    let (status, body) = http(&proxy, "GET", early_path, "", Duration::from_secs(10)).unwrap();
+    assert_eq!(status, 200, "{early} after the moves");
+    assert!(body.contains("<svg"), "{body}");
+
     // A plot: the asset URL the runtime gives (/mrp/v1/assets/F) works behind /r/nb.
     run_cell(&b, 3).await;
     wait_cell(&b, 3, Duration::from_secs(60)).await;
-    let img = b.wait_js("the plot image to load", "const i = [...document.querySelectorAll('img')].find(i => i.src.includes('/assets/') && i.complete && i.naturalWidth > 0); return i ? [i.src, i.naturalWidth, i.naturalHeight] : null;", Duration::from_secs(20)).await;
-    let src = img[0].as_str().unwrap().to_string();
+    // The document now links the new plot, behind the proxy; the file is served from there.
+    let src = b.wait_js("the new plot in the document", &format!("const d = window.ferryNotebook.editor.getContent(); const m = d.match(/!\\[plot-1\\]\\(([^)]+)\\)/); return m && m[1] !== {} && m[1];", serde_json::to_string(&early).unwrap()), Duration::from_secs(20)).await;
+    let src = src.as_str().unwrap().to_string();
     assert!(src.starts_with(&format!("http://{proxy}/r/nb/mrp/v1/assets/")), "{src}");
-    assert_eq!((img[1].as_u64(), img[2].as_u64()), (Some(48), Some(32)));
     let path = src.strip_prefix(&format!("http://{proxy}")).unwrap();
     let (status, body) = http(&proxy, "GET", path, "", Duration::from_secs(10)).unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("<svg") && body.contains("#2b6cb0"), "{body}");
+    // And the editor shows a plot image loaded through the proxy.
+    // (The editor renders only what is near the viewport: scroll to the plot at the end.)
+    let img = b.wait_js("a plot image to load", &format!("window.scrollTo(0, document.documentElement.scrollHeight); const i = [...document.querySelectorAll('img')].find(i => i.src.startsWith({}) && i.complete && i.naturalWidth > 0); return i ? [i.src, i.naturalWidth, i.naturalHeight] : null;", serde_json::to_string(&format!("http://{proxy}/r/nb/mrp/v1/assets/")).unwrap()), Duration::from_secs(20)).await;
+    assert_eq!((img[1].as_u64(), img[2].as_u64()), (Some(48), Some(32)), "{img}");
     let doc_now = b.js("return window.ferryNotebook.editor.getContent()").await;
-    assert!(doc_now.as_str().unwrap().contains(&format!("![plot-1]({src})")), "the plot is in the document");
 
     // No error anywhere in the editor.
     assert_eq!(b.js("return window.ferryNotebook.errors").await, serde_json::json!([]));
     assert!(!doc_now.as_str().unwrap().contains("[Error"), "an error block in the document:\n{doc_now}");
-    assert_eq!(b.js("return window.ferryNotebook.completed").await, 4);
+    assert_eq!(b.js("return window.ferryNotebook.completed").await, 5);
     b.screenshot("notebook-2-after-moves").await;
     b.js("[...document.querySelectorAll('img')].find(i => i.src.includes('/assets/')).scrollIntoView({block: 'end'}); return true;").await;
     b.screenshot("notebook-3-dataframe-and-plot").await;
