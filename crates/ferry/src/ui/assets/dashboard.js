@@ -283,15 +283,27 @@
   }
 
   // --- actions with confirmation and progress ---------------------------------------------------
+  // One confirmation at a time: a new question replaces an unanswered one (answered "no").
+  let answer = null;
+  $('#confirm').addEventListener('close', () => {
+    const dlg = $('#confirm');
+    const r = answer;
+    answer = null;
+    if (r) r(dlg.returnValue === 'ok' ? new FormData(dlg.querySelector('form')) : null);
+  });
+
   function ask(title, fields, okLabel) {
     const dlg = $('#confirm');
-    if (dlg.open) dlg.close('cancel');
+    if (answer) {
+      answer(null);
+      answer = null;
+    }
     $('#confirm-title').textContent = title;
     $('#confirm-body').replaceChildren(...fields);
     $('#confirm-ok').textContent = okLabel;
     dlg.returnValue = '';
-    dlg.showModal();
-    return new Promise((resolve) => dlg.addEventListener('close', () => resolve(dlg.returnValue === 'ok' ? new FormData(dlg.querySelector('form')) : null), { once: true }));
+    if (!dlg.open) dlg.showModal();
+    return new Promise((resolve) => { answer = resolve; });
   }
 
   function hostSelect(rt) {
