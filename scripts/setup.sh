@@ -6,6 +6,7 @@
 #   the runtime image (bookworm minbase + python3 + venv with mrmd-python, numpy, pandas),
 #   the MRMD editor bundle for the notebook page and the browser tests (npm: mrmd-electron,
 #   sha512-verified, in $FERRY_CACHE/editor), chromium + chromedriver for those tests,
+#   a running PostgreSQL cluster with a role for the tests (their URL in $FERRY_CACHE/pg-test-url),
 #   and the ferry binary itself.
 # Heavy artifacts are cached under $FERRY_CACHE (default /var/cache/ferry) so reruns are fast.
 set -euo pipefail
@@ -29,7 +30,7 @@ pkgs=(runc iptables iproute2 debootstrap zstd ca-certificates curl procps
       build-essential pkg-config libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler
       protobuf-compiler python3-protobuf libnl-3-dev libnl-route-3-dev libcap-dev libnet1-dev
       libaio-dev libgnutls28-dev libbsd-dev libnftables-dev uuid-dev nftables
-      chromium chromium-driver)
+      chromium chromium-driver postgresql)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -75,6 +76,31 @@ log "CRIU: $(criu --version | head -1)"
 
 # Lazy (post-copy) migration needs pipes larger than the default 1 MiB.
 sysctl -qw fs.pipe-max-size=4194304
+
+# --- PostgreSQL (for `ferry serve --database postgres://...` and its tests) -------------------
+# Debian's cluster, started with pg_ctlcluster (no init system needed); the tests get a role that
+# may create databases (each test run makes a fresh one and drops it) and find its URL in a file.
+pg_version=$(ls /usr/lib/postgresql | sort -V | tail -1)
+if ! pg_lsclusters -h 2>/dev/null | grep -q "^$pg_version main"; then
+  log "creating PostgreSQL $pg_version cluster main"
+  pg_createcluster "$pg_version" main >/dev/null
+fi
+if ! pg_lsclusters -h | grep -q "^$pg_version main .* online"; then
+  log "starting PostgreSQL $pg_version"
+  pg_ctlcluster "$pg_version" main start
+fi
+pg_url_file="$cache/pg-test-url"
+if [ ! -s "$pg_url_file" ] || ! psql -qAt "$(cat "$pg_url_file")/postgres" -c 'SELECT 1' >/dev/null 2>&1; then
+  log "creating the PostgreSQL role ferry_test"
+  pw=$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+  runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -v pw="$pw" <<'SQL'
+SELECT 'CREATE ROLE ferry_test LOGIN CREATEDB' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ferry_test')\gexec
+ALTER ROLE ferry_test PASSWORD :'pw';
+SQL
+  port=$(pg_lsclusters -h | awk -v v="$pg_version" '$1 == v && $2 == "main" {print $3}')
+  (umask 077; echo "postgres://ferry_test:$pw@127.0.0.1:$port" > "$pg_url_file")
+fi
+log "PostgreSQL: $(pg_lsclusters -h | awk -v v="$pg_version" '$1 == v && $2 == "main" {print $1, $2, $4, "port", $3}')"
 
 # --- runtime image ---------------------------------------------------------------------
 img="$cache/images/mrmd-python"

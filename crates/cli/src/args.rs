@@ -67,6 +67,13 @@ pub struct ServeArgs {
     /// STATE_DIR/bench.
     #[arg(long, env = "FERRY_BENCH_DIR")]
     pub bench_dir: Option<PathBuf>,
+    /// Where the control plane keeps its state: sqlite:///PATH (default: ferry.db in the state
+    /// dir) or postgres://USER:PASSWORD@HOST/DB, which several `ferry serve` instances can share.
+    #[arg(long, env = "FERRY_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
+    /// An instance's operations are taken over by the others this long after it stops (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub lease_ttl: std::time::Duration,
 }
 
 /// `90`, `90s`, `15m`, `2h`, `250ms`.

@@ -36,6 +36,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 local_agent: (!a.no_local_agent).then_some(a.agent_listen),
                 prefix: a.prefix,
                 default_image: a.image,
+                database: a.database,
+                lease_ttl: a.lease_ttl,
                 monitor: ferry_core::control::monitor::MonitorConfig {
                     interval: a.monitor_interval,
                     idle_after: a.idle_after,
@@ -328,6 +330,17 @@ pub async fn run(cli: Cli) -> Result<()> {
                     }
                 }
             }
+        }
+        Cmd::Instances => {
+            let v: Vec<ferry_core::control::db::Instance> = client()?.get("/instances").await?;
+            if json {
+                return Ok(print_json(&v));
+            }
+            let mut rows = vec![vec!["ID".into(), "ALIVE".into(), "API".into(), "PROXY".into(), "STARTED".into()]];
+            for i in v {
+                rows.push(vec![i.id, if i.alive { "yes".into() } else { "no".into() }, i.api_url, i.proxy_url, i.started_at]);
+            }
+            table(rows);
         }
         Cmd::Migrations { runtime } => {
             let q = runtime.map(|r| format!("?runtime={r}")).unwrap_or_default();

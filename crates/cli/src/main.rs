@@ -38,6 +38,9 @@ pub enum Cmd {
     /// Run the control plane and its API, with a local agent (the single-machine default).
     ///
     /// Example: ferry serve --listen 127.0.0.1:7700
+    ///
+    /// Example (state in PostgreSQL, shared with other instances):
+    ///   ferry serve --no-local-agent --database postgres://ferry:PASSWORD@db.internal/ferry
     Serve(args::ServeArgs),
     /// Run one host's agent (for multi-host setups; `ferry serve` embeds one for its own host).
     ///
@@ -94,6 +97,10 @@ pub enum Cmd {
     ///
     /// Example: ferry migrate alice --to h2 --mode stop-copy
     Migrate(args::MigrateArgs),
+    /// Control-plane instances sharing this state, and whether each is alive (heartbeat).
+    ///
+    /// Example: ferry instances
+    Instances,
     /// Recorded migrations and forks with their phases.
     ///
     /// Example: ferry migrations --runtime alice

@@ -37,7 +37,8 @@ pub type Waker = Arc<dyn Fn(String) + Send + Sync>;
 pub type Observer = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
 /// Looks a runtime up when the proxy has no route for it yet.
-pub type Resolver = Arc<dyn Fn(&str) -> Option<Route> + Send + Sync>;
+/// Looks a runtime up (in the database) when the proxy has no route for it yet.
+pub type Resolver = Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, Option<Route>> + Send + Sync>;
 
 /// A route and its epoch: the epoch grows at every cut-over, so a request can tell that its
 /// runtime moved while it was under way.
@@ -113,18 +114,19 @@ impl Proxy {
         self.routes.read().unwrap().get(name).map(|tx| tx.borrow().0.clone())
     }
 
-    fn receiver(&self, name: &str) -> Option<watch::Receiver<Versioned>> {
+    async fn receiver(&self, name: &str) -> Option<watch::Receiver<Versioned>> {
         if let Some(tx) = self.routes.read().unwrap().get(name) {
             return Some(tx.subscribe());
         }
-        let resolved = self.resolver.read().unwrap().as_ref().and_then(|r| r(name))?;
+        let resolver = self.resolver.read().unwrap().clone()?;
+        let resolved = resolver(name.to_string()).await?;
         self.set(name, resolved);
         self.routes.read().unwrap().get(name).map(|tx| tx.subscribe())
     }
 
     /// Where to send a request for `name` now, waiting out a cut-over.
     async fn resolve(&self, name: &str) -> Result<SocketAddr, Response> {
-        let Some(mut rx) = self.receiver(name) else {
+        let Some(mut rx) = self.receiver(name).await else {
             return Err(json_error(StatusCode::NOT_FOUND, "not_found", format!("no runtime named {name:?}")));
         };
         let route = rx.borrow_and_update().0.clone();

@@ -78,6 +78,26 @@ pub struct ServeOptions {
     pub public_proxy_url: Option<String>,
     /// Where `ferry bench` reports are, for the dashboard's plots.
     pub bench_dir: PathBuf,
+    /// `sqlite:///PATH` or `postgres://...`; default: SQLite in the state dir.
+    pub database: Option<String>,
+    /// How long an operation's lease outlives this instance's last heartbeat.
+    pub lease_ttl: Duration,
+}
+
+/// This instance's id: made once per state dir and kept, so that after a restart it recognises
+/// (and recovers at once) what its previous run held.
+fn instance_id(state_dir: &std::path::Path) -> Result<String> {
+    let path = state_dir.join("instance-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        if !id.trim().is_empty() {
+            return Ok(id.trim().to_string());
+        }
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(20).collect();
+    let id = format!("{}-{}", if host.is_empty() { "ferry" } else { &host }, &crate::control::new_id("")[..6]);
+    std::fs::write(&path, &id)?;
+    Ok(id)
 }
 
 /// Runs `ferry serve` until the process is stopped.
@@ -85,7 +105,19 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     std::fs::create_dir_all(&o.state_dir)?;
     let token = auth::load_or_create(&o.state_dir.join("token"))?;
     let agent_token = auth::load_or_create(&o.state_dir.join("agent-token"))?;
-    let control = Control::open(ControlConfig {
+    let database = o.database.clone().unwrap_or_else(|| format!("sqlite://{}", o.state_dir.join("ferry.db").display()));
+    crate::control::db::backend_of(&database)?;
+    if o.lease_ttl < Duration::from_secs(1) {
+        return Err(Error::Invalid("--lease-ttl must be at least 1s".into()));
+    }
+    let proxy_listener = bind(o.proxy_listen).await?;
+    let proxy_addr = proxy_listener.local_addr()?;
+    let listener = bind(o.listen).await?;
+    let addr = listener.local_addr()?;
+    let tls = o.tls.as_ref().map(crate::tls::server_config).transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let instance_id = instance_id(&o.state_dir)?;
+    let (control, releases) = Control::open(ControlConfig {
         state_dir: o.state_dir.clone(),
         subnet: o.subnet,
         token,
@@ -93,7 +125,13 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
         default_image: o.default_image.clone(),
         agent_tls: o.agent_ca.as_deref().map(crate::tls::client_config).transpose()?,
         thresholds: o.monitor.thresholds,
-    })?;
+        database: database.clone(),
+        instance_id: instance_id.clone(),
+        lease_ttl: o.lease_ttl,
+    })
+    .await?;
+    control.db.register_instance(&instance_id, &format!("{scheme}://{addr}"), &format!("{scheme}://{proxy_addr}"), o.lease_ttl).await?;
+    tracing::info!(instance = %instance_id, database = %crate::control::db::redact(&database), "control plane state opened");
     if let Some(addr) = o.local_agent {
         let (_agent, bound) = start_agent(AgentOptions {
             name: "local".into(),
@@ -112,15 +150,14 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     }
     // Settle what was half-done when we stopped, adopt what is still running, and mark what died
     // while we were away.
-    control.recover().await;
+    tokio::spawn(control.clone().lease_loop(releases)); // the heartbeat runs during recovery
+    control.recover(true).await;
     control.reconcile_all().await;
+    tokio::spawn(control.clone().recovery_loop());
     tokio::spawn(control.clone().reconcile_loop(Duration::from_secs(1)));
     tokio::spawn(control.clone().monitor_loop(o.monitor.clone()));
     tokio::spawn(control.clone().webhook_loop());
-    let proxy_listener = bind(o.proxy_listen).await?;
-    let proxy_addr = proxy_listener.local_addr()?;
     let proxy_app = crate::proxy::router(control.proxy.clone());
-    let tls = o.tls.as_ref().map(crate::tls::server_config).transpose()?;
     let proxy_tls = tls.clone();
     tokio::spawn(async move {
         if let Err(e) = crate::tls::serve(proxy_listener, proxy_app, proxy_tls).await {
@@ -129,9 +166,6 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     });
     write_atomically(&o.state_dir.join("proxy.addr"), &proxy_addr.to_string())?;
     tracing::info!(%proxy_addr, "proxy listening");
-    let listener = bind(o.listen).await?;
-    let addr = listener.local_addr()?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
     write_atomically(&o.state_dir.join("serve.url"), &format!("{scheme}://{addr}"))?;
     write_atomically(&o.state_dir.join("serve.addr"), &addr.to_string())?;
     tracing::info!(%addr, scheme, "ferry serve listening");

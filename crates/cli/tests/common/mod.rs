@@ -1,6 +1,11 @@
 //! Test harness: a real `ferry serve` (real runc, real CRIU, real netns) in its own state dir,
 //! with its own netns/cgroup prefix and address range, driven through the real CLI binary.
 //! Dropping it stops the server and purges everything it made, even when the test failed.
+//!
+//! The control plane keeps its state in SQLite, or, with `FERRY_TEST_DATABASE=postgres`, in a
+//! fresh PostgreSQL database made for each test and dropped after it (the server's URL from
+//! `FERRY_TEST_PG_URL`, default: the one scripts/setup.sh wrote). Tests of several control-plane
+//! instances always use PostgreSQL.
 
 #![allow(dead_code)]
 
@@ -47,6 +52,64 @@ pub fn images_dir() -> PathBuf {
     std::env::var_os("FERRY_IMAGES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/ferry/images"))
 }
 
+/// A PostgreSQL database made for one test and dropped (with its connections) afterwards.
+pub struct TestDatabase {
+    server: String,
+    pub name: String,
+}
+
+impl TestDatabase {
+    /// A fresh database; `None` where no PostgreSQL server is set up (a failure under CI).
+    pub fn create(tag: &str) -> Option<TestDatabase> {
+        let server = std::env::var("FERRY_TEST_PG_URL").ok().or_else(|| std::fs::read_to_string(pg_url_file()).ok()).map(|s| s.trim().trim_end_matches('/').to_string());
+        let ready = server.as_ref().is_some_and(|s| psql(s, "postgres", "SELECT 1").is_ok());
+        if !ready {
+            let msg = format!("this test needs PostgreSQL: run scripts/setup.sh as root (it starts a cluster and writes {}), or set FERRY_TEST_PG_URL", pg_url_file().display());
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{msg} (CI=true: skipping is a failure)");
+            }
+            eprintln!("SKIPPED: {msg}");
+            return None;
+        }
+        let server = server.unwrap();
+        let name = format!("ferry_test_{tag}_{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 1_000_000_000);
+        psql(&server, "postgres", &format!("CREATE DATABASE {name}")).expect("create the test database");
+        Some(TestDatabase { server, name })
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/{}", self.server, self.name)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let r = psql(&self.server, "postgres", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        if !std::thread::panicking() {
+            r.expect("drop the test database");
+        }
+    }
+}
+
+fn pg_url_file() -> PathBuf {
+    PathBuf::from("/var/cache/ferry/pg-test-url")
+}
+
+/// Runs one SQL statement with psql; returns its output (unaligned, tuples only).
+pub fn psql(server: &str, db: &str, sql: &str) -> Result<String, String> {
+    let o = Command::new("psql").args(["-qAtX", "-v", "ON_ERROR_STOP=1", &format!("{server}/{db}"), "-c", sql]).stdin(Stdio::null()).output().map_err(|e| format!("psql: {e}"))?;
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+}
+
+/// Whether this run's tests keep the control plane's state in PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var("FERRY_TEST_DATABASE").as_deref() == Ok("postgres")
+}
+
 pub struct Ferry {
     pub state: PathBuf,
     pub prefix: String,
@@ -55,6 +118,8 @@ pub struct Ferry {
     /// Started with `ferry dev up` (several hosts) rather than a single `ferry serve`.
     dev: bool,
     serve_args: Vec<String>,
+    /// Where the state lives when not in SQLite (dropped after the servers stop).
+    pub database: Option<TestDatabase>,
 }
 
 impl Ferry {
@@ -66,7 +131,7 @@ impl Ferry {
         let state = std::env::temp_dir().join(format!("ferry-test-{tag}"));
         let _ = std::fs::remove_dir_all(&state);
         let subnet = format!("10.{}.{}.0", 150 + (pid % 50), n * 8);
-        (Ferry { state, prefix: format!("f{letter}{tag}-"), subnet, serve: None, dev, serve_args: Vec::new() }, n)
+        (Ferry { state, prefix: format!("f{letter}{tag}-"), subnet, serve: None, dev, serve_args: Vec::new(), database: None }, n)
     }
 
     /// A running `ferry serve` with a local agent, or `None` where the machine cannot run it.
@@ -81,6 +146,10 @@ impl Ferry {
         }
         let (mut f, _) = Self::fresh('t', false);
         f.serve_args = serve_args.iter().map(|s| s.to_string()).collect();
+        if on_postgres() {
+            f.database = Some(TestDatabase::create(&f.prefix.replace('-', ""))?);
+            f.serve_args.push(format!("--database={}", f.database.as_ref().unwrap().url()));
+        }
         f.launch();
         Some(f)
     }
@@ -93,19 +162,30 @@ impl Ferry {
 
     /// As [`Ferry::start_dev`], with agents that speak TLS (`ferry dev up --tls`).
     pub fn start_dev_tls(hosts: u32) -> Option<Ferry> {
-        Self::start_dev_inner(hosts, &["--no-auto"], &["--tls"])
+        Self::start_dev_inner(hosts, &["--no-auto"], &["--tls"], on_postgres())
     }
 
     /// As [`Ferry::start_dev`], with these flags for `ferry serve`.
     pub fn start_dev_with(hosts: u32, serve_args: &[&str]) -> Option<Ferry> {
-        Self::start_dev_inner(hosts, serve_args, &[])
+        Self::start_dev_inner(hosts, serve_args, &[], on_postgres())
     }
 
-    fn start_dev_inner(hosts: u32, serve_args: &[&str], dev_args: &[&str]) -> Option<Ferry> {
+    /// As [`Ferry::start_dev_with`]; with `postgres`, the state is in a fresh PostgreSQL database.
+    pub fn start_dev_on(hosts: u32, serve_args: &[&str], postgres: bool) -> Option<Ferry> {
+        Self::start_dev_inner(hosts, serve_args, &[], postgres)
+    }
+
+    fn start_dev_inner(hosts: u32, serve_args: &[&str], dev_args: &[&str], postgres: bool) -> Option<Ferry> {
         if !environment_ready() {
             return None;
         }
-        let (f, n) = Self::fresh('m', true);
+        let (mut f, n) = Self::fresh('m', true);
+        let mut serve_args: Vec<String> = serve_args.iter().map(|a| a.to_string()).collect();
+        if postgres {
+            let db = TestDatabase::create(&f.prefix.replace('-', ""))?;
+            serve_args.push(format!("--database={}", db.url()));
+            f.database = Some(db);
+        }
         let net = format!("10.{}.{}.0", 100 + (std::process::id() % 50), n);
         let hosts = hosts.to_string();
         let mut args = vec!["dev", "up", "--hosts", &hosts, "--prefix", &f.prefix, "--net", &net, "--subnet", &f.subnet, "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"];
@@ -114,6 +194,49 @@ impl Ferry {
         args.extend_from_slice(dev_args);
         f.ok(&args);
         Some(f)
+    }
+
+    /// Another `ferry serve` on the same database and agents (no local agent): its own state dir,
+    /// API and proxy, the same tokens. Dropping it stops it and removes its state dir.
+    pub fn second_instance(&self, serve_args: &[&str]) -> Ferry {
+        let db = self.database.as_ref().expect("a second instance needs the first one's PostgreSQL database");
+        let (mut b, _) = Self::fresh('b', false);
+        std::fs::create_dir_all(&b.state).unwrap();
+        b.subnet = self.subnet.clone();
+        for f in ["token", "agent-token"] {
+            std::fs::copy(self.state.join(f), b.state.join(f)).unwrap();
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(b.state.join("serve.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["--state-dir", b.state.to_str().unwrap(), "serve", "--no-local-agent", "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0", "--prefix", &b.prefix, "--subnet", &b.subnet])
+            .arg(format!("--database={}", db.url()))
+            .args(serve_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start a second ferry serve");
+        b.serve = Some(child);
+        let start = Instant::now();
+        while !b.state.join("serve.addr").exists() || !b.state.join("proxy.addr").exists() {
+            if let Some(st) = b.serve.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the second ferry serve exited ({st}):\n{}", b.log());
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "the second ferry serve did not start:\n{}", b.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        b
+    }
+
+    /// PID of `ferry serve` (of a dev topology, or started by the harness).
+    pub fn serve_pid(&self) -> u32 {
+        match &self.serve {
+            Some(c) => c.id(),
+            None => {
+                let v: Value = serde_json::from_slice(&std::fs::read(self.state.join("dev.json")).unwrap()).unwrap();
+                v["serve_pid"].as_u64().unwrap() as u32
+            }
+        }
     }
 
     /// The proxy's base URL (`http://ADDR`).

@@ -30,6 +30,7 @@ pub fn router(c: Arc<Control>) -> Router {
         .route("/api/v1/runtimes/:name/wake", post(wake))
         .route("/api/v1/runtimes/:name/baseline-migrate", post(baseline_migrate))
         .route("/api/v1/migrations", get(migrations))
+        .route("/api/v1/instances", get(instances))
         .route("/api/v1/restore", post(restore))
         .route("/api/v1/snapshots", get(snapshots))
         .route("/api/v1/snapshots/import", post(import))
@@ -79,15 +80,15 @@ async fn add_host(State(c): C, Json(h): Json<AddHost>) -> Result<impl IntoRespon
     Ok(Json(c.add_host(&h.name, &h.url, &h.labels, h.capacity_mb).await?))
 }
 async fn list(State(c): C) -> Result<impl IntoResponse> {
-    Ok(Json(c.list()?))
+    Ok(Json(c.list().await?))
 }
 async fn create(State(c): C, Json(r): Json<CreateRequest>) -> Result<impl IntoResponse> {
     Ok(Json(c.create(r).await?))
 }
 async fn inspect(State(c): C, Path(name): Path<String>) -> Result<impl IntoResponse> {
     let rt = c.inspect(&name).await?;
-    let ops = c.db.operations(Some(&name), 20)?;
-    let events = c.db.events(Some(&name), 20)?;
+    let ops = c.db.operations(Some(&name), 20).await?;
+    let events = c.db.events(Some(&name), 20).await?;
     let mut v = serde_json::to_value(rt).unwrap();
     v["operations"] = serde_json::to_value(ops).unwrap();
     v["events"] = serde_json::to_value(events).unwrap();
@@ -129,8 +130,11 @@ async fn baseline_migrate(State(c): C, Path(name): Path<String>, Json(r): Json<T
     Ok(Json(c.baseline_migrate(&name, &r.to).await?))
 }
 async fn migrations(State(c): C, Query(q): Query<ListQuery>) -> Result<impl IntoResponse> {
-    let ops = c.db.operations(q.runtime.as_deref(), q.limit.unwrap_or(50))?;
+    let ops = c.db.operations(q.runtime.as_deref(), q.limit.unwrap_or(50)).await?;
     Ok(Json(ops.into_iter().filter(|o| o.kind == "migrate" || o.kind == "fork").collect::<Vec<_>>()))
+}
+async fn instances(State(c): C) -> Result<impl IntoResponse> {
+    Ok(Json(c.db.instances().await?))
 }
 async fn restore(State(c): C, Json(o): Json<RestoreOptions>) -> Result<impl IntoResponse> {
     let plan = if o.plan.is_some() || o.memory.is_some() || o.cpus.is_some() {
@@ -141,10 +145,10 @@ async fn restore(State(c): C, Json(o): Json<RestoreOptions>) -> Result<impl Into
     Ok(Json(c.restore(&o.snapshot, o.name.as_deref(), plan).await?))
 }
 async fn snapshots(State(c): C) -> Result<impl IntoResponse> {
-    Ok(Json(c.db.snapshots()?))
+    Ok(Json(c.db.snapshots().await?))
 }
 async fn snapshot(State(c): C, Path(id): Path<String>) -> Result<impl IntoResponse> {
-    Ok(Json(c.snapshot(&id)?))
+    Ok(Json(c.snapshot(&id).await?))
 }
 async fn remove_snapshot(State(c): C, Path(id): Path<String>) -> Result<impl IntoResponse> {
     c.remove_snapshot(&id).await?;
@@ -171,7 +175,7 @@ struct ListQuery {
     limit: Option<u32>,
 }
 async fn operations(State(c): C, Query(q): Query<ListQuery>) -> Result<impl IntoResponse> {
-    Ok(Json(c.db.operations(q.runtime.as_deref(), q.limit.unwrap_or(50))?))
+    Ok(Json(c.db.operations(q.runtime.as_deref(), q.limit.unwrap_or(50)).await?))
 }
 #[derive(Deserialize)]
 struct NewWebhook {
@@ -188,20 +192,20 @@ async fn add_webhook(State(c): C, Json(w): Json<NewWebhook>) -> Result<impl Into
     if w.secret.len() < 16 {
         return Err(Error::Invalid("a webhook secret must have at least 16 characters".into()));
     }
-    let id = c.db.add_webhook(url.as_str(), &w.secret, &w.kinds)?;
+    let id = c.db.add_webhook(url.as_str(), &w.secret, &w.kinds).await?;
     Ok(Json(serde_json::json!({"id": id, "url": url.as_str(), "kinds": w.kinds})))
 }
 async fn webhooks(State(c): C) -> Result<impl IntoResponse> {
-    Ok(Json(c.db.webhooks()?))
+    Ok(Json(c.db.webhooks().await?))
 }
 async fn remove_webhook(State(c): C, Path(id): Path<i64>) -> Result<impl IntoResponse> {
-    if !c.db.remove_webhook(id)? {
+    if !c.db.remove_webhook(id).await? {
         return Err(Error::NotFound(format!("no webhook {id}: see `ferry webhook ls`")));
     }
     Ok(Json(serde_json::json!({"removed": id})))
 }
 async fn deliveries(State(c): C, Path(id): Path<i64>) -> Result<impl IntoResponse> {
-    Ok(Json(c.db.deliveries(id, 200)?))
+    Ok(Json(c.db.deliveries(id, 200).await?))
 }
 
 #[derive(Deserialize)]
@@ -209,14 +213,14 @@ struct Policy {
     auto: bool,
 }
 async fn policy(State(c): C, Path(name): Path<String>, Json(p): Json<Policy>) -> Result<impl IntoResponse> {
-    let row = c.runtime_row(&name)?;
-    c.db.set_auto(&row.id, p.auto)?;
-    c.event(Some(&name), "policy.changed", if p.auto { "automatic moves and hibernation on" } else { "automatic moves and hibernation off" }, serde_json::json!({"auto": p.auto}));
+    let row = c.runtime_row(&name).await?;
+    c.db.set_auto(&row.id, p.auto).await?;
+    c.event(Some(&name), "policy.changed", if p.auto { "automatic moves and hibernation on" } else { "automatic moves and hibernation off" }, serde_json::json!({"auto": p.auto})).await;
     Ok(Json(c.inspect(&name).await?))
 }
 
 async fn metrics(State(c): C) -> impl IntoResponse {
-    ([("content-type", "text/plain; version=0.0.4")], c.metrics())
+    ([("content-type", "text/plain; version=0.0.4")], c.metrics().await)
 }
 
 #[derive(Deserialize, Default)]
@@ -257,5 +261,5 @@ async fn event_stream(State(c): C, Query(q): Query<StreamQuery>) -> impl IntoRes
 }
 
 async fn events(State(c): C, Query(q): Query<ListQuery>) -> Result<impl IntoResponse> {
-    Ok(Json(c.db.events(q.runtime.as_deref(), q.limit.unwrap_or(50))?))
+    Ok(Json(c.db.events(q.runtime.as_deref(), q.limit.unwrap_or(50)).await?))
 }

@@ -11,14 +11,14 @@ use std::time::Instant;
 
 impl Control {
     pub async fn baseline_migrate(&self, name: &str, to: &str) -> Result<Migration> {
-        let row = self.runtime_row(name)?;
+        let row = self.runtime_row(name).await?;
         self.require_running(&row)?;
         if row.host == to {
             return Err(Error::Invalid(format!("runtime {name} already runs on {to}")));
         }
         let source = self.agent(&row.host)?;
         let target = self.agent(to)?;
-        let _busy = self.claim(&row.id, name)?;
+        let _busy = self.claim(&row.id, name).await?;
         let detail = serde_json::json!({"mode": "baseline", "from": row.host, "to": to});
         self.journal("baseline-migrate", Some(name), detail, async {
             let snap = new_id("base");
@@ -31,10 +31,10 @@ impl Control {
             }
             t.extend(source.baseline_send(&snap, &target.url, &self.cfg.agent_token).await?);
             t.extend(target.baseline_restore(&snap, &self.spec_of(&row)).await?);
-            self.db.set_host(&row.id, to)?;
+            self.db.set_host(&row.id, to).await?;
             let mut moved = row.clone();
             moved.host = to.to_string();
-            self.set_state(&moved, "running", None)?;
+            self.set_state(&moved, "running", None).await?;
             t.insert("total_ms".into(), ms(t0));
             let _ = source.remove(&row.id).await;
             let m = Migration { runtime: name.into(), mode: "baseline".into(), from: row.host.clone(), to: to.into(), snapshot: None, archive_bytes, timings: t.clone() };

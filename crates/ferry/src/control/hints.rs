@@ -33,19 +33,20 @@ fn has_big_number(code: &str) -> bool {
 
 impl Control {
     /// Called by the proxy for every execution's code.
-    pub fn observe_code(&self, runtime: &str, code: &str) {
+    pub async fn observe_code(&self, runtime: &str, code: &str) {
         let found = hints(code);
         if found.is_empty() {
             return;
         }
-        let Ok(Some(row)) = self.db.runtime_by_name(runtime) else { return };
-        let mut known = self.hints.lock().unwrap();
-        let entry = known.entry(row.id.clone()).or_default();
-        for label in found {
-            if entry.insert(label.to_string()) {
-                let kind = if label == "gpu" { "hint.gpu" } else { "hint.big_ram" };
-                self.event(Some(runtime), kind, &format!("its code asks for a {label} host; its next move prefers hosts labelled {label}"), serde_json::json!({"label": label}));
-            }
+        let Ok(Some(row)) = self.db.runtime_by_name(runtime).await else { return };
+        let new: Vec<&str> = {
+            let mut known = self.hints.lock().unwrap();
+            let entry = known.entry(row.id.clone()).or_default();
+            found.into_iter().filter(|label| entry.insert(label.to_string())).collect()
+        };
+        for label in new {
+            let kind = if label == "gpu" { "hint.gpu" } else { "hint.big_ram" };
+            self.event(Some(runtime), kind, &format!("its code asks for a {label} host; its next move prefers hosts labelled {label}"), serde_json::json!({"label": label})).await;
         }
     }
 

@@ -13,10 +13,10 @@ fn esc(s: &str) -> String {
 }
 
 impl Control {
-    pub fn metrics(&self) -> String {
+    pub async fn metrics(&self) -> String {
         let mut out = String::new();
         let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
-        for r in self.db.runtimes().unwrap_or_default() {
+        for r in self.db.runtimes().await.unwrap_or_default() {
             *by_state.entry(r.state).or_default() += 1;
         }
         let _ = writeln!(out, "# HELP ferry_runtimes Runtimes by state.\n# TYPE ferry_runtimes gauge");
@@ -30,7 +30,7 @@ impl Control {
             let _ = writeln!(out, "ferry_runtime_memory_bytes{{{labels}}} {}", s.memory_bytes);
             let _ = writeln!(out, "ferry_runtime_memory_limit_bytes{{{labels}}} {}", s.memory_limit_bytes);
         }
-        let ops = self.db.operations(None, 10_000).unwrap_or_default();
+        let ops = self.db.operations(None, 10_000).await.unwrap_or_default();
         let mut counts: BTreeMap<(String, String, String), u64> = BTreeMap::new();
         for o in &ops {
             let mode = o.detail["mode"].as_str().unwrap_or("").to_string();

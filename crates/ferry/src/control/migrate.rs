@@ -56,7 +56,7 @@ impl std::str::FromStr for Mode {
 impl Control {
     pub async fn migrate(&self, name: &str, req: &MigrateRequest) -> Result<Migration> {
         let mode: Mode = req.mode.parse()?;
-        let row = self.runtime_row(name)?;
+        let row = self.runtime_row(name).await?;
         self.require_running(&row)?;
         let target = self.agent(&req.to)?;
         if req.to == row.host && mode != Mode::Fork {
@@ -71,13 +71,13 @@ impl Control {
             _ => {}
         }
         let need = req.plan.as_ref().unwrap_or(&row.plan).memory_mb;
-        let cap = self.db.hosts()?.into_iter().find(|h| h.0 == req.to).map(|h| h.3).unwrap_or(0);
-        let used = self.used_mb_for(&req.to, &row.id)?;
+        let cap = self.db.hosts().await?.into_iter().find(|h| h.0 == req.to).map(|h| h.3).unwrap_or(0);
+        let used = self.used_mb_for(&req.to, &row.id).await?;
         if used + need > cap {
             return Err(Error::Conflict(format!("host {} has {} MB free of {cap} MB, not enough for {name}'s {need} MB: choose another host", req.to, cap.saturating_sub(used))));
         }
         target.info().await.map_err(|e| Error::Unavailable(format!("target host {} does not answer ({e}); nothing was changed", req.to)))?;
-        let _busy = self.claim(&row.id, name)?;
+        let _busy = self.claim(&row.id, name).await?;
         // The snapshot's id is journaled before anything is sent, so that recovery can find and
         // remove what an interrupted move left on either host.
         let snapshot_id = new_id(if mode == Mode::Fork { "fork" } else { "mig" });
@@ -107,14 +107,14 @@ impl Control {
         let target = self.agent(to)?;
         let t0 = Instant::now();
         // 1. hold
-        self.set_state(row, "migrating", Some(&format!("moving from {} to {to}", row.host)))?;
-        self.phase(&row.id, &format!("freezing and dumping on {}, streaming to {to}", row.host));
+        self.set_state(row, "migrating", Some(&format!("moving from {} to {to}", row.host))).await?;
+        self.phase(&row.id, &format!("freezing and dumping on {}, streaming to {to}", row.host)).await;
         let (target_ref, snapshot_ref) = (&target, &snapshot_id);
         let rollback = |why: Error| async move {
             let _ = target_ref.remove_snapshot(snapshot_ref).await;
-            let _ = self.set_state(row, "running", None);
+            let _ = self.set_state(row, "running", None).await;
             let context = format!("migration to {to} failed; {} runs on {} again", row.name, row.host);
-            self.event(Some(&row.name), "migration.failed", &format!("{context}: {why}"), serde_json::json!({}));
+            self.event(Some(&row.name), "migration.failed", &format!("{context}: {why}"), serde_json::json!({})).await;
             why.context(&context)
         };
         // 2. freeze, dump (lazy: all but memory, which the source then serves), stream; the source
@@ -129,8 +129,8 @@ impl Control {
                 Err(crate::Error::Unavailable(_)) => {
                     let _ = target_ref.remove_snapshot(snapshot_ref).await;
                     let why = format!("the source host {}'s agent stopped answering during the transfer ({e}); the runtime stays on {} and is resumed when that agent is back", row.host, row.host);
-                    let _ = self.set_state(row, "migrating", Some(&why));
-                    self.event(Some(&row.name), "migration.failed", &why, serde_json::json!({}));
+                    let _ = self.set_state(row, "migrating", Some(&why)).await;
+                    self.event(Some(&row.name), "migration.failed", &why, serde_json::json!({})).await;
                     return Err(Error::Unavailable(why));
                 }
                 Ok(a) if a.status == "paused" => {
@@ -141,7 +141,7 @@ impl Control {
             },
         };
         // 3. restore at the target, same identity and addresses (lazy: pages come on fault)
-        self.phase(&row.id, &format!("restoring on {to}"));
+        self.phase(&row.id, &format!("restoring on {to}")).await;
         let t_restore = Instant::now();
         // A move to a larger plan arrives with the new limits (CRIU restores into the new cgroup).
         let mut arriving = row.clone();
@@ -156,21 +156,21 @@ impl Control {
             return match back {
                 Ok(()) => Err(rollback(e).await),
                 // Neither copy can run: say so, and offer the last full snapshot.
-                Err(te) => Err(self.mark_lost(row, &format!("the restore on {to} failed ({e}) and the source could not be resumed ({te})"))),
+                Err(te) => Err(self.mark_lost(row, &format!("the restore on {to} failed ({e}) and the source could not be resumed ({te})")).await),
             };
         }
         let restore_ms = ms(t_restore);
         let target_phases = phases(&restored.map(|a| a.timings).unwrap_or_default(), "target_");
         // 4. switch
-        self.db.set_host(&row.id, to)?;
-        self.db.set_plan(&row.id, &arriving.plan)?;
+        self.db.set_host(&row.id, to).await?;
+        self.db.set_plan(&row.id, &arriving.plan).await?;
         let mut moved = arriving.clone();
         moved.host = to.to_string();
-        self.set_state(&moved, "running", None)?;
+        self.set_state(&moved, "running", None).await?;
         let downtime_ms = ms(t0);
         // 4b. lazy: the source must live until every page has arrived
         if lazy {
-            self.phase(&row.id, &format!("running on {to}; copying the remaining memory pages"));
+            self.phase(&row.id, &format!("running on {to}; copying the remaining memory pages")).await;
             let t_pages = Instant::now();
             if let Err(e) = self.wait_for_pages(&moved, &target).await {
                 let _ = source.remove(&row.id).await;
@@ -179,7 +179,7 @@ impl Control {
             tracing::info!(runtime = %row.name, pages_ms = ms(t_pages), "lazy migration complete");
         }
         // 5. destroy the frozen source and its dump
-        self.phase(&row.id, &format!("removing the source on {}", row.host));
+        self.phase(&row.id, &format!("removing the source on {}", row.host)).await;
         if let Err(e) = source.remove(&row.id).await {
             tracing::error!(runtime = %row.name, error = %e, "the frozen source could not be removed; it stays frozen");
         }
@@ -188,8 +188,8 @@ impl Control {
             None // it holds no memory pages: not a snapshot anyone could restore
         } else {
             let snap = super::snapshots::to_snapshot(&sent.snapshot);
-            self.db.insert_snapshot(&snap)?;
-            self.db.set_last_snapshot(&row.id, &snap.id)?;
+            self.db.insert_snapshot(&snap).await?;
+            self.db.set_last_snapshot(&row.id, &snap.id).await?;
             self.drop_older_automatic_snapshots(&row.id, &snap.id).await;
             Some(snap.id)
         };
@@ -198,7 +198,7 @@ impl Control {
         t.extend(target_phases);
         t.insert("downtime_ms".into(), downtime_ms);
         t.insert("total_ms".into(), ms(t0));
-        self.event(Some(&row.name), "runtime.migrated", &format!("moved from {} to {to} ({mode}), frozen {downtime_ms:.0} ms", row.host), serde_json::json!({"timings": t}));
+        self.event(Some(&row.name), "runtime.migrated", &format!("moved from {} to {to} ({mode}), frozen {downtime_ms:.0} ms", row.host), serde_json::json!({"timings": t})).await;
         Ok(Migration { runtime: row.name.clone(), mode: mode.into(), from: row.host.clone(), to: to.into(), snapshot, archive_bytes: sent.archive_bytes, timings: t })
     }
 
@@ -206,7 +206,7 @@ impl Control {
     /// ever lost); the ones earlier migrations and hibernations left are superseded and removed, so
     /// that moving a runtime back and forth does not fill the disks. Snapshots users took are kept.
     pub(crate) async fn drop_older_automatic_snapshots(&self, runtime_id: &str, keep: &str) {
-        let Ok(all) = self.db.snapshots() else { return };
+        let Ok(all) = self.db.snapshots().await else { return };
         for s in all.into_iter().filter(|s| s.runtime_id == runtime_id && s.id != keep && (s.id.starts_with("mig") || s.id.starts_with("hib"))) {
             if let Err(e) = self.remove_snapshot(&s.id).await {
                 tracing::warn!(snapshot = %s.id, error = %e, "could not remove a superseded migration snapshot");
@@ -216,14 +216,14 @@ impl Control {
 
     /// Records that a runtime is lost — it runs nowhere and cannot be resumed — and offers its last
     /// full snapshot. Returns the error to give the caller.
-    pub(crate) fn mark_lost(&self, row: &RuntimeRow, why: &str) -> Error {
+    pub(crate) async fn mark_lost(&self, row: &RuntimeRow, why: &str) -> Error {
         let offer = match &row.last_snapshot {
             Some(s) => format!("its last full snapshot is {s}: `ferry restore {s}`"),
             None => "it has no full snapshot to restore".into(),
         };
         let reason = format!("{why}; {offer}");
-        let _ = self.set_state(row, "lost", Some(&reason));
-        self.event(Some(&row.name), "runtime.lost", &reason, serde_json::json!({"last_snapshot": row.last_snapshot}));
+        let _ = self.set_state(row, "lost", Some(&reason)).await;
+        self.event(Some(&row.name), "runtime.lost", &reason, serde_json::json!({"last_snapshot": row.last_snapshot})).await;
         Error::Internal(format!("runtime {} was lost during its migration: {reason}", row.name))
     }
 
@@ -236,7 +236,7 @@ impl Control {
             match target.runtime(&row.id).await {
                 Ok(a) if a.status == "lost" => {
                     let why = a.reason.unwrap_or_else(|| "its memory pages never all arrived".into());
-                    return Err(self.mark_lost(row, why.lines().next().unwrap_or_default()));
+                    return Err(self.mark_lost(row, why.lines().next().unwrap_or_default()).await);
                 }
                 Ok(a) if !a.lazy_pending => return Ok(()),
                 _ => {}
@@ -254,20 +254,22 @@ impl Control {
         let id = new_id("rt");
         let name = new_name.map(str::to_string).unwrap_or_else(|| format!("{}-fork-{}", row.name, &id[2..8]));
         check_name(&name)?;
-        if self.db.runtime_by_name(&name)?.is_some() {
+        if self.db.runtime_by_name(&name).await?.is_some() {
             return Err(Error::Conflict(format!("a runtime named {name:?} already exists: choose another --name")));
         }
         let mut copy = RuntimeRow {
             id: id.clone(), name: name.clone(), host: to.into(), plan: row.plan.clone(), image: row.image.clone(), net_index: 0,
-            state: "restoring".into(), state_reason: Some(format!("forking from {}", row.name)), created_at: now(), started_at: None, last_snapshot: None, auto: row.auto,
+            state: "restoring".into(), state_reason: Some(format!("forking from {}", row.name)), created_at: now(), started_at: None, last_snapshot: None, auto: row.auto, leased_by: None,
         };
-        self.db.insert_runtime_new_slot(&mut copy)?;
+        let lease = self.new_lease();
+        self.db.insert_runtime_new_slot(&mut copy, Some(&lease)).await?;
+        let _copy_busy = self.claim_with(&id, &name, lease).await?;
         let t0 = Instant::now();
         let req = SendRequest { snapshot_id: snapshot_id.clone(), target_url: target.url.clone(), target_token: self.cfg.agent_token.clone(), thaw_after_dump: true, lazy: false };
         let result = async {
-            self.phase(&row.id, &format!("dumping on {} (it keeps running) and streaming to {to}", row.host));
+            self.phase(&row.id, &format!("dumping on {} (it keeps running) and streaming to {to}", row.host)).await;
             let sent = source.send_runtime(&row.id, &req).await?;
-            self.phase(&row.id, &format!("restoring the copy {name} on {to}"));
+            self.phase(&row.id, &format!("restoring the copy {name} on {to}")).await;
             let _ = source.remove_snapshot(&snapshot_id).await;
             let t1 = Instant::now();
             target.restore(&RestoreRequest { snapshot_id: snapshot_id.clone(), spec: self.spec_of(&copy), verify: false, lazy_from: None }).await?;
@@ -279,18 +281,18 @@ impl Control {
             Err(e) => {
                 let _ = target.remove(&id).await;
                 let _ = target.remove_snapshot(&snapshot_id).await;
-                self.db.delete_runtime(&id)?;
+                self.db.delete_runtime(&id).await?;
                 return Err(e);
             }
         };
-        self.set_state(&copy, "running", None)?;
+        self.set_state(&copy, "running", None).await?;
         let snap = super::snapshots::to_snapshot(&sent.snapshot);
-        self.db.insert_snapshot(&snap)?;
-        self.db.set_last_snapshot(&id, &snap.id)?;
+        self.db.insert_snapshot(&snap).await?;
+        self.db.set_last_snapshot(&id, &snap.id).await?;
         let mut t = phases(&sent.timings, "");
         t.insert("restore_ms".into(), restore_ms);
         t.insert("total_ms".into(), ms(t0));
-        self.event(Some(&name), "runtime.forked", &format!("forked from {} on {} to {to}", row.name, row.host), serde_json::json!({"timings": t}));
+        self.event(Some(&name), "runtime.forked", &format!("forked from {} on {} to {to}", row.name, row.host), serde_json::json!({"timings": t})).await;
         Ok(Migration { runtime: name, mode: "fork".into(), from: row.host.clone(), to: to.into(), snapshot: Some(snap.id), archive_bytes: sent.archive_bytes, timings: t })
     }
 }

@@ -1,11 +1,13 @@
-//! The control plane: knows every host and runtime (SQLite), decides placement, drives every
-//! operation through the agents and journals it with its timings, and serves the public API.
+//! The control plane: knows every host and runtime (SQLite, or PostgreSQL shared by several
+//! instances), decides placement, drives every operation through the agents and journals it with
+//! its timings, and serves the public API.
 
 pub mod api;
 pub mod auth;
 pub mod db;
 mod baseline;
 mod hibernate;
+mod lease;
 pub mod hints;
 pub mod metrics;
 pub mod webhooks;
@@ -24,6 +26,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+pub use lease::Busy;
 
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
@@ -39,6 +44,12 @@ pub struct ControlConfig {
     pub agent_tls: Option<Arc<rustls::ClientConfig>>,
     /// The monitor's memory thresholds (shares of the limit), shown by the dashboard.
     pub thresholds: [f64; 4],
+    /// Where the state lives: `sqlite:///PATH` or `postgres://...`.
+    pub database: String,
+    /// This instance's id (kept in the state dir across restarts).
+    pub instance_id: String,
+    /// How long an operation's lease outlives its instance's last heartbeat.
+    pub lease_ttl: Duration,
 }
 
 pub struct Control {
@@ -47,6 +58,8 @@ pub struct Control {
     pub proxy: Arc<crate::proxy::Proxy>,
     agents: RwLock<HashMap<String, AgentClient>>,
     busy: Mutex<HashSet<String>>,
+    /// Leases of finished claims, for the lease loop to give back.
+    releases: tokio::sync::mpsc::UnboundedSender<(String, String)>,
     /// What a long operation on a runtime is doing right now (shown by `inspect` and the CLI).
     phases: Mutex<HashMap<String, String>>,
     /// Every event as it is recorded, for `GET /api/v1/events/stream`.
@@ -59,30 +72,20 @@ pub struct Control {
     reservations: Mutex<HashMap<String, (String, u64)>>,
 }
 
-/// Marks a runtime busy for the duration of an operation; a second operation is refused.
-pub struct Busy<'a> {
-    c: &'a Control,
-    id: String,
-}
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.c.busy.lock().unwrap().remove(&self.id);
-        self.c.phases.lock().unwrap().remove(&self.id);
-    }
-}
-
 impl Control {
-    pub fn open(cfg: ControlConfig) -> Result<Arc<Control>> {
+    /// Opens the state; the returned receiver is for [`Control::lease_loop`].
+    pub async fn open(cfg: ControlConfig) -> Result<(Arc<Control>, tokio::sync::mpsc::UnboundedReceiver<(String, String)>)> {
         std::fs::create_dir_all(&cfg.state_dir)?;
-        let db = Db::open(&cfg.state_dir.join("ferry.db"))?;
+        let db = Db::open(&cfg.database).await?;
         let proxy = crate::proxy::Proxy::new(std::time::Duration::from_secs(60));
-        let c = Arc::new(Control { cfg, db, proxy, agents: RwLock::new(HashMap::new()), busy: Mutex::new(HashSet::new()), phases: Mutex::new(HashMap::new()), events: tokio::sync::broadcast::channel(1024).0, samples: Mutex::new(HashMap::new()), hints: Mutex::new(HashMap::new()), reservations: Mutex::new(HashMap::new()) });
+        let (releases, released) = tokio::sync::mpsc::unbounded_channel();
+        let c = Arc::new(Control { cfg, db, proxy, agents: RwLock::new(HashMap::new()), busy: Mutex::new(HashSet::new()), releases, phases: Mutex::new(HashMap::new()), events: tokio::sync::broadcast::channel(1024).0, samples: Mutex::new(HashMap::new()), hints: Mutex::new(HashMap::new()), reservations: Mutex::new(HashMap::new()) });
         let weak = Arc::downgrade(&c);
         let o = weak.clone();
         c.proxy.set_observer(Arc::new(move |name: &str, code: &str| {
             if let Some(c) = o.upgrade() {
-                c.observe_code(name, code);
+                let (name, code) = (name.to_string(), code.to_string());
+                tokio::spawn(async move { c.observe_code(&name, &code).await });
             }
         }));
         let w = weak.clone();
@@ -95,15 +98,16 @@ impl Control {
                 });
             }
         }));
-        c.proxy.set_resolver(Arc::new(move |name: &str| {
-            let c = weak.upgrade()?;
-            let row = c.db.runtime_by_name(name).ok()??;
-            Some(c.route_for(&row, &row.state))
+        c.proxy.set_resolver(Arc::new(move |name: String| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                let c = weak.upgrade()?;
+                let row = c.db.runtime_by_name(&name).await.ok()??;
+                Some(c.route_for(&row, &row.state))
+            })
         }));
-        for (name, url, _, _) in c.db.hosts()? {
-            c.agents.write().unwrap().insert(name, AgentClient::new(&url, &c.cfg.agent_token, c.cfg.agent_tls.as_deref()));
-        }
-        Ok(c)
+        c.refresh_agents().await;
+        Ok((c, released))
     }
 
     /// Registers (or updates) a host. Its agent must answer.
@@ -115,9 +119,9 @@ impl Control {
         let client = AgentClient::new(url, &self.cfg.agent_token, self.cfg.agent_tls.as_deref());
         let info = client.info().await.map_err(|e| Error::Unavailable(format!("cannot add host {name}: its agent at {url} does not answer ({e})")))?;
         let capacity = capacity_mb.unwrap_or(info.mem_total_mb);
-        self.db.upsert_host(name, url, labels, capacity)?;
+        self.db.upsert_host(name, url, labels, capacity).await?;
         self.agents.write().unwrap().insert(name.to_string(), client);
-        self.db.add_event(None, "host.added", &format!("host {name} at {url}"), &serde_json::json!({"capacity_mb": capacity}))?;
+        self.db.add_event(None, "host.added", &format!("host {name} at {url}"), &serde_json::json!({"capacity_mb": capacity})).await?;
         self.host(name).await
     }
 
@@ -126,16 +130,16 @@ impl Control {
     }
 
     /// Memory a host's runtimes hold, plus what is reserved there for expected moves.
-    pub(crate) fn used_mb(&self, host: &str) -> Result<u64> {
-        let held: u64 = self.db.runtimes()?.iter().filter(|r| r.host == host && occupies_host(&r.state)).map(|r| r.plan.memory_mb).sum();
+    pub(crate) async fn used_mb(&self, host: &str) -> Result<u64> {
+        let held: u64 = self.db.runtimes().await?.iter().filter(|r| r.host == host && occupies_host(&r.state)).map(|r| r.plan.memory_mb).sum();
         let reserved: u64 = self.reservations.lock().unwrap().values().filter(|(h, _)| h == host).map(|(_, mb)| mb).sum();
         Ok(held + reserved)
     }
 
     /// As [`Control::used_mb`], not counting what is reserved for `runtime_id` itself.
-    pub(crate) fn used_mb_for(&self, host: &str, runtime_id: &str) -> Result<u64> {
+    pub(crate) async fn used_mb_for(&self, host: &str, runtime_id: &str) -> Result<u64> {
         let own = self.reservations.lock().unwrap().get(runtime_id).filter(|(h, _)| h == host).map(|(_, mb)| *mb).unwrap_or(0);
-        Ok(self.used_mb(host)?.saturating_sub(own))
+        Ok(self.used_mb(host).await?.saturating_sub(own))
     }
 
     pub(crate) fn reserve(&self, runtime_id: &str, host: &str, mb: u64) {
@@ -147,28 +151,28 @@ impl Control {
     }
 
     pub async fn host(&self, name: &str) -> Result<Host> {
-        let (n, url, labels, capacity_mb) = self.db.hosts()?.into_iter().find(|h| h.0 == name).ok_or_else(|| Error::NotFound(format!("unknown host {name:?}")))?;
+        let (n, url, labels, capacity_mb) = self.db.hosts().await?.into_iter().find(|h| h.0 == name).ok_or_else(|| Error::NotFound(format!("unknown host {name:?}")))?;
         let healthy = self.agent(&n)?.info().await.is_ok();
-        Ok(Host { used_mb: self.used_mb(&n)?, name: n, url, labels, capacity_mb, healthy })
+        Ok(Host { used_mb: self.used_mb(&n).await?, name: n, url, labels, capacity_mb, healthy })
     }
 
     pub async fn hosts(&self) -> Result<Vec<Host>> {
         let mut v = Vec::new();
-        for (name, ..) in self.db.hosts()? {
+        for (name, ..) in self.db.hosts().await? {
             v.push(self.host(&name).await?);
         }
         Ok(v)
     }
 
     /// Picks a host with room for `memory_mb` (the requested one, or the one with most room).
-    fn place(&self, wanted: Option<&str>, memory_mb: u64) -> Result<String> {
-        let hosts = self.db.hosts()?;
+    async fn place(&self, wanted: Option<&str>, memory_mb: u64) -> Result<String> {
+        let hosts = self.db.hosts().await?;
         if hosts.is_empty() {
             return Err(Error::Unavailable("no hosts: start `ferry serve` with its local agent, or add one with `ferry host add`".into()));
         }
         let mut best: Option<(String, u64)> = None;
         for (name, _, _, cap) in hosts.iter().filter(|h| wanted.is_none_or(|w| w == h.0)) {
-            let free = cap.saturating_sub(self.used_mb(name)?);
+            let free = cap.saturating_sub(self.used_mb(name).await?);
             if wanted.is_some() && free < memory_mb {
                 return Err(Error::Conflict(format!("host {name} has {free} MB free of {cap} MB, not enough for {memory_mb} MB: choose a smaller plan or another host")));
             }
@@ -189,8 +193,8 @@ impl Control {
     }
 
     /// Records a runtime's new state and points its proxy route accordingly.
-    pub fn set_state(&self, row: &RuntimeRow, state: &str, reason: Option<&str>) -> Result<()> {
-        self.db.set_state(&row.id, state, reason)?;
+    pub async fn set_state(&self, row: &RuntimeRow, state: &str, reason: Option<&str>) -> Result<()> {
+        self.db.set_state(&row.id, state, reason).await?;
         self.proxy.set(&row.name, self.route_for(row, state));
         Ok(())
     }
@@ -205,24 +209,24 @@ impl Control {
         }
     }
 
-    pub fn runtime_row(&self, name: &str) -> Result<RuntimeRow> {
-        self.db.runtime_by_name(name)?.ok_or_else(|| Error::NotFound(format!("no runtime named {name:?}: see `ferry ls`")))
+    pub async fn runtime_row(&self, name: &str) -> Result<RuntimeRow> {
+        self.db.runtime_by_name(name).await?.ok_or_else(|| Error::NotFound(format!("no runtime named {name:?}: see `ferry ls`")))
     }
 
-    /// Claims `id` for one operation; a concurrent one is refused with a conflict.
-    pub fn claim(&self, id: &str, name: &str) -> Result<Busy<'_>> {
-        if !self.busy.lock().unwrap().insert(id.to_string()) {
-            return Err(Error::Conflict(format!("runtime {name} is busy with another operation; try again when it finishes (see `ferry operations`)")));
-        }
-        Ok(Busy { c: self, id: id.to_string() })
-    }
-
-    /// Records the step a runtime's operation has reached.
-    pub fn phase(&self, id: &str, phase: &str) {
+    /// Records the step a runtime's operation has reached: in the database before the step is
+    /// taken (as the reason of a `migrating` runtime's state, so the journal shows where a move
+    /// stood if it is cut off), and on the event stream for live watchers.
+    pub async fn phase(&self, id: &str, phase: &str) {
         tracing::info!(runtime = id, phase, "phase");
         self.phases.lock().unwrap().insert(id.to_string(), phase.to_string());
+        let row = self.db.runtime_by_id(id).await.ok().flatten();
+        if let Some(r) = row.as_ref().filter(|r| r.state == "migrating") {
+            if let Err(e) = self.db.set_state(id, &r.state, Some(phase)).await {
+                tracing::warn!(runtime = %r.name, error = %e, "could not record the phase");
+            }
+        }
         // Progress for live watchers (the dashboard): sent on the stream, not stored (id 0).
-        let name = self.db.runtimes().ok().and_then(|rs| rs.into_iter().find(|r| r.id == id)).map(|r| r.name);
+        let name = row.map(|r| r.name);
         let _ = self.events.send(crate::api::Event { id: 0, at: db::now(), runtime: name, kind: PHASE_EVENT.into(), reason: phase.into(), data: serde_json::Value::Null });
     }
 
@@ -232,6 +236,11 @@ impl Control {
 
     fn is_busy(&self, id: &str) -> bool {
         self.busy.lock().unwrap().contains(id)
+    }
+
+    /// Whether another instance holds `row` for an operation (its lease has not expired).
+    pub(crate) fn held_elsewhere(&self, row: &RuntimeRow) -> bool {
+        row.leased_by.as_ref().is_some_and(|o| *o != self.cfg.instance_id)
     }
 
     /// Runs `f` as a journaled operation: recorded before it starts, finished with its result.
@@ -247,25 +256,25 @@ impl Control {
     where
         F: std::future::Future<Output = Result<(T, Timings, Option<serde_json::Value>)>>,
     {
-        let op = self.db.begin_op(kind, runtime, &detail)?;
+        let op = self.db.begin_op(kind, runtime, &detail, Some(&self.cfg.instance_id)).await?;
         tracing::info!(op, kind, runtime, "operation started");
         match f.await {
             Ok((v, t, d)) => {
-                self.db.finish_op(op, None, &t, d.as_ref())?;
+                self.db.finish_op(op, None, &t, d.as_ref()).await?;
                 tracing::info!(op, kind, runtime, timings = ?t, "operation finished");
                 Ok(v)
             }
             Err(e) => {
-                self.db.finish_op(op, Some(&e.to_string()), &Timings::new(), None)?;
+                self.db.finish_op(op, Some(&e.to_string()), &Timings::new(), None).await?;
                 tracing::warn!(op, kind, runtime, error = %e, "operation failed");
                 Err(e)
             }
         }
     }
 
-    pub fn event(&self, runtime: Option<&str>, kind: &str, reason: &str, data: serde_json::Value) {
+    pub async fn event(&self, runtime: Option<&str>, kind: &str, reason: &str, data: serde_json::Value) {
         tracing::info!(runtime, kind, reason, "event");
-        match self.db.add_event(runtime, kind, reason, &data) {
+        match self.db.add_event(runtime, kind, reason, &data).await {
             Ok(id) => {
                 let ev = crate::api::Event { id, at: db::now(), runtime: runtime.map(str::to_string), kind: kind.into(), reason: reason.into(), data };
                 let _ = self.events.send(ev);

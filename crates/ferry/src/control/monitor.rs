@@ -72,7 +72,7 @@ impl Control {
     }
 
     async fn monitor_pass(&self, cfg: &MonitorConfig, watches: &mut HashMap<String, Watch>) {
-        let Ok(rows) = self.db.runtimes() else { return };
+        let Ok(rows) = self.db.runtimes().await else { return };
         watches.retain(|id, _| rows.iter().any(|r| &r.id == id && r.state == "running"));
         self.samples.lock().unwrap().retain(|id, _| rows.iter().any(|r| &r.id == id && r.state == "running"));
         let gone: Vec<String> = self.reservations.lock().unwrap().keys().filter(|id| !rows.iter().any(|r| &r.id == *id && r.state == "running")).cloned().collect();
@@ -83,7 +83,8 @@ impl Control {
         for host in hosts {
             let Ok(agent) = self.agent(&host) else { continue };
             let Ok(seen) = agent.list().await else { continue };
-            for row in rows.iter().filter(|r| r.host == host && r.state == "running" && !self.is_busy(&r.id)) {
+            // Not while an operation (of this or another instance) holds it.
+            for row in rows.iter().filter(|r| r.host == host && r.state == "running" && !self.is_busy(&r.id) && !self.held_elsewhere(r)) {
                 if let Some(a) = seen.iter().find(|a| a.spec.id == row.id && a.status == "running") {
                     let w = watches.entry(row.id.clone()).or_default();
                     self.observe(cfg, row, a, w).await;
@@ -105,9 +106,9 @@ impl Control {
                 w.fired.insert(kind, now);
                 let pct = 100.0 * stats.memory_bytes as f64 / stats.memory_limit_bytes as f64;
                 let reason = format!("memory at {pct:.0}% of its {} MB limit", row.plan.memory_mb);
-                self.event(Some(&row.name), kind, &reason, serde_json::json!({"memory_bytes": stats.memory_bytes, "limit_bytes": stats.memory_limit_bytes}));
+                self.event(Some(&row.name), kind, &reason, serde_json::json!({"memory_bytes": stats.memory_bytes, "limit_bytes": stats.memory_limit_bytes})).await;
                 if lvl == 1 {
-                    self.pre_provision(row, cfg.auto && row.auto);
+                    self.pre_provision(row, cfg.auto && row.auto).await;
                 } else if cfg.auto && row.auto {
                     self.move_up(cfg, row, &reason).await;
                 }
@@ -125,7 +126,7 @@ impl Control {
                 w.busy_at = Some(now);
                 if w.idle {
                     w.idle = false;
-                    self.event(Some(&row.name), "active", &format!("CPU at {:.1}% of a core", share * 100.0), serde_json::json!({}));
+                    self.event(Some(&row.name), "active", &format!("CPU at {:.1}% of a core", share * 100.0), serde_json::json!({})).await;
                 }
             }
         }
@@ -134,10 +135,10 @@ impl Control {
         if !w.idle && now.duration_since(busy_at) >= cfg.idle_after {
             w.idle = true;
             let reason = format!("CPU below 1% of a core for {} s", cfg.idle_after.as_secs());
-            self.event(Some(&row.name), "idle", &reason, serde_json::json!({}));
+            self.event(Some(&row.name), "idle", &reason, serde_json::json!({})).await;
             if cfg.auto && row.auto {
                 if let Err(e) = self.hibernate(&row.name, &format!("idle: {reason}")).await {
-                    self.event(Some(&row.name), "policy.failed", &format!("could not hibernate: {e}"), serde_json::json!({}));
+                    self.event(Some(&row.name), "policy.failed", &format!("could not hibernate: {e}"), serde_json::json!({})).await;
                 }
             }
         }
@@ -145,49 +146,51 @@ impl Control {
 
     /// The host with room for `memory_mb`, other than the runtime's own: among those with every
     /// label the runtime's code hinted at if any has them, the one with the most room.
-    fn roomiest_other_host(&self, row: &RuntimeRow, memory_mb: u64) -> Option<String> {
+    async fn roomiest_other_host(&self, row: &RuntimeRow, memory_mb: u64) -> Option<String> {
         let wanted = self.hinted_labels(&row.id);
-        let hosts = self.db.hosts().ok()?;
-        let fits: Vec<(String, Vec<String>, u64)> = hosts
-            .into_iter()
-            .filter(|h| h.0 != row.host)
-            .filter_map(|h| Some((h.0.clone(), h.2.clone(), h.3.checked_sub(self.used_mb_for(&h.0, &row.id).ok()?)?)))
-            .filter(|(_, _, free)| *free >= memory_mb)
-            .collect();
+        let hosts = self.db.hosts().await.ok()?;
+        let mut fits: Vec<(String, Vec<String>, u64)> = Vec::new();
+        for h in hosts.into_iter().filter(|h| h.0 != row.host) {
+            let Ok(used) = self.used_mb_for(&h.0, &row.id).await else { continue };
+            match h.3.checked_sub(used) {
+                Some(free) if free >= memory_mb => fits.push((h.0, h.2, free)),
+                _ => {}
+            }
+        }
         let labelled: Vec<&(String, Vec<String>, u64)> = fits.iter().filter(|(_, labels, _)| wanted.iter().all(|w| labels.contains(w))).collect();
         let pool: Vec<&(String, Vec<String>, u64)> = if labelled.is_empty() { fits.iter().collect() } else { labelled };
         pool.into_iter().max_by_key(|(_, _, free)| *free).map(|(h, _, _)| h.clone())
     }
 
     /// Picks the host the runtime would move to and, with `reserve`, holds that capacity for it.
-    fn pre_provision(&self, row: &RuntimeRow, reserve: bool) {
+    async fn pre_provision(&self, row: &RuntimeRow, reserve: bool) {
         let Some(next) = row.plan.next_up() else { return };
-        match self.roomiest_other_host(row, next.memory_mb) {
+        match self.roomiest_other_host(row, next.memory_mb).await {
             Some(h) => {
                 if reserve {
                     self.reserve(&row.id, &h, next.memory_mb);
                 }
                 let what = if reserve { "reserved" } else { "available" };
-                self.event(Some(&row.name), "policy.pre_provisioned", &format!("{} MB {what} on host {h} for plan {} when it is needed", next.memory_mb, next.name), serde_json::json!({"host": h, "plan": next, "reserved": reserve}))
+                self.event(Some(&row.name), "policy.pre_provisioned", &format!("{} MB {what} on host {h} for plan {} when it is needed", next.memory_mb, next.name), serde_json::json!({"host": h, "plan": next, "reserved": reserve})).await
             }
-            None => self.event(Some(&row.name), "policy.no_host", &format!("no host has room for plan {} ({} MB)", next.name, next.memory_mb), serde_json::json!({})),
+            None => self.event(Some(&row.name), "policy.no_host", &format!("no host has room for plan {} ({} MB)", next.name, next.memory_mb), serde_json::json!({})).await,
         }
     }
 
     /// Moves the runtime to a host with room for the next plan up, arriving with that plan.
     async fn move_up(&self, cfg: &MonitorConfig, row: &RuntimeRow, why: &str) {
         let Some(next) = row.plan.next_up() else {
-            self.event(Some(&row.name), "policy.no_larger_plan", &format!("{why}, and plan {} is the largest", row.plan.name), serde_json::json!({}));
+            self.event(Some(&row.name), "policy.no_larger_plan", &format!("{why}, and plan {} is the largest", row.plan.name), serde_json::json!({})).await;
             return;
         };
-        let Some(to) = self.roomiest_other_host(row, next.memory_mb) else {
-            self.event(Some(&row.name), "policy.no_host", &format!("{why}, but no host has room for plan {} ({} MB); it stays where it is", next.name, next.memory_mb), serde_json::json!({}));
+        let Some(to) = self.roomiest_other_host(row, next.memory_mb).await else {
+            self.event(Some(&row.name), "policy.no_host", &format!("{why}, but no host has room for plan {} ({} MB); it stays where it is", next.name, next.memory_mb), serde_json::json!({})).await;
             return;
         };
-        self.event(Some(&row.name), "policy.migrating", &format!("{why}: moving to {to} on plan {} ({} MB)", next.name, next.memory_mb), serde_json::json!({"to": to, "plan": next}));
+        self.event(Some(&row.name), "policy.migrating", &format!("{why}: moving to {to} on plan {} ({} MB)", next.name, next.memory_mb), serde_json::json!({"to": to, "plan": next})).await;
         let req = MigrateRequest { to: to.clone(), mode: cfg.mode.clone(), name: None, plan: Some(next) };
         if let Err(e) = self.migrate(&row.name, &req).await {
-            self.event(Some(&row.name), "policy.failed", &format!("automatic move to {to} failed: {e}"), serde_json::json!({}));
+            self.event(Some(&row.name), "policy.failed", &format!("automatic move to {to} failed: {e}"), serde_json::json!({})).await;
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Keeps the recorded state of runtimes true to what the agents see: a runtime whose container
 //! died is marked `exited` or `oom-killed` with an event, never silently listed as running. On
 //! start this also adopts the containers that kept running while the control plane was down.
+//! Runtimes under an operation (of this or another instance) are left alone; each pass also points
+//! this instance's proxy routes at where the database says runtimes are (another instance may have
+//! moved them).
 
 use super::db::RuntimeRow;
 use super::Control;
@@ -18,21 +21,28 @@ impl Control {
     }
 
     pub async fn reconcile_all(&self) {
-        let Ok(rows) = self.db.runtimes() else { return };
+        let Ok(rows) = self.db.runtimes().await else { return };
+        self.refresh_routes(&rows);
         let mut seen_by_host = std::collections::BTreeMap::new();
-        for (host, ..) in self.db.hosts().unwrap_or_default() {
+        for (host, ..) in self.db.hosts().await.unwrap_or_default() {
             let Ok(agent) = self.agent(&host) else { continue };
             let Ok(seen) = agent.list().await else { continue };
             for row in rows.iter().filter(|r| r.host == host) {
                 let live = seen.iter().find(|a| a.spec.id == row.id);
-                self.apply(row, live);
+                self.apply(row, live).await;
             }
             seen_by_host.insert(host, seen);
         }
         self.remove_strays(&rows, &seen_by_host).await;
-        // Migrations cut off by a source agent that stopped answering: settled once it is back.
-        for row in rows.iter().filter(|r| r.state == "migrating" && !self.is_busy(&r.id)) {
-            self.settle(row).await;
+        // Migrations cut off by a source agent that stopped answering: settled once it is back,
+        // under the runtime's lease (never one another live instance is running).
+        for row in rows.iter().filter(|r| r.state == "migrating" && !self.is_busy(&r.id) && !self.held_elsewhere(r)) {
+            let Ok(_busy) = self.claim(&row.id, &row.name).await else { continue };
+            if let Ok(Some(row)) = self.db.runtime_by_id(&row.id).await {
+                if row.state == "migrating" {
+                    self.settle(&row).await;
+                }
+            }
         }
     }
 
@@ -44,7 +54,7 @@ impl Control {
         for (host, seen) in seen_by_host {
             for a in seen {
                 let Some(row) = rows.iter().find(|r| r.id == a.spec.id) else { continue };
-                if row.host == *host || self.is_busy(&row.id) || row.state != "running" {
+                if row.host == *host || self.is_busy(&row.id) || self.held_elsewhere(row) || row.state != "running" {
                     continue;
                 }
                 let home_runs = seen_by_host.get(&row.host).is_some_and(|s| s.iter().any(|h| h.spec.id == row.id && h.status == "running"));
@@ -53,8 +63,8 @@ impl Control {
                 }
                 // Decide again under the runtime's claim, from fresh answers: no operation can
                 // start on it meanwhile.
-                let Ok(_busy) = self.claim(&row.id, &row.name) else { continue };
-                let Ok(Some(row)) = self.db.runtime_by_name(&row.name) else { continue };
+                let Ok(_busy) = self.claim(&row.id, &row.name).await else { continue };
+                let Ok(Some(row)) = self.db.runtime_by_name(&row.name).await else { continue };
                 if row.host == *host || row.state != "running" {
                     continue;
                 }
@@ -64,7 +74,7 @@ impl Control {
                 }
                 if agent.remove(&row.id).await.is_ok() {
                     let why = format!("a stray {} copy on {host} was removed; it runs on {}", a.status, row.host);
-                    self.event(Some(&row.name), "runtime.stray_removed", &why, serde_json::json!({"host": host}));
+                    self.event(Some(&row.name), "runtime.stray_removed", &why, serde_json::json!({"host": host})).await;
                 }
             }
         }
@@ -73,29 +83,47 @@ impl Control {
     pub async fn reconcile_one(&self, row: &RuntimeRow) {
         if let Ok(agent) = self.agent(&row.host) {
             match agent.runtime(&row.id).await {
-                Ok(a) => self.apply(row, Some(&a)),
-                Err(crate::Error::NotFound(_)) => self.apply(row, None),
+                Ok(a) => self.apply(row, Some(&a)).await,
+                Err(crate::Error::NotFound(_)) => self.apply(row, None).await,
                 Err(_) => {}
             }
         }
     }
 
-    fn apply(&self, row: &RuntimeRow, live: Option<&AgentRuntime>) {
-        if self.is_busy(&row.id) {
-            return;
+    fn refresh_routes(&self, rows: &[RuntimeRow]) {
+        use crate::proxy::Route;
+        for row in rows.iter().filter(|r| !self.is_busy(&r.id)) {
+            let want = self.route_for(row, &row.state);
+            match self.proxy.route(&row.name) {
+                None => {} // resolved from the database on its first request
+                Some(have) if have == want => {}
+                // A wake this instance's proxy started is about to claim it.
+                Some(Route::Held) if want == Route::Asleep => {}
+                Some(_) => self.proxy.set(&row.name, want),
+            }
         }
-        // `row` and `live` may be seconds old (a slow host, a busy control plane): an operation may
-        // have started and finished since. Operations change the state before they release the
-        // runtime, so the state read now, after the busy check, is the one to compare with.
-        let Ok(Some(fresh)) = self.db.runtime_by_name(&row.name) else { return };
-        if fresh.state != row.state || !matches!(row.state.as_str(), "running" | "paused") {
+    }
+
+    async fn apply(&self, row: &RuntimeRow, live: Option<&AgentRuntime>) {
+        if self.is_busy(&row.id) || self.held_elsewhere(row) || !matches!(row.state.as_str(), "running" | "paused") {
             return;
         }
         let status = live.map(|a| a.status.as_str()).unwrap_or("absent");
+        if status == row.state {
+            return;
+        }
+        // A change to record: hold the runtime meanwhile (so that of several instances seeing the
+        // same change one records it, and no operation starts in between). `row` and `live` may be
+        // seconds old: an operation may have started and finished since. Operations change the
+        // state before they release the runtime, so the state read now, under the claim, is the
+        // one to compare with.
+        let Ok(_busy) = self.claim(&row.id, &row.name).await else { return };
+        let Ok(Some(fresh)) = self.db.runtime_by_id(&row.id).await else { return };
+        if fresh.state != row.state || fresh.host != row.host {
+            return;
+        }
         if status == "running" || status == "paused" {
-            if status != row.state {
-                let _ = self.set_state(row, status, None);
-            }
+            let _ = self.set_state(row, status, None).await;
             return;
         }
         let oom = live.is_some_and(|a| a.oom_killed);
@@ -109,7 +137,7 @@ impl Control {
         } else {
             ("exited", "runtime.exited", format!("its container is {status}; restore a snapshot or create a new runtime"))
         };
-        let _ = self.set_state(row, state, Some(&reason));
-        self.event(Some(&row.name), kind, &reason, serde_json::json!({"host": row.host, "stats": live.and_then(|a| a.stats.clone())}));
+        let _ = self.set_state(row, state, Some(&reason)).await;
+        self.event(Some(&row.name), kind, &reason, serde_json::json!({"host": row.host, "stats": live.and_then(|a| a.stats.clone())})).await;
     }
 }

@@ -1,6 +1,8 @@
-//! Recovery: operations that were under way when the control plane stopped are closed as
-//! interrupted, and runtimes caught between two states are settled from what the agents report —
-//! so that each runs exactly once, or is checkpointed / hibernated with a verified snapshot, or is
+//! Recovery of what a control-plane instance left half-done when it stopped — this instance's
+//! previous run, on start, or (with several instances on one database) another instance whose
+//! heartbeat and leases expired: operations that were under way are closed as interrupted, and
+//! runtimes caught between two states are settled from what the agents report — so that each runs
+//! exactly once, or is checkpointed / hibernated with a verified snapshot, or is
 //! reported lost with its last snapshot offered.
 //!
 //! - A migration interrupted before its switch was recorded: if the copy at the target runs, the
@@ -15,20 +17,40 @@
 
 use super::db::RuntimeRow;
 use super::Control;
-use crate::api::{AgentRuntime, Operation, Timings};
+use crate::api::{AgentRuntime, Operation};
 
 impl Control {
-    pub async fn recover(&self) {
-        let interrupted: Vec<Operation> = self.db.operations(None, 10_000).unwrap_or_default().into_iter().filter(|o| o.result == "running").collect();
-        for op in &interrupted {
-            let _ = self.db.finish_op(op.id, Some("interrupted: the control plane stopped while it ran"), &Timings::new(), None);
+    /// With `restarted`, this instance just started: what its previous run held is recovered at
+    /// once. Otherwise (periodically, `lease.rs`) only what instances whose heartbeat and leases
+    /// expired left: their operations are closed, and each runtime they left between states is
+    /// settled under its lease, by one instance.
+    pub async fn recover(&self, restarted: bool) {
+        let me = restarted.then_some(self.cfg.instance_id.as_str());
+        let mut interrupted: Vec<Operation> = Vec::new();
+        for op in self.db.orphaned_operations(me).await.unwrap_or_default() {
+            // Closed by one instance only; that one recovers what the operation left.
+            if let Ok(true) = self.db.close_interrupted_op(op.id, "interrupted: the control-plane instance running it stopped").await {
+                tracing::warn!(op = op.id, kind = %op.kind, runtime = ?op.runtime, "closed an operation its control-plane instance left unfinished");
+                interrupted.push(op);
+            }
         }
         for op in interrupted.iter().filter(|o| o.kind == "checkpoint") {
             self.recover_checkpoint(op).await;
         }
-        let rows = self.db.runtimes().unwrap_or_default();
-        for row in rows.into_iter().filter(|r| matches!(r.state.as_str(), "migrating" | "restoring" | "creating")) {
-            if !self.settle(&row).await {
+        let rows = self.db.runtimes().await.unwrap_or_default();
+        let between = |r: &RuntimeRow| matches!(r.state.as_str(), "migrating" | "restoring" | "creating");
+        for row in rows.into_iter().filter(|r| between(r) && !self.is_busy(&r.id)) {
+            let orphaned = match &row.leased_by {
+                None => true,
+                Some(owner) => restarted && *owner == self.cfg.instance_id,
+            };
+            if !orphaned {
+                continue;
+            }
+            // Take it over; if another instance is settling it right now, leave it to that one.
+            let Ok(_busy) = self.claim(&row.id, &row.name).await else { continue };
+            let Ok(Some(row)) = self.db.runtime_by_id(&row.id).await else { continue };
+            if between(&row) && !self.settle(&row).await {
                 tracing::warn!(runtime = %row.name, state = %row.state, "a host it may be on does not answer; it is settled when the host is back");
             }
         }
@@ -41,7 +63,7 @@ impl Control {
     /// was completed and recorded it (runtimes are settled first).
     async fn remove_unrecorded_transfer(&self, op: &Operation) {
         let Some(snap) = op.detail["snapshot"].as_str() else { return };
-        if self.db.snapshot(snap).ok().flatten().is_some() {
+        if self.db.snapshot(snap).await.ok().flatten().is_some() {
             return;
         }
         for host in [&op.detail["from"], &op.detail["to"]].into_iter().filter_map(|h| h.as_str()) {
@@ -57,9 +79,9 @@ impl Control {
     /// verifies, record it (the agent finished); otherwise remove what is there.
     async fn recover_checkpoint(&self, op: &Operation) {
         let (Some(name), Some(snap_id)) = (op.runtime.as_deref(), op.detail["snapshot"].as_str()) else { return };
-        let Ok(Some(row)) = self.db.runtime_by_name(name) else { return };
+        let Ok(Some(row)) = self.db.runtime_by_name(name).await else { return };
         let Ok(agent) = self.agent(&row.host) else { return };
-        if self.db.snapshot(snap_id).ok().flatten().is_some() {
+        if self.db.snapshot(snap_id).await.ok().flatten().is_some() {
             return;
         }
         let leave_running = op.detail["leave_running"].as_bool().unwrap_or(false);
@@ -72,8 +94,8 @@ impl Control {
         let decision = match agent.verify_snapshot(snap_id).await {
             Ok(info) => {
                 let snap = super::snapshots::to_snapshot(&info);
-                let _ = self.db.insert_snapshot(&snap);
-                let _ = self.db.set_last_snapshot(&row.id, &snap.id);
+                let _ = self.db.insert_snapshot(&snap).await;
+                let _ = self.db.set_last_snapshot(&row.id, &snap.id).await;
                 let gone = !matches!(container.as_deref(), Some("running") | Some("paused"));
                 if !leave_running && gone {
                     let (state, reason) = if snap_id.starts_with("hib") {
@@ -81,7 +103,7 @@ impl Control {
                     } else {
                         ("checkpointed", format!("checkpointed to {snap_id}"))
                     };
-                    let _ = self.set_state(&row, state, Some(&reason));
+                    let _ = self.set_state(&row, state, Some(&reason)).await;
                 }
                 format!("its interrupted checkpoint had finished: snapshot {snap_id} verified and recorded")
             }
@@ -91,13 +113,13 @@ impl Control {
                 format!("its interrupted checkpoint had not finished ({e}); the partial snapshot was removed")
             }
         };
-        self.event(Some(name), "runtime.recovered", &decision, serde_json::json!({"operation": op.id}));
+        self.event(Some(name), "runtime.recovered", &decision, serde_json::json!({"operation": op.id})).await;
     }
 
     /// The runtime's last full snapshot, if it is recorded and verifies on its host.
     async fn verified_last_snapshot(&self, row: &RuntimeRow) -> Option<String> {
         let id = row.last_snapshot.clone()?;
-        let snap = self.db.snapshot(&id).ok()??;
+        let snap = self.db.snapshot(&id).await.ok()??;
         self.agent(&snap.host).ok()?.verify_snapshot(&id).await.ok()?;
         Some(id)
     }
@@ -107,7 +129,7 @@ impl Control {
     pub(crate) async fn settle(&self, row: &RuntimeRow) -> bool {
         let mut copies: Vec<(String, AgentRuntime)> = Vec::new();
         let mut silent: Vec<String> = Vec::new();
-        for (host, ..) in self.db.hosts().unwrap_or_default() {
+        for (host, ..) in self.db.hosts().await.unwrap_or_default() {
             let Ok(agent) = self.agent(&host) else { continue };
             match agent.runtime_settled(&row.id).await {
                 Ok(a) => copies.push((host, a)),
@@ -124,10 +146,10 @@ impl Control {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             }
-            let _ = self.db.set_host(&row.id, &target);
+            let _ = self.db.set_host(&row.id, &target).await;
             let mut moved = row.clone();
             moved.host = target.clone();
-            let _ = self.set_state(&moved, "running", None);
+            let _ = self.set_state(&moved, "running", None).await;
             if let Ok(src) = self.agent(&row.host) {
                 let _ = src.remove(&row.id).await;
             }
@@ -146,11 +168,11 @@ impl Control {
                     if let Ok(src) = self.agent(&row.host) {
                         let _ = src.thaw(&row.id).await;
                     }
-                    let _ = self.set_state(row, "running", None);
+                    let _ = self.set_state(row, "running", None).await;
                     format!("its interrupted operation was rolled back; it runs on {}", row.host)
                 }
                 other => {
-                    let _ = self.set_state(row, "exited", Some(&format!("its operation was interrupted and its container is {other}; restore a snapshot")));
+                    let _ = self.set_state(row, "exited", Some(&format!("its operation was interrupted and its container is {other}; restore a snapshot"))).await;
                     format!("its container on {} is {other}", row.host)
                 }
             }
@@ -158,14 +180,14 @@ impl Control {
             // A restore or wake that never got its container running: the snapshot it came from
             // is intact, so the runtime sleeps on it and wakes on the next request.
             let reason = format!("its restore was interrupted; wakes on the next request (snapshot {snap})");
-            let _ = self.set_state(row, "hibernated", Some(&reason));
+            let _ = self.set_state(row, "hibernated", Some(&reason)).await;
             reason
         } else {
             let why = "its operation was interrupted and no host runs it";
-            let _ = self.mark_lost(row, why);
+            let _ = self.mark_lost(row, why).await;
             why.to_string()
         };
-        self.event(Some(&row.name), "runtime.recovered", &decision, serde_json::json!({"was": row.state}));
+        self.event(Some(&row.name), "runtime.recovered", &decision, serde_json::json!({"was": row.state})).await;
         true
     }
 }

@@ -13,28 +13,29 @@ impl Control {
         let id = new_id("rt");
         let name = req.name.clone().unwrap_or_else(|| id.clone());
         check_name(&name)?;
-        if self.db.runtime_by_name(&name)?.is_some() {
+        if self.db.runtime_by_name(&name).await?.is_some() {
             return Err(Error::Conflict(format!("a runtime named {name:?} already exists: choose another --name or remove it with `ferry rm {name}`")));
         }
-        let host = self.place(req.host.as_deref(), plan.memory_mb)?;
+        let host = self.place(req.host.as_deref(), plan.memory_mb).await?;
         let mut row = RuntimeRow {
             id: id.clone(), name: name.clone(), host: host.clone(), plan: plan.clone(), image: self.cfg.default_image.clone(),
-            net_index: 0, state: "creating".into(), state_reason: None, created_at: now(), started_at: None, last_snapshot: None, auto: !req.no_auto,
+            net_index: 0, state: "creating".into(), state_reason: None, created_at: now(), started_at: None, last_snapshot: None, auto: !req.no_auto, leased_by: None,
         };
-        self.db.insert_runtime_new_slot(&mut row).map_err(|e| Error::Conflict(format!("cannot create {name}: {e}")))?;
-        let _busy = self.claim(&id, &name)?;
+        let lease = self.new_lease();
+        self.db.insert_runtime_new_slot(&mut row, Some(&lease)).await.map_err(|e| Error::Conflict(format!("cannot create {name}: {e}")))?;
+        let _busy = self.claim_with(&id, &name, lease).await?;
         let spec = self.spec_of(&row);
         let agent = self.agent(&host)?;
         let detail = serde_json::json!({"host": host, "plan": plan});
         let r = self.journal("create", Some(&name), detail, async { agent.create(&spec).await.map(|a| { let t = a.timings.clone(); (a, t) }) }).await;
         match r {
             Ok(_) => {
-                self.set_state(&row, "running", None)?;
-                self.event(Some(&name), "runtime.created", &format!("created on host {host} with plan {}", plan.name), serde_json::json!({"host": host}));
+                self.set_state(&row, "running", None).await?;
+                self.event(Some(&name), "runtime.created", &format!("created on host {host} with plan {}", plan.name), serde_json::json!({"host": host})).await;
                 self.inspect(&name).await
             }
             Err(e) => {
-                self.db.delete_runtime(&id)?;
+                self.db.delete_runtime(&id).await?;
                 Err(e)
             }
         }
@@ -50,13 +51,13 @@ impl Control {
         }
     }
 
-    pub fn list(&self) -> Result<Vec<Runtime>> {
-        Ok(self.db.runtimes()?.iter().map(|r| self.to_api(r)).collect())
+    pub async fn list(&self) -> Result<Vec<Runtime>> {
+        Ok(self.db.runtimes().await?.iter().map(|r| self.to_api(r)).collect())
     }
 
     /// The runtime with live figures from its agent (memory, uptime).
     pub async fn inspect(&self, name: &str) -> Result<Runtime> {
-        let row = self.runtime_row(name)?;
+        let row = self.runtime_row(name).await?;
         let mut rt = self.to_api(&row);
         if let Ok(a) = self.agent(&row.host)?.runtime(&row.id).await {
             rt.stats = a.stats;
@@ -77,10 +78,10 @@ impl Control {
 
     /// Runs code in the runtime (waking it first if it is hibernated).
     pub async fn exec(&self, name: &str, code: &str) -> Result<serde_json::Value> {
-        let mut row = self.runtime_row(name)?;
+        let mut row = self.runtime_row(name).await?;
         if row.state == "hibernated" {
             self.wake(name).await?;
-            row = self.runtime_row(name)?;
+            row = self.runtime_row(name).await?;
         }
         self.require_running(&row)?;
         let spec = self.spec_of(&row);
@@ -88,7 +89,7 @@ impl Control {
         if r.is_err() {
             // The runtime may have died under this very request (e.g. OOM): say so.
             self.reconcile_one(&row).await;
-            let now = self.runtime_row(name)?;
+            let now = self.runtime_row(name).await?;
             if now.state != "running" {
                 return Err(Error::Conflict(format!("runtime {name} is {} ({})", now.state, now.state_reason.unwrap_or_default())));
             }
@@ -97,21 +98,21 @@ impl Control {
     }
 
     pub async fn stop(&self, name: &str) -> Result<Runtime> {
-        let row = self.runtime_row(name)?;
-        let _busy = self.claim(&row.id, name)?;
+        let row = self.runtime_row(name).await?;
+        let _busy = self.claim(&row.id, name).await?;
         let agent = self.agent(&row.host)?;
         self.journal("stop", Some(name), serde_json::json!({}), async { agent.stop(&row.id).await.map(|_| ((), Default::default())) }).await?;
-        self.set_state(&row, "stopped", Some("stopped by request"))?;
-        self.event(Some(name), "runtime.stopped", "stopped by request", serde_json::json!({}));
+        self.set_state(&row, "stopped", Some("stopped by request")).await?;
+        self.event(Some(name), "runtime.stopped", "stopped by request", serde_json::json!({})).await;
         self.inspect(name).await
     }
 
     pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
-        let row = self.runtime_row(name)?;
+        let row = self.runtime_row(name).await?;
         if row.state == "running" && !force {
             return Err(Error::Conflict(format!("runtime {name} is running: stop it first (`ferry stop {name}`) or remove it with --force")));
         }
-        let _busy = self.claim(&row.id, name)?;
+        let _busy = self.claim(&row.id, name).await?;
         let agent = self.agent(&row.host)?;
         self.journal("remove", Some(name), serde_json::json!({"force": force}), async {
             match agent.remove(&row.id).await {
@@ -120,9 +121,9 @@ impl Control {
             }
         })
         .await?;
-        self.db.delete_runtime(&row.id)?;
+        self.db.delete_runtime(&row.id).await?;
         self.proxy.remove(name);
-        self.event(Some(name), "runtime.removed", "removed by request", serde_json::json!({}));
+        self.event(Some(name), "runtime.removed", "removed by request", serde_json::json!({})).await;
         Ok(())
     }
 }

@@ -36,7 +36,7 @@ impl Control {
             if ev.id == 0 {
                 continue; // transient progress, not a recorded event
             }
-            for hook in self.db.webhooks().unwrap_or_default() {
+            for hook in self.db.webhooks().await.unwrap_or_default() {
                 if !hook.kinds.is_empty() && !hook.kinds.iter().any(|k| ev.kind.starts_with(k.as_str())) {
                     continue;
                 }
@@ -66,7 +66,7 @@ impl Control {
                 Ok(resp) => (Some(resp.status().as_u16() as i64), Some(format!("answered {}", resp.status()))),
                 Err(e) => (None, Some(e.to_string())),
             };
-            let _ = self.db.add_delivery(hook.id, ev.id, attempt, status, error.as_deref());
+            let _ = self.db.add_delivery(hook.id, ev.id, attempt, status, error.as_deref()).await;
             if error.is_none() {
                 return;
             }

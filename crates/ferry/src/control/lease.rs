@@ -1,0 +1,105 @@
+//! Ownership of runtime operations across control-plane instances sharing one database.
+//!
+//! Every operation on a runtime first claims it: in this instance (one operation at a time) and in
+//! the database, where a lease (`owner`, `lease_token`, `lease_until` on the runtime's row) is
+//! taken atomically — of two instances trying at once exactly one gets it, the other is refused.
+//! The lease loop renews this instance's heartbeat and every lease it holds; when an instance
+//! dies its leases expire after the lease time, and the others then run the start-up recovery
+//! (`recover.rs`) on what it left half-done. A claim's end gives its lease back.
+
+use super::db::Lease;
+use super::Control;
+use crate::{Error, Result};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Holds a runtime for one operation (in this instance and, through its lease, in the database);
+/// dropping it gives both back.
+pub struct Busy<'a> {
+    c: &'a Control,
+    id: String,
+    token: String,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.c.busy.lock().unwrap().remove(&self.id);
+        self.c.phases.lock().unwrap().remove(&self.id);
+        // Released by the lease loop; a stale release (another claim took the lease since) is a
+        // no-op because it names this claim's token.
+        let _ = self.c.releases.send((self.id.clone(), self.token.clone()));
+    }
+}
+
+impl Control {
+    /// A new lease of this instance (a fresh token).
+    pub(crate) fn new_lease(&self) -> Lease {
+        Lease { owner: self.cfg.instance_id.clone(), token: super::new_id("l"), ttl: self.cfg.lease_ttl }
+    }
+
+    /// Claims `id` for one operation; one already under way (here or in another instance) makes
+    /// this a conflict.
+    pub async fn claim(&self, id: &str, name: &str) -> Result<Busy<'_>> {
+        self.claim_with(id, name, self.new_lease()).await
+    }
+
+    /// As [`Control::claim`], with a lease already taken in the database (a row inserted leased).
+    pub(crate) async fn claim_with(&self, id: &str, name: &str, lease: Lease) -> Result<Busy<'_>> {
+        if !self.busy.lock().unwrap().insert(id.to_string()) {
+            return Err(Error::Conflict(format!("runtime {name} is busy with another operation; try again when it finishes (see `ferry operations`)")));
+        }
+        let busy = Busy { c: self, id: id.to_string(), token: lease.token.clone() };
+        if !self.db.take_lease(id, &lease).await? {
+            let holder = self.db.runtime_by_id(id).await?.and_then(|r| r.leased_by).unwrap_or_else(|| "another instance".into());
+            return Err(Error::Conflict(format!(
+                "runtime {name} is busy with an operation of control-plane instance {holder}; try again when it finishes (see `ferry operations`)"
+            )));
+        }
+        Ok(busy)
+    }
+
+    /// Runs forever: renews this instance's heartbeat and leases, gives back finished claims'
+    /// leases, and picks up hosts other instances added.
+    pub async fn lease_loop(self: Arc<Self>, mut releases: tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
+        let every = (self.cfg.lease_ttl / 3).max(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                Some((id, token)) = releases.recv() => {
+                    if let Err(e) = self.db.release_lease(&id, &token).await {
+                        tracing::warn!(runtime = %id, error = %e, "could not release a lease; it expires by itself");
+                    }
+                }
+                _ = tick.tick() => {
+                    match self.db.heartbeat(&self.cfg.instance_id, self.cfg.lease_ttl).await {
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "could not renew this instance's leases; other instances take over its runtimes once they expire"),
+                    }
+                    self.refresh_agents().await;
+                }
+            }
+        }
+    }
+
+    /// Runs forever: recovers what instances whose leases expired left half-done. Apart from the
+    /// lease loop, so that a long recovery (a lazy move's last pages) never delays the heartbeat.
+    pub async fn recovery_loop(self: Arc<Self>) {
+        let every = (self.cfg.lease_ttl / 3).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(every).await;
+            self.recover(false).await;
+        }
+    }
+
+    /// Adds agents of hosts that other instances registered.
+    pub(crate) async fn refresh_agents(&self) {
+        let Ok(hosts) = self.db.hosts().await else { return };
+        let mut agents = self.agents.write().unwrap();
+        for (name, url, _, _) in hosts {
+            if agents.get(&name).is_none_or(|a| a.url != url) {
+                agents.insert(name, crate::agent::client::AgentClient::new(&url, &self.cfg.agent_token, self.cfg.agent_tls.as_deref()));
+            }
+        }
+    }
+}
