@@ -11,7 +11,8 @@ cargo test --workspace --locked -- --test-threads=2 "$@"
 if [ $# -eq 0 ]; then
   export FERRY_TEST_DATABASE=postgres
   cargo test --locked -p ferry-core --lib -- control::db
-  cargo test --locked -p ferry-cli --test runtime --test migration -- --test-threads=2 \
+  cargo test --locked -p ferry-cli --test runtime --test migration --test faults -- --test-threads=2 \
     checkpoint_and_restore serve_restart bad_input damaged_archives \
-    killing_the_control_plane_mid_migration a_second_migration_of_a_moving_runtime round_trip_across_three_hosts
+    killing_the_control_plane_mid_migration a_second_migration_of_a_moving_runtime round_trip_across_three_hosts \
+    source_agent_killed_mid_transfer
 fi
