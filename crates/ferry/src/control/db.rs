@@ -510,7 +510,7 @@ impl Db {
     }
 
     pub async fn instances(&self) -> Result<Vec<Instance>> {
-        let q = self.q("SELECT id, api_url, proxy_url, started_at, CAST(CASE WHEN heartbeat_ms + ttl_ms >= {now_ms} THEN 1 ELSE 0 END AS BIGINT) AS alive FROM instances ORDER BY started_at");
+        let q = self.q("SELECT id, api_url, proxy_url, started_at, CAST(CASE WHEN heartbeat_ms + ttl_ms >= {now_ms} THEN 1 ELSE 0 END AS BIGINT) AS alive FROM instances ORDER BY started_at, id");
         let rows = sqlx::query(&q).fetch_all(&self.pool).await?;
         Ok(rows
             .iter()
@@ -755,6 +755,28 @@ mod tests {
         assert_eq!(db.runtime_by_id("a").await.unwrap().unwrap().leased_by.as_deref(), Some("B"), "A's stale release changes nothing");
         db.release_lease("a", "t2").await.unwrap();
         assert!(db.take_lease("a", &a).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn operations_of_a_dead_instance_are_orphaned_and_closed_once() {
+        let t = tempfile::tempdir().unwrap();
+        let tdb = fresh(&t).await;
+        let db = Db::open(&tdb.url).await.unwrap();
+        db.register_instance("A", "http://a", "http://a-proxy", Duration::from_millis(300)).await.unwrap();
+        db.register_instance("B", "http://b", "http://b-proxy", Duration::from_secs(30)).await.unwrap();
+        let a_op = db.begin_op("migrate", Some("rt"), &serde_json::json!({}), Some("A")).await.unwrap();
+        let b_op = db.begin_op("migrate", Some("rt2"), &serde_json::json!({}), Some("B")).await.unwrap();
+        assert!(db.orphaned_operations(None).await.unwrap().is_empty(), "both instances are alive");
+        assert_eq!(db.orphaned_operations(Some("B")).await.unwrap().iter().map(|o| o.id).collect::<Vec<_>>(), vec![b_op], "B restarted: its own are orphaned");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let alive: Vec<(String, bool)> = db.instances().await.unwrap().into_iter().map(|i| (i.id, i.alive)).collect();
+        assert_eq!(alive, vec![("A".to_string(), false), ("B".to_string(), true)]);
+        assert_eq!(db.orphaned_operations(None).await.unwrap().iter().map(|o| o.id).collect::<Vec<_>>(), vec![a_op], "A's heartbeat expired");
+        assert!(db.close_interrupted_op(a_op, "interrupted").await.unwrap());
+        assert!(!db.close_interrupted_op(a_op, "interrupted").await.unwrap(), "closed once, by one instance");
+        assert!(db.orphaned_operations(None).await.unwrap().is_empty());
+        db.heartbeat("A", Duration::from_secs(30)).await.unwrap();
+        assert!(db.instances().await.unwrap().iter().all(|i| i.alive), "A's heartbeat is back");
     }
 
     #[tokio::test]
