@@ -50,7 +50,10 @@ impl Control {
         }
         let busy = Busy { c: self, id: id.to_string(), token: lease.token.clone() };
         if !self.db.take_lease(id, &lease).await? {
-            let holder = self.db.runtime_by_id(id).await?.and_then(|r| r.leased_by).unwrap_or_else(|| "another instance".into());
+            let Some(row) = self.db.runtime_by_id(id).await? else {
+                return Err(Error::NotFound(format!("no runtime named {name:?} any more (another control-plane instance removed it): see `ferry ls`")));
+            };
+            let holder = row.leased_by.unwrap_or_else(|| "another instance".into());
             return Err(Error::Conflict(format!(
                 "runtime {name} is busy with an operation of control-plane instance {holder}; try again when it finishes (see `ferry operations`)"
             )));
@@ -89,6 +92,17 @@ impl Control {
         loop {
             tokio::time::sleep(every).await;
             self.recover(false).await;
+        }
+    }
+
+    /// As [`Control::agent`], first picking up a host another instance may have just added.
+    pub(crate) async fn agent_fresh(&self, host: &str) -> Result<crate::agent::client::AgentClient> {
+        match self.agent(host) {
+            Err(Error::NotFound(_)) => {
+                self.refresh_agents().await;
+                self.agent(host)
+            }
+            other => other,
         }
     }
 

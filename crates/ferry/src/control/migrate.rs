@@ -58,7 +58,7 @@ impl Control {
         let mode: Mode = req.mode.parse()?;
         let row = self.runtime_row(name).await?;
         self.require_running(&row)?;
-        let target = self.agent(&req.to)?;
+        let target = self.agent_fresh(&req.to).await?;
         if req.to == row.host && mode != Mode::Fork {
             return Err(Error::Invalid(format!("runtime {name} already runs on host {}: choose another host (`ferry host ls`)", row.host)));
         }

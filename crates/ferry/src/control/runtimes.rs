@@ -25,7 +25,7 @@ impl Control {
         self.db.insert_runtime_new_slot(&mut row, Some(&lease)).await.map_err(|e| Error::Conflict(format!("cannot create {name}: {e}")))?;
         let _busy = self.claim_with(&id, &name, lease).await?;
         let spec = self.spec_of(&row);
-        let agent = self.agent(&host)?;
+        let agent = self.agent_fresh(&host).await?;
         let detail = serde_json::json!({"host": host, "plan": plan});
         let r = self.journal("create", Some(&name), detail, async { agent.create(&spec).await.map(|a| { let t = a.timings.clone(); (a, t) }) }).await;
         match r {

@@ -139,7 +139,7 @@ impl Control {
     pub async fn import(&self, body: reqwest::Body, host: Option<&str>) -> Result<Snapshot> {
         let host = self.place(host, 0).await?;
         let id = new_id("snap");
-        let agent = self.agent(&host)?;
+        let agent = self.agent_fresh(&host).await?;
         let info = self.journal("import", None, serde_json::json!({"snapshot": id, "host": host}), async { agent.import(&id, body).await.map(|s| (s, Default::default())) }).await?;
         let snap = to_snapshot(&info);
         self.db.insert_snapshot(&snap).await?;
