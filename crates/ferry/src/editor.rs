@@ -94,18 +94,7 @@ pub async fn install(dir: &Path, version: &str, registry: &str, force: bool) -> 
 /// An HTTP client for the registry that trusts this system's CA certificates (ferry's own
 /// clients trust only the fleet CA; see `tls.rs`).
 fn registry_client() -> Result<reqwest::Client> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        return Err(Error::Unavailable(format!("no CA certificates found on this system to check the npm registry with ({:?}): install ca-certificates", found.errors.first())));
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder().use_preconfigured_tls(tls).timeout(std::time::Duration::from_secs(300)).build().map_err(|e| Error::Internal(format!("http client: {e}")))
+    crate::tls::system_roots_client(reqwest::Client::builder().timeout(std::time::Duration::from_secs(300))).map_err(|e| Error::Unavailable(format!("{e}: cannot check the npm registry's certificate")))
 }
 
 fn unreachable_registry(url: &str, e: reqwest::Error) -> Error {

@@ -56,6 +56,8 @@ pub struct Proxy {
 
 fn json_error(status: StatusCode, kind: &str, msg: String) -> Response {
     let mut r = (status, axum::Json(serde_json::json!({"error": {"kind": kind, "message": msg}}))).into_response();
+    // As the runtime's own answers do: a notebook page served from elsewhere can read why.
+    r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     if status == StatusCode::SERVICE_UNAVAILABLE {
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
@@ -309,6 +311,7 @@ mod tests {
         let r = p.resolve("rt").await.unwrap_err();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(r.headers().contains_key(header::RETRY_AFTER));
+        assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*", "a browser page can read the reason");
         assert_eq!(p.resolve("nope").await.unwrap_err().status(), StatusCode::NOT_FOUND);
     }
 }

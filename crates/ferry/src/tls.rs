@@ -70,6 +70,23 @@ pub fn http_client(ca: Option<&Path>, builder: reqwest::ClientBuilder) -> Result
     builder.build().map_err(|e| Error::Internal(format!("http client: {e}")))
 }
 
+/// A reqwest client that trusts this system's CA certificates: for reaching the outside world
+/// (the npm registry, users' webhook receivers), never ferry's own hosts.
+pub fn system_roots_client(builder: reqwest::ClientBuilder) -> Result<reqwest::Client> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(Error::Unavailable(format!("no CA certificates found on this system ({:?}): install ca-certificates", found.errors.first())));
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    builder.use_preconfigured_tls(cfg).build().map_err(|e| Error::Internal(format!("http client: {e}")))
+}
+
 /// Wraps a connection to `host` in TLS, checking its certificate against `cfg`'s roots.
 pub async fn connect(cfg: Arc<rustls::ClientConfig>, host: &str, tcp: tokio::net::TcpStream) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let name = match host.parse::<IpAddr>() {

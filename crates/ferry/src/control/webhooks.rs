@@ -23,7 +23,13 @@ impl Control {
     /// Runs forever: delivers every event to the webhooks that want it.
     pub async fn webhook_loop(self: Arc<Self>) {
         let mut rx = self.events.subscribe();
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
+        // Receivers are the users' own services: `https://` ones are checked against this
+        // system's CA certificates.
+        let builder = || reqwest::Client::builder().timeout(Duration::from_secs(10));
+        let http = crate::tls::system_roots_client(builder()).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "webhooks to https:// receivers will fail");
+            builder().build().expect("http client")
+        });
         loop {
             let ev = match rx.recv().await {
                 Ok(ev) => ev,
