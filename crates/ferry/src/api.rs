@@ -49,6 +49,24 @@ pub struct AgentInfo {
     pub kernel: String,
     pub mem_total_mb: u64,
     pub images: Vec<String>,
+    /// The same images with their digests and configs.
+    #[serde(default)]
+    pub image_records: Vec<crate::image::ImageRecord>,
+}
+
+/// Send an image to a peer agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendImageRequest {
+    pub target_url: String,
+    pub target_token: String,
+}
+
+/// An image on one host (control API).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostImage {
+    pub host: String,
+    #[serde(flatten)]
+    pub image: crate::image::ImageRecord,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

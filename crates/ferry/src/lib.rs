@@ -16,6 +16,7 @@ pub mod dev;
 pub mod doctor;
 pub mod editor;
 pub mod error;
+pub mod image;
 pub mod mrp;
 pub mod plan;
 pub mod proxy;

@@ -36,6 +36,11 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/agent/v1/baseline/:snapshot/restore", post(baseline_restore))
         .route("/agent/v1/lazy/:snapshot", get(lazy_status))
         .route("/agent/v1/lazy/:snapshot/abort", post(lazy_abort))
+        .route("/agent/v1/images", get(images))
+        .route("/agent/v1/images/import", axum::routing::put(import_image))
+        .route("/agent/v1/images/:name", axum::routing::delete(remove_image))
+        .route("/agent/v1/images/:name/archive", get(export_image))
+        .route("/agent/v1/images/:name/send", post(send_image))
         .route("/agent/v1/snapshots", get(snapshots))
         .route("/agent/v1/snapshots/:id", get(snapshot).delete(remove_snapshot))
         .route("/agent/v1/snapshots/:id/verify", post(verify_snapshot))
@@ -191,4 +196,32 @@ where
             Err(_) => Some((Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("the stream stalled: nothing arrived for {} s", idle.as_secs()))), None)),
         }
     }))
+}
+
+async fn images(State(a): A) -> impl IntoResponse {
+    Json(a.image_list())
+}
+
+#[derive(serde::Deserialize)]
+struct ImportQuery {
+    name: Option<String>,
+}
+
+async fn import_image(State(a): A, axum::extract::Query(q): axum::extract::Query<ImportQuery>, body: Body) -> Result<impl IntoResponse> {
+    let stream = stall_guard(body.into_data_stream().map_err(std::io::Error::other), crate::sys::inns::STALL * 2);
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let rec = tokio::task::spawn_blocking(move || a.import_image_blocking(reader, q.name.as_deref())).await.map_err(|e| Error::Internal(e.to_string()))??;
+    Ok(Json(rec))
+}
+
+async fn remove_image(State(a): A, Path(name): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(a.remove_image(&name)?))
+}
+
+async fn export_image(State(a): A, Path(name): Path<String>) -> Result<Response> {
+    Ok(([("content-type", "application/x-tar")], a.image_body(&name)?).into_response())
+}
+
+async fn send_image(State(a): A, Path(name): Path<String>, Json(r): Json<crate::api::SendImageRequest>) -> Result<impl IntoResponse> {
+    Ok(Json(a.send_image(&name, &r).await?))
 }

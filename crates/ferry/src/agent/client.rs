@@ -132,4 +132,23 @@ impl AgentClient {
     pub async fn import(&self, id: &str, body: reqwest::Body) -> Result<SnapshotInfo> {
         self.send(self.req(reqwest::Method::PUT, &format!("/snapshots/{id}/archive")).body(body)).await
     }
+
+    pub async fn images(&self) -> Result<Vec<crate::image::ImageRecord>> {
+        self.get("/images").await
+    }
+    pub async fn remove_image(&self, name: &str) -> Result<crate::image::ImageRecord> {
+        self.send(self.req(reqwest::Method::DELETE, &format!("/images/{name}"))).await
+    }
+    /// Streams an image tarball to be imported (and verified) on this agent.
+    pub async fn import_image(&self, name: Option<&str>, body: reqwest::Body) -> Result<crate::image::ImageRecord> {
+        let mut rb = self.req(reqwest::Method::PUT, "/images/import").body(body);
+        if let Some(n) = name {
+            rb = rb.query(&[("name", n)]);
+        }
+        self.send(rb).await
+    }
+    /// Has this agent send image `name` to the agent at `target_url`.
+    pub async fn send_image(&self, name: &str, req: &SendImageRequest) -> Result<crate::image::ImageRecord> {
+        self.post(&format!("/images/{name}/send"), req).await
+    }
 }

@@ -5,6 +5,7 @@
 pub mod api;
 mod baseline;
 pub mod client;
+mod images;
 mod store;
 mod transfer;
 
@@ -33,6 +34,7 @@ impl Agent {
         for d in [host.runtimes_dir(), host.snapshots_dir(), host.state_dir.join("runc")] {
             std::fs::create_dir_all(&d).map_err(|e| Error::Internal(format!("cannot create {}: {e}", d.display())))?;
         }
+        host.image_store().clean_staging();
         // Imports cut off by a crash leave staging dirs: they were never visible, remove them.
         for e in std::fs::read_dir(host.snapshots_dir()).into_iter().flatten().flatten() {
             if e.file_name().to_string_lossy().starts_with('.') {
@@ -70,6 +72,7 @@ impl Agent {
             kernel: self.versions.kernel.clone(),
             mem_total_mb: crate::sys::host::mem_total_mb(),
             images: self.host.images(),
+            image_records: self.image_list(),
         }
     }
 

@@ -3,35 +3,49 @@
 use super::Container;
 use crate::{internal, Result};
 use oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceType, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec,
+    LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceType, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 /// The command that runs the MRP server as PID 1, its output appended to a log inside the
 /// writable layer (append-only files are the one kind CRIU does not size-check at restore).
-fn command(id: &str) -> Vec<String> {
+fn command(id: &str, server: &str, home: &str, workdir: &str) -> Vec<String> {
     let script = format!(
-        "mkdir -p /root/.ferry /root/work && exec /opt/venv/bin/mrmd-python --foreground --managed --id {id} --host 0.0.0.0 --port {} --cwd /root/work >>/root/.ferry/runtime.log 2>&1",
+        "mkdir -p {home}/.ferry {workdir} && exec {server} --foreground --managed --id {id} --host 0.0.0.0 --port {} --cwd {workdir} >>{home}/.ferry/runtime.log 2>&1",
         crate::mrp::PORT
     );
     vec!["/bin/sh".into(), "-c".into(), script]
 }
 
+/// The environment: ferry's defaults, the image's `Env` over them, then ferry's own variables.
+fn environment(c: &Container, image_env: &[String], home: &str) -> Vec<String> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |kv: &str| {
+        if let Some((k, v)) = kv.split_once('=') {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+    };
+    for kv in ["PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", &format!("HOME={home}"), &format!("IPYTHONDIR={home}/.ipython"), "VIRTUAL_ENV=/opt/venv", "PYTHONUNBUFFERED=1", "MPLBACKEND=Agg"] {
+        set(kv);
+    }
+    for kv in image_env {
+        set(kv);
+    }
+    set(&format!("HOME={home}"));
+    set("FERRY_IPYTHON_HISTORY=memory");
+    set(&format!("FERRY_RUNTIME={}", c.spec.name));
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
 pub fn build(c: &Container) -> Result<Spec> {
     let mut spec = Spec::default();
+    let run = c.run_config()?;
     let process = ProcessBuilder::default()
         .terminal(false)
-        .args(command(&c.spec.id))
-        .env(vec![
-            "PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-            "HOME=/root".into(),
-            "IPYTHONDIR=/root/.ipython".into(),
-            "VIRTUAL_ENV=/opt/venv".into(),
-            "PYTHONUNBUFFERED=1".into(),
-            "MPLBACKEND=Agg".into(),
-            "FERRY_IPYTHON_HISTORY=memory".into(),
-            format!("FERRY_RUNTIME={}", c.spec.name),
-        ])
-        .cwd("/root")
+        .args(command(&c.spec.id, &run.server, &run.user.home, &run.workdir))
+        .env(environment(c, &run.env, &run.user.home))
+        .cwd(run.cwd.clone())
+        .user(UserBuilder::default().uid(run.user.uid).gid(run.user.gid).build().map_err(|e| internal!("user spec: {e}"))?)
         .no_new_privileges(true)
         .build()
         .map_err(|e| internal!("process spec: {e}"))?;

@@ -1,7 +1,7 @@
 //! `create`: network namespace + veth, overlay root, config.json, `runc run`, wait until MRP answers.
 //!
 //! Does: everything needed for a fresh runtime, undone again if any step fails.
-//! Does not (yet): pull images (the image must exist on the host), user namespaces, GPUs.
+//! Does not: fetch images itself (the control plane sends a missing one first), user namespaces, GPUs.
 
 use super::{config, ms, Container};
 use crate::api::Timings;
@@ -42,12 +42,13 @@ impl Container<'_> {
         Ok(t)
     }
 
-    /// The runtime's image must be on this host before anything is made for it.
+    /// The runtime's image must be on this host, with an MRP server, before anything is made for it.
     pub(crate) fn require_image(&self) -> Result<()> {
-        let lower = self.host.image_rootfs(&self.spec.image);
-        if lower.join("opt/venv/bin/mrmd-python").exists() {
-            return Ok(());
-        }
+        self.run_config().map(|_| ()).map_err(|e| match e {
+            Error::NotFound(m) => Error::Invalid(format!("{m} (host {}); import or build it there, or use a host that has it", self.host.name)),
+            other => other,
+        })
+    }
         Err(Error::Invalid(format!(
             "image {:?} is not on host {} (looked in {}); build it there with scripts/setup.sh, or use a host that has it",
             self.spec.image,

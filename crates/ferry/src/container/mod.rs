@@ -63,23 +63,25 @@ impl Host {
         }
     }
 
+    pub fn image_store(&self) -> crate::image::ImageStore {
+        crate::image::ImageStore::new(&self.images_dir)
+    }
+
     pub fn image_rootfs(&self, image: &str) -> PathBuf {
-        self.images_dir.join(image).join("rootfs")
+        self.image_store().rootfs(image)
     }
 
+    /// The image's identity as recorded in snapshots: its build id, or its config digest.
     pub fn image_id(&self, image: &str) -> String {
-        std::fs::read_to_string(self.images_dir.join(image).join("image-id")).map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+        match self.image_store().get(image) {
+            Ok(r) => r.digest.strip_prefix("local:").unwrap_or(&r.digest).to_string(),
+            Err(_) => "unknown".into(),
+        }
     }
 
-    /// Images this host can run (built by setup, marked complete).
+    /// Images this host can run (built or imported, complete).
     pub fn images(&self) -> Vec<String> {
-        std::fs::read_dir(&self.images_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().join(".complete").exists())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect()
+        self.image_store().list().into_iter().map(|r| r.name).collect()
     }
 
     pub fn container(&self, spec: RuntimeSpec) -> Container<'_> {
@@ -90,6 +92,22 @@ impl Host {
     pub fn cgroup_parent(&self) -> String {
         format!("/ferry/{}", self.prefix.trim_end_matches('-'))
     }
+}
+
+/// PATH of a runtime whose image sets none.
+const DEFAULT_PATH: &str = "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What the image asks for its process; see [`Container::run_config`].
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub user: crate::image::RunUser,
+    pub env: Vec<String>,
+    /// The process's working directory.
+    pub cwd: String,
+    /// The MRP server's `--cwd` (where code runs).
+    pub workdir: String,
+    /// Absolute path of `mrmd-python` inside the image.
+    pub server: String,
 }
 
 /// A runtime container on a [`Host`], addressed by its spec.
@@ -128,9 +146,34 @@ impl Container<'_> {
     pub fn spec_file(&self) -> PathBuf {
         self.dir().join("runtime.json")
     }
-    /// The runtime's own log (stdout/stderr of the MRP server), inside its writable layer.
+    /// The runtime's own log (stdout/stderr of the MRP server), inside its writable layer, under
+    /// the home of the user the image runs as.
     pub fn runtime_log(&self) -> PathBuf {
-        self.upper().join("root/.ferry/runtime.log")
+        let home = self.run_config().map(|r| r.user.home).unwrap_or_else(|_| "/root".into());
+        self.upper().join(home.trim_start_matches('/')).join(".ferry/runtime.log")
+    }
+
+    /// How the image wants its process run (user, env, directories) and where its MRP server is.
+    pub fn run_config(&self) -> crate::Result<RunConfig> {
+        let store = self.host.image_store();
+        let rec = store.get(&self.spec.image)?;
+        let rootfs = store.rootfs(&self.spec.image);
+        let user = store.run_user(&self.spec.image)?;
+        let path = rec.config.env.iter().find_map(|kv| kv.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH).to_string();
+        let server = path
+            .split(':')
+            .filter(|d| d.starts_with('/'))
+            .map(|d| format!("{}/mrmd-python", d.trim_end_matches('/')))
+            .find(|p| crate::image::unpack::resolve_in_root(&rootfs, std::path::Path::new(p.trim_start_matches('/'))).is_ok_and(|f| f.is_file()))
+            .ok_or_else(|| {
+                crate::Error::Invalid(format!(
+                    "image {:?} has no mrmd-python on its PATH ({path}): every runtime runs the MRP server; install it in the image (python3 -m pip install mrmd-python)",
+                    self.spec.image
+                ))
+            })?;
+        let workdir = rec.config.working_dir.clone().unwrap_or_else(|| format!("{}/work", user.home.trim_end_matches('/')));
+        let cwd = rec.config.working_dir.clone().unwrap_or_else(|| user.home.clone());
+        Ok(RunConfig { user, env: rec.config.env, cwd, workdir, server })
     }
 
     pub fn cgroup_path(&self) -> String {
