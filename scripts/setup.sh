@@ -103,41 +103,7 @@ fi
 log "PostgreSQL: $(pg_lsclusters -h | awk -v v="$pg_version" '$1 == v && $2 == "main" {print $1, $2, $4, "port", $3}')"
 
 # --- runtime image ---------------------------------------------------------------------
-img="$cache/images/mrmd-python"
-if [ ! -f "$img/.complete" ]; then
-  log "building the runtime image (debootstrap + mrmd-python, numpy, pandas; a few minutes, cached)"
-  rootfs="$img/rootfs"
-  mkdir -p "$img"
-  if [ ! -f "$img/.debootstrap-done" ]; then
-  rm -rf "$rootfs"
-  mirror=${DEBIAN_MIRROR:-$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null \
-    | grep -E '^(URIs:|deb )' | grep -oE 'https?://[^ ]*/debian/?( |$)' | head -1 | tr -d ' ' || true)}
-  mirror=${mirror:-http://deb.debian.org/debian}
-  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$rootfs" "$mirror" >"$img/debootstrap.log" 2>&1 \
-    || { tail -30 "$img/debootstrap.log"; exit 1; }
-  touch "$img/.debootstrap-done"
-  fi
-  cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
-  cp -L /etc/resolv.conf "$rootfs/etc/resolv.conf"
-  pip_env=()
-  for v in $(env | grep -oE '^PIP_[A-Z_]+' || true); do
-    [ "$v" = PIP_FIND_LINKS ] && continue
-    pip_env+=("$v=${!v}")
-  done
-  rm -rf "$rootfs/opt/venv"
-  chroot "$rootfs" /usr/bin/python3 -m venv /opt/venv
-  env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "${pip_env[@]}" chroot "$rootfs" /opt/venv/bin/pip install -q --no-cache-dir mrmd-python numpy pandas
-  rm -rf "$rootfs/var/cache/apt/archives/"*.deb "$rootfs/var/lib/apt/lists/"*
-  chroot "$rootfs" /opt/venv/bin/python -c 'import mrmd_python, numpy, pandas' 2>/dev/null \
-    || chroot "$rootfs" /opt/venv/bin/python -c 'import numpy, pandas'
-  { echo "mrmd-python@"; chroot "$rootfs" /opt/venv/bin/pip freeze; date -u +%FT%TZ; } | sha256sum | cut -c1-16 > "$img/image-id"
-  touch "$img/.complete"
-fi
-# ferry's own hooks inside the image (cheap; refreshed on every run so that fixes reach old caches).
-site=$(ls -d "$img"/rootfs/opt/venv/lib/python3*/site-packages | head -1)
-install -m 0644 "$here/image/ferry_runtime_hooks.py" "$site/ferry_runtime_hooks.py"
-echo "import ferry_runtime_hooks" > "$site/ferry_runtime_hooks.pth"
-log "runtime image: $img"
+"$here/scripts/build-image.sh" "$cache/images" mrmd-python "$here/image/ferry_runtime_hooks.py"
 
 # --- MRMD editor bundle (the notebook page and the browser tests) --------------------------
 # The same files `ferry editor install --dir "$cache/editor"` writes: editor/mrmd.iife.js of the

@@ -157,6 +157,9 @@ pub struct CreateArgs {
     /// The monitor only reports on it: no automatic moves or hibernation.
     #[arg(long)]
     pub no_auto: bool,
+    /// Image to run (see `ferry image ls`; default: the server's --image, mrmd-python).
+    #[arg(long)]
+    pub image: Option<String>,
 }
 
 #[derive(Args)]
@@ -343,7 +346,6 @@ pub enum HostCmd {
     Ls,
 }
 
-
 #[derive(Subcommand)]
 pub enum EditorCmd {
     /// Fetch the MRMD editor's browser bundle (npm package mrmd-electron) from the npm registry,
@@ -372,5 +374,51 @@ pub enum EditorCmd {
     Status {
         #[arg(long, env = "FERRY_EDITOR_DIR")]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ImageCmd {
+    /// Build ferry's runtime image on this machine (Debian bookworm + python3 + a venv with
+    /// mrmd-python, numpy, pandas) as a directory image. Needs root and debootstrap; cached.
+    ///
+    /// Example: sudo ferry image build --name mrmd-python
+    Build {
+        #[arg(long, default_value = "mrmd-python")]
+        name: String,
+        #[arg(long, default_value = "/var/cache/ferry/images", env = "FERRY_IMAGES")]
+        images: PathBuf,
+        /// Build it again even if it is complete.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Import an OCI image layout (directory or tar) or a `docker save` / `podman save` tarball.
+    /// The image must contain the MRP server (`mrmd-python` on its PATH) to run as a runtime.
+    ///
+    /// Example: ferry image import python-mrmd.tar --name python:3.12-mrmd --host h1
+    Import {
+        /// The tarball, or an OCI image layout directory.
+        file: PathBuf,
+        /// NAME[:TAG] (default: the name the archive carries).
+        #[arg(long)]
+        name: Option<String>,
+        /// Host that gets it (default: the only host, or `local`); others receive it when needed.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// List the images of every host (or one), with their digests.
+    ///
+    /// Example: ferry image ls --host h2
+    Ls {
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Remove an image from every host (or one). Refused while a runtime uses it.
+    ///
+    /// Example: ferry image rm python:3.12-mrmd
+    Rm {
+        name: String,
+        #[arg(long)]
+        host: Option<String>,
     },
 }

@@ -80,7 +80,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Create(a) => {
             let c = client()?;
             let l = a.limits;
-            let req = CreateRequest { name: a.name, plan: l.plan, memory: l.memory, cpus: l.cpus, host: a.host, no_auto: a.no_auto };
+            let req = CreateRequest { name: a.name, plan: l.plan, memory: l.memory, cpus: l.cpus, host: a.host, no_auto: a.no_auto, image: a.image };
             let rt: Runtime = step(json, "creating runtime", c.post("/runtimes", &req)).await?;
             if json {
                 print_json(&rt);
@@ -88,6 +88,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 println!("{} created on {} (plan {}: {} MB, {} CPU), MRP at {}", rt.name, rt.host, rt.plan.name, rt.plan.memory_mb, rt.plan.cpus, rt.mrp_url);
             }
         }
+        Cmd::Image { cmd } => crate::images::run(cmd, json, client).await?,
         Cmd::Ls => {
             let v: Vec<Runtime> = client()?.get("/runtimes").await?;
             if json {

@@ -5,6 +5,7 @@ mod archive_io;
 pub mod args;
 mod client;
 mod commands;
+mod images;
 mod output;
 mod progress;
 
@@ -149,6 +150,13 @@ pub enum Cmd {
         name: String,
         #[arg(long, action = clap::ArgAction::Set)]
         auto: bool,
+    },
+    /// Runtime images: build, import (OCI layout, docker save), list, remove.
+    ///
+    /// Example: ferry image import python-mrmd.tar --name python:3.12-mrmd
+    Image {
+        #[command(subcommand)]
+        cmd: args::ImageCmd,
     },
     /// Manage hosts (agents) known to the control plane.
     ///

@@ -216,6 +216,9 @@ pub struct CreateRequest {
     pub memory: Option<String>,
     pub cpus: Option<f64>,
     pub host: Option<String>,
+    /// The image to run (default: the server's `--image`).
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -36,6 +36,9 @@ pub fn router(c: Arc<Control>) -> Router {
         .route("/api/v1/snapshots/import", post(import))
         .route("/api/v1/snapshots/:id", get(snapshot).delete(remove_snapshot))
         .route("/api/v1/snapshots/:id/export", get(export))
+        .route("/api/v1/images", get(images))
+        .route("/api/v1/images/import", post(import_image))
+        .route("/api/v1/images/:name", axum::routing::delete(remove_image))
         .route("/api/v1/operations", get(operations))
         .route("/api/v1/events", get(events))
         .route("/api/v1/events/stream", get(event_stream))
@@ -167,6 +170,22 @@ async fn export(State(c): C, Path(id): Path<String>) -> Result<Response> {
     let r = c.export(&id).await?;
     let stream = r.bytes_stream().map_err(std::io::Error::other);
     Ok(([("content-type", "application/x-ferry-snapshot")], Body::from_stream(stream)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct ImageQuery {
+    host: Option<String>,
+    name: Option<String>,
+}
+async fn images(State(c): C, Query(q): Query<ImageQuery>) -> Result<impl IntoResponse> {
+    Ok(Json(c.images(q.host.as_deref()).await?))
+}
+async fn import_image(State(c): C, Query(q): Query<ImageQuery>, body: Body) -> Result<impl IntoResponse> {
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    Ok(Json(c.import_image(reqwest::Body::wrap_stream(stream), q.host.as_deref(), q.name.as_deref()).await?))
+}
+async fn remove_image(State(c): C, Path(name): Path<String>, Query(q): Query<ImageQuery>) -> Result<impl IntoResponse> {
+    Ok(Json(c.remove_image(&name, q.host.as_deref()).await?))
 }
 
 #[derive(Deserialize, Default)]

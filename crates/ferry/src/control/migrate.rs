@@ -77,6 +77,11 @@ impl Control {
             return Err(Error::Conflict(format!("host {} has {} MB free of {cap} MB, not enough for {name}'s {need} MB: choose another host", req.to, cap.saturating_sub(used))));
         }
         target.info().await.map_err(|e| Error::Unavailable(format!("target host {} does not answer ({e}); nothing was changed", req.to)))?;
+        // The target must have the runtime's image before the source is touched: send it or refuse.
+        self.ensure_image(&req.to, &row.image).await.map_err(|e| match e {
+            Error::NotFound(m) => Error::Conflict(format!("cannot move {name} to {}: {m}", req.to)),
+            other => other,
+        })?;
         let _busy = self.claim(&row.id, name).await?;
         // The snapshot's id is journaled before anything is sent, so that recovery can find and
         // remove what an interrupted move left on either host.

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod db;
 mod baseline;
 mod hibernate;
+mod images;
 mod lease;
 pub mod hints;
 pub mod metrics;

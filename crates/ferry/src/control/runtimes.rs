@@ -17,8 +17,11 @@ impl Control {
             return Err(Error::Conflict(format!("a runtime named {name:?} already exists: choose another --name or remove it with `ferry rm {name}`")));
         }
         let host = self.place(req.host.as_deref(), plan.memory_mb).await?;
+        let image = req.image.clone().unwrap_or_else(|| self.cfg.default_image.clone());
+        crate::image::check_name(&image)?;
+        self.ensure_image(&host, &image).await?;
         let mut row = RuntimeRow {
-            id: id.clone(), name: name.clone(), host: host.clone(), plan: plan.clone(), image: self.cfg.default_image.clone(),
+            id: id.clone(), name: name.clone(), host: host.clone(), plan: plan.clone(), image,
             net_index: 0, state: "creating".into(), state_reason: None, created_at: now(), started_at: None, last_snapshot: None, auto: !req.no_auto, leased_by: None,
         };
         let lease = self.new_lease();
@@ -26,7 +29,7 @@ impl Control {
         let _busy = self.claim_with(&id, &name, lease).await?;
         let spec = self.spec_of(&row);
         let agent = self.agent_fresh(&host).await?;
-        let detail = serde_json::json!({"host": host, "plan": plan});
+        let detail = serde_json::json!({"host": host, "plan": plan, "image": row.image});
         let r = self.journal("create", Some(&name), detail, async { agent.create(&spec).await.map(|a| { let t = a.timings.clone(); (a, t) }) }).await;
         match r {
             Ok(_) => {
