@@ -29,6 +29,7 @@ impl Env {
             net: format!("10.{}.{}.0", 210 + pid % 20, (pid / 20) % 256).parse()?,
             subnet: format!("10.{}.{}.0", 230 + pid % 20, ((pid / 20) % 64) * 4).parse()?,
             images_dir: o.images_dir.clone(),
+            images_per_host: false,
             listen: "127.0.0.1:0".parse()?,
             proxy_listen: "127.0.0.1:0".parse()?,
             bin: o.bin.clone(),

@@ -272,6 +272,10 @@ pub enum DevCmd {
         proxy_listen: SocketAddr,
         #[arg(long, default_value = "/var/cache/ferry/images", env = "FERRY_IMAGES")]
         images: PathBuf,
+        /// Each host gets its own images dir (built images of --images linked in), as separate
+        /// machines would: an image imported on one host must be sent to another.
+        #[arg(long)]
+        images_per_host: bool,
         /// Flags passed on to `ferry serve`, e.g. --serve-arg=--idle-after=30s.
         #[arg(long = "serve-arg", allow_hyphen_values = true)]
         serve_args: Vec<String>,

@@ -358,8 +358,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             table(rows);
         }
-        Cmd::Dev { cmd: DevCmd::Up { hosts, prefix, net, subnet, listen, proxy_listen, images, serve_args, tls } } => {
-            let o = ferry_core::dev::DevOptions { state_dir: cli.state_dir.clone(), hosts, prefix, net, subnet, images_dir: images, listen, proxy_listen, bin: std::env::current_exe()?, serve_args, tls };
+        Cmd::Dev { cmd: DevCmd::Up { hosts, prefix, net, subnet, listen, proxy_listen, images, images_per_host, serve_args, tls } } => {
+            let o = ferry_core::dev::DevOptions { state_dir: cli.state_dir.clone(), hosts, prefix, net, subnet, images_dir: images, images_per_host, listen, proxy_listen, bin: std::env::current_exe()?, serve_args, tls };
             let st = step(json, "starting hosts", ferry_core::dev::up(&o)).await?;
             if json {
                 print_json(&st);

@@ -24,6 +24,9 @@ pub struct DevOptions {
     /// First address of the range runtimes' /30 networks come from.
     pub subnet: Ipv4Addr,
     pub images_dir: PathBuf,
+    /// Give each host its own images dir (inside its state dir) that starts with the built images
+    /// of `images_dir` linked in: imports then land on one host only, as on separate machines.
+    pub images_per_host: bool,
     pub listen: SocketAddr,
     pub proxy_listen: SocketAddr,
     /// The ferry binary to start agents and serve with.
@@ -136,10 +139,11 @@ async fn up_inner(o: &DevOptions) -> Result<DevState> {
         let agent_dir = o.state_dir.join("agents").join(&name);
         std::fs::create_dir_all(&agent_dir)?;
         let listen = format!("{addr}:7701");
+        let images = if o.images_per_host { own_images(&o.images_dir, &agent_dir.join("images"))? } else { o.images_dir.clone() };
         let mut args: Vec<String> = vec![
             "--state-dir".into(), o.state_dir.display().to_string(), "agent".into(), "--name".into(), name.clone(), "--listen".into(), listen.clone(),
             "--netns".into(), hns.clone(), "--route-via".into(), addr.to_string(), "--token-file".into(), token_file.display().to_string(),
-            "--agent-state-dir".into(), agent_dir.display().to_string(), "--prefix".into(), format!("{p}h{i}-"), "--images".into(), o.images_dir.display().to_string(),
+            "--agent-state-dir".into(), agent_dir.display().to_string(), "--prefix".into(), format!("{p}h{i}-"), "--images".into(), images.display().to_string(),
         ];
         if let Some(ca) = &ca {
             let (cert, key) = (tls_dir.join(format!("{name}.pem")), tls_dir.join(format!("{name}.key")));
@@ -167,6 +171,18 @@ async fn up_inner(o: &DevOptions) -> Result<DevState> {
     let st = DevState { prefix: p.clone(), hosts, serve_pid, serve_url, proxy_url, serve_cmd: args, bin: o.bin.clone() };
     std::fs::write(state_file(&o.state_dir), serde_json::to_vec_pretty(&st).unwrap())?;
     Ok(st)
+}
+
+/// A host's own images dir, with the complete built images of `shared` linked in.
+fn own_images(shared: &Path, dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    for e in std::fs::read_dir(shared).into_iter().flatten().flatten() {
+        let built = e.path().join(".complete").exists() && !e.path().join("image.json").exists();
+        if built && !e.file_name().to_string_lossy().starts_with('.') {
+            std::os::unix::fs::symlink(e.path(), dir.join(e.file_name()))?;
+        }
+    }
+    Ok(dir.to_path_buf())
 }
 
 /// Starts `ferry serve` and waits until it answers; returns its PID, API and proxy URLs.

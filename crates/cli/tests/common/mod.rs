@@ -117,6 +117,7 @@ pub struct Ferry {
     serve: Option<Child>,
     /// Started with `ferry dev up` (several hosts) rather than a single `ferry serve`.
     dev: bool,
+    /// More flags for `ferry serve` (see [`Ferry::start_with`]).
     serve_args: Vec<String>,
     /// Where the state lives when not in SQLite (dropped after the servers stop).
     pub database: Option<TestDatabase>,
@@ -139,13 +140,15 @@ impl Ferry {
         Self::start_with(&[])
     }
 
-    /// As [`Ferry::start`], with more flags for `ferry serve`.
+    /// As [`Ferry::start`], with more flags for `ferry serve`; `{state}` in a flag becomes the
+    /// test's state dir (e.g. `--images={state}/images` for images of its own, removed with it).
     pub fn start_with(serve_args: &[&str]) -> Option<Ferry> {
         if !environment_ready() {
             return None;
         }
         let (mut f, _) = Self::fresh('t', false);
-        f.serve_args = serve_args.iter().map(|s| s.to_string()).collect();
+        let state = f.state.display().to_string();
+        f.serve_args = serve_args.iter().map(|a| a.replace("{state}", &state)).collect();
         if on_postgres() {
             f.database = Some(TestDatabase::create(&f.prefix.replace('-', ""))?);
             f.serve_args.push(format!("--database={}", f.database.as_ref().unwrap().url()));
@@ -173,6 +176,11 @@ impl Ferry {
     /// As [`Ferry::start_dev_with`]; with `postgres`, the state is in a fresh PostgreSQL database.
     pub fn start_dev_on(hosts: u32, serve_args: &[&str], postgres: bool) -> Option<Ferry> {
         Self::start_dev_inner(hosts, serve_args, &[], postgres)
+    }
+
+    /// As [`Ferry::start_dev_with`], with more flags for `ferry dev up` (e.g. `--images-per-host`).
+    pub fn start_dev_args(hosts: u32, dev_args: &[&str], serve_args: &[&str]) -> Option<Ferry> {
+        Self::start_dev_inner(hosts, serve_args, dev_args, on_postgres())
     }
 
     fn start_dev_inner(hosts: u32, serve_args: &[&str], dev_args: &[&str], postgres: bool) -> Option<Ferry> {
