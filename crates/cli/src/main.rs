@@ -5,11 +5,12 @@ mod archive_io;
 pub mod args;
 mod client;
 mod commands;
+mod config;
 mod images;
 mod output;
 mod progress;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -30,6 +31,13 @@ pub struct Cli {
     /// State directory of `ferry serve`.
     #[arg(long, global = true, env = "FERRY_STATE_DIR", default_value = "/var/lib/ferry")]
     pub state_dir: PathBuf,
+    /// Configuration file: every option of `serve` and `agent` as a key (see docs/CONFIG.md).
+    /// Flags win over FERRY_* variables, which win over the file.
+    #[arg(long, global = true, env = "FERRY_CONFIG", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Log format of the daemons: text or json (one JSON object per line).
+    #[arg(long, global = true, env = "FERRY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -211,10 +219,16 @@ fn init_tracing(json: bool) {
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cmd = config::load(&argv).and_then(|file| config::apply(Cli::command(), file.as_ref().map(|(p, t)| (p.as_path(), t))));
+    let cmd = cmd.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    });
+    let cli = Cli::from_arg_matches(&cmd.get_matches_from(argv)).unwrap_or_else(|e| e.exit());
     let daemon = matches!(cli.cmd, Cmd::Serve(_) | Cmd::Agent(_));
     if daemon {
-        init_tracing(cli.json);
+        init_tracing(cli.json || cli.log_format == "json");
         ferry_core::sys::host::raise_fd_limit();
     }
     if let Err(e) = commands::run(cli).await {

@@ -43,11 +43,37 @@ pub async fn checks(images_dir: &std::path::Path) -> Vec<Check> {
     let cg = if crate::sys::cgroup::is_v2() { "cgroup v2".to_string() } else { "cgroup v1 (hybrid)".to_string() };
     let mem_ctl = std::path::Path::new("/sys/fs/cgroup/memory").exists() || crate::sys::cgroup::is_v2();
     v.push(check("cgroups", mem_ctl, cg, "mount the memory controller (cgroup v1 `memory` or cgroup v2)"));
-    let images: Vec<String> = std::fs::read_dir(images_dir).into_iter().flatten().flatten().filter(|e| e.path().join(".complete").exists()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    v.push(check("runtime image", !images.is_empty(), if images.is_empty() { format!("none in {}", images_dir.display()) } else { images.join(", ") }, &format!("build it: {SETUP}")));
+    let images: Vec<String> = crate::image::ImageStore::new(images_dir).list().into_iter().map(|r| r.name).collect();
+    v.push(check("runtime image", !images.is_empty(), if images.is_empty() { format!("none in {}", images_dir.display()) } else { images.join(", ") }, &format!("build it (`ferry image build`, or {SETUP}) or import one (`ferry image import FILE`)")));
+    let debootstrap = run("debootstrap", &["--version"]).await;
+    v.push(optional(check("debootstrap", debootstrap.is_ok(), debootstrap.map(|s| s.trim().to_string()).unwrap_or_else(|_| "not installed".into()), "`ferry image build` needs it: apt-get install debootstrap (imports work without it)")));
+    let sys_resource = capability(24);
+    v.push(optional(check("CAP_SYS_RESOURCE", sys_resource, if sys_resource { "in the bounding set" } else { "missing from this process's bounding set" }, "CRIU cannot read the limits of a process of another user: runtimes whose image runs as a non-root User cannot be checkpointed or moved (root images work); run ferry with all capabilities")));
     let mem = crate::sys::host::mem_total_mb();
     v.push(check("memory", mem >= 1024, format!("{mem} MB"), "at least 1 GB is needed to run a runtime"));
-    let free_mb = nix::sys::statvfs::statvfs("/var/lib").map(|s| s.blocks_available() as u64 * s.fragment_size() as u64 / (1 << 20)).unwrap_or(0);
-    v.push(check("disk", free_mb >= 2048, format!("{free_mb} MB free under /var/lib"), "free at least 2 GB for snapshots"));
+    let avail = mem_available_mb();
+    v.push(check("free memory", avail >= 512, format!("{avail} MB available"), "at least 512 MB must be free to start a runtime: stop some runtimes or processes"));
+    for (what, path, need) in [("disk (state)", std::path::Path::new("/var/lib"), 2048u64), ("disk (images)", images_dir, 1024)] {
+        let probe = path.ancestors().find(|p| p.exists()).unwrap_or(std::path::Path::new("/"));
+        let free_mb = nix::sys::statvfs::statvfs(probe).map(|s| s.blocks_available() as u64 * s.fragment_size() as u64 / (1 << 20)).unwrap_or(0);
+        v.push(check(what, free_mb >= need, format!("{free_mb} MB free under {}", probe.display()), &format!("free at least {need} MB there (snapshots, imported images)")));
+    }
     v
+}
+
+/// Whether capability `bit` is in this process's bounding set.
+fn capability(bit: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string())))
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .is_some_and(|v| v >> bit & 1 == 1)
+}
+
+fn mem_available_mb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("MemAvailable:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())))
+        .map(|kb| kb / 1024)
+        .unwrap_or(0)
 }

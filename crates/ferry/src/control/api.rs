@@ -64,7 +64,7 @@ async fn auth(State(c): C, req: Request, next: Next) -> Response {
 }
 
 async fn info(State(c): C) -> Result<impl IntoResponse> {
-    Ok(Json(serde_json::json!({"version": crate::VERSION, "hosts": c.hosts().await?, "subnet": c.cfg.subnet.to_string(), "thresholds": c.cfg.thresholds})))
+    Ok(Json(serde_json::json!({"version": crate::VERSION, "hosts": c.hosts().await?, "subnet": c.cfg.subnet.to_string(), "thresholds": c.cfg.thresholds, "image": c.cfg.default_image})))
 }
 
 #[derive(Deserialize)]
