@@ -21,12 +21,13 @@ pub struct ServeArgs {
     /// First address of the range runtimes' /30 networks come from.
     #[arg(long, default_value = "10.201.0.0")]
     pub subnet: std::net::Ipv4Addr,
-    /// Where runtime images live (built by scripts/setup.sh).
+    /// Where runtime images live (`ferry image build` / `ferry image import` put them there).
     #[arg(long, default_value = "/var/cache/ferry/images", env = "FERRY_IMAGES")]
     pub images: PathBuf,
     /// Prefix of the netns and cgroup names of this machine's runtimes.
     #[arg(long, default_value = "ferry-")]
     pub prefix: String,
+    /// Image of runtimes created without --image.
     #[arg(long, default_value = "mrmd-python")]
     pub image: String,
     /// How often the monitor samples every runtime (e.g. 5s).
@@ -99,18 +100,22 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 #[derive(Args)]
 pub struct AgentArgs {
+    /// This host's name (as `ferry host add NAME URL` registers it).
     #[arg(long)]
     pub name: String,
+    /// Address of the agent API.
     #[arg(long, default_value = "127.0.0.1:7701")]
     pub listen: SocketAddr,
     /// The agent's state dir (default: /var/lib/ferry/agents/NAME).
     #[arg(long)]
     pub agent_state_dir: Option<PathBuf>,
+    /// Where this host's runtime images live.
     #[arg(long, default_value = "/var/cache/ferry/images", env = "FERRY_IMAGES")]
     pub images: PathBuf,
     /// File holding the token the control plane presents.
     #[arg(long)]
     pub token_file: PathBuf,
+    /// Prefix of the netns and cgroup names of its runtimes (default: ferry-NAME-).
     #[arg(long)]
     pub prefix: Option<String>,
     /// Network namespace that plays this host (holds the host ends of the runtimes' veths and

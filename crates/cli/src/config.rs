@@ -3,7 +3,7 @@
 //! environment variable. Precedence: flag > environment > file > built-in default.
 //!
 //! One generic mechanism, no per-option code: every option of `serve` and `agent` gets the
-//! environment variable `FERRY_<NAME>` (unless it has one), and the file's values become the
+//! environment variable `FERRY_<NAME>` / `FERRY_AGENT_<NAME>` (unless it has one), and the file's values become the
 //! options' defaults in clap, so the environment and flags still win. Top-level keys set the global
 //! options (`state_dir`, `log_format`, ...), `[serve]` and `[agent]` those of the daemons. Keys are
 //! the long flag names (`monitor-interval` or `monitor_interval`); an unknown key is an error that
@@ -64,11 +64,13 @@ fn as_arg(v: &toml::Value) -> Option<String> {
     })
 }
 
-/// Gives every option of `cmd` without an environment variable the variable `FERRY_<ID>`.
+/// Gives every option of `cmd` without an environment variable one: `FERRY_<ID>` for `serve`,
+/// `FERRY_AGENT_<ID>` for `agent` (so that one environment file can hold both daemons' settings).
 fn with_env(cmd: Command) -> Command {
+    let agent = cmd.get_name() == "agent";
     let ids: Vec<String> = cmd.get_arguments().filter(|a| !a.is_positional() && a.get_env().is_none() && a.get_id() != "help").map(|a| a.get_id().to_string()).collect();
     ids.into_iter().fold(cmd, |c, id| {
-        let var = format!("FERRY_{}", id.to_uppercase());
+        let var = if agent { format!("FERRY_AGENT_{}", id.strip_prefix("agent_").unwrap_or(&id).to_uppercase()) } else { format!("FERRY_{}", id.to_uppercase()) };
         let var: &'static str = Box::leak(var.into_boxed_str());
         c.mut_arg(id, |a| a.env(var))
     })
