@@ -201,6 +201,11 @@ fn docker_save_image_moves_with_its_runtime_and_built_images_are_refused_first()
     assert_eq!(f.py("dk", "print(x + 1)").trim(), "42");
     let on_h2 = image(&f.json(&["image", "ls", "--host", "h2"]), "pydocker:1", "h2").expect("sent to h2").clone();
     assert_eq!(on_h2["digest"], on_h1["digest"], "the same image arrived");
+    // A copy restored under a new name runs the same image.
+    let snap = f.json(&["checkpoint", "dk", "--leave-running"])["id"].as_str().unwrap().to_string();
+    f.ok(&["restore", &snap, "--name", "dk2"]);
+    assert_eq!(f.json(&["inspect", "dk2"])["image"], "pydocker:1");
+    assert_eq!(f.py("dk2", "print(os.environ['GREETING'], x)").trim(), "hello-from-docker 41");
     let events = f.json(&["events"]);
     assert!(events.as_array().unwrap().iter().any(|e| e["kind"] == "image.sent"), "no image.sent event");
 

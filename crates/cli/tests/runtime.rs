@@ -176,6 +176,10 @@ fn doctor_checks_the_host_and_says_what_to_fix() {
     let by = |n: &str| checks.as_array().unwrap().iter().find(|c| c["name"] == n).unwrap().clone();
     assert_eq!(by("criu")["ok"], true);
     assert_eq!(by("runc")["ok"], true);
+    for name in ["lazy pages (userfaultfd)", "soft-dirty tracking", "cgroups", "iptables", "free memory", "disk (images)", "CAP_SYS_RESOURCE"] {
+        assert!(by(name)["found"].is_string(), "{name}");
+    }
+    assert_eq!(by("free memory")["required"], true);
     let o = std::process::Command::new(common::BIN).args(["doctor", "--images", "/nonexistent-images"]).output().unwrap();
     assert!(!o.status.success(), "a missing image is a failure");
     let out = String::from_utf8_lossy(&o.stdout);

@@ -174,6 +174,9 @@ pub struct SnapshotInfo {
     pub plan: Plan,
     #[serde(default)]
     pub timings: Timings,
+    /// The image the runtime ran (a restore under a new name runs the same one).
+    #[serde(default)]
+    pub runtime_image: Option<String>,
 }
 
 // ---- control plane ----------------------------------------------------------------------

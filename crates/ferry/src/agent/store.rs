@@ -20,6 +20,7 @@ pub fn info(host: &str, id: &str, m: &Manifest, timings: Timings) -> SnapshotInf
         format_version: m.format_version,
         plan: crate::plan::Plan { name: m.plan.clone(), memory_mb: m.memory_mb, cpus: m.cpus },
         timings,
+        runtime_image: m.meta["spec"]["image"].as_str().map(str::to_string).or_else(|| m.image_id.split_once('@').map(|(n, _)| n.to_string())),
     }
 }
 

@@ -64,9 +64,13 @@ impl Control {
             }
             None => {
                 let plan = snap.plan.clone();
+                let image = match self.agent(&snap.host)?.snapshot(&snap.id).await {
+                    Ok(info) => info.runtime_image.unwrap_or_else(|| self.cfg.default_image.clone()),
+                    Err(_) => self.cfg.default_image.clone(),
+                };
                 let id = if self.db.runtimes().await?.iter().any(|r| r.id == snap.runtime_id) || name != snap.runtime_name { new_id("rt") } else { snap.runtime_id.clone() };
                 let mut row = RuntimeRow {
-                    id, name: name.clone(), host: snap.host.clone(), plan, image: self.cfg.default_image.clone(), net_index: 0,
+                    id, name: name.clone(), host: snap.host.clone(), plan, image, net_index: 0,
                     state: "restoring".into(), state_reason: None, created_at: now(), started_at: None, last_snapshot: Some(snap.id.clone()), auto: true, leased_by: None,
                 };
                 self.db.insert_runtime_new_slot(&mut row, Some(&lease)).await.map_err(|e| Error::Conflict(format!("cannot restore as {name}: {e}")))?;
