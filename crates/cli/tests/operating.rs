@@ -61,3 +61,23 @@ fn systemd_units_verify() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && err.trim().is_empty(), "systemd-analyze verify: {err}");
 }
+
+#[test]
+fn image_build_refreshes_the_built_image() {
+    if !common::environment_ready() {
+        return;
+    }
+    // The image is complete (setup built it): the build only refreshes ferry's hooks in it, with
+    // the script embedded in the binary, and the image stays complete and runnable.
+    let images = common::images_dir();
+    let o = std::process::Command::new(BIN).args(["image", "build", "--images", images.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("runtime image:"));
+    assert!(images.join("mrmd-python/.complete").exists());
+    let site = std::fs::read_dir(images.join("mrmd-python/rootfs/opt/venv/lib")).unwrap().flatten().next().unwrap().path().join("site-packages");
+    let hooks = std::fs::read_to_string(site.join("ferry_runtime_hooks.py")).unwrap();
+    let ours = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../image/ferry_runtime_hooks.py")).unwrap();
+    assert_eq!(hooks, ours);
+    let o = std::process::Command::new(BIN).args(["image", "build", "--name", "bad/name"]).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("invalid image name"));
+}
