@@ -469,6 +469,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn zstd_and_gzip_layers_hash_their_uncompressed_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = tar_of(&[("a/", b""), ("a/f", b"zstd layer")]);
+        for (name, bytes) in [("z", zstd::encode_all(&plain[..], 3).unwrap()), ("g", gz(&plain)), ("p", plain.clone())] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, &bytes).unwrap();
+            let root = dir.path().join(format!("root-{name}"));
+            std::fs::create_dir_all(&root).unwrap();
+            let (blob, diff, size, _) = read_layer(&p, Some(&root)).unwrap();
+            assert_eq!((blob, diff, size), (sha256(&bytes), sha256(&plain), bytes.len() as u64), "{name}");
+            assert_eq!(std::fs::read_to_string(root.join("a/f")).unwrap(), "zstd layer");
+        }
+    }
+
+    #[test]
     fn damaged_or_unknown_archives_are_refused_and_leave_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = ImageStore::new(dir.path());
