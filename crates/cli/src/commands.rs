@@ -94,9 +94,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             if json {
                 return Ok(print_json(&v));
             }
-            let mut rows = vec![vec!["NAME".into(), "STATE".into(), "HOST".into(), "PLAN".into(), "MEMORY".into(), "ADDRESS".into(), "CREATED".into()]];
+            let mut rows = vec![vec!["NAME".into(), "STATE".into(), "HOST".into(), "PLAN".into(), "MEMORY".into(), "IMAGE".into(), "ADDRESS".into(), "CREATED".into()]];
             for r in v {
-                rows.push(vec![r.name, r.state, r.host, r.plan.name, format!("{} MB", r.plan.memory_mb), format!("{}:8888", r.ip), r.created_at]);
+                rows.push(vec![r.name, r.state, r.host, r.plan.name, format!("{} MB", r.plan.memory_mb), r.image, format!("{}:8888", r.ip), r.created_at]);
             }
             table(rows);
         }
@@ -107,7 +107,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             let rt: Runtime = serde_json::from_value(v.clone())?;
             println!("name:      {}\nid:        {}\nstate:     {}{}", rt.name, rt.id, rt.state, rt.state_reason.map(|r| format!(" ({r})")).unwrap_or_default());
-            println!("host:      {}\nplan:      {} ({} MB, {} CPU)\naddress:   {}", rt.host, rt.plan.name, rt.plan.memory_mb, rt.plan.cpus, rt.mrp_url);
+            println!("host:      {}\nplan:      {} ({} MB, {} CPU)\nimage:     {}\naddress:   {}", rt.host, rt.plan.name, rt.plan.memory_mb, rt.plan.cpus, rt.image, rt.mrp_url);
             if let Some(s) = rt.stats {
                 println!("memory:    {} of {} (peak {})", mb(s.memory_bytes), mb(s.memory_limit_bytes), mb(s.memory_peak_bytes));
             }

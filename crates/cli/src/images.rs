@@ -23,6 +23,9 @@ pub async fn run(cmd: ImageCmd, json: bool, client: impl Fn() -> Result<Client>)
                 print_json(&img);
             } else {
                 println!("{} imported on {} ({}, {})", img.image.name, img.host, img.image.digest, mb(img.image.size_bytes));
+                if img.image.mrp_server.is_none() {
+                    eprintln!("warning: {} has no mrmd-python on its PATH: runtimes cannot run it until it does (python3 -m pip install mrmd-python in the image)", img.image.name);
+                }
             }
         }
         ImageCmd::Ls { host } => {

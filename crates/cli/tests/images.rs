@@ -163,6 +163,7 @@ fn imported_oci_image_runs_with_its_config_and_whiteouts() {
     assert_eq!(img["source"], "imported");
     assert_eq!(img["layers"].as_array().unwrap().len(), 3);
     assert_eq!(img["config"]["user"], "app");
+    assert_eq!(img["mrp_server"], "/opt/venv/bin/mrmd-python");
 
     f.ok(&["create", "--name", "oci", "--image", "pyoci:test"]);
     assert_eq!(f.json(&["inspect", "oci"])["image"], "pyoci:test");

@@ -19,7 +19,12 @@ impl Agent {
         if let Some(n) = name {
             crate::image::check_name(n)?;
         }
-        self.host.image_store().import(input, name, &|i, n| tracing::debug!(layer = i, of = n, "importing image"))
+        let store = self.host.image_store();
+        let rec = store.import(input, name, &|i, n| tracing::debug!(layer = i, of = n, "importing image"))?;
+        if rec.mrp_server.is_none() {
+            tracing::warn!(image = %rec.name, "imported image has no mrmd-python on its PATH: runtimes cannot be created from it");
+        }
+        Ok(rec)
     }
 
     pub fn remove_image(&self, name: &str) -> Result<ImageRecord> {

@@ -94,9 +94,6 @@ impl Host {
     }
 }
 
-/// PATH of a runtime whose image sets none.
-const DEFAULT_PATH: &str = "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 /// What the image asks for its process; see [`Container::run_config`].
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -159,18 +156,13 @@ impl Container<'_> {
         let rec = store.get(&self.spec.image)?;
         let rootfs = store.rootfs(&self.spec.image);
         let user = store.run_user(&self.spec.image)?;
-        let path = rec.config.env.iter().find_map(|kv| kv.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH).to_string();
-        let server = path
-            .split(':')
-            .filter(|d| d.starts_with('/'))
-            .map(|d| format!("{}/mrmd-python", d.trim_end_matches('/')))
-            .find(|p| crate::image::unpack::resolve_in_root(&rootfs, std::path::Path::new(p.trim_start_matches('/'))).is_ok_and(|f| f.is_file()))
-            .ok_or_else(|| {
-                crate::Error::Invalid(format!(
-                    "image {:?} has no mrmd-python on its PATH ({path}): every runtime runs the MRP server; install it in the image (python3 -m pip install mrmd-python)",
-                    self.spec.image
-                ))
-            })?;
+        let path = rec.path_env().to_string();
+        let server = crate::image::find_server(&rootfs, &path).ok_or_else(|| {
+            crate::Error::Invalid(format!(
+                "image {:?} has no mrmd-python on its PATH ({path}): every runtime runs the MRP server; install it in the image (python3 -m pip install mrmd-python)",
+                self.spec.image
+            ))
+        })?;
         let workdir = rec.config.working_dir.clone().unwrap_or_else(|| format!("{}/work", user.home.trim_end_matches('/')));
         let cwd = rec.config.working_dir.clone().unwrap_or_else(|| user.home.clone());
         Ok(RunConfig { user, env: rec.config.env, cwd, workdir, server })

@@ -66,12 +66,31 @@ pub struct ImageRecord {
     pub size_bytes: u64,
     #[serde(default)]
     pub created_at: Option<String>,
+    /// Where `mrmd-python` is in it (found when listed); without it no runtime can run the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mrp_server: Option<String>,
 }
 
 impl ImageRecord {
     pub fn sendable(&self) -> bool {
         self.source == "imported"
     }
+
+    /// The image's PATH (ferry's default when it sets none).
+    pub fn path_env(&self) -> &str {
+        self.config.env.iter().find_map(|kv| kv.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH)
+    }
+}
+
+/// PATH of a runtime whose image sets none.
+pub const DEFAULT_PATH: &str = "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where `mrmd-python` (the MRP server every runtime runs) is on the image's PATH, if anywhere.
+pub fn find_server(rootfs: &Path, path: &str) -> Option<String> {
+    path.split(':')
+        .filter(|d| d.starts_with('/'))
+        .map(|d| format!("{}/mrmd-python", d.trim_end_matches('/')))
+        .find(|p| unpack::resolve_in_root(rootfs, Path::new(p.trim_start_matches('/'))).is_ok_and(|f| f.is_file()))
 }
 
 /// Image names: `NAME[:TAG]`, letters, digits, `.`, `_`, `-`.
@@ -132,10 +151,16 @@ impl ImageStore {
         if !d.join(".complete").exists() {
             return Err(Error::NotFound(format!("no image {name:?} in {} (see `ferry image ls`; import one with `ferry image import FILE` or build it with `ferry image build`)", self.dir.display())));
         }
-        match std::fs::read(d.join("image.json")) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::Internal(format!("{}: {e}", d.join("image.json").display()))),
-            Err(_) => Ok(built_record(name, &d)),
-        }
+        let rec = match std::fs::read(d.join("image.json")) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::Internal(format!("{}: {e}", d.join("image.json").display())))?,
+            Err(_) => built_record(name, &d),
+        };
+        Ok(self.with_server(rec))
+    }
+
+    pub(crate) fn with_server(&self, mut rec: ImageRecord) -> ImageRecord {
+        rec.mrp_server = find_server(&self.rootfs(&rec.name), rec.path_env());
+        rec
     }
 
     pub fn list(&self) -> Vec<ImageRecord> {
@@ -148,6 +173,7 @@ impl ImageStore {
                 Ok(b) => serde_json::from_slice(&b).ok(),
                 Err(_) => Some(built_record(&e.file_name().to_string_lossy(), &e.path())),
             })
+            .map(|r| self.with_server(r))
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
@@ -187,7 +213,7 @@ impl ImageStore {
 fn built_record(name: &str, dir: &Path) -> ImageRecord {
     let id = std::fs::read_to_string(dir.join("image-id")).map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into());
     let created = std::fs::metadata(dir.join(".complete")).and_then(|m| m.modified()).ok().map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339());
-    ImageRecord { name: name.into(), digest: format!("local:{id}"), source: "built".into(), manifest_digest: None, config: ImageConfig::default(), blobs: vec![], layers: vec![], size_bytes: 0, created_at: created }
+    ImageRecord { name: name.into(), digest: format!("local:{id}"), source: "built".into(), manifest_digest: None, config: ImageConfig::default(), blobs: vec![], layers: vec![], size_bytes: 0, created_at: created, mrp_server: None }
 }
 
 /// The hex part of `sha256:HEX`, checked (it becomes a file name).

@@ -296,6 +296,7 @@ impl ImageStore {
             layers: diff_ids,
             size_bytes: size,
             created_at: Some(chrono::Utc::now().to_rfc3339()),
+            mrp_server: None,
         };
         let rec_dir = root.join(".record");
         std::fs::create_dir_all(&rec_dir)?;
@@ -304,7 +305,7 @@ impl ImageStore {
         std::fs::write(rec_dir.join(".complete"), "")?;
         std::fs::rename(&rec_dir, self.image_dir(&name))?;
         tracing::info!(image = %name, %digest, bytes = size, "image imported");
-        Ok(rec)
+        Ok(self.with_server(rec))
     }
 
     /// Writes image `name` as an OCI image layout tar (what [`ImageStore::import`] reads). Blocking.
