@@ -45,16 +45,15 @@ impl Container<'_> {
     /// The runtime's image must be on this host, with an MRP server, before anything is made for it.
     pub(crate) fn require_image(&self) -> Result<()> {
         self.run_config().map(|_| ()).map_err(|e| match e {
-            Error::NotFound(m) => Error::Invalid(format!("{m} (host {}); import or build it there, or use a host that has it", self.host.name)),
+            Error::NotFound(_) => Error::Invalid(format!(
+                "image {:?} is not on host {} (looked in {}): import it there (`ferry image import FILE --host {}`) or build it (`ferry image build`), or use a host that has it",
+                self.spec.image,
+                self.host.name,
+                self.host.images_dir.display(),
+                self.host.name
+            )),
             other => other,
         })
-    }
-        Err(Error::Invalid(format!(
-            "image {:?} is not on host {} (looked in {}); build it there with scripts/setup.sh, or use a host that has it",
-            self.spec.image,
-            self.host.name,
-            lower.display()
-        )))
     }
 
     /// Lays out the runtime's dir, network and root filesystem. With `upper_from`, the writable
