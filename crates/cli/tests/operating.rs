@@ -81,3 +81,17 @@ fn image_build_refreshes_the_built_image() {
     let o = std::process::Command::new(BIN).args(["image", "build", "--name", "bad/name"]).output().unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("invalid image name"));
 }
+
+#[test]
+fn every_daemon_option_is_documented_in_config_md() {
+    let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/CONFIG.md")).unwrap();
+    for verb in ["serve", "agent"] {
+        let o = std::process::Command::new(BIN).args([verb, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&o.stdout).into_owned();
+        let vars: Vec<&str> = help.split("[env: ").skip(1).filter_map(|s| s.split([']', '=']).next()).collect();
+        assert!(vars.len() > 5, "{help}");
+        for v in vars {
+            assert!(doc.contains(&format!("`{v}`")), "{v} (ferry {verb}) is not in docs/CONFIG.md");
+        }
+    }
+}
