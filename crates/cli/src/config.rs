@@ -188,7 +188,7 @@ mod tests {
         assert!(e.contains("unknown key `colour`"), "{e}");
         let e = err("[proxy]\nx = 1\n", &["ferry", "serve"]);
         assert!(e.contains("unknown section `[proxy]`"), "{e}");
-        let e = err("[serve]\nsubnet = \"not-an-ip\"\n", &["ferry", "serve"]);
+        let e = err("[serve]\nlisten = \"not-an-ip\"\n", &["ferry", "serve"]); // (FERRY_SUBNET is another test's)
         assert!(e.contains("not-an-ip"), "{e}");
     }
 
