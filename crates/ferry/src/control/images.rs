@@ -12,7 +12,7 @@ impl Control {
     /// Every host's images (hosts that do not answer are left out, with a warning in the log).
     pub async fn images(&self, host: Option<&str>) -> Result<Vec<HostImage>> {
         let mut out = Vec::new();
-        for (name, ..) in self.db.hosts()?.into_iter().filter(|h| host.is_none_or(|w| w == h.0)) {
+        for (name, ..) in self.db.hosts().await?.into_iter().filter(|h| host.is_none_or(|w| w == h.0)) {
             match self.agent(&name)?.images().await {
                 Ok(v) => out.extend(v.into_iter().map(|image| HostImage { host: name.clone(), image })),
                 Err(e) => tracing::warn!(host = %name, error = %e, "host did not list its images"),
@@ -26,7 +26,7 @@ impl Control {
 
     /// Imports an image tarball on `host` (default: the only host, or `local`).
     pub async fn import_image(&self, body: reqwest::Body, host: Option<&str>, name: Option<&str>) -> Result<HostImage> {
-        let hosts = self.db.hosts()?;
+        let hosts = self.db.hosts().await?;
         let host = match host {
             Some(h) => h.to_string(),
             None if hosts.len() == 1 => hosts[0].0.clone(),
@@ -34,7 +34,7 @@ impl Control {
             None => return Err(Error::Invalid("several hosts: say which one gets the image with --host (the others receive it when a runtime needs it)".into())),
         };
         let image = self.agent(&host)?.import_image(name, body).await?;
-        self.event(None, "image.imported", &format!("image {} ({}) imported on {host}", image.name, image.digest), serde_json::json!({"host": host, "digest": image.digest}));
+        self.event(None, "image.imported", &format!("image {} ({}) imported on {host}", image.name, image.digest), serde_json::json!({"host": host, "digest": image.digest})).await;
         Ok(HostImage { host, image })
     }
 
@@ -44,14 +44,14 @@ impl Control {
         if holders.is_empty() {
             return Err(Error::NotFound(format!("no image {name:?}{}: see `ferry image ls`", host.map(|h| format!(" on host {h}")).unwrap_or_default())));
         }
-        let in_use: Vec<String> = self.db.runtimes()?.into_iter().filter(|r| r.image == name && holders.iter().any(|h| h.host == r.host)).map(|r| r.name).collect();
+        let in_use: Vec<String> = self.db.runtimes().await?.into_iter().filter(|r| r.image == name && holders.iter().any(|h| h.host == r.host)).map(|r| r.name).collect();
         if !in_use.is_empty() {
             return Err(Error::Conflict(format!("image {name} is used by runtime(s) {}: remove them first", in_use.join(", "))));
         }
         for h in &holders {
             self.agent(&h.host)?.remove_image(name).await?;
         }
-        self.event(None, "image.removed", &format!("image {name} removed"), serde_json::json!({"hosts": holders.iter().map(|h| &h.host).collect::<Vec<_>>()}));
+        self.event(None, "image.removed", &format!("image {name} removed"), serde_json::json!({"hosts": holders.iter().map(|h| &h.host).collect::<Vec<_>>()})).await;
         Ok(holders)
     }
 
@@ -79,7 +79,7 @@ impl Control {
                 let target = self.agent(host)?;
                 let req = SendImageRequest { target_url: target.url.clone(), target_token: self.cfg.agent_token.clone() };
                 let rec = self.agent(&w.host)?.send_image(name, &req).await.map_err(|e| Error::Unavailable(format!("host {host} lacks image {name} and sending it from {} failed: {e}; nothing was changed", w.host)))?;
-                self.event(None, "image.sent", &format!("image {name} sent from {} to {host}", w.host), serde_json::json!({"digest": rec.digest, "ms": t0.elapsed().as_millis() as u64}));
+                self.event(None, "image.sent", &format!("image {name} sent from {} to {host}", w.host), serde_json::json!({"digest": rec.digest, "ms": t0.elapsed().as_millis() as u64})).await;
                 Ok(rec)
             }
         }

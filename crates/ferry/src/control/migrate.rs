@@ -78,7 +78,7 @@ impl Control {
         }
         target.info().await.map_err(|e| Error::Unavailable(format!("target host {} does not answer ({e}); nothing was changed", req.to)))?;
         // The target must have the runtime's image before the source is touched: send it or refuse.
-        self.phase(&row.id, &format!("making sure {} has image {}", req.to, row.image));
+        self.phase(&row.id, &format!("making sure {} has image {}", req.to, row.image)).await;
         let has_image = self.ensure_image(&req.to, &row.image).await;
         self.phases.lock().unwrap().remove(&row.id);
         has_image.map_err(|e| match e {
