@@ -153,37 +153,28 @@ mod tests {
         b.into_inner().unwrap()
     }
 
-    fn file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+    /// A root-owned header of this type, mode and size.
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
         let mut h = tar::Header::new_gnu();
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(0);
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, path, data).unwrap();
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_entry_type(kind);
+        h
+    }
+
+    fn file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+        b.append_data(&mut header(tar::EntryType::Regular, 0o644, data.len() as u64), path, data).unwrap();
     }
 
     fn dir(b: &mut tar::Builder<Vec<u8>>, path: &str) {
-        let mut h = tar::Header::new_gnu();
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_size(0);
-        h.set_mode(0o755);
-        h.set_entry_type(tar::EntryType::Directory);
-        b.append_data(&mut h, path, &[][..]).unwrap();
+        b.append_data(&mut header(tar::EntryType::Directory, 0o755, 0), path, &[][..]).unwrap();
     }
 
     fn symlink(b: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
-        let mut h = tar::Header::new_gnu();
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_size(0);
-        h.set_mode(0o777);
-        h.set_entry_type(tar::EntryType::Symlink);
-        b.append_link(&mut h, path, target).unwrap();
+        b.append_link(&mut header(tar::EntryType::Symlink, 0o777, 0), path, target).unwrap();
     }
 
     /// A raw header whose name is written as given (the builder refuses bad paths itself).
