@@ -151,6 +151,6 @@ log "editor bundle: $editor_dir (mrmd-electron@$editor_version)"
 if [ "${FERRY_SKIP_BUILD:-}" != 1 ]; then
   log "building ferry"
   cargo build --release --manifest-path "$here/Cargo.toml" -q
-  install -m 0755 "$here/target/release/ferry" /usr/local/bin/ferry
+  install -m 0755 "${CARGO_TARGET_DIR:-$here/target}/release/ferry" /usr/local/bin/ferry
 fi
 log "setup done"
