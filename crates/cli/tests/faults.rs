@@ -5,8 +5,7 @@
 //! the topology goes down). docs/FAULTS.md maps each case to its test.
 
 mod common;
-use common::{containers, http, kill9, migrate_in_background, wait_for_stream_at, Ferry, BIG};
-use serde_json::Value;
+use common::{containers, http, in_background, kill9, migrate_in_background, wait_for_stream_at, Ferry, BIG};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
@@ -135,8 +134,7 @@ fn proxy_killed_during_the_cut_over_clients_see_an_error_never_a_wrong_answer_an
     let held = std::thread::spawn(move || http(&addr, "POST", "/r/cut/mrp/v1/execute", r#"{"code":"print(x + 1)"}"#, Duration::from_secs(30)));
     std::thread::sleep(Duration::from_millis(50));
     // ... when the proxy (and the control plane with it) is killed.
-    let dev: Value = serde_json::from_slice(&std::fs::read(f.state.join("dev.json")).unwrap()).unwrap();
-    kill9(dev["serve_pid"].as_u64().unwrap() as u32);
+    kill9(f.serve_pid());
     match held.join().unwrap() {
         Ok((status, body)) => assert!(status == 0 || (status == 200 && body.contains("42")), "a held request got a wrong answer: {status} {body}"),
         Err(_) => {} // the connection broke: the client knows to retry
@@ -267,9 +265,7 @@ fn archive_corrupted_in_flight_is_rejected_by_the_target_and_the_source_runs_on(
     let Some(f) = Ferry::start_dev(2) else { return };
     heavy(&f, "bits");
     // The target's agent, reached through a link that flips a byte 8 MB into a stream.
-    let dev: Value = serde_json::from_slice(&std::fs::read(f.state.join("dev.json")).unwrap()).unwrap();
-    let h2 = dev["hosts"].as_array().unwrap().iter().find(|h| h["name"] == "h2").unwrap();
-    let h2_addr: std::net::Ipv4Addr = h2["addr"].as_str().unwrap().parse().unwrap();
+    let h2_addr: std::net::Ipv4Addr = f.dev_host("h2")["addr"].as_str().unwrap().parse().unwrap();
     let gateway = std::net::Ipv4Addr::from(u32::from(h2_addr) & 0xffff_ff00 | 1);
     let relay = CorruptingRelay::start(&gateway.to_string(), format!("{h2_addr}:7701").parse().unwrap(), 8 << 20);
     f.ok(&["host", "add", "h2-via-bad-link", &format!("http://{}", relay.addr)]);
@@ -325,18 +321,6 @@ fn agent_restarted_with_runtimes_running_adopts_them_and_unknown_hosts_are_refus
     assert_settled(&f, "keep", "h2", Duration::from_secs(10));
 }
 
-/// Spawns `ferry ARGS` in a thread.
-fn in_background(f: &Ferry, args: &[&str]) -> std::thread::JoinHandle<std::process::Output> {
-    let mut cmd = Command::new(common::BIN);
-    cmd.arg("--state-dir").arg(&f.state).args(args);
-    std::thread::spawn(move || cmd.output().unwrap())
-}
-
-fn kill_serve(f: &Ferry) {
-    let dev: Value = serde_json::from_slice(&std::fs::read(f.state.join("dev.json")).unwrap()).unwrap();
-    kill9(dev["serve_pid"].as_u64().unwrap() as u32);
-}
-
 /// After an interrupted hibernate or wake: running, or hibernated on a snapshot that is recorded.
 fn runs_or_sleeps(f: &Ferry, rt: &str) {
     let v = f.json(&["inspect", rt]);
@@ -363,7 +347,7 @@ fn control_plane_killed_mid_hibernate_and_mid_wake_leaves_the_runtime_running_or
         assert!(start.elapsed() < Duration::from_secs(30), "the hibernation never began");
         std::thread::sleep(Duration::from_millis(2));
     }
-    kill_serve(&f);
+    kill9(f.serve_pid());
     assert!(!hibernate.join().unwrap().status.success());
     f.ok(&["dev", "restart-serve"]);
     runs_or_sleeps(&f, "nap");
@@ -377,7 +361,7 @@ fn control_plane_killed_mid_hibernate_and_mid_wake_leaves_the_runtime_running_or
         assert!(start.elapsed() < Duration::from_secs(30), "the wake never began");
         std::thread::sleep(Duration::from_millis(2));
     }
-    kill_serve(&f);
+    kill9(f.serve_pid());
     let _ = wake.join().unwrap();
     f.ok(&["dev", "restart-serve"]);
     runs_or_sleeps(&f, "nap");

@@ -327,8 +327,7 @@ fn killing_the_control_plane_mid_migration_then_restarting_it_leaves_one_running
     let migration = migrate_in_background(&f, &["orphan", "--to", "h2"]);
     // Once the stream reaches the target, the control plane dies (SIGKILL).
     wait_for_stream_at(&f, "h2");
-    let dev: Value = serde_json::from_slice(&std::fs::read(f.state.join("dev.json")).unwrap()).unwrap();
-    kill9(dev["serve_pid"].as_u64().unwrap() as u32);
+    kill9(f.serve_pid());
     assert!(!migration.join().unwrap().status.success());
     f.ok(&["dev", "restart-serve"]);
     let rt = f.json(&["inspect", "orphan"]);

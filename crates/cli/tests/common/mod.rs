@@ -252,10 +252,15 @@ impl Ferry {
         std::fs::read_to_string(self.state.join("proxy.addr")).unwrap().trim().to_string()
     }
 
+    /// What `ferry dev up` recorded of a dev host (name, netns, addr, agent_url, pid, ...).
+    pub fn dev_host(&self, host: &str) -> Value {
+        let v: Value = serde_json::from_slice(&std::fs::read(self.state.join("dev.json")).unwrap()).unwrap();
+        v["hosts"].as_array().unwrap().iter().find(|h| h["name"] == host).unwrap().clone()
+    }
+
     /// PID of a dev host's agent.
     pub fn agent_pid(&self, host: &str) -> u32 {
-        let v: Value = serde_json::from_slice(&std::fs::read(self.state.join("dev.json")).unwrap()).unwrap();
-        v["hosts"].as_array().unwrap().iter().find(|h| h["name"] == host).unwrap()["pid"].as_u64().unwrap() as u32
+        self.dev_host(host)["pid"].as_u64().unwrap() as u32
     }
 
     fn launch(&mut self) {
@@ -401,8 +406,14 @@ pub const BIG: &str = "import numpy as np\nblob = np.random.randint(0, 256, size
 
 /// `ferry migrate ARGS` in a thread, for tests that act while it runs.
 pub fn migrate_in_background(f: &Ferry, args: &[&str]) -> std::thread::JoinHandle<Output> {
+    let args: Vec<&str> = std::iter::once("migrate").chain(args.iter().copied()).collect();
+    in_background(f, &args)
+}
+
+/// `ferry ARGS` in a thread, for tests that act while it runs.
+pub fn in_background(f: &Ferry, args: &[&str]) -> std::thread::JoinHandle<Output> {
     let mut cmd = Command::new(BIN);
-    cmd.arg("--state-dir").arg(&f.state).arg("migrate").args(args);
+    cmd.arg("--state-dir").arg(&f.state).args(args);
     std::thread::spawn(move || cmd.output().unwrap())
 }
 
