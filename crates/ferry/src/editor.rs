@@ -82,9 +82,7 @@ pub async fn install(dir: &Path, version: &str, registry: &str, force: bool) -> 
     }
     let js = extract(&tgz)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::Internal(format!("creating {}: {e}", dir.display())))?;
-    let tmp = dir.join(format!(".{BUNDLE}.partial"));
-    std::fs::write(&tmp, &js)?;
-    std::fs::rename(&tmp, bundle_path(dir))?;
+    crate::sys::host::write_atomically(&bundle_path(dir), &js)?;
     let inst = Installed { package: PACKAGE.into(), version: version.into(), integrity, tarball: meta.dist.tarball, bytes: js.len() as u64, path: bundle_path(dir) };
     std::fs::write(dir.join(META), serde_json::to_vec_pretty(&inst).expect("serializes"))?;
     tracing::info!(path = %inst.path.display(), bytes = inst.bytes, "editor bundle installed");

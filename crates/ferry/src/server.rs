@@ -164,10 +164,10 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
             tracing::error!(error = %e, "proxy stopped");
         }
     });
-    write_atomically(&o.state_dir.join("proxy.addr"), &proxy_addr.to_string())?;
+    crate::sys::host::write_atomically(&o.state_dir.join("proxy.addr"), proxy_addr.to_string())?;
     tracing::info!(%proxy_addr, "proxy listening");
-    write_atomically(&o.state_dir.join("serve.url"), &format!("{scheme}://{addr}"))?;
-    write_atomically(&o.state_dir.join("serve.addr"), &addr.to_string())?;
+    crate::sys::host::write_atomically(&o.state_dir.join("serve.url"), &format!("{scheme}://{addr}"))?;
+    crate::sys::host::write_atomically(&o.state_dir.join("serve.addr"), &addr.to_string())?;
     tracing::info!(%addr, scheme, "ferry serve listening");
     let ui = crate::ui::UiConfig { editor_dir: o.editor_dir.clone(), proxy_addr, proxy_tls: tls.is_some(), public_proxy_url: o.public_proxy_url.clone(), bench_dir: o.bench_dir.clone() };
     let app = crate::control::api::router(control.clone()).merge(crate::ui::router(control, ui));
@@ -224,12 +224,4 @@ fn find_runc_roots(dir: &std::path::Path, depth: usize, out: &mut Vec<PathBuf>) 
             find_runc_roots(&p, depth + 1, out);
         }
     }
-}
-
-/// Writes a file others poll for, so that they never read it half-written.
-fn write_atomically(path: &std::path::Path, content: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, content)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }

@@ -44,7 +44,7 @@ pub fn server_config(f: &ServerFiles) -> Result<Arc<rustls::ServerConfig>> {
 }
 
 /// The CA certificates a client trusts.
-pub fn roots(ca: &Path) -> Result<rustls::RootCertStore> {
+fn roots(ca: &Path) -> Result<rustls::RootCertStore> {
     let mut roots = rustls::RootCertStore::empty();
     for c in certs(ca)? {
         roots.add(c).map_err(|e| Error::Invalid(format!("{}: not a usable CA certificate: {e}", ca.display())))?;
@@ -52,22 +52,32 @@ pub fn roots(ca: &Path) -> Result<rustls::RootCertStore> {
     Ok(roots)
 }
 
-pub fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>> {
-    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+/// A client configuration that trusts `roots` and nothing else.
+fn trusting(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Internal(e.to_string()))?
-        .with_root_certificates(roots(ca)?)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+pub fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>> {
+    Ok(Arc::new(trusting(roots(ca)?)?))
+}
+
+/// `builder` with `tls` as its TLS configuration, if there is one (else reqwest's, which with
+/// ferry's features trusts no root: plain HTTP only).
+pub fn with_tls(builder: reqwest::ClientBuilder, tls: Option<&rustls::ClientConfig>) -> reqwest::ClientBuilder {
+    match tls {
+        Some(cfg) => builder.use_preconfigured_tls(cfg.clone()),
+        None => builder,
+    }
 }
 
 /// A reqwest client that trusts only the CA in `ca` (or plain HTTP only, without one).
 pub fn http_client(ca: Option<&Path>, builder: reqwest::ClientBuilder) -> Result<reqwest::Client> {
-    let builder = match ca {
-        Some(ca) => builder.use_preconfigured_tls((*client_config(ca)?).clone()),
-        None => builder,
-    };
-    builder.build().map_err(|e| Error::Internal(format!("http client: {e}")))
+    let tls = ca.map(client_config).transpose()?;
+    with_tls(builder, tls.as_deref()).build().map_err(|e| Error::Internal(format!("http client: {e}")))
 }
 
 /// A reqwest client that trusts this system's CA certificates: for reaching the outside world
@@ -79,12 +89,7 @@ pub fn system_roots_client(builder: reqwest::ClientBuilder) -> Result<reqwest::C
     if added == 0 {
         return Err(Error::Unavailable(format!("no CA certificates found on this system ({:?}): install ca-certificates", found.errors.first())));
     }
-    let cfg = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    builder.use_preconfigured_tls(cfg).build().map_err(|e| Error::Internal(format!("http client: {e}")))
+    builder.use_preconfigured_tls(trusting(roots)?).build().map_err(|e| Error::Internal(format!("http client: {e}")))
 }
 
 /// Wraps a connection to `host` in TLS, checking its certificate against `cfg`'s roots.

@@ -33,11 +33,7 @@ impl AgentClient {
     /// A client of the agent at `url`; `tls` says which CA to trust for `https://` agents.
     pub fn new(url: &str, token: &str, tls: Option<&rustls::ClientConfig>) -> AgentClient {
         let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).tcp_keepalive(Duration::from_secs(5));
-        let builder = match tls {
-            Some(cfg) => builder.use_preconfigured_tls(cfg.clone()),
-            None => builder,
-        };
-        let http = builder.build().expect("http client");
+        let http = crate::tls::with_tls(builder, tls).build().expect("http client");
         AgentClient { url: url.trim_end_matches('/').to_string(), token: token.to_string(), http }
     }
 

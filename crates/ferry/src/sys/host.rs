@@ -31,3 +31,12 @@ pub fn raise_fd_limit() {
         }
     }
 }
+
+/// Writes a file whole or not at all (a hidden temporary file beside it, then a rename), so that
+/// whoever polls for it or reads it never sees it half-written.
+pub fn write_atomically(path: &std::path::Path, content: impl AsRef<[u8]>) -> std::io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.partial"));
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, path)
+}
