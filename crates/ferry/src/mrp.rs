@@ -25,25 +25,43 @@ pub async fn capabilities(base: &str, timeout: Duration) -> Result<Value> {
 }
 
 /// Polls `/capabilities` until it answers, `alive()` says the container died, or `limit` passes.
+///
+/// The first polls come quickly (a restored runtime answers at once, and its downtime counts every
+/// millisecond); then the pause between polls doubles up to [`MAX_POLL_GAP`], and `alive()` (a
+/// `runc state`) is asked at most every [`ALIVE_CHECK_GAP`]. A host starting many runtimes at once
+/// thus spends its CPU on starting them, not on asking whether they have started.
 pub async fn wait_ready<F, Fut>(base: &str, limit: Duration, mut alive: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let start = Instant::now();
+    let http = client(Duration::from_millis(500));
+    let url = format!("{base}/capabilities");
+    let mut gap = Duration::from_millis(5);
+    let mut last_alive_check = Instant::now();
     loop {
-        if capabilities(base, Duration::from_millis(500)).await.is_ok() {
+        if matches!(http.get(&url).send().await, Ok(r) if r.status().is_success()) {
             return Ok(());
         }
-        if !alive().await {
-            return Err(Error::Internal(format!("the runtime exited before its MRP server answered at {base}")));
+        if last_alive_check.elapsed() >= ALIVE_CHECK_GAP {
+            if !alive().await {
+                return Err(Error::Internal(format!("the runtime exited before its MRP server answered at {base}")));
+            }
+            last_alive_check = Instant::now();
         }
         if start.elapsed() > limit {
             return Err(Error::Unavailable(format!("the runtime's MRP server did not answer at {base} within {limit:?}")));
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(gap).await;
+        gap = (gap * 2).min(MAX_POLL_GAP);
     }
 }
+
+/// The longest pause between two readiness polls.
+pub const MAX_POLL_GAP: Duration = Duration::from_millis(200);
+/// How often a readiness wait checks that the container still runs.
+pub const ALIVE_CHECK_GAP: Duration = Duration::from_secs(1);
 
 /// `POST /execute {code}`; returns the MRP answer as is.
 pub async fn execute(base: &str, code: &str, timeout: Duration) -> Result<Value> {
