@@ -94,7 +94,7 @@ pub async fn import(c: &Client, file: &Path, name: Option<&str>, host: Option<&s
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
         let dir = file.to_path_buf();
         tokio::task::spawn_blocking(move || {
-            let w = std::io::BufWriter::with_capacity(1 << 20, ferry_core::agent::api::ChannelWriter(tx.clone()));
+            let w = ferry_core::agent::api::ChannelWriter::new(tx.clone());
             let mut b = tar::Builder::new(w);
             b.follow_symlinks(false);
             let r = b.append_dir_all(".", &dir).and_then(|_| b.into_inner().and_then(|mut w| std::io::Write::flush(&mut w)));

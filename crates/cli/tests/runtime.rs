@@ -185,3 +185,48 @@ fn doctor_checks_the_host_and_says_what_to_fix() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("FAIL runtime image") && out.contains("scripts/setup.sh"), "{out}");
 }
+
+/// A snapshot damaged in the store after it was taken: the restore is refused naming the file,
+/// and nothing of it runs. (The verification runs alongside CRIU's restore, whose processes stay
+/// stopped until every sha256 matched; here they must be killed, never continued.)
+#[test]
+fn a_snapshot_damaged_in_the_store_is_refused_at_restore_and_nothing_of_it_runs() {
+    let Some(f) = Ferry::start() else { return };
+    f.ok(&["create", "--name", "dmg", "--plan", "free"]);
+    f.py("dmg", "import numpy as np\nblob = np.random.randint(0, 256, size=64 << 20, dtype=np.uint8)\nx = 41");
+    let rt_id = f.json(&["inspect", "dmg"])["id"].as_str().unwrap().to_string();
+    let snap = f.json(&["checkpoint", "dmg"]);
+    let id = snap["id"].as_str().unwrap();
+    let pages = find_dir(&f.state, id).expect("the snapshot's directory").join("criu/pages-1.img");
+    let mut bytes = std::fs::read(&pages).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&pages, &bytes).unwrap();
+
+    let err = f.fails(&["restore", id]);
+    assert!(err.contains("criu/pages-1.img") && err.contains("corrupt"), "{err}");
+    assert_eq!(f.state_of("dmg"), "checkpointed");
+    assert!(common::find_process(&["--id", &rt_id]).is_none(), "a process of the damaged snapshot is still there");
+    let left = common::leftovers(&f.state, &f.prefix);
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // Undamaged again, the same snapshot restores with its state.
+    bytes[mid] ^= 0x01;
+    std::fs::write(&pages, &bytes).unwrap();
+    f.ok(&["restore", id]);
+    assert_eq!(f.py("dmg", "print(x + 1, blob.size)").trim(), format!("42 {}", 64 << 20));
+}
+
+fn find_dir(root: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for e in std::fs::read_dir(root).ok()?.flatten() {
+        let p = e.path();
+        if e.file_type().ok()?.is_dir() && !e.file_type().ok()?.is_symlink() {
+            if e.file_name() == name {
+                return Some(p);
+            }
+            if let Some(found) = find_dir(&p, name) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}

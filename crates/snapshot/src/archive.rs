@@ -51,24 +51,105 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// Streams the snapshot directory `dir` (which must hold a manifest) as an archive into `out`:
-/// zstd at `level` (negative levels are zstd's fast modes), multi-threaded, with a frame checksum.
-/// Nothing is staged on disk: files are read once, straight into the compressor, and hashed on
-/// the way into the closing `checksums.json`. Where the directory's manifest has sha256s (a stored
-/// snapshot), they are checked against what was read.
-pub fn write_archive<W: Write>(dir: &Path, out: W, level: i32) -> Result<ArchiveStats> {
+/// How an archive's tar stream is carried on the wire and on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Codec {
+    /// zstd at this level (negative levels are zstd's fast modes), multi-threaded, with a frame
+    /// checksum.
+    Zstd(i32),
+    /// The tar stream as it is: for content that does not compress (memory pages full of random
+    /// or already-compressed bytes), where zstd would only spend a pass over every byte on each
+    /// side. The trailer's sha256s (and the manifest's own) still cover everything.
+    Plain,
+}
+
+impl Codec {
+    /// zstd at `level`, unless the largest file of `dir` (a snapshot's memory pages) does not
+    /// compress: a few 1 MiB samples of it are compressed, and if they shrink by less than 10%,
+    /// [`Codec::Plain`]. Small snapshots are always compressed.
+    pub fn for_dir(dir: &Path, level: i32) -> Codec {
+        const SAMPLE: usize = 1 << 20;
+        let Ok(m) = Manifest::read_from_dir_with(dir, false) else { return Codec::Zstd(level) };
+        let Some(big) = m.entries.iter().filter(|e| e.kind == EntryKind::File).max_by_key(|e| e.size) else { return Codec::Zstd(level) };
+        if big.size < 16 * SAMPLE as u64 {
+            return Codec::Zstd(level);
+        }
+        let Ok(f) = fs::File::open(dir.join(&big.path)) else { return Codec::Zstd(level) };
+        let (mut raw, mut packed) = (0usize, 0usize);
+        let mut buf = vec![0u8; SAMPLE];
+        for k in 1..4u64 {
+            use std::os::unix::fs::FileExt;
+            let Ok(n) = f.read_at(&mut buf, big.size / 4 * k) else { return Codec::Zstd(level) };
+            let Ok(z) = zstd::bulk::compress(&buf[..n], level) else { return Codec::Zstd(level) };
+            raw += n;
+            packed += z.len();
+        }
+        if packed * 10 >= raw * 9 {
+            Codec::Plain
+        } else {
+            Codec::Zstd(level)
+        }
+    }
+}
+
+/// The stream under the tar writer: a zstd encoder or the output itself.
+enum Sink<W: Write> {
+    Zstd(zstd::stream::write::Encoder<'static, Counting<W>>),
+    Plain(Counting<W>),
+}
+
+impl<W: Write> Write for Sink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Zstd(z) => z.write(buf),
+            Sink::Plain(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Zstd(z) => z.flush(),
+            Sink::Plain(w) => w.flush(),
+        }
+    }
+}
+
+impl<W: Write> Sink<W> {
+    fn finish(self) -> io::Result<Counting<W>> {
+        match self {
+            Sink::Zstd(z) => z.finish(),
+            Sink::Plain(w) => Ok(w),
+        }
+    }
+}
+
+/// The first bytes of every zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Streams the snapshot directory `dir` (which must hold a manifest) as an archive into `out`,
+/// carried as `codec` says. Nothing is staged on disk: files are read once, straight into the
+/// stream, and hashed on the way into the closing `checksums.json` (which also holds the sha256 of
+/// the manifest as sent). Where the directory's manifest has sha256s (a stored snapshot), they are
+/// checked against what was read.
+pub fn write_archive<W: Write>(dir: &Path, out: W, codec: Codec) -> Result<ArchiveStats> {
     let mut manifest = Manifest::read_from_dir_with(dir, false)?;
     let stored: HashMap<String, String> = manifest.entries.iter().filter_map(|e| Some((e.path.clone(), e.sha256.clone()?))).collect();
     for e in &mut manifest.entries {
         e.sha256 = None;
     }
     let stream_err = |e: io::Error| SnapshotError::Stream(e.to_string());
-    let mut enc = zstd::stream::write::Encoder::new(Counting { inner: out, n: 0 }, level).map_err(stream_err)?;
-    enc.include_checksum(true).map_err(stream_err)?;
-    let workers = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
-    if workers > 1 {
-        enc.multithread(workers).map_err(stream_err)?;
-    }
+    let counting = Counting { inner: out, n: 0 };
+    let enc = match codec {
+        Codec::Zstd(level) => {
+            let mut enc = zstd::stream::write::Encoder::new(counting, level).map_err(stream_err)?;
+            enc.include_checksum(true).map_err(stream_err)?;
+            let workers = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+            if workers > 1 {
+                enc.multithread(workers).map_err(stream_err)?;
+            }
+            Sink::Zstd(enc)
+        }
+        Codec::Plain => Sink::Plain(counting),
+    };
     let mut tar = tar::Builder::new(enc);
     tar.mode(tar::HeaderMode::Deterministic);
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
@@ -115,7 +196,8 @@ pub fn write_archive<W: Write>(dir: &Path, out: W, level: i32) -> Result<Archive
         }
         stats.entries += 1;
     }
-    let trailer = serde_json::to_vec_pretty(&serde_json::json!({ "sha256": sums })).expect("checksums serialize");
+    let manifest_sum = hex::encode(Sha256::digest(&json));
+    let trailer = serde_json::to_vec_pretty(&serde_json::json!({ "sha256": sums, "manifest_sha256": manifest_sum })).expect("checksums serialize");
     let mut h = header(tar::EntryType::Regular, 0o644, 0, 0, trailer.len() as u64);
     tar.append_data(&mut h, CHECKSUMS_NAME, trailer.as_slice()).map_err(stream_err)?;
     let enc = tar.into_inner().map_err(stream_err)?;
@@ -161,7 +243,14 @@ pub fn import_archive<R: Read>(input: R, dest: &Path) -> Result<Manifest> {
 
 /// Reads and verifies an archive into the existing, empty directory `dir` (see [`import_archive`]).
 pub fn read_archive_into<R: Read>(input: R, dir: &Path) -> Result<Manifest> {
-    let dec = zstd::stream::read::Decoder::new(input).map_err(|e| SnapshotError::Stream(e.to_string()))?;
+    let mut input = io::BufReader::with_capacity(1 << 20, input);
+    let head = io::BufRead::fill_buf(&mut input).map_err(|e| SnapshotError::Stream(e.to_string()))?;
+    let zstd = head.starts_with(&ZSTD_MAGIC);
+    let dec: Box<dyn Read> = if zstd {
+        Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(|e| SnapshotError::Stream(e.to_string()))?)
+    } else {
+        Box::new(input)
+    };
     let mut ar = tar::Archive::new(dec);
     let mut entries = ar.entries().map_err(|e| SnapshotError::Stream(e.to_string()))?;
 
@@ -177,6 +266,7 @@ pub fn read_archive_into<R: Read>(input: R, dir: &Path) -> Result<Manifest> {
     }
     let mut json = Vec::new();
     first.read_to_end(&mut json).map_err(|e| SnapshotError::Stream(e.to_string()))?;
+    let manifest_sum = hex::encode(Sha256::digest(&json));
     let mut manifest = Manifest::from_json(&json)?;
     manifest.validate_with(false)?;
 
@@ -184,6 +274,7 @@ pub fn read_archive_into<R: Read>(input: R, dir: &Path) -> Result<Manifest> {
     let mut seen = std::collections::HashSet::new();
     let mut computed: HashMap<String, String> = HashMap::new();
     let mut trailer: Option<HashMap<String, String>> = None;
+    let mut trailer_manifest_sum: Option<String> = None;
     for entry in entries {
         let mut entry = entry.map_err(|e| SnapshotError::Stream(e.to_string()))?;
         let path = String::from_utf8(entry.path_bytes().into_owned())
@@ -200,9 +291,11 @@ pub fn read_archive_into<R: Read>(input: R, dir: &Path) -> Result<Manifest> {
             #[derive(serde::Deserialize)]
             struct Checksums {
                 sha256: HashMap<String, String>,
+                manifest_sha256: Option<String>,
             }
             let c: Checksums = serde_json::from_slice(&buf).map_err(|e| SnapshotError::BadManifest(format!("checksums.json: {e}")))?;
             trailer = Some(c.sha256);
+            trailer_manifest_sum = c.manifest_sha256;
             continue;
         }
         check_relative_path(&path)?;
@@ -249,9 +342,16 @@ pub fn read_archive_into<R: Read>(input: R, dir: &Path) -> Result<Manifest> {
             lchown(&target, Some(m.uid), Some(m.gid)).map_err(io_err(&target))?;
         }
     }
-    // Read to the end of the zstd frame so that its checksum (which also covers the manifest) is checked.
+    // Read to the end of the stream (a zstd frame's checksum is checked there).
     let mut dec = ar.into_inner();
     io::copy(&mut dec, &mut io::sink()).map_err(|e| SnapshotError::Stream(e.to_string()))?;
+    // The manifest's own sha256: required where no zstd frame checksum covers it (older zstd
+    // archives carry none).
+    match trailer_manifest_sum {
+        Some(expected) if expected != manifest_sum => return Err(SnapshotError::ChecksumMismatch { path: MANIFEST_NAME.into(), expected, actual: manifest_sum }),
+        None if !zstd && trailer.is_some() => return Err(SnapshotError::Missing { path: format!("{CHECKSUMS_NAME}: manifest_sha256") }),
+        _ => {}
+    }
     if let Some(missing) = manifest.entries.iter().find(|e| !seen.contains(&e.path)) {
         return Err(SnapshotError::Missing { path: missing.path.clone() });
     }

@@ -3,10 +3,12 @@
 //! A snapshot exists in two equivalent forms:
 //! - a **directory** (what an agent keeps in its store): `manifest.json` plus the files it lists
 //!   (`criu/` the CRIU image dir, `config.json` the container config, `upper/` the writable layer);
-//! - an **archive** (what is exported, imported and streamed between agents): a zstd-compressed tar
-//!   stream whose first entry is `manifest.json`, followed by every entry in manifest order, and
-//!   last `checksums.json`, the sha256 of every file, computed while the archive was written (a
-//!   sender reads each file once, and can stream a dump it never hashed).
+//! - an **archive** (what is exported, imported and streamed between agents): a tar stream whose
+//!   first entry is `manifest.json`, followed by every entry in manifest order, and last
+//!   `checksums.json`, the sha256 of every file and of the manifest, computed while the archive was
+//!   written (a sender reads each file once, and can stream a dump it never hashed). The tar stream
+//!   is zstd-compressed, or plain where the content does not compress ([`Codec::for_dir`]); a reader
+//!   tells them apart by zstd's frame magic.
 //!
 //! The manifest names the format version and lists every entry with its kind and size (and, in a
 //! directory, its sha256).
@@ -17,12 +19,14 @@
 
 mod archive;
 mod error;
+mod follow;
 mod manifest;
 mod paths;
 
-pub use archive::{import_archive, read_archive_into, write_archive, ArchiveStats};
+pub use archive::{import_archive, read_archive_into, write_archive, ArchiveStats, Codec};
 pub use error::SnapshotError;
-pub use manifest::{scan_dir, scan_dir_unhashed, verify_dir, Entry, EntryKind, Manifest, CHECKSUMS_NAME, FORMAT_VERSION, MANIFEST_NAME};
+pub use follow::Follower;
+pub use manifest::{scan_dir, scan_dir_unhashed, scan_dir_with, verify_dir, Entry, EntryKind, Manifest, CHECKSUMS_NAME, FORMAT_VERSION, MANIFEST_NAME};
 pub use paths::check_relative_path;
 
 pub type Result<T, E = SnapshotError> = std::result::Result<T, E>;

@@ -3,6 +3,7 @@ use crate::paths::{check_relative_path, in_writable_layer};
 use crate::{Result, SnapshotError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -170,16 +171,25 @@ pub(crate) fn sha256_file(path: &Path) -> Result<(u64, String)> {
 /// Lists (and hashes) everything under `dir` except the manifest, parents before children,
 /// in a stable order. `areas` restricts the walk to these top-level names.
 pub fn scan_dir(dir: &Path, areas: &[&str]) -> Result<Vec<Entry>> {
-    scan(dir, areas, true)
+    scan(dir, areas, Some(&HashMap::new()))
+}
+
+/// As [`scan_dir`], taking the sha256 of the files in `known` (path relative to `dir` → size and
+/// sha256, e.g. from a [`crate::Follower`] that hashed them while they were written) where the
+/// size still matches, and hashing the rest.
+pub fn scan_dir_with(dir: &Path, areas: &[&str], known: &HashMap<String, (u64, String)>) -> Result<Vec<Entry>> {
+    scan(dir, areas, Some(known))
 }
 
 /// As [`scan_dir`] without hashing: for a snapshot that is about to be streamed, whose archive
 /// writer hashes every file as it sends it. Such a directory is not a verifiable snapshot.
 pub fn scan_dir_unhashed(dir: &Path, areas: &[&str]) -> Result<Vec<Entry>> {
-    scan(dir, areas, false)
+    scan(dir, areas, None)
 }
 
-fn scan(dir: &Path, areas: &[&str], hash: bool) -> Result<Vec<Entry>> {
+type Known<'a> = Option<&'a HashMap<String, (u64, String)>>;
+
+fn scan(dir: &Path, areas: &[&str], hash: Known) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     for area in areas {
         let p = dir.join(area);
@@ -190,7 +200,7 @@ fn scan(dir: &Path, areas: &[&str], hash: bool) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
-fn walk(root: &Path, p: &Path, hash: bool, out: &mut Vec<Entry>) -> Result<()> {
+fn walk(root: &Path, p: &Path, hash: Known, out: &mut Vec<Entry>) -> Result<()> {
     let md = fs::symlink_metadata(p).map_err(io_err(p))?;
     let rel = p.strip_prefix(root).expect("walk stays under root").to_string_lossy().into_owned();
     let ft = md.file_type();
@@ -204,12 +214,16 @@ fn walk(root: &Path, p: &Path, hash: bool, out: &mut Vec<Entry>) -> Result<()> {
             walk(root, &p.join(n), hash, out)?;
         }
     } else if ft.is_file() {
-        if hash {
-            let (size, sum) = sha256_file(p)?;
-            e.size = size;
-            e.sha256 = Some(sum);
-        } else {
-            e.size = md.len();
+        match hash {
+            Some(known) => {
+                let (size, sum) = match known.get(&rel) {
+                    Some((size, sum)) if *size == md.len() => (*size, sum.clone()),
+                    _ => sha256_file(p)?,
+                };
+                e.size = size;
+                e.sha256 = Some(sum);
+            }
+            None => e.size = md.len(),
         }
         out.push(e);
     } else if ft.is_symlink() {

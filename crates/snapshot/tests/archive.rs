@@ -40,8 +40,12 @@ fn make_snapshot(dir: &Path) -> Manifest {
 }
 
 fn archive_of(dir: &Path) -> Vec<u8> {
+    archive_with(dir, Codec::Zstd(1))
+}
+
+fn archive_with(dir: &Path, codec: Codec) -> Vec<u8> {
     let mut out = Vec::new();
-    let stats = write_archive(dir, &mut out, 1).unwrap();
+    let stats = write_archive(dir, &mut out, codec).unwrap();
     assert_eq!(stats.archive_bytes, out.len() as u64);
     out
 }
@@ -101,7 +105,20 @@ fn raw_archive(manifest_json: &[u8], extra: &[(&str, tar::EntryType, &[u8], Opti
     let mut out = Vec::new();
     {
         let enc = zstd::stream::write::Encoder::new(&mut out, 1).unwrap().auto_finish();
-        let mut b = tar::Builder::new(enc);
+        raw_tar(enc, manifest_json, extra);
+    }
+    out
+}
+
+fn raw_plain_archive(manifest_json: &[u8], extra: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    raw_tar(&mut out, manifest_json, extra);
+    out
+}
+
+fn raw_tar<W: std::io::Write>(out: W, manifest_json: &[u8], extra: &[(&str, tar::EntryType, &[u8], Option<&str>)]) {
+    {
+        let mut b = tar::Builder::new(out);
         let mut h = tar::Header::new_gnu();
         h.set_size(manifest_json.len() as u64);
         h.set_mode(0o644);
@@ -122,7 +139,6 @@ fn raw_archive(manifest_json: &[u8], extra: &[(&str, tar::EntryType, &[u8], Opti
         }
         b.finish().unwrap();
     }
-    out
 }
 
 fn file_entry(path: &str, data: &[u8]) -> Entry {
@@ -200,11 +216,11 @@ proptest! {
     /// Whatever single byte is damaged, the reader either refuses the archive or yields exactly the
     /// original content: corruption never turns into a different, "valid" snapshot.
     #[test]
-    fn damaged_archives_never_yield_other_content(pos in any::<prop::sample::Index>(), bit in 0u8..8, cut in any::<bool>()) {
+    fn damaged_archives_never_yield_other_content(pos in any::<prop::sample::Index>(), bit in 0u8..8, cut in any::<bool>(), plain in any::<bool>()) {
         let t = tempfile::tempdir().unwrap();
         let src = t.path().join("src");
         let m = make_snapshot(&src);
-        let mut bytes = archive_of(&src);
+        let mut bytes = archive_with(&src, if plain { Codec::Plain } else { Codec::Zstd(1) });
         let i = pos.index(bytes.len());
         if cut { bytes.truncate(i); } else { bytes[i] ^= 1 << bit; }
         let dest = t.path().join("dest");
@@ -241,7 +257,7 @@ fn exporting_a_corrupted_stored_snapshot_fails() {
     make_snapshot(t.path());
     let p = t.path().join("config.json");
     fs::write(&p, b"[]").unwrap(); // same size, other content
-    let err = write_archive(t.path(), Vec::new(), 1).unwrap_err();
+    let err = write_archive(t.path(), Vec::new(), Codec::Zstd(1)).unwrap_err();
     assert!(matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == "config.json"), "{err}");
 }
 
@@ -339,4 +355,77 @@ proptest! {
         walk(t.path(), t.path(), &mut around);
         prop_assert!(around.iter().all(|p| p.starts_with("outside") || p.starts_with("d")), "{:?}", around);
     }
+}
+
+#[test]
+fn a_plain_archive_round_trips_and_a_damaged_one_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let m = make_snapshot(&src);
+    let bytes = archive_with(&src, Codec::Plain);
+    assert!(bytes.len() > 300_000, "plain means uncompressed");
+    let got = import_archive(bytes.as_slice(), &t.path().join("ok")).unwrap();
+    assert_eq!(got, m);
+    verify_dir(&t.path().join("ok")).unwrap();
+    // A flipped byte in the memory pages, and one in the manifest (which no zstd checksum covers).
+    // ("demo" -> "Demo" still parses: only the manifest's own sha256 tells.)
+    for (needle, damaged) in [(&[7u8; 64][..], "criu/pages-1.img"), (&b"\"demo\""[..], "manifest.json")] {
+        let mut bad = bytes.clone();
+        let at = bad.windows(needle.len()).position(|w| w == needle).unwrap();
+        bad[at + 1] ^= 0x20;
+        let dest = t.path().join("bad");
+        let err = import_archive(bad.as_slice(), &dest).unwrap_err();
+        assert!(matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == damaged), "{err}");
+        assert!(!dest.exists());
+    }
+}
+
+#[test]
+fn a_plain_archive_without_the_manifest_checksum_is_refused() {
+    use sha2::Digest;
+    let t = tempfile::tempdir().unwrap();
+    let mut m = manifest(vec![file_entry("config.json", b"{}")]);
+    m.entries[0].sha256 = None;
+    let json = serde_json::to_vec(&m).unwrap();
+    let sums = serde_json::json!({"config.json": hex::encode(sha2::Sha256::digest(b"{}"))});
+    let without = serde_json::to_vec(&serde_json::json!({"sha256": sums})).unwrap();
+    let bytes = raw_plain_archive(&json, &[("config.json", tar::EntryType::Regular, b"{}", None), ("checksums.json", tar::EntryType::Regular, &without, None)]);
+    let err = import_archive(bytes.as_slice(), &t.path().join("d")).unwrap_err();
+    assert!(matches!(err, SnapshotError::Missing { ref path } if path.contains("manifest_sha256")), "{err}");
+    let with = serde_json::to_vec(&serde_json::json!({"sha256": sums, "manifest_sha256": hex::encode(sha2::Sha256::digest(&json))})).unwrap();
+    let bytes = raw_plain_archive(&json, &[("config.json", tar::EntryType::Regular, b"{}", None), ("checksums.json", tar::EntryType::Regular, &with, None)]);
+    import_archive(bytes.as_slice(), &t.path().join("d")).unwrap();
+}
+
+#[test]
+fn memory_that_does_not_compress_is_sent_plain() {
+    let t = tempfile::tempdir().unwrap();
+    let mut pages = vec![0u8; 32 << 20];
+    for (name, fill_random) in [("random", true), ("pattern", false)] {
+        let dir = t.path().join(name);
+        fs::create_dir_all(dir.join("criu")).unwrap();
+        if fill_random {
+            // xorshift64: bytes no compressor can shrink
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            for chunk in pages.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+            }
+        } else {
+            for (i, b) in pages.iter_mut().enumerate() {
+                *b = (i / 4096 % 7) as u8;
+            }
+        }
+        fs::write(dir.join("criu/pages-1.img"), &pages).unwrap();
+        fs::write(dir.join("config.json"), b"{}").unwrap();
+        manifest(scan_dir(&dir, &["criu", "config.json"]).unwrap()).write_to_dir(&dir).unwrap();
+        let want = if fill_random { Codec::Plain } else { Codec::Zstd(1) };
+        assert_eq!(Codec::for_dir(&dir, 1), want, "{name}");
+    }
+    // Small snapshots are always compressed.
+    let small = t.path().join("small");
+    make_snapshot(&small);
+    assert_eq!(Codec::for_dir(&small, 1), Codec::Zstd(1));
 }

@@ -136,16 +136,49 @@ async fn remove_snapshot(State(a): A, Path(id): Path<String>) -> Result<impl Int
     Ok(Json(serde_json::json!({"removed": id})))
 }
 
-/// A `Write` that hands its bytes to an async body stream.
-pub struct ChannelWriter(pub tokio::sync::mpsc::Sender<std::io::Result<Bytes>>);
+/// A `Write` that hands its bytes to an async body stream in chunks of [`CHUNK`] bytes: each byte
+/// is copied once, into the chunk that is then sent as it is. Whatever is left is sent on `flush`
+/// and on drop.
+pub struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: bytes::BytesMut,
+}
+
+/// The size of the chunks a [`ChannelWriter`] sends.
+pub const CHUNK: usize = 1 << 20;
+
+impl ChannelWriter {
+    pub fn new(tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>) -> ChannelWriter {
+        ChannelWriter { tx, buf: bytes::BytesMut::with_capacity(CHUNK) }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buf.split().freeze();
+        self.buf.reserve(CHUNK);
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "receiver went away"))
+    }
+}
 
 impl Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.blocking_send(Ok(Bytes::copy_from_slice(buf))).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "receiver went away"))?;
-        Ok(buf.len())
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        self.send()
+    }
+}
+
+impl Drop for ChannelWriter {
+    fn drop(&mut self) {
+        let _ = self.send();
     }
 }
 
@@ -155,8 +188,9 @@ pub fn archive_body(dir: std::path::PathBuf) -> (Body, tokio::sync::oneshot::Rec
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(16);
     let (stats_tx, stats_rx) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || {
-        let w = std::io::BufWriter::with_capacity(1 << 20, ChannelWriter(tx.clone()));
-        match ferry_snapshot::write_archive(&dir, w, ARCHIVE_LEVEL) {
+        let w = ChannelWriter::new(tx.clone());
+        let codec = ferry_snapshot::Codec::for_dir(&dir, ARCHIVE_LEVEL);
+        match ferry_snapshot::write_archive(&dir, w, codec) {
             Ok(stats) => {
                 let _ = stats_tx.send(stats);
             }

@@ -48,7 +48,7 @@ impl Agent {
         let name = name.to_string();
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(16);
         tokio::task::spawn_blocking(move || {
-            let w = std::io::BufWriter::with_capacity(1 << 20, super::api::ChannelWriter(tx.clone()));
+            let w = super::api::ChannelWriter::new(tx.clone());
             if let Err(e) = store.export(&name, w) {
                 tracing::warn!(image = %name, error = %e, "image stream failed");
                 let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));

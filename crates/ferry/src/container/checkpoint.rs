@@ -1,7 +1,8 @@
 //! `checkpoint`: a consistent snapshot of a running runtime.
 //!
-//! Sequence: freeze (cgroup freezer) → CRIU dump with the processes left in place → copy the
-//! writable layer and the config while still frozen → hash everything into the manifest → then
+//! Sequence: freeze (cgroup freezer) → CRIU dump with the processes left in place (its memory
+//! pages hashed as they are written) → copy the writable layer and the config while still frozen
+//! → hash the rest into the manifest → then
 //! either thaw (`--leave-running`) or destroy the container (stop). Because CRIU never kills the
 //! processes and the container is destroyed only after the snapshot is complete on disk, any failure
 //! on the way thaws the runtime instead: a failed checkpoint leaves it running.
@@ -12,7 +13,8 @@ use super::{ms, Container};
 use crate::api::Timings;
 use crate::sys::runc::CriuOpts;
 use crate::{Error, Result};
-use ferry_snapshot::{scan_dir, scan_dir_unhashed, Manifest, FORMAT_VERSION};
+use ferry_snapshot::{scan_dir_unhashed, scan_dir_with, Manifest, FORMAT_VERSION};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -78,10 +80,16 @@ impl Container<'_> {
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work)?;
         let opts = CriuOpts { image: dest.join("criu"), work: work.clone(), leave_running: true, ..Default::default() };
+        // The memory pages are hashed while CRIU writes them.
+        let follower = hash.then(|| ferry_snapshot::Follower::start(dest.join("criu"), "criu/", |n| n.starts_with("pages-") && n.ends_with(".img")));
         let t1 = Instant::now();
         self.host.runc.checkpoint(self.id(), &opts, &self.runc_log()).await?;
+        let known = match follower {
+            Some(f) => tokio::task::spawn_blocking(move || f.finish()).await.unwrap_or_default(),
+            None => Default::default(),
+        };
         t.insert("dump_ms".into(), ms(t1));
-        let (manifest, pt) = self.package(dest, snapshot_id, leave_running, v, hash).await?;
+        let (manifest, pt) = self.package_with(dest, snapshot_id, leave_running, v, hash, &known).await?;
         t.extend(pt);
         let _ = std::fs::remove_dir_all(&work);
         Ok((manifest, t))
@@ -90,21 +98,27 @@ impl Container<'_> {
     /// After the CRIU images are in `dest/criu`: add the config and the writable layer (the runtime
     /// must still be frozen) and write the manifest with every file's sha256.
     pub async fn package(&self, dest: &Path, snapshot_id: &str, leave_running: bool, v: &Versions, hash: bool) -> Result<(Manifest, Timings)> {
+        self.package_with(dest, snapshot_id, leave_running, v, hash, &Default::default()).await
+    }
+
+    /// As [`Container::package`], taking the sha256s in `known` (path → size, sha256) as given.
+    async fn package_with(&self, dest: &Path, snapshot_id: &str, leave_running: bool, v: &Versions, hash: bool, known: &HashMap<String, (u64, String)>) -> Result<(Manifest, Timings)> {
         let mut t = Timings::new();
         let t2 = Instant::now();
         std::fs::copy(self.bundle().join("config.json"), dest.join("config.json"))?;
         super::copy_tree(&self.upper(), &dest.join("upper")).await?;
         t.insert("copy_layer_ms".into(), ms(t2));
         let t3 = Instant::now();
-        let manifest = self.write_manifest(dest, snapshot_id, leave_running, v, hash).await?;
+        let manifest = self.write_manifest(dest, snapshot_id, leave_running, v, hash, known.clone()).await?;
         t.insert("hash_ms".into(), ms(t3));
         Ok((manifest, t))
     }
 
-    async fn write_manifest(&self, dest: &Path, snapshot_id: &str, leave_running: bool, v: &Versions, hash: bool) -> Result<Manifest> {
+    async fn write_manifest(&self, dest: &Path, snapshot_id: &str, leave_running: bool, v: &Versions, hash: bool, known: HashMap<String, (u64, String)>) -> Result<Manifest> {
         let dir = dest.to_path_buf();
-        let scan = if hash { scan_dir } else { scan_dir_unhashed };
-        let entries = tokio::task::spawn_blocking(move || scan(&dir, &AREAS)).await.map_err(|e| Error::Internal(e.to_string()))??;
+        let entries = tokio::task::spawn_blocking(move || if hash { scan_dir_with(&dir, &AREAS, &known) } else { scan_dir_unhashed(&dir, &AREAS) })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
         let m = Manifest {
             format_version: FORMAT_VERSION,
             snapshot_id: snapshot_id.into(),

@@ -100,3 +100,16 @@ pub fn write(c: &Container, tcp_close: bool) -> Result<()> {
     let spec = build(c)?;
     spec.save(c.bundle().join("config.json")).map_err(|e| internal!("writing config.json: {e}"))
 }
+
+/// With `stopped`, the next restore leaves the processes stopped (CRIU's `leave-stopped`: each
+/// gets SIGSTOP before it runs an instruction) until [`Container::resume_stopped`]; without, the
+/// option is taken out again (a dump must never see it).
+pub fn restore_stopped(c: &Container, stopped: bool) -> Result<()> {
+    let conf = std::fs::read_to_string(c.criu_conf())?;
+    let mut lines: Vec<&str> = conf.lines().filter(|l| *l != "leave-stopped").collect();
+    if stopped {
+        lines.push("leave-stopped");
+    }
+    std::fs::write(c.criu_conf(), lines.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+    Ok(())
+}

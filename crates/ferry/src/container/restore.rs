@@ -1,13 +1,16 @@
 //! `restore`: a running runtime from a verified snapshot directory, under the snapshot's identity
 //! or a new one (new id, name and addresses: a fork).
 //!
-//! Sequence: verify every checksum → writable layer from the snapshot → netns with the spec's
-//! addresses → overlay root → config.json for this host → `runc restore` → wait until MRP answers.
-//! On failure everything made is removed again and the snapshot is untouched.
+//! Sequence: start verifying every checksum → writable layer from the snapshot → netns with the
+//! spec's addresses → overlay root → config.json for this host → `runc restore` with the processes
+//! left stopped → once every sha256 matched, continue them → wait until MRP answers. Verification
+//! and CRIU's restore read the same files at the same time; nothing of the snapshot runs before it
+//! verified (a mismatch kills the stopped processes). On failure everything made is removed again
+//! and the snapshot is untouched.
 //!
 //! Does not (yet): lazy restore (post-copy); see the migration module.
 
-use super::{ms, Container};
+use super::{config, ms, Container};
 use crate::api::Timings;
 use crate::sys::runc::CriuOpts;
 use crate::{Error, Result};
@@ -18,15 +21,17 @@ impl Container<'_> {
     pub async fn restore(&self, snapshot: &Path, verify: bool) -> Result<Timings> {
         let t0 = Instant::now();
         let mut t = Timings::new();
-        if verify {
-            let dir = snapshot.to_path_buf();
-            tokio::task::spawn_blocking(move || ferry_snapshot::verify_dir(&dir)).await.map_err(|e| Error::Internal(e.to_string()))??;
-            t.insert("verify_ms".into(), ms(t0));
-        }
         if let Some(s) = self.host.runc.state(self.id()).await? {
             return Err(Error::Conflict(format!("runtime {} already has a container on host {} (it is {})", self.spec.name, self.host.name, s.status)));
         }
         self.require_image()?;
+        let verifying = verify.then(|| {
+            let dir = snapshot.to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                let r = ferry_snapshot::verify_dir(&dir);
+                (r, ms(t0))
+            })
+        });
         let result = async {
             let t1 = Instant::now();
             self.prepare(Some(&snapshot.join("upper"))).await?;
@@ -36,9 +41,21 @@ impl Container<'_> {
             let _ = std::fs::remove_dir_all(&work);
             std::fs::create_dir_all(&work)?;
             let opts = CriuOpts { image: snapshot.join("criu"), work, ..Default::default() };
-            self.host.runc.restore(self.id(), &self.bundle(), &opts, &self.runc_log()).await?;
-            crate::sys::netns::claim_route(&self.net()).await?;
+            config::restore_stopped(self, verifying.is_some())?;
+            let restored = self.host.runc.restore(self.id(), &self.bundle(), &opts, &self.runc_log()).await;
+            config::restore_stopped(self, false)?;
+            // A damaged snapshot is reported as such, even where CRIU stumbled over it first.
+            if let Some(v) = verifying {
+                let (verified, verify_ms) = v.await.map_err(|e| Error::Internal(e.to_string()))?;
+                verified?;
+                t.insert("verify_ms".into(), verify_ms);
+            }
+            restored?;
             t.insert("restore_ms".into(), ms(t2));
+            if verify {
+                self.resume_stopped()?;
+            }
+            crate::sys::netns::claim_route(&self.net()).await?;
             let t3 = Instant::now();
             self.wait_ready().await?;
             t.insert("ready_ms".into(), ms(t3));
@@ -52,5 +69,17 @@ impl Container<'_> {
         }
         t.insert("total_ms".into(), ms(t0));
         Ok(t)
+    }
+
+    /// Continues the processes a restore left stopped.
+    fn resume_stopped(&self) -> Result<()> {
+        let procs = crate::sys::cgroup::procs(&self.cgroup_path());
+        if procs.is_empty() {
+            return Err(Error::Internal(format!("runtime {}: no processes in its cgroup after the restore", self.spec.name)));
+        }
+        for pid in procs {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT).map_err(|e| Error::Internal(format!("continuing process {pid} of {}: {e}", self.spec.name)))?;
+        }
+        Ok(())
     }
 }

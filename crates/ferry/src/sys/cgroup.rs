@@ -76,6 +76,13 @@ fn in_every_hierarchy(cg: &str) -> Vec<PathBuf> {
     }
 }
 
+/// The processes in cgroup `cg` (its `cgroup.procs`; on v1, the memory hierarchy's).
+pub fn procs(cg: &str) -> Vec<i32> {
+    let rel = cg.trim_start_matches('/');
+    let d = if is_v2() { PathBuf::from(ROOT).join(rel) } else { PathBuf::from(ROOT).join("memory").join(rel) };
+    std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
 /// Removes the (empty) cgroup directories of `cg` in every hierarchy; best effort.
 pub fn remove(cg: &str) {
     for d in in_every_hierarchy(cg) {

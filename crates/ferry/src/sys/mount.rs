@@ -13,7 +13,14 @@ pub fn mount_overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> 
         return Ok(());
     }
     let opts = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
-    mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
+    // `volatile`: overlayfs skips its syncs of the upper filesystem, which otherwise make every
+    // unmount write back everything dirty on that filesystem (a fresh snapshot's hundreds of MB)
+    // before a stopped runtime is gone. A runtime's writable layer needs no durability beyond its
+    // snapshots (which copy it); after a host crash the work dir is made anew. Kernels before 5.10
+    // lack the option: then without.
+    let volatile = format!("{opts},volatile");
+    mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(volatile.as_str()))
+        .or_else(|_| mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(opts.as_str())))
         .map_err(|e| internal!("mounting the runtime's overlay at {} failed: {e}", target.display()))
 }
 
