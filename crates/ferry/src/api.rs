@@ -126,6 +126,10 @@ pub struct SendResult {
     /// Lazy: where the source serves the memory pages.
     #[serde(default)]
     pub page_server: Option<String>,
+    /// The target stored the snapshot without checking its content (`verify=later`): restore it
+    /// with `verify`, which checks while CRIU restores.
+    #[serde(default)]
+    pub verify_on_restore: bool,
 }
 
 /// One migration, as recorded.

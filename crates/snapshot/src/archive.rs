@@ -131,6 +131,14 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// the manifest as sent). Where the directory's manifest has sha256s (a stored snapshot), they are
 /// checked against what was read.
 pub fn write_archive<W: Write>(dir: &Path, out: W, codec: Codec) -> Result<ArchiveStats> {
+    write_archive_with(dir, out, codec, false)
+}
+
+/// As [`write_archive`]; with `trust_stored`, files whose sha256 the directory's manifest already
+/// holds are sent without hashing them again and their stored sums go into the trailer — for a
+/// dump hashed moments ago while it was written ([`crate::Follower`]), not for a stored snapshot
+/// (whose export re-checks every file).
+pub fn write_archive_with<W: Write>(dir: &Path, out: W, codec: Codec, trust_stored: bool) -> Result<ArchiveStats> {
     let mut manifest = Manifest::read_from_dir_with(dir, false)?;
     let stored: HashMap<String, String> = manifest.entries.iter().filter_map(|e| Some((e.path.clone(), e.sha256.clone()?))).collect();
     for e in &mut manifest.entries {
@@ -168,14 +176,23 @@ pub fn write_archive<W: Write>(dir: &Path, out: W, codec: Codec) -> Result<Archi
                 if actual != e.size {
                     return Err(SnapshotError::SizeMismatch { path: e.path.clone(), expected: e.size, actual });
                 }
-                let mut reader = Hashing { inner: f, sha: Sha256::new() };
-                tar.append_data(&mut h, &e.path, &mut reader).map_err(io_err(&p))?;
-                let sum = hex::encode(reader.sha.finalize());
-                if let Some(expected) = stored.get(&e.path) {
-                    if *expected != sum {
-                        return Err(SnapshotError::ChecksumMismatch { path: e.path.clone(), expected: expected.clone(), actual: sum });
+                let sum = match stored.get(&e.path) {
+                    Some(known) if trust_stored => {
+                        tar.append_data(&mut h, &e.path, f).map_err(io_err(&p))?;
+                        known.clone()
                     }
-                }
+                    expected => {
+                        let mut reader = Hashing { inner: f, sha: Sha256::new() };
+                        tar.append_data(&mut h, &e.path, &mut reader).map_err(io_err(&p))?;
+                        let sum = hex::encode(reader.sha.finalize());
+                        if let Some(expected) = expected {
+                            if *expected != sum {
+                                return Err(SnapshotError::ChecksumMismatch { path: e.path.clone(), expected: expected.clone(), actual: sum });
+                            }
+                        }
+                        sum
+                    }
+                };
                 sums.insert(e.path.clone(), sum);
                 stats.content_bytes += e.size;
             }
@@ -222,6 +239,23 @@ fn header(kind: tar::EntryType, mode: u32, uid: u32, gid: u32, size: u64) -> tar
 /// The content goes to a staging directory beside `dest` that is renamed to `dest` only after every
 /// entry verified; on any error the staging directory is removed and `dest` is never created.
 pub fn import_archive<R: Read>(input: R, dest: &Path) -> Result<Manifest> {
+    import_archive_with(input, dest, Verify::Now)
+}
+
+/// When an import checks file contents against the archive's sha256s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// While extracting: the snapshot appears only if every file matched.
+    Now,
+    /// Not during the import: the stored manifest records the sha256s the archive claims, and the
+    /// one who uses the snapshot must verify it first ([`crate::verify_dir`]) — a migration's
+    /// target does, alongside CRIU's restore, with the restored processes held until it passed.
+    /// Everything else (paths, kinds, sizes, the manifest's own sha256) is checked as with `Now`.
+    Later,
+}
+
+/// As [`import_archive`], verifying file contents `when` says.
+pub fn import_archive_with<R: Read>(input: R, dest: &Path, when: Verify) -> Result<Manifest> {
     if fs::symlink_metadata(dest).is_ok() {
         return Err(SnapshotError::Io { path: dest.into(), source: io::Error::new(io::ErrorKind::AlreadyExists, "destination already exists") });
     }
@@ -229,7 +263,7 @@ pub fn import_archive<R: Read>(input: R, dest: &Path) -> Result<Manifest> {
     let staging = dest.with_file_name(format!(".{name}.partial-{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).map_err(io_err(&staging))?;
-    match read_archive_into(input, &staging) {
+    match read_archive_into_with(input, &staging, when) {
         Ok(m) => {
             fs::rename(&staging, dest).map_err(io_err(dest))?;
             Ok(m)
@@ -243,6 +277,11 @@ pub fn import_archive<R: Read>(input: R, dest: &Path) -> Result<Manifest> {
 
 /// Reads and verifies an archive into the existing, empty directory `dir` (see [`import_archive`]).
 pub fn read_archive_into<R: Read>(input: R, dir: &Path) -> Result<Manifest> {
+    read_archive_into_with(input, dir, Verify::Now)
+}
+
+/// As [`read_archive_into`], verifying file contents `when` says.
+pub fn read_archive_into_with<R: Read>(input: R, dir: &Path, when: Verify) -> Result<Manifest> {
     let mut input = io::BufReader::with_capacity(1 << 20, input);
     let head = io::BufRead::fill_buf(&mut input).map_err(|e| SnapshotError::Stream(e.to_string()))?;
     let zstd = head.starts_with(&ZSTD_MAGIC);
@@ -313,7 +352,9 @@ pub fn read_archive_into<R: Read>(input: R, dir: &Path) -> Result<Manifest> {
                 if entry.size() != m.size {
                     return Err(SnapshotError::SizeMismatch { path, expected: m.size, actual: entry.size() });
                 }
-                computed.insert(path.clone(), extract_file(&mut entry, &target, m)?);
+                if let Some(sum) = extract_file(&mut entry, &target, m, when == Verify::Now)? {
+                    computed.insert(path.clone(), sum);
+                }
             }
             (EntryKind::Dir, tar::EntryType::Directory) => {
                 fs::create_dir(&target).map_err(io_err(&target))?;
@@ -357,8 +398,14 @@ pub fn read_archive_into<R: Read>(input: R, dir: &Path) -> Result<Manifest> {
     }
     let trailer = trailer.ok_or_else(|| SnapshotError::Missing { path: CHECKSUMS_NAME.into() })?;
     for e in manifest.entries.iter_mut().filter(|e| e.kind == EntryKind::File) {
+        let claimed = trailer.get(&e.path).cloned();
+        if when == Verify::Later {
+            let sum = claimed.filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit())).ok_or_else(|| SnapshotError::Missing { path: format!("{CHECKSUMS_NAME}: {}", e.path) })?;
+            e.sha256 = Some(sum);
+            continue;
+        }
         let actual = computed.remove(&e.path).unwrap_or_default();
-        let expected = trailer.get(&e.path).cloned().unwrap_or_else(|| "(none listed)".into());
+        let expected = claimed.unwrap_or_else(|| "(none listed)".into());
         if actual != expected {
             return Err(SnapshotError::ChecksumMismatch { path: e.path.clone(), expected, actual });
         }
@@ -385,10 +432,10 @@ fn check_parent(dir: &Path, path: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes one file, returning the sha256 of what was written.
-fn extract_file<R: Read>(src: &mut R, target: &Path, m: &Entry) -> Result<String> {
+/// Writes one file, returning the sha256 of what was written if `hash`.
+fn extract_file<R: Read>(src: &mut R, target: &Path, m: &Entry, hash: bool) -> Result<Option<String>> {
     let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(m.mode).custom_flags(nix::libc::O_NOFOLLOW).open(target).map_err(io_err(target))?;
-    let mut h = Sha256::new();
+    let mut h = hash.then(Sha256::new);
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
@@ -396,19 +443,22 @@ fn extract_file<R: Read>(src: &mut R, target: &Path, m: &Entry) -> Result<String
         if r == 0 {
             break;
         }
-        h.update(&buf[..r]);
+        if let Some(h) = h.as_mut() {
+            h.update(&buf[..r]);
+        }
         f.write_all(&buf[..r]).map_err(io_err(target))?;
         n += r as u64;
     }
     if n != m.size {
         return Err(SnapshotError::SizeMismatch { path: m.path.clone(), expected: m.size, actual: n });
     }
+    fs::set_permissions(target, fs::Permissions::from_mode(m.mode)).map_err(io_err(target))?;
+    let Some(h) = h else { return Ok(None) };
     let actual = hex::encode(h.finalize());
     if let Some(expected) = &m.sha256 {
         if actual != *expected {
             return Err(SnapshotError::ChecksumMismatch { path: m.path.clone(), expected: expected.clone(), actual });
         }
     }
-    fs::set_permissions(target, fs::Permissions::from_mode(m.mode)).map_err(io_err(target))?;
-    Ok(actual)
+    Ok(Some(actual))
 }

@@ -16,6 +16,9 @@
 //! overlayfs whiteouts inside the writable layer), entries missing from the manifest and manifest
 //! entries missing from the stream, and verify every checksum before the snapshot is made visible:
 //! an import lands in a staging directory that is renamed into place only once all of it verified.
+//! An import may leave the content check to the snapshot's user instead ([`Verify::Later`]: a
+//! migration's target verifies while CRIU restores, holding the processes until it passed); all
+//! other checks stay, and the stored manifest then records the sha256s the archive claimed.
 
 mod archive;
 mod error;
@@ -23,7 +26,7 @@ mod follow;
 mod manifest;
 mod paths;
 
-pub use archive::{import_archive, read_archive_into, write_archive, ArchiveStats, Codec};
+pub use archive::{import_archive, import_archive_with, read_archive_into, read_archive_into_with, write_archive, write_archive_with, ArchiveStats, Codec, Verify};
 pub use error::SnapshotError;
 pub use follow::Follower;
 pub use manifest::{scan_dir, scan_dir_unhashed, scan_dir_with, verify_dir, Entry, EntryKind, Manifest, CHECKSUMS_NAME, FORMAT_VERSION, MANIFEST_NAME};

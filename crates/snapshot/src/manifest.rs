@@ -171,23 +171,28 @@ pub(crate) fn sha256_file(path: &Path) -> Result<(u64, String)> {
 /// Lists (and hashes) everything under `dir` except the manifest, parents before children,
 /// in a stable order. `areas` restricts the walk to these top-level names.
 pub fn scan_dir(dir: &Path, areas: &[&str]) -> Result<Vec<Entry>> {
-    scan(dir, areas, Some(&HashMap::new()))
+    scan(dir, areas, Known { sums: &HashMap::new(), hash_rest: true })
 }
 
 /// As [`scan_dir`], taking the sha256 of the files in `known` (path relative to `dir` → size and
 /// sha256, e.g. from a [`crate::Follower`] that hashed them while they were written) where the
-/// size still matches, and hashing the rest.
-pub fn scan_dir_with(dir: &Path, areas: &[&str], known: &HashMap<String, (u64, String)>) -> Result<Vec<Entry>> {
-    scan(dir, areas, Some(known))
+/// size still matches; the other files are hashed if `hash_rest`, else left without a sha256 (a
+/// dump about to be streamed: the archive writer hashes what has none as it sends it).
+pub fn scan_dir_with(dir: &Path, areas: &[&str], known: &HashMap<String, (u64, String)>, hash_rest: bool) -> Result<Vec<Entry>> {
+    scan(dir, areas, Known { sums: known, hash_rest })
 }
 
 /// As [`scan_dir`] without hashing: for a snapshot that is about to be streamed, whose archive
 /// writer hashes every file as it sends it. Such a directory is not a verifiable snapshot.
 pub fn scan_dir_unhashed(dir: &Path, areas: &[&str]) -> Result<Vec<Entry>> {
-    scan(dir, areas, None)
+    scan(dir, areas, Known { sums: &HashMap::new(), hash_rest: false })
 }
 
-type Known<'a> = Option<&'a HashMap<String, (u64, String)>>;
+#[derive(Clone, Copy)]
+struct Known<'a> {
+    sums: &'a HashMap<String, (u64, String)>,
+    hash_rest: bool,
+}
 
 fn scan(dir: &Path, areas: &[&str], hash: Known) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
@@ -214,16 +219,17 @@ fn walk(root: &Path, p: &Path, hash: Known, out: &mut Vec<Entry>) -> Result<()> 
             walk(root, &p.join(n), hash, out)?;
         }
     } else if ft.is_file() {
-        match hash {
-            Some(known) => {
-                let (size, sum) = match known.get(&rel) {
-                    Some((size, sum)) if *size == md.len() => (*size, sum.clone()),
-                    _ => sha256_file(p)?,
-                };
+        match hash.sums.get(&rel) {
+            Some((size, sum)) if *size == md.len() => {
+                e.size = *size;
+                e.sha256 = Some(sum.clone());
+            }
+            _ if hash.hash_rest => {
+                let (size, sum) = sha256_file(p)?;
                 e.size = size;
                 e.sha256 = Some(sum);
             }
-            None => e.size = md.len(),
+            _ => e.size = md.len(),
         }
         out.push(e);
     } else if ft.is_symlink() {

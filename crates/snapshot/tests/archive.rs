@@ -215,6 +215,26 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     /// Whatever single byte is damaged, the reader either refuses the archive or yields exactly the
     /// original content: corruption never turns into a different, "valid" snapshot.
+    /// The same with the content check left to the user: the import or the verification refuses,
+    /// or the content is exactly the original.
+    #[test]
+    fn damaged_archives_imported_unverified_never_verify_as_other_content(pos in any::<prop::sample::Index>(), bit in 0u8..8, plain in any::<bool>()) {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        let m = make_snapshot(&src);
+        let mut bytes = archive_with(&src, if plain { Codec::Plain } else { Codec::Zstd(1) });
+        let i = pos.index(bytes.len());
+        bytes[i] ^= 1 << bit;
+        let dest = t.path().join("dest");
+        match import_archive_with(bytes.as_slice(), &dest, Verify::Later) {
+            Ok(_) => match verify_dir(&dest) {
+                Ok(got) => prop_assert_eq!(got, m),
+                Err(_) => {}
+            },
+            Err(_) => prop_assert!(!dest.exists()),
+        }
+    }
+
     #[test]
     fn damaged_archives_never_yield_other_content(pos in any::<prop::sample::Index>(), bit in 0u8..8, cut in any::<bool>(), plain in any::<bool>()) {
         let t = tempfile::tempdir().unwrap();
@@ -428,4 +448,48 @@ fn memory_that_does_not_compress_is_sent_plain() {
     let small = t.path().join("small");
     make_snapshot(&small);
     assert_eq!(Codec::for_dir(&small, 1), Codec::Zstd(1));
+}
+
+#[test]
+fn an_unverified_import_records_the_claimed_sums_and_verification_names_a_damaged_file() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let m = make_snapshot(&src);
+    let bytes = archive_with(&src, Codec::Plain);
+    let got = import_archive_with(bytes.as_slice(), &t.path().join("ok"), Verify::Later).unwrap();
+    assert_eq!(got, m, "the same manifest, sums included, as a verified import");
+    verify_dir(&t.path().join("ok")).unwrap();
+    // Damaged in flight: the import (which does not hash) takes it, the verification does not.
+    let mut bad = bytes.clone();
+    let at = bad.windows(64).position(|w| w == [7u8; 64]).unwrap();
+    bad[at + 10] ^= 0x04;
+    import_archive_with(bad.as_slice(), &t.path().join("bad"), Verify::Later).unwrap();
+    let err = verify_dir(&t.path().join("bad")).unwrap_err();
+    assert!(matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == "criu/pages-1.img"), "{err}");
+    // A trailer without a file's sum is refused even unverified.
+    let mut m2 = manifest(vec![file_entry("config.json", b"{}")]);
+    m2.entries[0].sha256 = None;
+    let json = serde_json::to_vec(&m2).unwrap();
+    let bytes = raw_archive(&json, &[("config.json", tar::EntryType::Regular, b"{}", None), ("checksums.json", tar::EntryType::Regular, br#"{"sha256": {}}"#, None)]);
+    let err = import_archive_with(bytes.as_slice(), &t.path().join("nosum"), Verify::Later).unwrap_err();
+    assert!(matches!(err, SnapshotError::Missing { ref path } if path.contains("config.json")), "{err}");
+    assert!(!t.path().join("nosum").exists());
+}
+
+#[test]
+fn a_trusted_sum_is_sent_as_is_and_the_receiver_still_catches_a_stale_one() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    make_snapshot(&src);
+    // The manifest holds a sum for the pages (as a follower leaves it); then the file changes.
+    let p = src.join("criu/pages-1.img");
+    let mut b = fs::read(&p).unwrap();
+    b[5] ^= 1;
+    fs::write(&p, &b).unwrap();
+    let err = write_archive_with(&src, Vec::new(), Codec::Plain, false).unwrap_err();
+    assert!(matches!(err, SnapshotError::ChecksumMismatch { .. }), "{err}");
+    let mut out = Vec::new();
+    write_archive_with(&src, &mut out, Codec::Plain, true).unwrap();
+    let err = import_archive(out.as_slice(), &t.path().join("d")).unwrap_err();
+    assert!(matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == "criu/pages-1.img"), "{err}");
 }

@@ -183,14 +183,15 @@ impl Drop for ChannelWriter {
 }
 
 /// Streams snapshot dir `dir` as an archive body, produced on a blocking thread as it is sent.
-/// The receiver yields the archive's figures once the stream is complete.
-pub fn archive_body(dir: std::path::PathBuf) -> (Body, tokio::sync::oneshot::Receiver<ferry_snapshot::ArchiveStats>) {
+/// The receiver yields the archive's figures once the stream is complete. `trust_stored`: see
+/// [`ferry_snapshot::write_archive_with`] (a fresh dump's follower-made sums, never a stored snapshot).
+pub fn archive_body(dir: std::path::PathBuf, trust_stored: bool) -> (Body, tokio::sync::oneshot::Receiver<ferry_snapshot::ArchiveStats>) {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(16);
     let (stats_tx, stats_rx) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || {
         let w = ChannelWriter::new(tx.clone());
         let codec = ferry_snapshot::Codec::for_dir(&dir, ARCHIVE_LEVEL);
-        match ferry_snapshot::write_archive(&dir, w, codec) {
+        match ferry_snapshot::write_archive_with(&dir, w, codec, trust_stored) {
             Ok(stats) => {
                 let _ = stats_tx.send(stats);
             }
@@ -205,13 +206,24 @@ pub fn archive_body(dir: std::path::PathBuf) -> (Body, tokio::sync::oneshot::Rec
 
 async fn export(State(a): A, Path(id): Path<String>) -> Result<Response> {
     let dir = a.snapshot_dir(&id)?;
-    Ok(([("content-type", "application/x-ferry-snapshot")], archive_body(dir).0).into_response())
+    Ok(([("content-type", "application/x-ferry-snapshot")], archive_body(dir, false).0).into_response())
 }
 
-async fn import(State(a): A, Path(id): Path<String>, body: Body) -> Result<impl IntoResponse> {
+#[derive(serde::Deserialize, Default)]
+struct SnapshotImportQuery {
+    /// `later`: a migration's stream, whose target verifies the content while it restores.
+    verify: Option<String>,
+}
+
+async fn import(State(a): A, Path(id): Path<String>, axum::extract::Query(q): axum::extract::Query<SnapshotImportQuery>, body: Body) -> Result<impl IntoResponse> {
+    let when = match q.verify.as_deref() {
+        None | Some("now") => ferry_snapshot::Verify::Now,
+        Some("later") => ferry_snapshot::Verify::Later,
+        Some(other) => return Err(Error::Invalid(format!("verify={other:?}: use now (the default) or later"))),
+    };
     let stream = stall_guard(body.into_data_stream().map_err(std::io::Error::other), crate::sys::inns::STALL * 2);
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
-    let info = tokio::task::spawn_blocking(move || a.import_blocking(&id, reader)).await.map_err(|e| Error::Internal(e.to_string()))??;
+    let info = tokio::task::spawn_blocking(move || a.import_blocking(&id, reader, when)).await.map_err(|e| Error::Internal(e.to_string()))??;
     Ok(Json(info))
 }
 

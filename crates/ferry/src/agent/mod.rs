@@ -198,11 +198,12 @@ impl Agent {
         Ok(store::info(&self.host.name, id, &m, Timings::new()))
     }
 
-    /// Imports (and verifies) an archive read from `input` as snapshot `id`. Blocking.
-    pub fn import_blocking(&self, id: &str, input: impl std::io::Read) -> Result<SnapshotInfo> {
+    /// Imports an archive read from `input` as snapshot `id`, verifying its content `when` says
+    /// (`Later`: every restore of it verifies first). Blocking.
+    pub fn import_blocking(&self, id: &str, input: impl std::io::Read, when: ferry_snapshot::Verify) -> Result<SnapshotInfo> {
         check_id(id)?;
         let dest = self.host.snapshots_dir().join(id);
-        let m = ferry_snapshot::import_archive(input, &dest).map_err(|e| match &e {
+        let m = ferry_snapshot::import_archive_with(input, &dest, when).map_err(|e| match &e {
             ferry_snapshot::SnapshotError::Io { source, .. } if source.raw_os_error() == Some(nix::libc::ENOSPC) => Error::Unavailable(format!(
                 "host {} has no space left for snapshot {id} ({e}): free space in its state dir ({}) or choose another host",
                 self.host.name,

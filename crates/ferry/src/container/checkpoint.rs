@@ -13,7 +13,7 @@ use super::{ms, Container};
 use crate::api::Timings;
 use crate::sys::runc::CriuOpts;
 use crate::{Error, Result};
-use ferry_snapshot::{scan_dir_unhashed, scan_dir_with, Manifest, FORMAT_VERSION};
+use ferry_snapshot::{scan_dir_with, Manifest, FORMAT_VERSION};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
@@ -80,14 +80,12 @@ impl Container<'_> {
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work)?;
         let opts = CriuOpts { image: dest.join("criu"), work: work.clone(), leave_running: true, ..Default::default() };
-        // The memory pages are hashed while CRIU writes them.
-        let follower = hash.then(|| ferry_snapshot::Follower::start(dest.join("criu"), "criu/", |n| n.starts_with("pages-") && n.ends_with(".img")));
+        // The memory pages are hashed while CRIU writes them (a dump to be streamed too: its
+        // archive then carries these sums instead of hashing the pages again while frozen).
+        let follower = ferry_snapshot::Follower::start(dest.join("criu"), "criu/", |n| n.starts_with("pages-") && n.ends_with(".img"));
         let t1 = Instant::now();
         self.host.runc.checkpoint(self.id(), &opts, &self.runc_log()).await?;
-        let known = match follower {
-            Some(f) => tokio::task::spawn_blocking(move || f.finish()).await.unwrap_or_default(),
-            None => Default::default(),
-        };
+        let known = tokio::task::spawn_blocking(move || follower.finish()).await.unwrap_or_default();
         t.insert("dump_ms".into(), ms(t1));
         let (manifest, pt) = self.package_with(dest, snapshot_id, leave_running, v, hash, &known).await?;
         t.extend(pt);
@@ -116,7 +114,7 @@ impl Container<'_> {
 
     async fn write_manifest(&self, dest: &Path, snapshot_id: &str, leave_running: bool, v: &Versions, hash: bool, known: HashMap<String, (u64, String)>) -> Result<Manifest> {
         let dir = dest.to_path_buf();
-        let entries = tokio::task::spawn_blocking(move || if hash { scan_dir_with(&dir, &AREAS, &known) } else { scan_dir_unhashed(&dir, &AREAS) })
+        let entries = tokio::task::spawn_blocking(move || scan_dir_with(&dir, &AREAS, &known, hash))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
         let m = Manifest {

@@ -156,7 +156,7 @@ impl Control {
         if let Some(p) = &plan {
             arriving.plan = p.clone();
         }
-        let restore = RestoreRequest { snapshot_id: snapshot_id.clone(), spec: self.spec_of(&arriving), verify: false, lazy_from: sent.page_server.clone() };
+        let restore = RestoreRequest { snapshot_id: snapshot_id.clone(), spec: self.spec_of(&arriving), verify: sent.verify_on_restore, lazy_from: sent.page_server.clone() };
         let restored = target.restore(&restore).await;
         if let Err(e) = restored {
             let _ = target.remove(&row.id).await;
@@ -285,7 +285,7 @@ impl Control {
             self.phase(&row.id, &format!("restoring the copy {name} on {to}")).await;
             let _ = source.remove_snapshot(&snapshot_id).await;
             let t1 = Instant::now();
-            target.restore(&RestoreRequest { snapshot_id: snapshot_id.clone(), spec: self.spec_of(&copy), verify: false, lazy_from: None }).await?;
+            target.restore(&RestoreRequest { snapshot_id: snapshot_id.clone(), spec: self.spec_of(&copy), verify: sent.verify_on_restore, lazy_from: None }).await?;
             Ok::<_, Error>((sent, ms(t1)))
         }
         .await;
