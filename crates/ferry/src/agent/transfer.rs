@@ -53,9 +53,11 @@ impl Agent {
         .await;
         match result {
             Ok((snapshot, archive_bytes)) => {
-                // The target holds the verified copy now; a lazy dump's dir goes when its pages are served.
+                // The target holds the copy now; a lazy dump's dir goes when its pages are served.
+                // Freeing hundreds of MB of tmpfs takes ~0.1 s: not while the runtime is frozen
+                // (a crash before it is done leaves the dir to the scratch cleanup at start).
                 if !r.lazy {
-                    let _ = std::fs::remove_dir_all(&dest);
+                    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dest));
                 }
                 t.insert("total_ms".into(), ms(t0));
                 Ok(SendResult { snapshot, archive_bytes, timings: t, page_server, verify_on_restore: !r.lazy })
