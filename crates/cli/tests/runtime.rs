@@ -13,6 +13,9 @@ fn checkpoint_and_restore_keep_the_session_and_files() {
     let snap = f.json(&["checkpoint", "nb"]);
     assert!(snap["size_bytes"].as_u64().unwrap() > 1_000_000, "snapshot too small: {snap}");
     assert!(snap["timings"]["dump_ms"].as_f64().unwrap() > 0.0);
+    // CRIU's own figures, from its stats image.
+    assert!(snap["timings"]["criu_frozen_ms"].as_f64().unwrap() > 0.0, "{snap}");
+    assert!(snap["timings"]["criu_pages_written"].as_f64().unwrap() > 1000.0, "{snap}");
     assert_eq!(f.state_of("nb"), "checkpointed");
     // A stopped runtime cannot be used or checkpointed again, and says what to do.
     assert!(f.fails(&["exec", "nb", "1"]).contains("restore"));

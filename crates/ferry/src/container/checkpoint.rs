@@ -87,6 +87,7 @@ impl Container<'_> {
         self.host.runc.checkpoint(self.id(), &opts, &self.runc_log()).await?;
         let known = tokio::task::spawn_blocking(move || follower.finish()).await.unwrap_or_default();
         t.insert("dump_ms".into(), ms(t1));
+        t.extend(crate::sys::criu_stats::read(&work));
         let (manifest, pt) = self.package_with(dest, snapshot_id, leave_running, v, hash, &known).await?;
         t.extend(pt);
         let _ = std::fs::remove_dir_all(&work);

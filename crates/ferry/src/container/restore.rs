@@ -40,7 +40,7 @@ impl Container<'_> {
             let work = self.dir().join("criu-restore");
             let _ = std::fs::remove_dir_all(&work);
             std::fs::create_dir_all(&work)?;
-            let opts = CriuOpts { image: snapshot.join("criu"), work, ..Default::default() };
+            let opts = CriuOpts { image: snapshot.join("criu"), work: work.clone(), ..Default::default() };
             config::restore_stopped(self, verifying.is_some())?;
             let restored = self.host.runc.restore(self.id(), &self.bundle(), &opts, &self.runc_log()).await;
             config::restore_stopped(self, false)?;
@@ -52,6 +52,7 @@ impl Container<'_> {
             }
             restored?;
             t.insert("restore_ms".into(), ms(t2));
+            t.extend(crate::sys::criu_stats::read(&work));
             if verify {
                 self.resume_stopped()?;
             }
