@@ -92,7 +92,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Ls => {
             let v: Vec<Runtime> = client()?.get("/runtimes").await?;
             if json {
-                return Ok(print_json(&v));
+                print_json(&v);
+                return Ok(());
             }
             let mut rows = vec![vec!["NAME".into(), "STATE".into(), "HOST".into(), "PLAN".into(), "MEMORY".into(), "IMAGE".into(), "ADDRESS".into(), "CREATED".into()]];
             for r in v {
@@ -103,7 +104,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Inspect { name } => {
             let v: Value = client()?.get(&format!("/runtimes/{name}")).await?;
             if json {
-                return Ok(print_json(&v));
+                print_json(&v);
+                return Ok(());
             }
             let rt: Runtime = serde_json::from_value(v.clone())?;
             println!("name:      {}\nid:        {}\nstate:     {}{}", rt.name, rt.id, rt.state, rt.state_reason.map(|r| format!(" ({r})")).unwrap_or_default());
@@ -124,7 +126,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             let code = if code == "-" { std::io::read_to_string(std::io::stdin())? } else { code };
             let v: Value = client()?.post(&format!("/runtimes/{name}/exec"), &ExecRequest { code }).await?;
             if json {
-                return Ok(print_json(&v));
+                print_json(&v);
+                return Ok(());
             }
             print!("{}", v["stdout"].as_str().unwrap_or(""));
             eprint!("{}", v["stderr"].as_str().unwrap_or(""));
@@ -175,7 +178,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 SnapshotCmd::Ls => {
                     let v: Vec<Snapshot> = c.get("/snapshots").await?;
                     if json {
-                        return Ok(print_json(&v));
+                        print_json(&v);
+                        return Ok(());
                     }
                     let mut rows = vec![vec!["ID".into(), "RUNTIME".into(), "HOST".into(), "SIZE".into(), "LEAVE-RUNNING".into(), "CREATED".into()]];
                     for s in v {
@@ -202,7 +206,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             let q = runtime.map(|r| format!("?runtime={r}")).unwrap_or_default();
             let v: Vec<Operation> = client()?.get(&format!("/operations{q}")).await?;
             if json {
-                return Ok(print_json(&v));
+                print_json(&v);
+                return Ok(());
             }
             let mut rows = vec![vec!["ID".into(), "KIND".into(), "RUNTIME".into(), "RESULT".into(), "STARTED".into(), "TIMINGS".into()]];
             for o in v {
@@ -240,7 +245,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             let q = runtime.map(|r| format!("?runtime={r}")).unwrap_or_default();
             let v: Vec<Event> = client()?.get(&format!("/events{q}")).await?;
             if json {
-                return Ok(print_json(&v));
+                print_json(&v);
+                return Ok(());
             }
             for e in v {
                 println!("{} {} {} {}", e.at, e.runtime.unwrap_or_else(|| "-".into()), e.kind, e.reason);
@@ -256,7 +262,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 HostCmd::Ls => {
                     let v: Vec<Host> = c.get("/hosts").await?;
                     if json {
-                        return Ok(print_json(&v));
+                        print_json(&v);
+                        return Ok(());
                     }
                     let mut rows = vec![vec!["NAME".into(), "URL".into(), "USED".into(), "CAPACITY".into(), "LABELS".into(), "HEALTHY".into()]];
                     for h in v {
@@ -276,7 +283,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 WebhookCmd::Ls => {
                     let v: Value = c.get("/webhooks").await?;
                     if json {
-                        return Ok(print_json(&v));
+                        print_json(&v);
+                        return Ok(());
                     }
                     let mut rows = vec![vec!["ID".into(), "URL".into(), "KINDS".into(), "CREATED".into()]];
                     for w in v.as_array().into_iter().flatten() {
@@ -292,7 +300,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 WebhookCmd::Deliveries { id } => {
                     let v: Value = c.get(&format!("/webhooks/{id}/deliveries")).await?;
                     if json {
-                        return Ok(print_json(&v));
+                        print_json(&v);
+                        return Ok(());
                     }
                     let mut rows = vec![vec!["EVENT".into(), "ATTEMPT".into(), "STATUS".into(), "ERROR".into(), "AT".into()]];
                     for d in v.as_array().into_iter().flatten() {
@@ -335,7 +344,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Instances => {
             let v: Vec<ferry_core::control::db::Instance> = client()?.get("/instances").await?;
             if json {
-                return Ok(print_json(&v));
+                print_json(&v);
+                return Ok(());
             }
             let mut rows = vec![vec!["ID".into(), "ALIVE".into(), "API".into(), "PROXY".into(), "STARTED".into()]];
             for i in v {
@@ -347,7 +357,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             let q = runtime.map(|r| format!("?runtime={r}")).unwrap_or_default();
             let v: Vec<Operation> = client()?.get(&format!("/migrations{q}")).await?;
             if json {
-                return Ok(print_json(&v));
+                print_json(&v);
+                return Ok(());
             }
             let mut rows = vec![vec!["ID".into(), "RUNTIME".into(), "MODE".into(), "FROM".into(), "TO".into(), "RESULT".into(), "BYTES".into(), "DOWNTIME".into(), "TOTAL".into(), "STARTED".into()]];
             for o in v {

@@ -32,7 +32,8 @@ pub async fn run(cmd: ImageCmd, json: bool, client: impl Fn() -> Result<Client>)
             let q = host.map(|h| format!("?host={h}")).unwrap_or_default();
             let v: Vec<HostImage> = client()?.get(&format!("/images{q}")).await?;
             if json {
-                return Ok(print_json(&v));
+                print_json(&v);
+                return Ok(());
             }
             let mut rows = vec![vec!["NAME".into(), "HOST".into(), "SOURCE".into(), "DIGEST".into(), "SIZE".into(), "CREATED".into()]];
             for i in v {

@@ -135,9 +135,9 @@ fn proxy_killed_during_the_cut_over_clients_see_an_error_never_a_wrong_answer_an
     std::thread::sleep(Duration::from_millis(50));
     // ... when the proxy (and the control plane with it) is killed.
     kill9(f.serve_pid());
-    match held.join().unwrap() {
-        Ok((status, body)) => assert!(status == 0 || (status == 200 && body.contains("42")), "a held request got a wrong answer: {status} {body}"),
-        Err(_) => {} // the connection broke: the client knows to retry
+    // (A broken connection is fine too: the client knows to retry.)
+    if let Ok((status, body)) = held.join().unwrap() {
+        assert!(status == 0 || (status == 200 && body.contains("42")), "a held request got a wrong answer: {status} {body}");
     }
     assert!(!migration.join().unwrap().status.success());
     f.ok(&["dev", "restart-serve"]);

@@ -91,7 +91,7 @@ fn round_trip_across_three_hosts_keeps_state_at_every_hop() {
         f.ok(&["migrate", "rover", "--to", to]);
         let code = format!("hops.append('{to}')\nopen('/root/work/log.txt', 'a').write('{to}\\n')\nprint(','.join(hops), open('/root/work/log.txt').read().split())");
         let out = f.py("rover", &code);
-        assert!(out.contains(&format!("{to}")) && out.starts_with("h1,"), "{out}");
+        assert!(out.contains(&to.to_string()) && out.starts_with("h1,"), "{out}");
         assert_eq!(f.json(&["inspect", "rover"])["host"], to);
     }
     assert_eq!(f.py("rover", "print(','.join(hops))").trim(), "h1,h2,h3,h1");

@@ -312,6 +312,10 @@ pub async fn down(state_dir: &Path, prefix: &str) {
     crate::sys::cmd::run_quiet("ip", &["link", "del", &format!("{prefix}r0")]).await;
 }
 
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z'))).unwrap_or(true)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -320,8 +324,4 @@ mod tests {
         let out = super::with_overrides(&base, &["--images=/b".to_string(), "--verbose".to_string()]);
         assert_eq!(out, ["agent", "--name", "h1", "--images=/b", "--verbose"]);
     }
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z'))).unwrap_or(true)
 }

@@ -55,7 +55,7 @@ pub async fn checks(images_dir: &std::path::Path) -> Vec<Check> {
     v.push(check("free memory", avail >= 512, format!("{avail} MB available"), "at least 512 MB must be free to start a runtime: stop some runtimes or processes"));
     for (what, path, need) in [("disk (state)", std::path::Path::new("/var/lib"), 2048u64), ("disk (images)", images_dir, 1024)] {
         let probe = path.ancestors().find(|p| p.exists()).unwrap_or(std::path::Path::new("/"));
-        let free_mb = nix::sys::statvfs::statvfs(probe).map(|s| s.blocks_available() as u64 * s.fragment_size() as u64 / (1 << 20)).unwrap_or(0);
+        let free_mb = nix::sys::statvfs::statvfs(probe).map(|s| s.blocks_available() * s.fragment_size() / (1 << 20)).unwrap_or(0);
         v.push(check(what, free_mb >= need, format!("{free_mb} MB free under {}", probe.display()), &format!("free at least {need} MB there (snapshots, imported images)")));
     }
     v

@@ -166,8 +166,8 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     });
     crate::sys::host::write_atomically(&o.state_dir.join("proxy.addr"), proxy_addr.to_string())?;
     tracing::info!(%proxy_addr, "proxy listening");
-    crate::sys::host::write_atomically(&o.state_dir.join("serve.url"), &format!("{scheme}://{addr}"))?;
-    crate::sys::host::write_atomically(&o.state_dir.join("serve.addr"), &addr.to_string())?;
+    crate::sys::host::write_atomically(&o.state_dir.join("serve.url"), format!("{scheme}://{addr}"))?;
+    crate::sys::host::write_atomically(&o.state_dir.join("serve.addr"), addr.to_string())?;
     tracing::info!(%addr, scheme, "ferry serve listening");
     let ui = crate::ui::UiConfig { editor_dir: o.editor_dir.clone(), proxy_addr, proxy_tls: tls.is_some(), public_proxy_url: o.public_proxy_url.clone(), bench_dir: o.bench_dir.clone() };
     let app = crate::control::api::router(control.clone()).merge(crate::ui::router(control, ui));

@@ -74,7 +74,7 @@ impl Container<'_> {
         mount::mount_overlay(&self.host.image_rootfs(&self.spec.image), &self.upper(), &self.overlay_work(), &self.rootfs())?;
         // Restored under other addresses (a fork, a copy under a new name), the TCP connections
         // the snapshot holds cannot come back: CRIU restores them closed.
-        let new_address = upper_from.and_then(|u| u.parent()).and_then(|snap| snapshot_ip(snap)).is_some_and(|ip| ip != self.spec.ip.to_string());
+        let new_address = upper_from.and_then(|u| u.parent()).and_then(snapshot_ip).is_some_and(|ip| ip != self.spec.ip.to_string());
         config::write(self, new_address)?;
         Ok(())
     }

@@ -3,12 +3,15 @@
 //!
 //! `stop-copy` (default, consistent):
 //!   1. hold: the proxy queues new requests for the runtime;
-//!   2. source agent: freeze (cgroup freezer) → CRIU dump with the processes left in place → stream
-//!      the snapshot (tar → zstd, produced while sent) into the target agent's import, which
-//!      verifies every sha256 on arrival; the runtime stays frozen at the source;
-//!   3. target agent: restore (same id, same addresses) and wait until MRP answers;
+//!   2. source agent: freeze (cgroup freezer) → CRIU dump with the processes left in place (the
+//!      page images hashed as CRIU writes them) → stream the snapshot (tar, zstd where it
+//!      compresses, produced while sent, with those sha256s) into the target agent's store; the
+//!      runtime stays frozen at the source;
+//!   3. target agent: restore (same id, same addresses) while verifying every sha256, the
+//!      processes held stopped until it passed, and wait until MRP answers;
 //!   4. switch: the runtime's host becomes the target, the proxy route opens, held requests go;
 //!   5. destroy the frozen source and its local dump.
+//!
 //!   Any failure before 4 thaws the source (the route follows it back) and removes what the target
 //!   made: the runtime runs exactly once, never twice, never nowhere. Requests in flight at the
 //!   freeze complete at the target: CRIU carries their TCP connections (`--tcp-established`).
@@ -62,13 +65,10 @@ impl Control {
         if req.to == row.host && mode != Mode::Fork {
             return Err(Error::Invalid(format!("runtime {name} already runs on host {}: choose another host (`ferry host ls`)", row.host)));
         }
-        match mode {
-            Mode::PreCopy => {
-                let info = self.agent(&row.host)?.info().await?;
-                let why = if info.criu.mem_dirty_track { "ferry does not implement iterative pre-dumps yet" } else { "this kernel has no soft-dirty memory tracking (`criu check --feature mem_dirty_track` fails), which iterative pre-dumps need" };
-                return Err(Error::Invalid(format!("pre-copy migration is not available: {why}. Use --mode stop-copy (consistent; the default), --mode lazy (post-copy: the shortest freeze) or --mode fork (a copy that leaves the source running)")));
-            }
-            _ => {}
+        if mode == Mode::PreCopy {
+            let info = self.agent(&row.host)?.info().await?;
+            let why = if info.criu.mem_dirty_track { "ferry does not implement iterative pre-dumps yet" } else { "this kernel has no soft-dirty memory tracking (`criu check --feature mem_dirty_track` fails), which iterative pre-dumps need" };
+            return Err(Error::Invalid(format!("pre-copy migration is not available: {why}. Use --mode stop-copy (consistent; the default), --mode lazy (post-copy: the shortest freeze) or --mode fork (a copy that leaves the source running)")));
         }
         let need = req.plan.as_ref().unwrap_or(&row.plan).memory_mb;
         let cap = self.db.hosts().await?.into_iter().find(|h| h.0 == req.to).map(|h| h.3).unwrap_or(0);

@@ -4,6 +4,7 @@
 //!   but memory, writes a byte on fd 3, then serves the pages until the target has them all;
 //! - target: `criu lazy-pages --page-server` fetches pages on fault (userfaultfd) and in the
 //!   background, for a process restored with `runc restore --lazy-pages`.
+//!
 //! Both are started in their own process group so that an abort stops runc and CRIU together.
 
 use super::cmd::run_quiet;
