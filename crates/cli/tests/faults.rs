@@ -92,6 +92,7 @@ fn failed(out: std::process::Output) -> String {
 fn source_agent_killed_mid_transfer_the_runtime_resumes_at_the_source_when_it_is_back() {
     let Some(f) = Ferry::start_dev(2) else { return };
     heavy(&f, "src");
+    common::slow_link(&f, "h2", "400mbit");
     let migration = migrate_in_background(&f, &["src", "--to", "h2"]);
     wait_for_stream_at(&f, "h2");
     kill9(f.agent_pid("h1"));
@@ -152,6 +153,7 @@ fn link_cut_mid_transfer_fails_the_move_and_the_source_runs_on() {
     heavy(&f, "link");
     let link = format!("{}h2b", f.prefix);
     let bridge = format!("{}net", f.prefix);
+    common::slow_link(&f, "h2", "400mbit");
     let migration = migrate_in_background(&f, &["link", "--to", "h2"]);
     wait_for_stream_at(&f, "h2");
     let t = Instant::now();
@@ -285,6 +287,7 @@ fn restore_failing_on_the_target_rolls_back_to_the_source() {
     std::fs::create_dir_all(&images).unwrap();
     std::os::unix::fs::symlink(common::images_dir().join("mrmd-python"), images.join("mrmd-python")).unwrap();
     f.ok(&["dev", "restart-agent", "h2", &format!("--agent-arg=--images={}", images.display())]);
+    common::slow_link(&f, "h2", "400mbit");
     let migration = migrate_in_background(&f, &["noimg", "--to", "h2"]);
     wait_for_stream_at(&f, "h2");
     std::fs::remove_file(images.join("mrmd-python")).unwrap();

@@ -15,6 +15,7 @@ fn killing_one_instance_mid_migration_lets_the_other_settle_it_within_the_lease_
     a.ok(&["create", "--name", "shared", "--host", "h1", "--plan", "pro"]);
     a.py("shared", BIG);
     assert_eq!(b.json(&["inspect", "shared"])["state"], "running", "both instances see one state");
+    common::slow_link(&a, "h2", "400mbit");
     let migration = in_background(&a, &["migrate", "shared", "--to", "h2"]);
     wait_for_stream_at(&a, "h2");
     kill9(a.serve_pid());

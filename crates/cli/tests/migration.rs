@@ -149,6 +149,7 @@ fn killing_the_target_agent_mid_transfer_leaves_the_source_running() {
     let Some(f) = Ferry::start_dev(2) else { return };
     f.ok(&["create", "--name", "heavy", "--host", "h1", "--plan", "pro"]);
     f.py("heavy", BIG);
+    common::slow_link(&f, "h2", "400mbit");
     let migration = migrate_in_background(&f, &["heavy", "--to", "h2"]);
     // Wait until the stream has begun arriving at the target, then kill its agent.
     wait_for_stream_at(&f, "h2");
@@ -324,6 +325,7 @@ fn killing_the_control_plane_mid_migration_then_restarting_it_leaves_one_running
     let Some(f) = Ferry::start_dev(2) else { return };
     f.ok(&["create", "--name", "orphan", "--host", "h1", "--plan", "pro"]);
     f.py("orphan", BIG);
+    common::slow_link(&f, "h2", "400mbit");
     let migration = migrate_in_background(&f, &["orphan", "--to", "h2"]);
     // Once the stream reaches the target, the control plane dies (SIGKILL).
     wait_for_stream_at(&f, "h2");

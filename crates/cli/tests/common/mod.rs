@@ -418,6 +418,18 @@ pub fn in_background(f: &Ferry, args: &[&str]) -> std::thread::JoinHandle<Output
 }
 
 /// Waits until a migration's stream has begun arriving at `host` (its import staging dir exists).
+/// Shapes the simulated link into dev host `host` to `rate` (a real `tbf` qdisc on the bridge side
+/// of its veth, e.g. "400mbit"): a transfer to it then lasts long enough (a 120 MB runtime: ~3 s)
+/// for a fault to land in its middle on any machine, however fast the stream. Gone with the
+/// topology.
+pub fn slow_link(f: &Ferry, host: &str, rate: &str) {
+    let (ns, dev) = (format!("{}net", f.prefix), format!("{}{host}b", f.prefix));
+    let st = Command::new("tc").args(["-n", &ns, "qdisc", "replace", "dev", &dev, "root", "tbf", "rate", rate, "burst", "1mb", "latency", "1s"]).status().unwrap();
+    assert!(st.success(), "tc qdisc on {dev} in {ns}");
+}
+
+/// Waits until a stream has begun arriving at dev host `host` (its hidden staging dir exists).
+/// Tests that fault a transfer in its middle slow the link first ([`slow_link`]).
 pub fn wait_for_stream_at(f: &Ferry, host: &str) {
     let snaps = f.state.join(format!("agents/{host}/snapshots"));
     let start = Instant::now();
