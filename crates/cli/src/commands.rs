@@ -334,9 +334,13 @@ pub async fn run(cli: Cli) -> Result<()> {
                 print_json(&m);
             } else {
                 println!("{} {} {} -> {} ({}, archive {})", m.runtime, if m.mode == "fork" { "forked" } else { "moved" }, m.from, m.to, m.mode, mb(m.archive_bytes));
-                for phase in ["freeze_ms", "dump_ms", "copy_layer_ms", "hash_ms", "transfer_ms", "restore_ms", "downtime_ms", "total_ms"] {
-                    if let Some(v) = m.timings.get(phase) {
-                        println!("  {:<10} {v:>8.0} ms", phase.trim_end_matches("_ms"));
+                // The phases in order; sha256 work runs alongside (during the dump, during the
+                // restore), so it is shown beside the phase it overlaps. `--json` has every figure.
+                let t = &m.timings;
+                let beside = |key: &str, what: &str| t.get(key).map(|v| format!("  ({what} {v:.0} ms alongside)")).unwrap_or_default();
+                for (phase, note) in [("freeze_ms", String::new()), ("dump_ms", String::new()), ("transfer_ms", String::new()), ("restore_ms", beside("target_verify_ms", "sha256 check")), ("downtime_ms", String::new()), ("total_ms", String::new()), ("cleanup_ms", String::new())] {
+                    if let Some(v) = t.get(phase) {
+                        println!("  {:<10} {v:>8.0} ms{note}", phase.trim_end_matches("_ms"));
                     }
                 }
             }
