@@ -372,3 +372,40 @@ fn control_plane_killed_mid_hibernate_and_mid_wake_leaves_the_runtime_running_or
     assert_eq!(containers(&f, "h1").len(), 1, "exactly one container runs it");
     assert_no_partial_files(&f);
 }
+
+/// An agent that dies while a restore holds its processes stopped for their sha256 check leaves
+/// them stopped and never verified. On its start it removes that copy instead of adopting (and so
+/// continuing) it; the runtime is reported not running, and its snapshot restores it.
+#[test]
+fn a_restore_held_for_its_check_when_the_agent_died_is_removed_never_continued() {
+    let Some(f) = Ferry::start_dev(2) else { return };
+    f.ok(&["create", "--name", "held", "--host", "h1"]);
+    f.py("held", "x = 41");
+    let snap = f.json(&["checkpoint", "held"])["id"].as_str().unwrap().to_string();
+    f.ok(&["restore", &snap]);
+    let rt_id = f.json(&["inspect", "held"])["id"].as_str().unwrap().to_string();
+    // What such an agent leaves behind: the container, its processes stopped, and the restore's
+    // option still in the runtime's CRIU config.
+    let conf = f.state.join(format!("agents/h1/runtimes/{rt_id}/criu.conf"));
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("leave-stopped\n");
+    std::fs::write(&conf, text).unwrap();
+    let server = common::find_process(&["--id", &rt_id]).expect("the runtime's MRP server");
+    assert!(Command::new("kill").args(["-STOP", &server.to_string()]).status().unwrap().success());
+    kill9(f.agent_pid("h1"));
+    f.ok(&["dev", "restart-agent", "h1"]);
+
+    assert!(containers(&f, "h1").iter().all(|(id, _)| *id != rt_id), "the held copy was adopted");
+    assert!(common::find_process(&["--id", &rt_id]).is_none(), "the held processes still exist");
+    let start = Instant::now();
+    loop {
+        let state = f.json(&["inspect", "held"])["state"].as_str().unwrap().to_string();
+        if state != "running" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "still listed as running");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    f.ok(&["restore", &snap]);
+    assert_eq!(f.py("held", "print(x + 1)").trim(), "42");
+}

@@ -52,6 +52,17 @@ impl Agent {
         }
         let versions = Versions { criu: criu.version.clone(), runc: crate::sys::runc::version().await, kernel: crate::sys::host::kernel_release() };
         let agent = Agent { host, criu, versions, token, locks: Mutex::new(HashMap::new()), lazy_jobs: Default::default(), peer_tls };
+        // A restore whose sha256 check had not passed when this agent died left its processes
+        // stopped (CRIU's leave-stopped) and never verified: they must never run. Removing the
+        // container makes it an interrupted restore, which the control plane settles.
+        for spec in agent.specs() {
+            let c = agent.host.container(spec);
+            if crate::container::config::restore_held(&c) {
+                tracing::warn!(runtime = %c.spec.name, "removing a restored copy whose verification never finished");
+                c.destroy().await;
+                let _ = crate::container::config::restore_stopped(&c, false);
+            }
+        }
         let adopted = agent.specs().len();
         tracing::info!(host = %agent.host.name, adopted, "agent ready");
         Ok(agent)

@@ -101,6 +101,11 @@ pub fn write(c: &Container, tcp_close: bool) -> Result<()> {
     spec.save(c.bundle().join("config.json")).map_err(|e| internal!("writing config.json: {e}"))
 }
 
+/// Whether a restore that holds its processes stopped was under way (see [`restore_stopped`]).
+pub fn restore_held(c: &Container) -> bool {
+    std::fs::read_to_string(c.criu_conf()).is_ok_and(|conf| conf.lines().any(|l| l == "leave-stopped"))
+}
+
 /// With `stopped`, the next restore leaves the processes stopped (CRIU's `leave-stopped`: each
 /// gets SIGSTOP before it runs an instruction) until [`Container::resume_stopped`]; without, the
 /// option is taken out again (a dump must never see it).

@@ -4,7 +4,7 @@
 //! Like youki's `Container`, each verb lives in its own file and says what it does and does not do:
 //! [`create`], [`checkpoint`], [`restore`], [`freeze`], [`destroy`], [`status`].
 
-mod config;
+pub(crate) mod config;
 pub mod checkpoint;
 pub mod create;
 pub mod destroy;

@@ -41,9 +41,10 @@ impl Container<'_> {
             let _ = std::fs::remove_dir_all(&work);
             std::fs::create_dir_all(&work)?;
             let opts = CriuOpts { image: snapshot.join("criu"), work: work.clone(), ..Default::default() };
+            // The option stays in the config until the processes are continued: an agent that dies
+            // in between finds it at its start and removes the never-verified copy.
             config::restore_stopped(self, verifying.is_some())?;
             let restored = self.host.runc.restore(self.id(), &self.bundle(), &opts, &self.runc_log()).await;
-            config::restore_stopped(self, false)?;
             // A damaged snapshot is reported as such, even where CRIU stumbled over it first.
             if let Some(v) = verifying {
                 let (verified, verify_ms) = v.await.map_err(|e| Error::Internal(e.to_string()))?;
@@ -55,6 +56,7 @@ impl Container<'_> {
             t.extend(crate::sys::criu_stats::read(&work));
             if verify {
                 self.resume_stopped()?;
+                config::restore_stopped(self, false)?;
             }
             crate::sys::netns::claim_route(&self.net()).await?;
             let t3 = Instant::now();
