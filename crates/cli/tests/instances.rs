@@ -4,7 +4,7 @@
 //! namespaces.
 
 mod common;
-use common::{containers, http, kill9, wait_for_stream_at, Ferry, BIG};
+use common::{containers, http, in_background, kill9, wait_for_stream_at, Ferry, BIG};
 use std::time::{Duration, Instant};
 const SERVE: &[&str] = &["--no-auto", "--lease-ttl=3s"];
 
@@ -77,11 +77,4 @@ fn two_instances_migrating_one_runtime_at_once_one_wins_and_the_other_is_refused
     assert_eq!(b.py("contested", "print(x)").trim(), "41");
     let migrations = a.json(&["operations", "--runtime", "contested"]).as_array().unwrap().iter().filter(|o| o["kind"] == "migrate" && o["result"] == "ok").count();
     assert_eq!(migrations, 1, "one migration is journaled as done");
-}
-
-/// `ferry ARGS` against instance `f`, in a thread.
-fn in_background(f: &Ferry, args: &[&str]) -> std::thread::JoinHandle<std::process::Output> {
-    let mut cmd = std::process::Command::new(common::BIN);
-    cmd.arg("--state-dir").arg(&f.state).args(args);
-    std::thread::spawn(move || cmd.output().unwrap())
 }

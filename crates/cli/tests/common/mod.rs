@@ -214,25 +214,10 @@ impl Ferry {
         for f in ["token", "agent-token"] {
             std::fs::copy(self.state.join(f), b.state.join(f)).unwrap();
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(b.state.join("serve.log")).unwrap();
-        let child = Command::new(BIN)
-            .args(["--state-dir", b.state.to_str().unwrap(), "serve", "--no-local-agent", "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0", "--prefix", &b.prefix, "--subnet", &b.subnet])
-            .arg(format!("--database={}", db.url()))
-            .args(serve_args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start a second ferry serve");
-        b.serve = Some(child);
-        let start = Instant::now();
-        while !b.state.join("serve.addr").exists() || !b.state.join("proxy.addr").exists() {
-            if let Some(st) = b.serve.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the second ferry serve exited ({st}):\n{}", b.log());
-            }
-            assert!(start.elapsed() < Duration::from_secs(30), "the second ferry serve did not start:\n{}", b.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut args: Vec<String> = ["serve", "--no-local-agent", "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0", "--prefix", &b.prefix, "--subnet", &b.subnet].map(String::from).to_vec();
+        args.push(format!("--database={}", db.url()));
+        args.extend(serve_args.iter().map(|a| a.to_string()));
+        b.spawn_serve(&args, &["serve.addr", "proxy.addr"], "a second ferry serve");
         b
     }
 
@@ -267,22 +252,31 @@ impl Ferry {
         assert!(!self.dev, "dev topologies are started by `ferry dev up`");
         let _ = std::fs::remove_file(self.state.join("serve.addr"));
         std::fs::create_dir_all(&self.state).unwrap();
+        let mut args: Vec<String> = ["serve", "--no-auto", "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0", "--prefix", &self.prefix, "--subnet", &self.subnet].map(String::from).to_vec();
+        args.extend(self.serve_args.iter().cloned());
+        self.spawn_serve(&args, &["serve.addr"], "ferry serve");
+    }
+
+    /// Starts `ferry ARGS` (a `serve`) on this state dir, its output appended to `serve.log`, and
+    /// waits until it has written `files` (its address files).
+    fn spawn_serve(&mut self, args: &[String], files: &[&str], what: &str) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.state.join("serve.log")).unwrap();
         let child = Command::new(BIN)
-            .args(["--state-dir", self.state.to_str().unwrap(), "serve", "--no-auto", "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0", "--prefix", &self.prefix, "--subnet", &self.subnet])
-            .args(&self.serve_args)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("start ferry serve");
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
         self.serve = Some(child);
         let start = Instant::now();
-        while !self.state.join("serve.addr").exists() {
+        while !files.iter().all(|f| self.state.join(f).exists()) {
             if let Some(st) = self.serve.as_mut().unwrap().try_wait().unwrap() {
-                panic!("ferry serve exited ({st}):\n{}", self.log());
+                panic!("{what} exited ({st}):\n{}", self.log());
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "ferry serve did not start:\n{}", self.log());
+            assert!(start.elapsed() < Duration::from_secs(30), "{what} did not start:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
