@@ -32,6 +32,10 @@ impl Agent {
         c.freeze_for_checkpoint().await?;
         t.insert("freeze_ms".into(), ms(t0));
         let mut page_server = None;
+        // A full dump is stored unverified at the target, which verifies it while it restores
+        // (the freeze is shorter by a pass over every byte); a lazy dump's small rest is verified
+        // on arrival.
+        let verify_on_restore = !r.lazy;
         let result = async {
             if r.lazy {
                 page_server = Some(self.dump_lazy(&c, &dest, &r.snapshot_id, &mut t).await?);
@@ -43,10 +47,7 @@ impl Agent {
                 c.thaw().await?;
             }
             let t1 = Instant::now();
-            // A full dump is stored unverified at the target, which verifies it while it restores
-            // (the freeze is shorter by a pass over every byte); a lazy dump's small rest is
-            // verified on arrival.
-            let (snapshot, archive_bytes) = self.stream_to(&dest, r, !r.lazy).await?;
+            let (snapshot, archive_bytes) = self.stream_to(&dest, r, verify_on_restore).await?;
             t.insert("transfer_ms".into(), ms(t1));
             Ok::<_, Error>((snapshot, archive_bytes))
         }
@@ -60,7 +61,7 @@ impl Agent {
                     tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dest));
                 }
                 t.insert("total_ms".into(), ms(t0));
-                Ok(SendResult { snapshot, archive_bytes, timings: t, page_server, verify_on_restore: !r.lazy })
+                Ok(SendResult { snapshot, archive_bytes, timings: t, page_server, verify_on_restore })
             }
             Err(e) => {
                 if r.lazy {

@@ -43,7 +43,9 @@ impl Container<'_> {
             let opts = CriuOpts { image: snapshot.join("criu"), work: work.clone(), ..Default::default() };
             // The option stays in the config until the processes are continued: an agent that dies
             // in between finds it at its start and removes the never-verified copy.
-            config::restore_stopped(self, verifying.is_some())?;
+            if verify {
+                config::restore_stopped(self, true)?;
+            }
             let restored = self.host.runc.restore(self.id(), &self.bundle(), &opts, &self.runc_log()).await;
             // A damaged snapshot is reported as such, even where CRIU stumbled over it first.
             if let Some(v) = verifying {
