@@ -37,12 +37,7 @@ impl Control {
         // Migrations cut off by a source agent that stopped answering: settled once it is back,
         // under the runtime's lease (never one another live instance is running).
         for row in rows.iter().filter(|r| r.state == "migrating" && !self.is_busy(&r.id) && !self.held_elsewhere(r)) {
-            let Ok(_busy) = self.claim(&row.id, &row.name).await else { continue };
-            if let Ok(Some(row)) = self.db.runtime_by_id(&row.id).await {
-                if row.state == "migrating" {
-                    self.settle(&row).await;
-                }
-            }
+            self.settle_claimed(&row.id, &row.name, |r| r.state == "migrating").await;
         }
     }
 

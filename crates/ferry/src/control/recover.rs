@@ -48,9 +48,7 @@ impl Control {
                 continue;
             }
             // Take it over; if another instance is settling it right now, leave it to that one.
-            let Ok(_busy) = self.claim(&row.id, &row.name).await else { continue };
-            let Ok(Some(row)) = self.db.runtime_by_id(&row.id).await else { continue };
-            if between(&row) && !self.settle(&row).await {
+            if let Some((row, false)) = self.settle_claimed(&row.id, &row.name, between).await {
                 tracing::warn!(runtime = %row.name, state = %row.state, "a host it may be on does not answer; it is settled when the host is back");
             }
         }
@@ -122,6 +120,19 @@ impl Control {
         let snap = self.db.snapshot(&id).await.ok()??;
         self.agent(&snap.host).ok()?.verify_snapshot(&id).await.ok()?;
         Some(id)
+    }
+
+    /// Under the runtime's claim, reads it again and settles it if `still` holds for what was read:
+    /// the row and what [`Control::settle`] returned; `None` if another operation holds the
+    /// runtime, or it is gone or no longer `still`.
+    pub(crate) async fn settle_claimed(&self, id: &str, name: &str, still: impl Fn(&RuntimeRow) -> bool) -> Option<(RuntimeRow, bool)> {
+        let _busy = self.claim(id, name).await.ok()?;
+        let row = self.db.runtime_by_id(id).await.ok()??;
+        if !still(&row) {
+            return None;
+        }
+        let settled = self.settle(&row).await;
+        Some((row, settled))
     }
 
     /// Settles a runtime caught between states. Returns false (and changes nothing) while a host
