@@ -38,11 +38,25 @@ impl Env {
             tls: false,
         };
         let st = ferry_core::dev::up(&dev).await?;
-        let token = std::fs::read_to_string(state.join("token"))?.trim().to_string();
-        let api = Api { url: st.serve_url.clone(), token, http: reqwest::Client::builder().pool_max_idle_per_host(0).build()? };
+        let token = std::fs::read_to_string(state.join("token"))?
+            .trim()
+            .to_string();
+        let api = Api {
+            url: st.serve_url.clone(),
+            token,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()?,
+        };
         api.get("/info").await?; // the control plane answers with its token
         let criu_version = ferry_core::sys::criu::Criu::detect().await.version;
-        Ok(Env { state, prefix, api, proxy: st.proxy_url.trim_start_matches("http://").to_string(), criu_version })
+        Ok(Env {
+            state,
+            prefix,
+            api,
+            proxy: st.proxy_url.trim_start_matches("http://").to_string(),
+            criu_version,
+        })
     }
 
     pub async fn down(&self) {
@@ -58,25 +72,39 @@ pub struct Api {
 
 impl Api {
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<Value> {
-        let r = rb.bearer_auth(&self.token).timeout(Duration::from_secs(900)).send().await?;
+        let r = rb
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(900))
+            .send()
+            .await?;
         let status = r.status();
         let v: Value = r.json().await.unwrap_or_default();
         if !status.is_success() {
-            return Err(anyhow!("{status}: {}", v["error"]["message"].as_str().unwrap_or("")));
+            return Err(anyhow!(
+                "{status}: {}",
+                v["error"]["message"].as_str().unwrap_or("")
+            ));
         }
         Ok(v)
     }
 
     pub async fn get(&self, path: &str) -> Result<Value> {
-        self.send(self.http.get(format!("{}/api/v1{path}", self.url))).await
+        self.send(self.http.get(format!("{}/api/v1{path}", self.url)))
+            .await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
-        self.send(self.http.post(format!("{}/api/v1{path}", self.url)).json(&body)).await
+        self.send(
+            self.http
+                .post(format!("{}/api/v1{path}", self.url))
+                .json(&body),
+        )
+        .await
     }
 
     pub async fn delete(&self, path: &str) -> Result<Value> {
-        self.send(self.http.delete(format!("{}/api/v1{path}", self.url))).await
+        self.send(self.http.delete(format!("{}/api/v1{path}", self.url)))
+            .await
     }
 
     pub async fn create(&self, name: &str, host: &str, memory_mb: u64) -> Result<Value> {
@@ -85,7 +113,12 @@ impl Api {
 
     /// Runs code; an error in the code is an error here.
     pub async fn exec(&self, name: &str, code: &str) -> Result<Value> {
-        let v = self.post(&format!("/runtimes/{name}/exec"), serde_json::json!({"code": code})).await?;
+        let v = self
+            .post(
+                &format!("/runtimes/{name}/exec"),
+                serde_json::json!({"code": code}),
+            )
+            .await?;
         if !v["error"].is_null() {
             return Err(anyhow!("python error in {name}: {}", v["error"]));
         }
@@ -98,14 +131,26 @@ impl Api {
 
     /// Timings of the newest operation of `kind` on `runtime`.
     pub async fn last_timings(&self, runtime: &str, kind: &str) -> Result<Value> {
-        let ops = self.get(&format!("/operations?runtime={runtime}&limit=20")).await?;
-        ops.as_array().into_iter().flatten().find(|o| o["kind"] == kind).map(|o| o["timings"].clone()).ok_or_else(|| anyhow!("no {kind} operation for {runtime}"))
+        let ops = self
+            .get(&format!("/operations?runtime={runtime}&limit=20"))
+            .await?;
+        ops.as_array()
+            .into_iter()
+            .flatten()
+            .find(|o| o["kind"] == kind)
+            .map(|o| o["timings"].clone())
+            .ok_or_else(|| anyhow!("no {kind} operation for {runtime}"))
     }
 
     /// Size of a snapshot's archive, streamed and counted.
     pub async fn archive_len(&self, snapshot: &str) -> Result<u64> {
         use futures::StreamExt;
-        let r = self.http.get(format!("{}/api/v1/snapshots/{snapshot}/export", self.url)).bearer_auth(&self.token).send().await?;
+        let r = self
+            .http
+            .get(format!("{}/api/v1/snapshots/{snapshot}/export", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
         let mut n = 0u64;
         let mut s = r.bytes_stream();
         while let Some(c) = s.next().await {

@@ -40,7 +40,11 @@ pub const SUITES: [&str; 5] = ["local", "migrate", "roundtrip", "proxy", "soak"]
 /// Runs one suite end to end and writes its three files; returns the results.
 pub async fn run(o: &BenchOptions) -> anyhow::Result<Results> {
     if !SUITES.contains(&o.suite.as_str()) {
-        anyhow::bail!("unknown suite {:?}: choose one of {}", o.suite, SUITES.join(", "));
+        anyhow::bail!(
+            "unknown suite {:?}: choose one of {}",
+            o.suite,
+            SUITES.join(", ")
+        );
     }
     std::fs::create_dir_all(&o.out)?;
     let env = env::Env::up(o).await?;

@@ -25,13 +25,25 @@ impl Probe {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let task = tokio::spawn(async move {
-            let http = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(60)).build().unwrap();
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap();
             let t0 = Instant::now();
             let mut out = Vec::new();
             while !s.load(Ordering::SeqCst) {
-                let r = http.post(&url).json(&serde_json::json!({"code": "print(counter)"})).send().await;
+                let r = http
+                    .post(&url)
+                    .json(&serde_json::json!({"code": "print(counter)"}))
+                    .send()
+                    .await;
                 let v = match r {
-                    Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.ok().and_then(|v| v["stdout"].as_str().and_then(|s| s.trim().parse().ok())),
+                    Ok(r) if r.status().is_success() => r
+                        .json::<serde_json::Value>()
+                        .await
+                        .ok()
+                        .and_then(|v| v["stdout"].as_str().and_then(|s| s.trim().parse().ok())),
                     _ => None,
                 };
                 out.push((t0.elapsed().as_secs_f64() * 1000.0, v));
@@ -50,8 +62,14 @@ impl Probe {
 }
 
 pub fn observe(polls: &[(f64, Option<i64>)]) -> Observed {
-    let answered: Vec<(f64, i64)> = polls.iter().filter_map(|(t, v)| v.map(|v| (*t, v))).collect();
-    let downtime_ms = answered.windows(2).map(|w| w[1].0 - w[0].0).fold(0.0, f64::max);
+    let answered: Vec<(f64, i64)> = polls
+        .iter()
+        .filter_map(|(t, v)| v.map(|v| (*t, v)))
+        .collect();
+    let downtime_ms = answered
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .fold(0.0, f64::max);
     let mut max_seen = i64::MIN;
     let mut lost = 0i64;
     for (_, v) in &answered {
@@ -60,7 +78,12 @@ pub fn observe(polls: &[(f64, Option<i64>)]) -> Observed {
         }
         max_seen = max_seen.max(*v);
     }
-    Observed { downtime_ms, lost_updates: lost as f64, failures: (polls.len() - answered.len()) as f64, polls: polls.len() }
+    Observed {
+        downtime_ms,
+        lost_updates: lost as f64,
+        failures: (polls.len() - answered.len()) as f64,
+        polls: polls.len(),
+    }
 }
 
 #[cfg(test)]
@@ -69,11 +92,25 @@ mod tests {
 
     #[test]
     fn gaps_and_lost_updates() {
-        let polls = vec![(0.0, Some(1)), (10.0, Some(2)), (20.0, None), (300.0, Some(3)), (310.0, Some(4))];
+        let polls = vec![
+            (0.0, Some(1)),
+            (10.0, Some(2)),
+            (20.0, None),
+            (300.0, Some(3)),
+            (310.0, Some(4)),
+        ];
         let o = observe(&polls);
-        assert_eq!((o.downtime_ms, o.lost_updates, o.failures), (290.0, 0.0, 1.0));
+        assert_eq!(
+            (o.downtime_ms, o.lost_updates, o.failures),
+            (290.0, 0.0, 1.0)
+        );
         // A copy restored from an older checkpoint: values go back from 50 to 20.
-        let polls = vec![(0.0, Some(40)), (10.0, Some(50)), (20.0, Some(20)), (30.0, Some(21))];
+        let polls = vec![
+            (0.0, Some(40)),
+            (10.0, Some(50)),
+            (20.0, Some(20)),
+            (30.0, Some(21)),
+        ];
         assert_eq!(observe(&polls).lost_updates, 30.0);
     }
 }

@@ -10,8 +10,16 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// The seed report's numbers (ms), by size: checkpoint, restore, leave-running; migration total.
-const SEED_LOCAL: [(u64, f64, f64, f64); 3] = [(128, 800.0, 1359.0, 428.0), (256, 1381.0, 2366.0, 908.0), (512, 3835.0, 5682.0, 3938.0)];
-const SEED_MIGRATE: [(u64, f64, f64, f64, f64); 3] = [(128, 513.0, 605.0, 352.0, 1470.0), (256, 737.0, 467.0, 348.0, 1560.0), (512, 3066.0, 487.0, 376.0, 3938.0)];
+const SEED_LOCAL: [(u64, f64, f64, f64); 3] = [
+    (128, 800.0, 1359.0, 428.0),
+    (256, 1381.0, 2366.0, 908.0),
+    (512, 3835.0, 5682.0, 3938.0),
+];
+const SEED_MIGRATE: [(u64, f64, f64, f64, f64); 3] = [
+    (128, 513.0, 605.0, 352.0, 1470.0),
+    (256, 737.0, 467.0, 348.0, 1560.0),
+    (512, 3066.0, 487.0, 376.0, 3938.0),
+];
 const SEED_ROUNDTRIP_MS: f64 = 2314.0;
 
 pub fn write(r: &Results, o: &BenchOptions) -> Result<()> {
@@ -25,7 +33,12 @@ pub fn write(r: &Results, o: &BenchOptions) -> Result<()> {
 fn cell(row: Option<&Row>) -> String {
     match row {
         None => "–".into(),
-        Some(r) if r.metric.ends_with("_bytes") => format!("{} ({}–{})", human_bytes(r.median), human_bytes(r.min), human_bytes(r.max)),
+        Some(r) if r.metric.ends_with("_bytes") => format!(
+            "{} ({}–{})",
+            human_bytes(r.median),
+            human_bytes(r.min),
+            human_bytes(r.max)
+        ),
         Some(r) if r.runs.len() == 1 => format!("{:.0}", r.median),
         Some(r) => format!("{:.0} ({:.0}–{:.0})", r.median, r.min, r.max),
     }
@@ -47,7 +60,10 @@ fn markdown(r: &Results, o: &BenchOptions) -> String {
     // One table per (system, mode): a row per size, a column per metric.
     let mut groups: BTreeMap<(String, String), Vec<&Row>> = BTreeMap::new();
     for row in &r.rows {
-        groups.entry((row.system.clone(), row.mode.clone())).or_default().push(row);
+        groups
+            .entry((row.system.clone(), row.mode.clone()))
+            .or_default()
+            .push(row);
     }
     for ((system, mode), rows) in &groups {
         let mut metrics: Vec<&str> = Vec::new();
@@ -63,19 +79,40 @@ fn markdown(r: &Results, o: &BenchOptions) -> String {
         let _ = writeln!(s, "| MB | {} |", metrics.join(" | "));
         let _ = writeln!(s, "|---|{}", "---|".repeat(metrics.len()));
         for size in sizes {
-            let cells: Vec<String> = metrics.iter().map(|m| cell(rows.iter().copied().find(|x| x.size_mb == size && x.metric == *m))).collect();
+            let cells: Vec<String> = metrics
+                .iter()
+                .map(|m| {
+                    cell(
+                        rows.iter()
+                            .copied()
+                            .find(|x| x.size_mb == size && x.metric == *m),
+                    )
+                })
+                .collect();
             let _ = writeln!(s, "| {size} | {} |", cells.join(" | "));
         }
         let _ = writeln!(s);
     }
     match r.suite.as_str() {
         "local" => {
-            let _ = writeln!(s, "## Against the seed report (podman + runc + CRIU 4.2 on t3.small)\n");
+            let _ = writeln!(
+                s,
+                "## Against the seed report (podman + runc + CRIU 4.2 on t3.small)\n"
+            );
             let _ = writeln!(s, "| MB | checkpoint seed / ferry | restore seed / ferry | leave-running seed / ferry |\n|---|---|---|---|");
             for (mb, c, rs, lr) in SEED_LOCAL {
                 let f = |m: &str| r.get("ferry", "local", mb, m).map(|x| x.median);
-                let pair = |seed: f64, v: Option<f64>| v.map(|v| format!("{seed:.0} / {v:.0} ({:.1}× faster)", seed / v.max(0.001))).unwrap_or_else(|| format!("{seed:.0} / –"));
-                let _ = writeln!(s, "| {mb} | {} | {} | {} |", pair(c, f("checkpoint_ms")), pair(rs, f("restore_ms")), pair(lr, f("leave_running_ms")));
+                let pair = |seed: f64, v: Option<f64>| {
+                    v.map(|v| format!("{seed:.0} / {v:.0} ({:.1}× faster)", seed / v.max(0.001)))
+                        .unwrap_or_else(|| format!("{seed:.0} / –"))
+                };
+                let _ = writeln!(
+                    s,
+                    "| {mb} | {} | {} | {} |",
+                    pair(c, f("checkpoint_ms")),
+                    pair(rs, f("restore_ms")),
+                    pair(lr, f("leave_running_ms"))
+                );
             }
         }
         "migrate" => {
@@ -83,7 +120,11 @@ fn markdown(r: &Results, o: &BenchOptions) -> String {
             let _ = writeln!(s, "| MB | mode | total ferry / baseline | downtime ferry / baseline | lost updates ferry / baseline | seed total |\n|---|---|---|---|---|---|");
             let sizes: std::collections::BTreeSet<u64> = r.rows.iter().map(|x| x.size_mb).collect();
             for size in sizes {
-                let seed = SEED_MIGRATE.iter().find(|x| x.0 == size).map(|x| format!("{:.0}", x.4)).unwrap_or_else(|| "–".into());
+                let seed = SEED_MIGRATE
+                    .iter()
+                    .find(|x| x.0 == size)
+                    .map(|x| format!("{:.0}", x.4))
+                    .unwrap_or_else(|| "–".into());
                 for mode in o.modes.iter() {
                     let f = |m: &str| r.get("ferry", mode, size, m).map(|x| x.median);
                     let b = |m: &str| r.get("baseline", "baseline", size, m).map(|x| x.median);
@@ -92,7 +133,13 @@ fn markdown(r: &Results, o: &BenchOptions) -> String {
                         (Some(f), None) => format!("{f:.0} / –"),
                         _ => "–".into(),
                     };
-                    let _ = writeln!(s, "| {size} | {mode} | {} | {} | {} | {seed} |", ratio("total_ms"), ratio("downtime_ms"), ratio("lost_updates"));
+                    let _ = writeln!(
+                        s,
+                        "| {size} | {mode} | {} | {} | {} | {seed} |",
+                        ratio("total_ms"),
+                        ratio("downtime_ms"),
+                        ratio("lost_updates")
+                    );
                 }
             }
         }
@@ -106,15 +153,27 @@ fn markdown(r: &Results, o: &BenchOptions) -> String {
 
 fn svg(r: &Results, path: &std::path::Path) -> Result<()> {
     let wanted: &[&str] = match r.suite.as_str() {
-        "local" => &["checkpoint_ms", "restore_ms", "leave_running_ms", "memcpy_ms"],
+        "local" => &[
+            "checkpoint_ms",
+            "restore_ms",
+            "leave_running_ms",
+            "memcpy_ms",
+        ],
         "migrate" => &["total_ms", "downtime_ms"],
         "roundtrip" => &["total_ms"],
         "proxy" => &["p50_us", "p99_us"],
         _ => &["migration_total_ms", "downtime_ms"],
     };
     let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for row in r.rows.iter().filter(|x| wanted.contains(&x.metric.as_str())) {
-        series.entry(format!("{} {} {}", row.system, row.mode, row.metric)).or_default().push((row.size_mb as f64, row.median));
+    for row in r
+        .rows
+        .iter()
+        .filter(|x| wanted.contains(&x.metric.as_str()))
+    {
+        series
+            .entry(format!("{} {} {}", row.system, row.mode, row.metric))
+            .or_default()
+            .push((row.size_mb as f64, row.median));
     }
     for v in series.values_mut() {
         v.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -125,21 +184,35 @@ fn svg(r: &Results, path: &std::path::Path) -> Result<()> {
     root.fill(&WHITE)?;
     let unit = if r.suite == "proxy" { "µs" } else { "ms" };
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("ferry bench {} (median)", r.suite), ("sans-serif", 22))
+        .caption(
+            format!("ferry bench {} (median)", r.suite),
+            ("sans-serif", 22),
+        )
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(64)
         .build_cartesian_2d(0f64..xmax, 0f64..ymax)?;
-    chart.configure_mesh().x_desc("memory held by the runtime (MB)").y_desc(unit).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("memory held by the runtime (MB)")
+        .y_desc(unit)
+        .draw()?;
     for (i, (label, pts)) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
             .label(label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
         chart.draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))?;
     }
-    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(())
 }

@@ -51,13 +51,34 @@ impl Results {
     }
 
     /// Adds one run's value to its row (creating the row on first use).
-    pub fn add(&mut self, system: &str, mode: &str, workload: &str, size_mb: u64, metric: &str, value: f64) {
-        let key = |r: &Row| r.system == system && r.mode == mode && r.workload == workload && r.size_mb == size_mb && r.metric == metric;
+    pub fn add(
+        &mut self,
+        system: &str,
+        mode: &str,
+        workload: &str,
+        size_mb: u64,
+        metric: &str,
+        value: f64,
+    ) {
+        let key = |r: &Row| {
+            r.system == system
+                && r.mode == mode
+                && r.workload == workload
+                && r.size_mb == size_mb
+                && r.metric == metric
+        };
         match self.rows.iter_mut().find(|r| key(r)) {
             Some(r) => r.runs.push(value),
             None => self.rows.push(Row {
-                system: system.into(), mode: mode.into(), workload: workload.into(), size_mb, metric: metric.into(),
-                runs: vec![value], median: 0.0, min: 0.0, max: 0.0,
+                system: system.into(),
+                mode: mode.into(),
+                workload: workload.into(),
+                size_mb,
+                metric: metric.into(),
+                runs: vec![value],
+                median: 0.0,
+                min: 0.0,
+                max: 0.0,
             }),
         }
     }
@@ -75,7 +96,9 @@ impl Results {
     }
 
     pub fn get(&self, system: &str, mode: &str, size_mb: u64, metric: &str) -> Option<&Row> {
-        self.rows.iter().find(|r| r.system == system && r.mode == mode && r.size_mb == size_mb && r.metric == metric)
+        self.rows.iter().find(|r| {
+            r.system == system && r.mode == mode && r.size_mb == size_mb && r.metric == metric
+        })
     }
 }
 
@@ -94,7 +117,10 @@ mod tests {
         r.add("ferry", "stop", "random", 256, "checkpoint_ms", 9.0);
         r.finish();
         let row = r.get("ferry", "stop", 128, "checkpoint_ms").unwrap();
-        assert_eq!((row.median, row.min, row.max, row.runs.len()), (3.0, 1.0, 5.0, 3));
+        assert_eq!(
+            (row.median, row.min, row.max, row.runs.len()),
+            (3.0, 1.0, 5.0, 3)
+        );
         assert_eq!(r.rows.len(), 2);
     }
 }

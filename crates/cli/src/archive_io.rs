@@ -8,9 +8,13 @@ use tokio::io::AsyncWriteExt;
 
 /// Streams a snapshot's archive into `file` (written beside it first, renamed when complete).
 pub async fn export(c: &Client, id: &str, file: &std::path::Path) -> Result<u64> {
-    let r = c.send_raw(c.request(reqwest::Method::GET, &format!("/snapshots/{id}/export"))).await?;
+    let r = c
+        .send_raw(c.request(reqwest::Method::GET, &format!("/snapshots/{id}/export")))
+        .await?;
     let tmp = file.with_extension("partial");
-    let mut f = tokio::fs::File::create(&tmp).await.with_context(|| format!("creating {}", tmp.display()))?;
+    let mut f = tokio::fs::File::create(&tmp)
+        .await
+        .with_context(|| format!("creating {}", tmp.display()))?;
     let mut n = 0u64;
     let mut stream = r.bytes_stream();
     while let Some(chunk) = stream.next().await {
@@ -30,10 +34,15 @@ pub async fn export(c: &Client, id: &str, file: &std::path::Path) -> Result<u64>
 }
 
 pub async fn import(c: &Client, file: &std::path::Path, host: Option<String>) -> Result<Snapshot> {
-    let f = tokio::fs::File::open(file).await.with_context(|| format!("cannot open {}", file.display()))?;
+    let f = tokio::fs::File::open(file)
+        .await
+        .with_context(|| format!("cannot open {}", file.display()))?;
     let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20));
     let q = host.map(|h| format!("?host={h}")).unwrap_or_default();
-    c.send(c.request(reqwest::Method::POST, &format!("/snapshots/import{q}")).body(body))
-        .await
-        .with_context(|| format!("import of {} refused", file.display()))
+    c.send(
+        c.request(reqwest::Method::POST, &format!("/snapshots/import{q}"))
+            .body(body),
+    )
+    .await
+    .with_context(|| format!("import of {} refused", file.display()))
 }

@@ -91,7 +91,10 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     } else {
         (s, 1.0)
     };
-    let v: f64 = num.trim().parse().map_err(|_| format!("cannot read {s:?} as a duration: write it like 90s, 15m or 2h"))?;
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("cannot read {s:?} as a duration: write it like 90s, 15m or 2h"))?;
     if !(v.is_finite() && v >= 0.0) {
         return Err(format!("duration {s:?} must not be negative"));
     }
@@ -196,10 +199,17 @@ pub struct RestoreArgs {
 #[derive(Subcommand)]
 pub enum SnapshotCmd {
     Ls,
-    Inspect { id: String },
-    Rm { id: String },
+    Inspect {
+        id: String,
+    },
+    Rm {
+        id: String,
+    },
     /// Write a snapshot as an archive file.
-    Export { id: String, file: PathBuf },
+    Export {
+        id: String,
+        file: PathBuf,
+    },
     /// Import (and verify) an archive file as a snapshot.
     Import {
         file: PathBuf,
@@ -332,9 +342,13 @@ pub enum WebhookCmd {
         kinds: Vec<String>,
     },
     Ls,
-    Rm { id: i64 },
+    Rm {
+        id: i64,
+    },
     /// The delivery log of one webhook (every attempt, with its answer).
-    Deliveries { id: i64 },
+    Deliveries {
+        id: i64,
+    },
 }
 
 #[derive(Subcommand)]

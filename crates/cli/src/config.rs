@@ -42,13 +42,21 @@ pub fn locate(args: &[OsString]) -> Option<(PathBuf, bool)> {
 
 /// Reads and parses the file `locate` found.
 pub fn load(args: &[OsString]) -> Result<Option<(PathBuf, toml::Table)>, String> {
-    let Some((path, asked)) = locate(args) else { return Ok(None) };
+    let Some((path, asked)) = locate(args) else {
+        return Ok(None);
+    };
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if !asked && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read the config file {}: {e}", path.display())),
+        Err(e) => {
+            return Err(format!(
+                "cannot read the config file {}: {e}",
+                path.display()
+            ))
+        }
     };
-    let table: toml::Table = toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
     Ok(Some((path, table)))
 }
 
@@ -68,27 +76,54 @@ fn as_arg(v: &toml::Value) -> Option<String> {
 /// `FERRY_AGENT_<ID>` for `agent` (so that one environment file can hold both daemons' settings).
 fn with_env(cmd: Command) -> Command {
     let agent = cmd.get_name() == "agent";
-    let ids: Vec<String> = cmd.get_arguments().filter(|a| !a.is_positional() && a.get_env().is_none() && a.get_id() != "help").map(|a| a.get_id().to_string()).collect();
+    let ids: Vec<String> = cmd
+        .get_arguments()
+        .filter(|a| !a.is_positional() && a.get_env().is_none() && a.get_id() != "help")
+        .map(|a| a.get_id().to_string())
+        .collect();
     ids.into_iter().fold(cmd, |c, id| {
-        let var = if agent { format!("FERRY_AGENT_{}", id.strip_prefix("agent_").unwrap_or(&id).to_uppercase()) } else { format!("FERRY_{}", id.to_uppercase()) };
+        let var = if agent {
+            format!(
+                "FERRY_AGENT_{}",
+                id.strip_prefix("agent_").unwrap_or(&id).to_uppercase()
+            )
+        } else {
+            format!("FERRY_{}", id.to_uppercase())
+        };
         let var: &'static str = Box::leak(var.into_boxed_str());
         c.mut_arg(id, |a| a.env(var))
     })
 }
 
 /// Sets the values of `table` as defaults of `cmd`'s options; `section` names it in errors.
-fn with_defaults(mut cmd: Command, table: &toml::Table, section: &str, path: &std::path::Path) -> Result<Command, String> {
+fn with_defaults(
+    mut cmd: Command,
+    table: &toml::Table,
+    section: &str,
+    path: &std::path::Path,
+) -> Result<Command, String> {
     for (key, value) in table {
         if value.is_table() {
             continue; // sections are handled by the caller
         }
         let id = key.replace('-', "_");
-        let full = if section.is_empty() { key.clone() } else { format!("{section}.{key}") };
-        let known = cmd.get_arguments().any(|a| a.get_id() == id.as_str() && !a.is_positional() && id != "config");
+        let full = if section.is_empty() {
+            key.clone()
+        } else {
+            format!("{section}.{key}")
+        };
+        let known = cmd
+            .get_arguments()
+            .any(|a| a.get_id() == id.as_str() && !a.is_positional() && id != "config");
         if !known {
             return Err(format!("unknown key `{full}` in config file {}: see docs/CONFIG.md (or `ferry {section} --help`) for the keys", path.display()));
         }
-        let v = as_arg(value).ok_or_else(|| format!("key `{full}` in config file {}: use a string, number, boolean or list", path.display()))?;
+        let v = as_arg(value).ok_or_else(|| {
+            format!(
+                "key `{full}` in config file {}: use a string, number, boolean or list",
+                path.display()
+            )
+        })?;
         let v: &'static str = Box::leak(v.into_boxed_str());
         cmd = cmd.mut_arg(id, |a| a.default_value(v).required(false));
     }
@@ -97,20 +132,31 @@ fn with_defaults(mut cmd: Command, table: &toml::Table, section: &str, path: &st
 
 /// `cmd` (the whole CLI) with `FERRY_*` variables for the daemons' options and the file's values as
 /// defaults.
-pub fn apply(mut cmd: Command, file: Option<(&std::path::Path, &toml::Table)>) -> Result<Command, String> {
+pub fn apply(
+    mut cmd: Command,
+    file: Option<(&std::path::Path, &toml::Table)>,
+) -> Result<Command, String> {
     for s in SECTIONS {
         cmd = cmd.mut_subcommand(s, with_env);
     }
-    let Some((path, table)) = file else { return Ok(cmd) };
+    let Some((path, table)) = file else {
+        return Ok(cmd);
+    };
     for (key, value) in table {
         if value.is_table() && !SECTIONS.contains(&key.as_str()) {
-            return Err(format!("unknown section `[{key}]` in config file {}: the sections are [serve] and [agent]", path.display()));
+            return Err(format!(
+                "unknown section `[{key}]` in config file {}: the sections are [serve] and [agent]",
+                path.display()
+            ));
         }
     }
     cmd = with_defaults(cmd, table, "", path)?;
     for s in SECTIONS {
         if let Some(t) = table.get(s).and_then(|v| v.as_table()) {
-            let sub = cmd.find_subcommand(s).expect("section is a subcommand").clone();
+            let sub = cmd
+                .find_subcommand(s)
+                .expect("section is a subcommand")
+                .clone();
             let sub = with_defaults(sub, t, s, path)?;
             cmd = cmd.mut_subcommand(s, |_| sub);
         }
@@ -126,7 +172,10 @@ mod tests {
 
     fn parse(file: &str, args: &[&str]) -> Result<Cli, String> {
         let table: toml::Table = toml::from_str(file).unwrap();
-        let cmd = apply(Cli::command(), Some((std::path::Path::new("/test/ferry.toml"), &table)))?;
+        let cmd = apply(
+            Cli::command(),
+            Some((std::path::Path::new("/test/ferry.toml"), &table)),
+        )?;
         let m = cmd.try_get_matches_from(args).map_err(|e| e.to_string())?;
         Cli::from_arg_matches(&m).map_err(|e| e.to_string())
     }
@@ -157,13 +206,21 @@ mod tests {
         assert_eq!(s.monitor_interval, std::time::Duration::from_secs(7));
         assert!(s.no_auto);
         assert_eq!(s.thresholds, vec![40.0, 60.0, 80.0, 90.0]);
-        assert_eq!(s.idle_after, std::time::Duration::from_secs(900), "untouched options keep their default");
+        assert_eq!(
+            s.idle_after,
+            std::time::Duration::from_secs(900),
+            "untouched options keep their default"
+        );
         // Environment over file (the only test touching these variables).
         std::env::set_var("FERRY_SUBNET", "10.8.0.0");
         std::env::set_var("FERRY_DEBOUNCE", "9s");
         let s = serve(parse(file, &["ferry", "serve"]).unwrap());
         assert_eq!(s.subnet.to_string(), "10.8.0.0");
-        assert_eq!(s.debounce, std::time::Duration::from_secs(9), "every option has a FERRY_ variable");
+        assert_eq!(
+            s.debounce,
+            std::time::Duration::from_secs(9),
+            "every option has a FERRY_ variable"
+        );
         // Flag over environment.
         let s = serve(parse(file, &["ferry", "serve", "--subnet", "10.7.0.0"]).unwrap());
         assert_eq!(s.subnet.to_string(), "10.7.0.0");
@@ -177,9 +234,16 @@ mod tests {
 
     #[test]
     fn agent_section_and_errors() {
-        let c = parse("[agent]\nname = \"h2\"\ntoken-file = \"/etc/ferry/agent-token\"\n", &["ferry", "agent"]).unwrap();
+        let c = parse(
+            "[agent]\nname = \"h2\"\ntoken-file = \"/etc/ferry/agent-token\"\n",
+            &["ferry", "agent"],
+        )
+        .unwrap();
         match c.cmd {
-            Cmd::Agent(a) => assert_eq!((a.name.as_str(), a.token_file.to_str().unwrap()), ("h2", "/etc/ferry/agent-token")),
+            Cmd::Agent(a) => assert_eq!(
+                (a.name.as_str(), a.token_file.to_str().unwrap()),
+                ("h2", "/etc/ferry/agent-token")
+            ),
             _ => panic!(),
         }
         let e = err("[serve]\nmonitor_intervall = \"5s\"\n", &["ferry", "serve"]);
@@ -194,9 +258,15 @@ mod tests {
 
     #[test]
     fn locate_finds_the_flag() {
-        let a: Vec<OsString> = ["ferry", "serve", "--config", "/x.toml"].iter().map(OsString::from).collect();
+        let a: Vec<OsString> = ["ferry", "serve", "--config", "/x.toml"]
+            .iter()
+            .map(OsString::from)
+            .collect();
         assert_eq!(locate(&a), Some((PathBuf::from("/x.toml"), true)));
-        let a: Vec<OsString> = ["ferry", "--config=/y.toml", "agent"].iter().map(OsString::from).collect();
+        let a: Vec<OsString> = ["ferry", "--config=/y.toml", "agent"]
+            .iter()
+            .map(OsString::from)
+            .collect();
         assert_eq!(locate(&a), Some((PathBuf::from("/y.toml"), true)));
     }
 }

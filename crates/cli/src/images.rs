@@ -15,14 +15,24 @@ const HOOKS: &str = include_str!("../../../image/ferry_runtime_hooks.py");
 
 pub async fn run(cmd: ImageCmd, json: bool, client: impl Fn() -> Result<Client>) -> Result<()> {
     match cmd {
-        ImageCmd::Build { name, images, force } => build(&name, &images, force).await?,
+        ImageCmd::Build {
+            name,
+            images,
+            force,
+        } => build(&name, &images, force).await?,
         ImageCmd::Import { file, name, host } => {
             let c = client()?;
             let img = import(&c, &file, name.as_deref(), host.as_deref(), json).await?;
             if json {
                 print_json(&img);
             } else {
-                println!("{} imported on {} ({}, {})", img.image.name, img.host, img.image.digest, mb(img.image.size_bytes));
+                println!(
+                    "{} imported on {} ({}, {})",
+                    img.image.name,
+                    img.host,
+                    img.image.digest,
+                    mb(img.image.size_bytes)
+                );
                 if img.image.mrp_server.is_none() {
                     eprintln!("warning: {} has no mrmd-python on its PATH: runtimes cannot run it until it does (python3 -m pip install mrmd-python in the image)", img.image.name);
                 }
@@ -35,11 +45,29 @@ pub async fn run(cmd: ImageCmd, json: bool, client: impl Fn() -> Result<Client>)
                 print_json(&v);
                 return Ok(());
             }
-            let mut rows = vec![vec!["NAME".into(), "HOST".into(), "SOURCE".into(), "DIGEST".into(), "SIZE".into(), "CREATED".into()]];
+            let mut rows = vec![vec![
+                "NAME".into(),
+                "HOST".into(),
+                "SOURCE".into(),
+                "DIGEST".into(),
+                "SIZE".into(),
+                "CREATED".into(),
+            ]];
             for i in v {
                 let short: String = i.image.digest.chars().take(19).collect();
-                let size = if i.image.size_bytes > 0 { mb(i.image.size_bytes) } else { "-".into() };
-                rows.push(vec![i.image.name, i.host, i.image.source, short, size, i.image.created_at.unwrap_or_default()]);
+                let size = if i.image.size_bytes > 0 {
+                    mb(i.image.size_bytes)
+                } else {
+                    "-".into()
+                };
+                rows.push(vec![
+                    i.image.name,
+                    i.host,
+                    i.image.source,
+                    short,
+                    size,
+                    i.image.created_at.unwrap_or_default(),
+                ]);
             }
             table(rows);
         }
@@ -49,7 +77,13 @@ pub async fn run(cmd: ImageCmd, json: bool, client: impl Fn() -> Result<Client>)
             if json {
                 print_json(&v);
             } else {
-                println!("{name} removed from {}", v.iter().map(|h| h.host.as_str()).collect::<Vec<_>>().join(", "));
+                println!(
+                    "{name} removed from {}",
+                    v.iter()
+                        .map(|h| h.host.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
         }
     }
@@ -66,7 +100,14 @@ async fn build(name: &str, images: &Path, force: bool) -> Result<()> {
     let hooks = tempfile::NamedTempFile::new().context("temp file for the runtime hooks")?;
     std::fs::write(hooks.path(), HOOKS)?;
     let st = tokio::process::Command::new("bash")
-        .args(["-c", BUILD_SCRIPT, "build-image.sh", &images.display().to_string(), name, &hooks.path().display().to_string()])
+        .args([
+            "-c",
+            BUILD_SCRIPT,
+            "build-image.sh",
+            &images.display().to_string(),
+            name,
+            &hooks.path().display().to_string(),
+        ])
         .status()
         .await
         .context("running bash")?;
@@ -79,16 +120,30 @@ async fn build(name: &str, images: &Path, force: bool) -> Result<()> {
 /// Bytes under a path (a file, or every file of a directory).
 fn size_of(p: &Path) -> u64 {
     match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => std::fs::read_dir(p).into_iter().flatten().flatten().map(|e| size_of(&e.path())).sum(),
+        Ok(m) if m.is_dir() => std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| size_of(&e.path()))
+            .sum(),
         Ok(m) => m.len(),
         Err(_) => 0,
     }
 }
 
 /// Streams `file` (a tarball, or an OCI layout directory tarred on the fly) to the control API.
-pub async fn import(c: &Client, file: &Path, name: Option<&str>, host: Option<&str>, quiet: bool) -> Result<HostImage> {
-    let meta = std::fs::metadata(file).with_context(|| format!("cannot open {}", file.display()))?;
-    let stream: futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>> = if meta.is_dir() {
+pub async fn import(
+    c: &Client,
+    file: &Path,
+    name: Option<&str>,
+    host: Option<&str>,
+    quiet: bool,
+) -> Result<HostImage> {
+    let meta =
+        std::fs::metadata(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let stream: futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>> = if meta
+        .is_dir()
+    {
         if !file.join("index.json").is_file() {
             bail!("{} is a directory without index.json: give an OCI image layout directory or a tarball", file.display());
         }
@@ -98,19 +153,30 @@ pub async fn import(c: &Client, file: &Path, name: Option<&str>, host: Option<&s
             let w = ferry_core::agent::api::ChannelWriter::new(tx.clone());
             let mut b = tar::Builder::new(w);
             b.follow_symlinks(false);
-            let r = b.append_dir_all(".", &dir).and_then(|_| b.into_inner().and_then(|mut w| std::io::Write::flush(&mut w)));
+            let r = b.append_dir_all(".", &dir).and_then(|_| {
+                b.into_inner()
+                    .and_then(|mut w| std::io::Write::flush(&mut w))
+            });
             if let Err(e) = r {
                 let _ = tx.blocking_send(Err(e));
             }
         });
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }).boxed()
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+            .boxed()
     } else {
-        let f = tokio::fs::File::open(file).await.with_context(|| format!("cannot open {}", file.display()))?;
+        let f = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("cannot open {}", file.display()))?;
         tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).boxed()
     };
     let pb = if !quiet && std::io::stderr().is_terminal() {
         let pb = indicatif::ProgressBar::new(size_of(file));
-        pb.set_style(indicatif::ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {elapsed}").unwrap());
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {elapsed}",
+            )
+            .unwrap(),
+        );
         pb.set_message(format!("importing {}", file.display()));
         Some(pb)
     } else {
@@ -132,7 +198,14 @@ pub async fn import(c: &Client, file: &Path, name: Option<&str>, host: Option<&s
     if let Some(n) = name {
         q.push(("name", n));
     }
-    let r = c.send(c.request(reqwest::Method::POST, "/images/import").query(&q).body(reqwest::Body::wrap_stream(stream))).await.with_context(|| format!("import of {} refused", file.display()));
+    let r = c
+        .send(
+            c.request(reqwest::Method::POST, "/images/import")
+                .query(&q)
+                .body(reqwest::Body::wrap_stream(stream)),
+        )
+        .await
+        .with_context(|| format!("import of {} refused", file.display()));
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }

@@ -14,7 +14,12 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "ferry", version, about = "Run, snapshot and move live Python runtimes (runc + CRIU)", propagate_version = true)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Run, snapshot and move live Python runtimes (runc + CRIU)",
+    propagate_version = true
+)]
 pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
@@ -29,7 +34,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "FERRY_CA")]
     pub ca: Option<PathBuf>,
     /// State directory of `ferry serve`.
-    #[arg(long, global = true, env = "FERRY_STATE_DIR", default_value = "/var/lib/ferry")]
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_STATE_DIR",
+        default_value = "/var/lib/ferry"
+    )]
     pub state_dir: PathBuf,
     /// Configuration file: every option of `serve` and `agent` as a key (see docs/CONFIG.md).
     /// Flags win over FERRY_* variables, which win over the file.
@@ -208,8 +218,11 @@ pub enum Cmd {
 }
 
 fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         b.json().init();
     } else {
@@ -220,7 +233,9 @@ fn init_tracing(json: bool) {
 #[tokio::main]
 async fn main() {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let cmd = config::load(&argv).and_then(|file| config::apply(Cli::command(), file.as_ref().map(|(p, t)| (p.as_path(), t))));
+    let cmd = config::load(&argv).and_then(|file| {
+        config::apply(Cli::command(), file.as_ref().map(|(p, t)| (p.as_path(), t)))
+    });
     let cmd = cmd.unwrap_or_else(|e| {
         eprintln!("error: {e}");
         std::process::exit(2);

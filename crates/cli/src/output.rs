@@ -6,9 +6,20 @@ pub fn print_json(v: &impl serde::Serialize) {
 
 pub fn table(rows: Vec<Vec<String>>) {
     let n = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..n).map(|i| rows.iter().map(|r| r.get(i).map(|c| c.chars().count()).unwrap_or(0)).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map(|c| c.chars().count()).unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     for r in rows {
-        let line: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
         println!("{}", line.join("  ").trim_end());
     }
 }
@@ -18,6 +29,8 @@ pub fn mb(bytes: u64) -> String {
 }
 
 pub fn timings(t: &ferry_core::api::Timings) -> String {
-    t.iter().map(|(k, v)| format!("{}={:.0}ms", k.trim_end_matches("_ms"), v)).collect::<Vec<_>>().join(" ")
+    t.iter()
+        .map(|(k, v)| format!("{}={:.0}ms", k.trim_end_matches("_ms"), v))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
-

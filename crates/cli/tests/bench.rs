@@ -9,17 +9,39 @@ fn bench(suite: &str, extra: &[&str]) -> Option<Value> {
     if !common::environment_ready() {
         return None;
     }
-    let out = std::env::temp_dir().join(format!("ferry-bench-smoke-{}-{suite}", std::process::id()));
+    let out =
+        std::env::temp_dir().join(format!("ferry-bench-smoke-{}-{suite}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let mut args = vec!["bench", suite, "--sizes", "64", "--runs", "1", "--out", out.to_str().unwrap()];
+    let mut args = vec![
+        "bench",
+        suite,
+        "--sizes",
+        "64",
+        "--runs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     let o = Command::new(common::BIN).args(&args).output().unwrap();
-    assert!(o.status.success(), "ferry bench {suite} failed:\n{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "ferry bench {suite} failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     for ext in ["json", "md", "svg"] {
         let p = out.join(format!("{suite}.{ext}"));
-        assert!(std::fs::metadata(&p).map(|m| m.len() > 100).unwrap_or(false), "{} missing or empty", p.display());
+        assert!(
+            std::fs::metadata(&p)
+                .map(|m| m.len() > 100)
+                .unwrap_or(false),
+            "{} missing or empty",
+            p.display()
+        );
     }
-    let v: Value = serde_json::from_slice(&std::fs::read(out.join(format!("{suite}.json"))).unwrap()).unwrap();
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(out.join(format!("{suite}.json"))).unwrap()).unwrap();
     assert_eq!(v["suite"], suite);
     for k in ["ferry_version", "criu_version", "kernel"] {
         assert!(v[k].as_str().is_some_and(|s| !s.is_empty()), "{k} missing");
@@ -28,34 +50,67 @@ fn bench(suite: &str, extra: &[&str]) -> Option<Value> {
         for k in ["system", "mode", "workload", "metric"] {
             assert!(row[k].is_string(), "row without {k}: {row}");
         }
-        assert!(row["size_mb"].is_u64() && row["runs"].is_array() && row["median"].is_number() && row["min"].is_number() && row["max"].is_number(), "{row}");
-        assert!(row["min"].as_f64() <= row["median"].as_f64() && row["median"].as_f64() <= row["max"].as_f64(), "{row}");
+        assert!(
+            row["size_mb"].is_u64()
+                && row["runs"].is_array()
+                && row["median"].is_number()
+                && row["min"].is_number()
+                && row["max"].is_number(),
+            "{row}"
+        );
+        assert!(
+            row["min"].as_f64() <= row["median"].as_f64()
+                && row["median"].as_f64() <= row["max"].as_f64(),
+            "{row}"
+        );
     }
-    assert!(std::fs::read_to_string(out.join(format!("{suite}.svg"))).unwrap().starts_with("<svg"));
+    assert!(std::fs::read_to_string(out.join(format!("{suite}.svg")))
+        .unwrap()
+        .starts_with("<svg"));
     let _ = std::fs::remove_dir_all(&out);
     Some(v)
 }
 
 fn metric(v: &Value, system: &str, mode: &str, m: &str) -> f64 {
-    v["rows"].as_array().unwrap().iter().find(|r| r["system"] == system && r["mode"] == mode && r["metric"] == m).unwrap_or_else(|| panic!("no {system}/{mode}/{m} row"))["median"].as_f64().unwrap()
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["system"] == system && r["mode"] == mode && r["metric"] == m)
+        .unwrap_or_else(|| panic!("no {system}/{mode}/{m} row"))["median"]
+        .as_f64()
+        .unwrap()
 }
 
 #[test]
 fn bench_local_and_migrate_smoke() {
     let Some(v) = bench("local", &[]) else { return };
     assert!(metric(&v, "ferry", "local", "checkpoint_ms") > 0.0);
-    assert!(metric(&v, "ferry", "local", "image_bytes") > 64.0 * 1024.0 * 1024.0, "a 64 MB random workload makes a >64 MB image");
+    assert!(
+        metric(&v, "ferry", "local", "image_bytes") > 64.0 * 1024.0 * 1024.0,
+        "a 64 MB random workload makes a >64 MB image"
+    );
     let v = bench("migrate", &["--baseline"]).unwrap();
     for mode in ["stop-copy", "lazy"] {
-        assert_eq!(metric(&v, "ferry", mode, "lost_updates"), 0.0, "{mode} lost updates");
-        assert_eq!(metric(&v, "ferry", mode, "failures"), 0.0, "{mode} failed polls");
+        assert_eq!(
+            metric(&v, "ferry", mode, "lost_updates"),
+            0.0,
+            "{mode} lost updates"
+        );
+        assert_eq!(
+            metric(&v, "ferry", mode, "failures"),
+            0.0,
+            "{mode} failed polls"
+        );
     }
     assert!(metric(&v, "baseline", "baseline", "total_ms") > 0.0);
 }
 
 #[test]
 fn bench_roundtrip_proxy_soak_smoke() {
-    let Some(v) = bench("roundtrip", &["--modes", "stop-copy"]) else { return };
+    let Some(v) = bench("roundtrip", &["--modes", "stop-copy"]) else {
+        return;
+    };
     assert!(metric(&v, "ferry", "stop-copy", "total_ms") > 0.0);
     let v = bench("proxy", &[]).unwrap();
     assert!(metric(&v, "ferry", "http", "p50_us") > 0.0);

@@ -2,7 +2,9 @@
 //! real proxy, with real runc and CRIU.
 
 mod common;
-use common::{containers, find_process, http, kill9, migrate_in_background, wait_for_stream_at, Ferry, BIG};
+use common::{
+    containers, find_process, http, kill9, migrate_in_background, wait_for_stream_at, Ferry, BIG,
+};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,16 +13,30 @@ use std::time::{Duration, Instant};
 const COUNTER: &str = "import threading, time\ncounter = 0\ndef _tick():\n    global counter\n    while True:\n        counter += 1\n        time.sleep(0.01)\nthreading.Thread(target=_tick, daemon=True).start()";
 
 /// Polls `print(counter)` through the proxy every 10 ms until stopped; (elapsed ms, result).
-fn poll(addr: String, rt: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<(f64, Result<i64, String>)>> {
+fn poll(
+    addr: String,
+    rt: &str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(f64, Result<i64, String>)>> {
     let path = format!("/r/{rt}/mrp/v1/execute");
     std::thread::spawn(move || {
         let t0 = Instant::now();
         let mut out = Vec::new();
         while !stop.load(Ordering::SeqCst) {
-            let r = match http(&addr, "POST", &path, r#"{"code":"print(counter)"}"#, Duration::from_secs(30)) {
+            let r = match http(
+                &addr,
+                "POST",
+                &path,
+                r#"{"code":"print(counter)"}"#,
+                Duration::from_secs(30),
+            ) {
                 Ok((200, body)) => serde_json::from_str::<Value>(&body)
                     .ok()
-                    .and_then(|v| v["stdout"].as_str().and_then(|s| s.trim().parse::<i64>().ok()))
+                    .and_then(|v| {
+                        v["stdout"]
+                            .as_str()
+                            .and_then(|s| s.trim().parse::<i64>().ok())
+                    })
                     .ok_or_else(|| format!("bad answer: {body}")),
                 Ok((status, body)) => Err(format!("{status}: {body}")),
                 Err(e) => Err(e.to_string()),
@@ -35,13 +51,26 @@ fn poll(addr: String, rt: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandl
 /// Asserts no poll failed and the counter never went backwards; returns the longest gap (ms).
 fn check_continuity(polls: &[(f64, Result<i64, String>)]) -> f64 {
     let failed: Vec<_> = polls.iter().filter(|p| p.1.is_err()).collect();
-    assert!(failed.is_empty(), "{} polls failed, first: {:?}", failed.len(), failed.first());
+    assert!(
+        failed.is_empty(),
+        "{} polls failed, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
     let values: Vec<i64> = polls.iter().map(|p| *p.1.as_ref().unwrap()).collect();
     assert!(values.len() > 20, "too few polls: {}", values.len());
     for w in values.windows(2) {
-        assert!(w[1] >= w[0], "the counter went backwards ({} -> {}): increments were lost", w[0], w[1]);
+        assert!(
+            w[1] >= w[0],
+            "the counter went backwards ({} -> {}): increments were lost",
+            w[0],
+            w[1]
+        );
     }
-    polls.windows(2).map(|w| w[1].0 - w[0].0).fold(0.0, f64::max)
+    polls
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .fold(0.0, f64::max)
 }
 
 #[test]
@@ -49,7 +78,10 @@ fn stop_copy_under_a_polling_client_loses_nothing() {
     let Some(f) = Ferry::start_dev(2) else { return };
     f.ok(&["create", "--name", "live", "--host", "h1"]);
     f.py("live", COUNTER);
-    f.py("live", "x = 41\nimport pandas as pd\ndf = pd.DataFrame({'a': range(50000)})");
+    f.py(
+        "live",
+        "x = 41\nimport pandas as pd\ndf = pd.DataFrame({'a': range(50000)})",
+    );
     f.py("live", "import numpy as np, hashlib\nblob = np.random.randint(0, 256, size=64 * 1024 * 1024, dtype=np.uint8)\nh0 = hashlib.sha256(blob.tobytes()).hexdigest()");
     for (to, mode) in [("h2", "stop-copy"), ("h1", "lazy")] {
         let stop = Arc::new(AtomicBool::new(false));
@@ -60,14 +92,29 @@ fn stop_copy_under_a_polling_client_loses_nothing() {
         stop.store(true, Ordering::SeqCst);
         let polls = poller.join().unwrap();
         let gap = check_continuity(&polls);
-        eprintln!("{mode}: {} polls, longest gap {gap:.0} ms, server-side downtime {} ms", polls.len(), m["timings"]["downtime_ms"]);
+        eprintln!(
+            "{mode}: {} polls, longest gap {gap:.0} ms, server-side downtime {} ms",
+            polls.len(),
+            m["timings"]["downtime_ms"]
+        );
         assert_eq!(m["mode"], mode);
         assert_eq!(m["to"], to);
         let rt = f.json(&["inspect", "live"]);
         assert_eq!(rt["host"], to);
         assert_eq!(rt["state"], "running");
-        assert_eq!(f.py("live", "print(x + 1, int(df.a.sum()))").trim(), format!("42 {}", (0..50000u64).sum::<u64>()));
-        assert_eq!(f.py("live", "print(hashlib.sha256(blob.tobytes()).hexdigest() == h0)").trim(), "True", "memory intact after {mode}");
+        assert_eq!(
+            f.py("live", "print(x + 1, int(df.a.sum()))").trim(),
+            format!("42 {}", (0..50000u64).sum::<u64>())
+        );
+        assert_eq!(
+            f.py(
+                "live",
+                "print(hashlib.sha256(blob.tobytes()).hexdigest() == h0)"
+            )
+            .trim(),
+            "True",
+            "memory intact after {mode}"
+        );
     }
     // The counter keeps counting at the target.
     let a: i64 = f.py("live", "print(counter)").trim().parse().unwrap();
@@ -78,7 +125,10 @@ fn stop_copy_under_a_polling_client_loses_nothing() {
     assert_eq!(migs.as_array().unwrap().len(), 2);
     assert_eq!(migs[0]["result"], "ok");
     assert_eq!(migs[0]["detail"]["mode"], "lazy");
-    assert!(migs[1]["detail"]["archive_bytes"].as_u64().unwrap() > 64 * 1024 * 1024, "a stop-copy records the bytes it moved");
+    assert!(
+        migs[1]["detail"]["archive_bytes"].as_u64().unwrap() > 64 * 1024 * 1024,
+        "a stop-copy records the bytes it moved"
+    );
     assert!(migs[0]["timings"]["downtime_ms"].as_f64().unwrap() > 0.0);
 }
 
@@ -86,12 +136,18 @@ fn stop_copy_under_a_polling_client_loses_nothing() {
 fn round_trip_across_three_hosts_keeps_state_at_every_hop() {
     let Some(f) = Ferry::start_dev(3) else { return };
     f.ok(&["create", "--name", "rover", "--host", "h1"]);
-    f.py("rover", "hops = ['h1']\nopen('/root/work/log.txt', 'w').write('h1\\n')");
+    f.py(
+        "rover",
+        "hops = ['h1']\nopen('/root/work/log.txt', 'w').write('h1\\n')",
+    );
     for to in ["h2", "h3", "h1"] {
         f.ok(&["migrate", "rover", "--to", to]);
         let code = format!("hops.append('{to}')\nopen('/root/work/log.txt', 'a').write('{to}\\n')\nprint(','.join(hops), open('/root/work/log.txt').read().split())");
         let out = f.py("rover", &code);
-        assert!(out.contains(&to.to_string()) && out.starts_with("h1,"), "{out}");
+        assert!(
+            out.contains(&to.to_string()) && out.starts_with("h1,"),
+            "{out}"
+        );
         assert_eq!(f.json(&["inspect", "rover"])["host"], to);
     }
     assert_eq!(f.py("rover", "print(','.join(hops))").trim(), "h1,h2,h3,h1");
@@ -107,7 +163,9 @@ fn fork_gives_two_independent_runtimes_and_pre_copy_refuses_clearly() {
     let Some(f) = Ferry::start_dev(2) else { return };
     f.ok(&["create", "--name", "base", "--host", "h1"]);
     f.py("base", "x = 41");
-    let m = f.json(&["migrate", "base", "--to", "h2", "--mode", "fork", "--name", "sandbox"]);
+    let m = f.json(&[
+        "migrate", "base", "--to", "h2", "--mode", "fork", "--name", "sandbox",
+    ]);
     assert_eq!(m["mode"], "fork");
     assert_eq!(f.json(&["inspect", "base"])["host"], "h1");
     assert_eq!(f.json(&["inspect", "sandbox"])["host"], "h2");
@@ -115,31 +173,78 @@ fn fork_gives_two_independent_runtimes_and_pre_copy_refuses_clearly() {
     assert_eq!(f.py("base", "print(x)").trim(), "41");
     assert_eq!(f.py("sandbox", "print(x)").trim(), "0");
     // Both answer through the proxy under their own names.
-    let (status, body) = http(&f.proxy_addr(), "POST", "/r/sandbox/mrp/v1/execute", r#"{"code":"print(x)"}"#, Duration::from_secs(10)).unwrap();
+    let (status, body) = http(
+        &f.proxy_addr(),
+        "POST",
+        "/r/sandbox/mrp/v1/execute",
+        r#"{"code":"print(x)"}"#,
+        Duration::from_secs(10),
+    )
+    .unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"0\\n\""), "{body}");
 
     let err = f.fails(&["migrate", "base", "--to", "h2", "--mode", "pre-copy"]);
-    assert!(err.contains("soft-dirty") || err.contains("pre-dumps"), "{err}");
-    assert!(err.contains("stop-copy"), "the refusal names the working modes: {err}");
+    assert!(
+        err.contains("soft-dirty") || err.contains("pre-dumps"),
+        "{err}"
+    );
+    assert!(
+        err.contains("stop-copy"),
+        "the refusal names the working modes: {err}"
+    );
     // Agents refuse requests without the agent token.
-    let agent = f.json(&["host", "ls"])[0]["url"].as_str().unwrap().trim_start_matches("http://").to_string();
-    let (status, body) = http(&agent, "GET", "/agent/v1/runtimes", "", Duration::from_secs(5)).unwrap();
+    let agent = f.json(&["host", "ls"])[0]["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let (status, body) = http(
+        &agent,
+        "GET",
+        "/agent/v1/runtimes",
+        "",
+        Duration::from_secs(5),
+    )
+    .unwrap();
     assert_eq!(status, 401, "{body}");
-    let (status, _) = http(&agent, "PUT", "/agent/v1/snapshots/x/archive", "junk", Duration::from_secs(5)).unwrap();
+    let (status, _) = http(
+        &agent,
+        "PUT",
+        "/agent/v1/snapshots/x/archive",
+        "junk",
+        Duration::from_secs(5),
+    )
+    .unwrap();
     assert_eq!(status, 401, "an unauthenticated stream is refused");
     let err = f.fails(&["migrate", "base", "--to", "h9"]);
     assert!(err.contains("unknown host"), "{err}");
     assert_eq!(f.json(&["inspect", "base"])["state"], "running");
     // Crafted paths stay inside the named runtime: the proxy listens apart from the control and
     // agent APIs and only forwards to routes of registered runtimes.
-    for path in ["/r/sandbox/../../api/v1/runtimes", "/r/sandbox/%2e%2e/%2e%2e/api/v1/runtimes", "/r/..%2Fapi/v1/runtimes", "/r/10.0.0.1:8888/x"] {
-        let (status, body) = http(&f.proxy_addr(), "GET", path, "", Duration::from_secs(5)).unwrap();
-        assert!(!body.contains("\"plan\"") && !body.contains("mrp_url"), "{path} reached the control API: {status} {body}");
+    for path in [
+        "/r/sandbox/../../api/v1/runtimes",
+        "/r/sandbox/%2e%2e/%2e%2e/api/v1/runtimes",
+        "/r/..%2Fapi/v1/runtimes",
+        "/r/10.0.0.1:8888/x",
+    ] {
+        let (status, body) =
+            http(&f.proxy_addr(), "GET", path, "", Duration::from_secs(5)).unwrap();
+        assert!(
+            !body.contains("\"plan\"") && !body.contains("mrp_url"),
+            "{path} reached the control API: {status} {body}"
+        );
         assert_ne!(status, 200, "{path}: {body}");
     }
     // A request for a runtime that does not exist gets a clear JSON error from the proxy.
-    let (status, body) = http(&f.proxy_addr(), "GET", "/r/nobody/mrp/v1/capabilities", "", Duration::from_secs(5)).unwrap();
+    let (status, body) = http(
+        &f.proxy_addr(),
+        "GET",
+        "/r/nobody/mrp/v1/capabilities",
+        "",
+        Duration::from_secs(5),
+    )
+    .unwrap();
     assert_eq!(status, 404);
     assert!(body.contains("no runtime named"), "{body}");
 }
@@ -158,18 +263,37 @@ fn killing_the_target_agent_mid_transfer_leaves_the_source_running() {
     let out = migration.join().unwrap();
     assert!(!out.status.success(), "the migration should fail");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("thawed") || err.contains("runs on h1 again") || err.contains("broke off"), "{err}");
+    assert!(
+        err.contains("thawed") || err.contains("runs on h1 again") || err.contains("broke off"),
+        "{err}"
+    );
     let rt = f.json(&["inspect", "heavy"]);
     assert_eq!(rt["host"], "h1");
     assert_eq!(rt["state"], "running");
-    assert_eq!(f.py("heavy", "print(x + 1, blob.size)").trim(), format!("42 {}", 120 * 1024 * 1024));
-    let (status, _) = http(&f.proxy_addr(), "GET", "/r/heavy/mrp/v1/capabilities", "", Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        f.py("heavy", "print(x + 1, blob.size)").trim(),
+        format!("42 {}", 120 * 1024 * 1024)
+    );
+    let (status, _) = http(
+        &f.proxy_addr(),
+        "GET",
+        "/r/heavy/mrp/v1/capabilities",
+        "",
+        Duration::from_secs(5),
+    )
+    .unwrap();
     assert_eq!(status, 200, "the proxy routes to the source again");
     let left = containers(&f, "h2");
-    assert!(left.is_empty(), "the target has a leftover container: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the target has a leftover container: {left:?}"
+    );
     // With the target's agent gone, a new migration is refused before anything is touched.
     let err = f.fails(&["migrate", "heavy", "--to", "h2"]);
-    assert!(err.contains("does not answer") && err.contains("nothing was changed"), "{err}");
+    assert!(
+        err.contains("does not answer") && err.contains("nothing was changed"),
+        "{err}"
+    );
     assert_eq!(f.json(&["inspect", "heavy"])["state"], "running");
 }
 
@@ -181,15 +305,28 @@ fn a_second_migration_of_a_moving_runtime_is_refused() {
     let first = migrate_in_background(&f, &["busy", "--to", "h2"]);
     let start = Instant::now();
     while f.json(&["inspect", "busy"])["state"] != "migrating" {
-        assert!(start.elapsed() < Duration::from_secs(10), "the first migration never started");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the first migration never started"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let phase = f.json(&["inspect", "busy"])["phase"].as_str().unwrap_or("").to_string();
-    assert!(phase.contains("h2"), "inspect shows the migration's phase: {phase:?}");
+    let phase = f.json(&["inspect", "busy"])["phase"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        phase.contains("h2"),
+        "inspect shows the migration's phase: {phase:?}"
+    );
     let err = f.fails(&["migrate", "busy", "--to", "h2"]);
     assert!(err.contains("busy") || err.contains("not running"), "{err}");
     let out = first.join().unwrap();
-    assert!(out.status.success(), "the first migration failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the first migration failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(f.json(&["inspect", "busy"])["host"], "h2");
     assert_eq!(f.py("busy", "print(x)").trim(), "41");
 }
@@ -197,30 +334,50 @@ fn a_second_migration_of_a_moving_runtime_is_refused() {
 #[test]
 fn lazy_migration_whose_source_dies_is_reported_lost_with_its_last_snapshot() {
     let Some(f) = Ferry::start_dev(2) else { return };
-    f.ok(&["create", "--name", "fragile", "--host", "h1", "--plan", "team"]);
+    f.ok(&[
+        "create", "--name", "fragile", "--host", "h1", "--plan", "team",
+    ]);
     f.py("fragile", "import numpy as np\nblob = np.random.randint(0, 256, size=400 * 1024 * 1024, dtype=np.uint8)");
     let snap = f.json(&["checkpoint", "fragile", "--leave-running"]);
     let snap_id = snap["id"].as_str().unwrap().to_string();
-    let id = f.json(&["inspect", "fragile"])["id"].as_str().unwrap().to_string();
+    let id = f.json(&["inspect", "fragile"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let migration = migrate_in_background(&f, &["fragile", "--to", "h2", "--mode", "lazy"]);
     // Once the target runs on pages still arriving, the source "dies": its page server is killed.
-    let pending = f.state.join(format!("agents/h2/runtimes/{id}/lazy-pending"));
+    let pending = f
+        .state
+        .join(format!("agents/h2/runtimes/{id}/lazy-pending"));
     let start = Instant::now();
     loop {
         let rt = f.json(&["inspect", "fragile"]);
         if rt["host"] == "h2" && rt["state"] == "running" {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "the lazy migration never switched: {rt}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the lazy migration never switched: {rt}"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     let source_root = f.state.join("agents/h1/runc");
-    let dumper = find_process(&[source_root.to_str().unwrap(), "checkpoint", "--lazy-pages"]).expect("the source's lazy dump process");
-    assert!(pending.exists(), "all pages arrived before the source could be killed; make the runtime bigger");
-    std::process::Command::new("kill").args(["-s", "KILL", "--", &format!("-{dumper}")]).status().unwrap();
+    let dumper = find_process(&[source_root.to_str().unwrap(), "checkpoint", "--lazy-pages"])
+        .expect("the source's lazy dump process");
+    assert!(
+        pending.exists(),
+        "all pages arrived before the source could be killed; make the runtime bigger"
+    );
+    std::process::Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{dumper}")])
+        .status()
+        .unwrap();
     let out = migration.join().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the migration must not report success");
+    assert!(
+        !out.status.success(),
+        "the migration must not report success"
+    );
     assert!(err.contains("lost") && err.contains(&snap_id), "{err}");
     let rt = f.json(&["inspect", "fragile"]);
     assert_eq!(rt["state"], "lost", "{rt}");
@@ -229,12 +386,22 @@ fn lazy_migration_whose_source_dies_is_reported_lost_with_its_last_snapshot() {
     for h in ["h1", "h2"] {
         assert!(containers(&f, h).is_empty(), "a container is left on {h}");
     }
-    let (status, body) = http(&f.proxy_addr(), "GET", "/r/fragile/mrp/v1/capabilities", "", Duration::from_secs(5)).unwrap();
+    let (status, body) = http(
+        &f.proxy_addr(),
+        "GET",
+        "/r/fragile/mrp/v1/capabilities",
+        "",
+        Duration::from_secs(5),
+    )
+    .unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("lost"), "{body}");
     // The offered snapshot restores.
     f.ok(&["restore", &snap_id, "--name", "fragile-restored"]);
-    assert_eq!(f.py("fragile-restored", "print(blob.size)").trim(), (400 * 1024 * 1024).to_string());
+    assert_eq!(
+        f.py("fragile-restored", "print(blob.size)").trim(),
+        (400 * 1024 * 1024).to_string()
+    );
 }
 
 #[test]
@@ -246,7 +413,13 @@ fn a_streaming_execution_survives_a_migration_through_the_proxy() {
     // twice (stop-copy, then lazy): the stream goes on across both moves.
     let reader = std::thread::spawn(move || {
         let code = r#"{"code":"import time\nfor i in range(100):\n    print('line', i, flush=True)\n    time.sleep(0.05)\nprint('finished')"}"#;
-        http(&addr, "POST", "/r/streamer/mrp/v1/execute/stream", code, Duration::from_secs(60))
+        http(
+            &addr,
+            "POST",
+            "/r/streamer/mrp/v1/execute/stream",
+            code,
+            Duration::from_secs(60),
+        )
     });
     std::thread::sleep(Duration::from_millis(800));
     f.ok(&["migrate", "streamer", "--to", "h2"]);
@@ -265,9 +438,15 @@ fn a_streaming_execution_survives_a_migration_through_the_proxy() {
             streamed.push_str(v["content"].as_str().unwrap());
         }
     }
-    let expected: String = (0..100).map(|i| format!("line {i}\r\n")).chain(std::iter::once("finished\r\n".to_string())).collect();
+    let expected: String = (0..100)
+        .map(|i| format!("line {i}\r\n"))
+        .chain(std::iter::once("finished\r\n".to_string()))
+        .collect();
     assert_eq!(streamed, expected, "the streamed output differs:\n{body}");
-    assert!(body.contains("finished") && body.contains("event: done"), "the stream did not complete:\n{body}");
+    assert!(
+        body.contains("finished") && body.contains("event: done"),
+        "the stream did not complete:\n{body}"
+    );
     assert_eq!(f.json(&["inspect", "streamer"])["host"], "h1");
 }
 
@@ -280,41 +459,99 @@ fn moving_back_and_forth_keeps_one_migration_snapshot() {
         f.ok(&["migrate", "pingpong", "--to", to]);
     }
     let snaps = f.json(&["snapshots", "ls"]);
-    let ids: Vec<&str> = snaps.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
-    assert_eq!(ids.iter().filter(|i| i.starts_with("mig")).count(), 1, "{ids:?}");
-    assert_eq!(ids.iter().filter(|i| i.starts_with("snap")).count(), 1, "the user's snapshot stays: {ids:?}");
-    let last = f.json(&["inspect", "pingpong"])["last_snapshot"].as_str().unwrap().to_string();
+    let ids: Vec<&str> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids.iter().filter(|i| i.starts_with("mig")).count(),
+        1,
+        "{ids:?}"
+    );
+    assert_eq!(
+        ids.iter().filter(|i| i.starts_with("snap")).count(),
+        1,
+        "the user's snapshot stays: {ids:?}"
+    );
+    let last = f.json(&["inspect", "pingpong"])["last_snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(last.starts_with("mig") && ids.contains(&last.as_str()));
-    let on_disk: usize = ["h1", "h2"].iter().map(|h| std::fs::read_dir(f.state.join(format!("agents/{h}/snapshots"))).unwrap().count()).sum();
-    assert_eq!(on_disk, 2, "superseded migration snapshots are removed from disk");
+    let on_disk: usize = ["h1", "h2"]
+        .iter()
+        .map(|h| {
+            std::fs::read_dir(f.state.join(format!("agents/{h}/snapshots")))
+                .unwrap()
+                .count()
+        })
+        .sum();
+    assert_eq!(
+        on_disk, 2,
+        "superseded migration snapshots are removed from disk"
+    );
 }
 
 #[test]
 fn a_hibernated_runtime_wakes_on_the_next_request_through_the_proxy() {
     let Some(f) = Ferry::start_dev(1) else { return };
     f.ok(&["create", "--name", "sleepy", "--host", "h1"]);
-    f.py("sleepy", "x = 41\nimport pandas as pd\ndf = pd.DataFrame({'a': range(1000)})");
+    f.py(
+        "sleepy",
+        "x = 41\nimport pandas as pd\ndf = pd.DataFrame({'a': range(1000)})",
+    );
     let rt = f.json(&["hibernate", "sleepy"]);
     assert_eq!(rt["state"], "hibernated");
     // Its memory is given back: no container runs for it.
-    assert!(containers(&f, "h1").is_empty(), "a hibernated runtime still has a container");
+    assert!(
+        containers(&f, "h1").is_empty(),
+        "a hibernated runtime still has a container"
+    );
     assert_eq!(f.json(&["host", "ls"])[0]["used_mb"], 0);
     // A client's request is held, the runtime restored, and the request answered — not failed.
     let t = Instant::now();
-    let (status, body) = http(&f.proxy_addr(), "POST", "/r/sleepy/mrp/v1/execute", r#"{"code":"print(x + 1, int(df.a.sum()))"}"#, Duration::from_secs(60)).unwrap();
+    let (status, body) = http(
+        &f.proxy_addr(),
+        "POST",
+        "/r/sleepy/mrp/v1/execute",
+        r#"{"code":"print(x + 1, int(df.a.sum()))"}"#,
+        Duration::from_secs(60),
+    )
+    .unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("42 499500"), "{body}");
     eprintln!("woken and answered in {} ms", t.elapsed().as_millis());
     assert_eq!(f.json(&["inspect", "sleepy"])["state"], "running");
-    let kinds: Vec<String> = f.json(&["events", "--runtime", "sleepy"]).as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect();
-    assert!(kinds.contains(&"runtime.hibernated".to_string()) && kinds.contains(&"runtime.woken".to_string()), "{kinds:?}");
+    let kinds: Vec<String> = f
+        .json(&["events", "--runtime", "sleepy"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        kinds.contains(&"runtime.hibernated".to_string())
+            && kinds.contains(&"runtime.woken".to_string()),
+        "{kinds:?}"
+    );
     // And by hand; hibernating twice keeps one hibernation snapshot.
     f.ok(&["hibernate", "sleepy"]);
     f.ok(&["wake", "sleepy"]);
     assert_eq!(f.py("sleepy", "print(x)").trim(), "41");
     f.ok(&["hibernate", "sleepy"]);
     let snaps = f.json(&["snapshots", "ls"]);
-    assert_eq!(snaps.as_array().unwrap().iter().filter(|s| s["id"].as_str().unwrap().starts_with("hib")).count(), 1, "{snaps}");
+    assert_eq!(
+        snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["id"].as_str().unwrap().starts_with("hib"))
+            .count(),
+        1,
+        "{snaps}"
+    );
     // `ferry exec` wakes it too.
     assert_eq!(f.py("sleepy", "print(x + 2)").trim(), "43");
     assert_eq!(f.json(&["inspect", "sleepy"])["state"], "running");
@@ -323,7 +560,9 @@ fn a_hibernated_runtime_wakes_on_the_next_request_through_the_proxy() {
 #[test]
 fn killing_the_control_plane_mid_migration_then_restarting_it_leaves_one_running_copy() {
     let Some(f) = Ferry::start_dev(2) else { return };
-    f.ok(&["create", "--name", "orphan", "--host", "h1", "--plan", "pro"]);
+    f.ok(&[
+        "create", "--name", "orphan", "--host", "h1", "--plan", "pro",
+    ]);
     f.py("orphan", BIG);
     common::slow_link(&f, "h2", "400mbit");
     let migration = migrate_in_background(&f, &["orphan", "--to", "h2"]);
@@ -334,12 +573,42 @@ fn killing_the_control_plane_mid_migration_then_restarting_it_leaves_one_running
     f.ok(&["dev", "restart-serve"]);
     let rt = f.json(&["inspect", "orphan"]);
     assert_eq!(rt["state"], "running", "{rt}");
-    assert_eq!(f.py("orphan", "print(x + 1, blob.size)").trim(), format!("42 {}", 120 * 1024 * 1024));
+    assert_eq!(
+        f.py("orphan", "print(x + 1, blob.size)").trim(),
+        format!("42 {}", 120 * 1024 * 1024)
+    );
     // Exactly one copy runs, where the control plane says it is; nothing is left frozen.
-    let running: Vec<(String, String)> = ["h1", "h2"].iter().flat_map(|h| containers(&f, h).into_iter().map(move |(_, status)| (h.to_string(), status))).collect();
-    assert_eq!(running, vec![(rt["host"].as_str().unwrap().to_string(), "running".to_string())]);
+    let running: Vec<(String, String)> = ["h1", "h2"]
+        .iter()
+        .flat_map(|h| {
+            containers(&f, h)
+                .into_iter()
+                .map(move |(_, status)| (h.to_string(), status))
+        })
+        .collect();
+    assert_eq!(
+        running,
+        vec![(
+            rt["host"].as_str().unwrap().to_string(),
+            "running".to_string()
+        )]
+    );
     let ops = f.json(&["operations", "--runtime", "orphan"]);
-    assert!(ops.as_array().unwrap().iter().any(|o| o["kind"] == "migrate" && o["error"].as_str().unwrap_or("").contains("interrupted")), "{ops}");
-    let (status, _) = http(&f.proxy_addr(), "GET", "/r/orphan/mrp/v1/capabilities", "", Duration::from_secs(10)).unwrap();
+    assert!(
+        ops.as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["kind"] == "migrate"
+                && o["error"].as_str().unwrap_or("").contains("interrupted")),
+        "{ops}"
+    );
+    let (status, _) = http(
+        &f.proxy_addr(),
+        "GET",
+        "/r/orphan/mrp/v1/capabilities",
+        "",
+        Duration::from_secs(10),
+    )
+    .unwrap();
     assert_eq!(status, 200);
 }

@@ -77,13 +77,19 @@ pub fn load(dir: &Path) -> Option<DevState> {
 
 pub async fn up(o: &DevOptions) -> Result<DevState> {
     if o.prefix.len() > 9 {
-        return Err(Error::Invalid(format!("prefix {:?} is too long: interface names are limited to 15 characters, keep it to 9", o.prefix)));
+        return Err(Error::Invalid(format!(
+            "prefix {:?} is too long: interface names are limited to 15 characters, keep it to 9",
+            o.prefix
+        )));
     }
     if !(1..=50).contains(&o.hosts) {
         return Err(Error::Invalid("--hosts must be between 1 and 50".into()));
     }
     if load(&o.state_dir).is_some() {
-        return Err(Error::Conflict(format!("a dev topology is already up in {}: run `ferry dev down` first", o.state_dir.display())));
+        return Err(Error::Conflict(format!(
+            "a dev topology is already up in {}: run `ferry dev down` first",
+            o.state_dir.display()
+        )));
     }
     std::fs::create_dir_all(&o.state_dir)?;
     let r = up_inner(o).await;
@@ -100,19 +106,47 @@ async fn up_inner(o: &DevOptions) -> Result<DevState> {
     let root_peer = format!("{p}r0b");
     run("ip", &["netns", "add", &netns]).await?;
     run("ip", &["-n", &netns, "link", "set", "lo", "up"]).await?;
-    run("ip", &["-n", &netns, "link", "add", "br0", "type", "bridge"]).await?;
+    run(
+        "ip",
+        &["-n", &netns, "link", "add", "br0", "type", "bridge"],
+    )
+    .await?;
     run("ip", &["-n", &netns, "link", "set", "br0", "up"]).await?;
-    run("ip", &["link", "add", &root_if, "type", "veth", "peer", "name", &root_peer]).await?;
+    run(
+        "ip",
+        &[
+            "link", "add", &root_if, "type", "veth", "peer", "name", &root_peer,
+        ],
+    )
+    .await?;
     run("ip", &["link", "set", &root_peer, "netns", &netns]).await?;
-    run("ip", &["-n", &netns, "link", "set", &root_peer, "master", "br0", "up"]).await?;
-    run("ip", &["addr", "add", &format!("{}/24", nth(o.net, 1)), "dev", &root_if]).await?;
+    run(
+        "ip",
+        &[
+            "-n", &netns, "link", "set", &root_peer, "master", "br0", "up",
+        ],
+    )
+    .await?;
+    run(
+        "ip",
+        &[
+            "addr",
+            "add",
+            &format!("{}/24", nth(o.net, 1)),
+            "dev",
+            &root_if,
+        ],
+    )
+    .await?;
     run("ip", &["link", "set", &root_if, "up"]).await?;
 
     let token_file = o.state_dir.join("agent-token");
     crate::control::auth::load_or_create(&token_file)?;
     let tls_dir = o.state_dir.join("tls");
     let ca = if o.tls {
-        let names: Vec<(String, std::net::IpAddr)> = (1..=o.hosts).map(|i| (format!("h{i}"), nth(o.net, 10 + i).into())).collect();
+        let names: Vec<(String, std::net::IpAddr)> = (1..=o.hosts)
+            .map(|i| (format!("h{i}"), nth(o.net, 10 + i).into()))
+            .collect();
         Some(crate::tls::dev_ca(&tls_dir, &names)?)
     } else {
         None
@@ -126,50 +160,195 @@ async fn up_inner(o: &DevOptions) -> Result<DevState> {
         let (bridge_end, host_end) = (format!("{p}h{i}b"), format!("{p}h{i}e"));
         let addr = nth(o.net, 10 + i);
         run("ip", &["netns", "add", &hns]).await?;
-        run("ip", &["link", "add", &bridge_end, "type", "veth", "peer", "name", &host_end]).await?;
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &bridge_end,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &host_end,
+            ],
+        )
+        .await?;
         run("ip", &["link", "set", &bridge_end, "netns", &netns]).await?;
-        run("ip", &["-n", &netns, "link", "set", &bridge_end, "master", "br0", "up"]).await?;
+        run(
+            "ip",
+            &[
+                "-n",
+                &netns,
+                "link",
+                "set",
+                &bridge_end,
+                "master",
+                "br0",
+                "up",
+            ],
+        )
+        .await?;
         run("ip", &["link", "set", &host_end, "netns", &hns]).await?;
-        run("ip", &["-n", &hns, "link", "set", &host_end, "name", "eth0"]).await?;
-        run("ip", &["-n", &hns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"]).await?;
+        run(
+            "ip",
+            &["-n", &hns, "link", "set", &host_end, "name", "eth0"],
+        )
+        .await?;
+        run(
+            "ip",
+            &[
+                "-n",
+                &hns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ],
+        )
+        .await?;
         run("ip", &["-n", &hns, "link", "set", "eth0", "up"]).await?;
         run("ip", &["-n", &hns, "link", "set", "lo", "up"]).await?;
-        run("ip", &["-n", &hns, "route", "add", "default", "via", &nth(o.net, 1).to_string()]).await?;
-        run("ip", &["netns", "exec", &hns, "sysctl", "-qw", "net.ipv4.ip_forward=1"]).await?;
+        run(
+            "ip",
+            &[
+                "-n",
+                &hns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &nth(o.net, 1).to_string(),
+            ],
+        )
+        .await?;
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &hns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ],
+        )
+        .await?;
         let agent_dir = o.state_dir.join("agents").join(&name);
         std::fs::create_dir_all(&agent_dir)?;
         let listen = format!("{addr}:7701");
-        let images = if o.images_per_host { own_images(&o.images_dir, &agent_dir.join("images"))? } else { o.images_dir.clone() };
+        let images = if o.images_per_host {
+            own_images(&o.images_dir, &agent_dir.join("images"))?
+        } else {
+            o.images_dir.clone()
+        };
         let mut args: Vec<String> = vec![
-            "--state-dir".into(), o.state_dir.display().to_string(), "agent".into(), "--name".into(), name.clone(), "--listen".into(), listen.clone(),
-            "--netns".into(), hns.clone(), "--route-via".into(), addr.to_string(), "--token-file".into(), token_file.display().to_string(),
-            "--agent-state-dir".into(), agent_dir.display().to_string(), "--prefix".into(), format!("{p}h{i}-"), "--images".into(), images.display().to_string(),
+            "--state-dir".into(),
+            o.state_dir.display().to_string(),
+            "agent".into(),
+            "--name".into(),
+            name.clone(),
+            "--listen".into(),
+            listen.clone(),
+            "--netns".into(),
+            hns.clone(),
+            "--route-via".into(),
+            addr.to_string(),
+            "--token-file".into(),
+            token_file.display().to_string(),
+            "--agent-state-dir".into(),
+            agent_dir.display().to_string(),
+            "--prefix".into(),
+            format!("{p}h{i}-"),
+            "--images".into(),
+            images.display().to_string(),
         ];
         if let Some(ca) = &ca {
-            let (cert, key) = (tls_dir.join(format!("{name}.pem")), tls_dir.join(format!("{name}.key")));
-            args.extend(["--tls-cert".into(), cert.display().to_string(), "--tls-key".into(), key.display().to_string(), "--peer-ca".into(), ca.display().to_string()]);
+            let (cert, key) = (
+                tls_dir.join(format!("{name}.pem")),
+                tls_dir.join(format!("{name}.key")),
+            );
+            args.extend([
+                "--tls-cert".into(),
+                cert.display().to_string(),
+                "--tls-key".into(),
+                key.display().to_string(),
+                "--peer-ca".into(),
+                ca.display().to_string(),
+            ]);
         }
-        let pid = spawn(&o.bin, &args, &o.state_dir.join(format!("agent-{name}.log")))?;
-        hosts.push(DevHost { name, netns: hns, addr, agent_url: format!("{scheme}://{listen}"), pid, agent_cmd: args });
+        let pid = spawn(
+            &o.bin,
+            &args,
+            &o.state_dir.join(format!("agent-{name}.log")),
+        )?;
+        hosts.push(DevHost {
+            name,
+            netns: hns,
+            addr,
+            agent_url: format!("{scheme}://{listen}"),
+            pid,
+            agent_cmd: args,
+        });
     }
     for h in &hosts {
-        wait_for(&format!("agent {}", h.name), || async { http.get(format!("{}/agent/v1/info", h.agent_url)).send().await.is_ok() }).await?;
+        wait_for(&format!("agent {}", h.name), || async {
+            http.get(format!("{}/agent/v1/info", h.agent_url))
+                .send()
+                .await
+                .is_ok()
+        })
+        .await?;
     }
     let _ = std::fs::remove_file(o.state_dir.join("serve.addr"));
     let args: Vec<String> = vec![
-        "--state-dir".into(), o.state_dir.display().to_string(), "serve".into(), "--no-local-agent".into(), "--listen".into(), o.listen.to_string(),
-        "--proxy-listen".into(), o.proxy_listen.to_string(), "--subnet".into(), o.subnet.to_string(), "--prefix".into(), p.clone(),
+        "--state-dir".into(),
+        o.state_dir.display().to_string(),
+        "serve".into(),
+        "--no-local-agent".into(),
+        "--listen".into(),
+        o.listen.to_string(),
+        "--proxy-listen".into(),
+        o.proxy_listen.to_string(),
+        "--subnet".into(),
+        o.subnet.to_string(),
+        "--prefix".into(),
+        p.clone(),
     ];
-    let ca_args = ca.iter().flat_map(|ca| ["--agent-ca".to_string(), ca.display().to_string()]);
-    let args: Vec<String> = args.into_iter().chain(ca_args).chain(o.serve_args.iter().cloned()).collect();
+    let ca_args = ca
+        .iter()
+        .flat_map(|ca| ["--agent-ca".to_string(), ca.display().to_string()]);
+    let args: Vec<String> = args
+        .into_iter()
+        .chain(ca_args)
+        .chain(o.serve_args.iter().cloned())
+        .collect();
     let (serve_pid, serve_url, proxy_url) = start_serve(&o.bin, &args, &o.state_dir).await?;
     let token = std::fs::read_to_string(o.state_dir.join("token"))?;
     for h in &hosts {
-        let r = http.post(format!("{serve_url}/api/v1/hosts")).bearer_auth(token.trim()).json(&serde_json::json!({"name": h.name, "url": h.agent_url})).send().await.map_err(|e| Error::Unavailable(e.to_string()))?;
+        let r = http
+            .post(format!("{serve_url}/api/v1/hosts"))
+            .bearer_auth(token.trim())
+            .json(&serde_json::json!({"name": h.name, "url": h.agent_url}))
+            .send()
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
         crate::agent::client::check(r).await?;
     }
-    let st = DevState { prefix: p.clone(), hosts, serve_pid, serve_url, proxy_url, serve_cmd: args, bin: o.bin.clone() };
-    std::fs::write(state_file(&o.state_dir), serde_json::to_vec_pretty(&st).unwrap())?;
+    let st = DevState {
+        prefix: p.clone(),
+        hosts,
+        serve_pid,
+        serve_url,
+        proxy_url,
+        serve_cmd: args,
+        bin: o.bin.clone(),
+    };
+    std::fs::write(
+        state_file(&o.state_dir),
+        serde_json::to_vec_pretty(&st).unwrap(),
+    )?;
     Ok(st)
 }
 
@@ -186,55 +365,108 @@ fn own_images(shared: &Path, dir: &Path) -> Result<PathBuf> {
 }
 
 /// Starts `ferry serve` and waits until it answers; returns its PID, API and proxy URLs.
-async fn start_serve(bin: &Path, args: &[String], state_dir: &Path) -> Result<(u32, String, String)> {
+async fn start_serve(
+    bin: &Path,
+    args: &[String],
+    state_dir: &Path,
+) -> Result<(u32, String, String)> {
     let _ = std::fs::remove_file(state_dir.join("serve.addr"));
     let _ = std::fs::remove_file(state_dir.join("proxy.addr"));
     let pid = spawn(bin, args, &state_dir.join("serve.log"))?;
     let state = state_dir.to_path_buf();
-    wait_for("ferry serve", || async { state.join("serve.addr").exists() && state.join("proxy.addr").exists() }).await?;
-    let serve_url = format!("http://{}", std::fs::read_to_string(state_dir.join("serve.addr"))?.trim());
-    let proxy_url = format!("http://{}", std::fs::read_to_string(state_dir.join("proxy.addr"))?.trim());
+    wait_for("ferry serve", || async {
+        state.join("serve.addr").exists() && state.join("proxy.addr").exists()
+    })
+    .await?;
+    let serve_url = format!(
+        "http://{}",
+        std::fs::read_to_string(state_dir.join("serve.addr"))?.trim()
+    );
+    let proxy_url = format!(
+        "http://{}",
+        std::fs::read_to_string(state_dir.join("proxy.addr"))?.trim()
+    );
     Ok((pid, serve_url, proxy_url))
 }
 
 /// Starts the dev topology's `ferry serve` again (stopping it first if it still runs): the control
 /// plane restarts on the same state while the agents and runtimes carry on.
 pub async fn restart_serve(state_dir: &Path) -> Result<DevState> {
-    let mut st = load(state_dir).ok_or_else(|| Error::NotFound(format!("no dev topology in {}: run `ferry dev up` first", state_dir.display())))?;
+    let mut st = load(state_dir).ok_or_else(|| {
+        Error::NotFound(format!(
+            "no dev topology in {}: run `ferry dev up` first",
+            state_dir.display()
+        ))
+    })?;
     if st.serve_cmd.is_empty() {
-        return Err(Error::Invalid("this dev topology predates restart-serve: run `ferry dev down` and `ferry dev up`".into()));
+        return Err(Error::Invalid(
+            "this dev topology predates restart-serve: run `ferry dev down` and `ferry dev up`"
+                .into(),
+        ));
     }
     stop_pid(st.serve_pid).await;
     let (serve_pid, serve_url, proxy_url) = start_serve(&st.bin, &st.serve_cmd, state_dir).await?;
     (st.serve_pid, st.serve_url, st.proxy_url) = (serve_pid, serve_url, proxy_url);
-    std::fs::write(state_file(state_dir), serde_json::to_vec_pretty(&st).unwrap())?;
+    std::fs::write(
+        state_file(state_dir),
+        serde_json::to_vec_pretty(&st).unwrap(),
+    )?;
     Ok(st)
 }
 
 /// Starts a dev host's agent again (stopping it first if it still runs), with `extra` flags added
 /// (e.g. `--images DIR`): the agent adopts the runtimes still running on its host.
 pub async fn restart_agent(state_dir: &Path, host: &str, extra: &[String]) -> Result<DevState> {
-    let mut st = load(state_dir).ok_or_else(|| Error::NotFound(format!("no dev topology in {}: run `ferry dev up` first", state_dir.display())))?;
+    let mut st = load(state_dir).ok_or_else(|| {
+        Error::NotFound(format!(
+            "no dev topology in {}: run `ferry dev up` first",
+            state_dir.display()
+        ))
+    })?;
     let bin = st.bin.clone();
     let names: Vec<String> = st.hosts.iter().map(|h| h.name.clone()).collect();
-    let h = st.hosts.iter_mut().find(|h| h.name == host).ok_or_else(|| Error::NotFound(format!("no dev host {host:?}: the hosts are {}", names.join(", "))))?;
+    let h = st
+        .hosts
+        .iter_mut()
+        .find(|h| h.name == host)
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "no dev host {host:?}: the hosts are {}",
+                names.join(", ")
+            ))
+        })?;
     if h.agent_cmd.is_empty() {
-        return Err(Error::Invalid("this dev topology predates restart-agent: run `ferry dev down` and `ferry dev up`".into()));
+        return Err(Error::Invalid(
+            "this dev topology predates restart-agent: run `ferry dev down` and `ferry dev up`"
+                .into(),
+        ));
     }
     stop_pid(h.pid).await;
     let args = with_overrides(&h.agent_cmd, extra);
     h.pid = spawn(&bin, &args, &state_dir.join(format!("agent-{host}.log")))?;
     let url = format!("{}/agent/v1/info", h.agent_url);
     let ca = state_dir.join("tls/ca.pem");
-    let http = crate::tls::http_client(ca.exists().then_some(ca.as_path()), reqwest::Client::builder())?;
-    wait_for(&format!("agent {host}"), || async { http.get(&url).send().await.is_ok() }).await?;
-    std::fs::write(state_file(state_dir), serde_json::to_vec_pretty(&st).unwrap())?;
+    let http = crate::tls::http_client(
+        ca.exists().then_some(ca.as_path()),
+        reqwest::Client::builder(),
+    )?;
+    wait_for(&format!("agent {host}"), || async {
+        http.get(&url).send().await.is_ok()
+    })
+    .await?;
+    std::fs::write(
+        state_file(state_dir),
+        serde_json::to_vec_pretty(&st).unwrap(),
+    )?;
     Ok(st)
 }
 
 /// `base` with `extra` flags added; an extra `--flag=value` replaces `--flag VALUE` in `base`.
 fn with_overrides(base: &[String], extra: &[String]) -> Vec<String> {
-    let replaced: Vec<&str> = extra.iter().filter_map(|e| e.split_once('=').map(|(f, _)| f)).collect();
+    let replaced: Vec<&str> = extra
+        .iter()
+        .filter_map(|e| e.split_once('=').map(|(f, _)| f))
+        .collect();
     let mut out = Vec::new();
     let mut it = base.iter();
     while let Some(a) = it.next() {
@@ -266,7 +498,10 @@ async fn stop_pid(pid: u32) {
 
 fn spawn(bin: &Path, args: &[String], log: &Path) -> Result<u32> {
     use std::os::unix::process::CommandExt;
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     let child = std::process::Command::new(bin)
         .args(args)
         .stdin(std::process::Stdio::null())
@@ -286,7 +521,9 @@ where
     let start = Instant::now();
     while !ok().await {
         if start.elapsed() > Duration::from_secs(30) {
-            return Err(Error::Unavailable(format!("{what} did not come up within 30 s: see the logs in the state dir")));
+            return Err(Error::Unavailable(format!(
+                "{what} did not come up within 30 s: see the logs in the state dir"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -296,16 +533,28 @@ where
 /// Stops what `up` started (by PID) and removes every container, mount, netns and cgroup it made.
 pub async fn down(state_dir: &Path, prefix: &str) {
     if let Some(st) = load(state_dir) {
-        let pids: Vec<u32> = std::iter::once(st.serve_pid).chain(st.hosts.iter().map(|h| h.pid)).collect();
+        let pids: Vec<u32> = std::iter::once(st.serve_pid)
+            .chain(st.hosts.iter().map(|h| h.pid))
+            .collect();
         for pid in &pids {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         let start = Instant::now();
-        while pids.iter().any(|p| Path::new(&format!("/proc/{p}")).exists() && !is_zombie(*p)) && start.elapsed() < Duration::from_secs(3) {
+        while pids
+            .iter()
+            .any(|p| Path::new(&format!("/proc/{p}")).exists() && !is_zombie(*p))
+            && start.elapsed() < Duration::from_secs(3)
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for pid in &pids {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
     crate::server::purge(state_dir, prefix).await;
@@ -313,15 +562,21 @@ pub async fn down(state_dir: &Path, prefix: &str) {
 }
 
 fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z'))).unwrap_or(true)
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
+        .unwrap_or(true)
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn an_extra_flag_replaces_the_same_flag_and_its_value() {
-        let base: Vec<String> = ["agent", "--images", "/a", "--name", "h1"].iter().map(|s| s.to_string()).collect();
-        let out = super::with_overrides(&base, &["--images=/b".to_string(), "--verbose".to_string()]);
+        let base: Vec<String> = ["agent", "--images", "/a", "--name", "h1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let out =
+            super::with_overrides(&base, &["--images=/b".to_string(), "--verbose".to_string()]);
         assert_eq!(out, ["agent", "--name", "h1", "--images=/b", "--verbose"]);
     }
 }

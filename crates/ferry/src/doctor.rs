@@ -16,47 +16,169 @@ pub struct Check {
 }
 
 fn check(name: &'static str, ok: bool, found: impl Into<String>, fix: &str) -> Check {
-    Check { name, ok, required: true, found: found.into(), fix: (!ok).then(|| fix.to_string()) }
+    Check {
+        name,
+        ok,
+        required: true,
+        found: found.into(),
+        fix: (!ok).then(|| fix.to_string()),
+    }
 }
 
 fn optional(c: Check) -> Check {
-    Check { required: false, ..c }
+    Check {
+        required: false,
+        ..c
+    }
 }
 
 const SETUP: &str = "run scripts/setup.sh as root";
 
 pub async fn checks(images_dir: &std::path::Path) -> Vec<Check> {
     let mut v = Vec::new();
-    v.push(check("root", crate::sys::host::is_root(), if crate::sys::host::is_root() { "running as root" } else { "not root" }, "run the agent as root (it manages containers, namespaces and CRIU)"));
+    v.push(check(
+        "root",
+        crate::sys::host::is_root(),
+        if crate::sys::host::is_root() {
+            "running as root"
+        } else {
+            "not root"
+        },
+        "run the agent as root (it manages containers, namespaces and CRIU)",
+    ));
     let runc = run("runc", &["--version"]).await;
-    v.push(check("runc", runc.is_ok(), runc.as_ref().map(|s| s.lines().next().unwrap_or("").to_string()).unwrap_or_else(|e| e.to_string()), &format!("install runc: {SETUP}")));
+    v.push(check(
+        "runc",
+        runc.is_ok(),
+        runc.as_ref()
+            .map(|s| s.lines().next().unwrap_or("").to_string())
+            .unwrap_or_else(|e| e.to_string()),
+        &format!("install runc: {SETUP}"),
+    ));
     let criu = crate::sys::criu::Criu::detect().await;
-    v.push(check("criu", criu.ok, if criu.ok { format!("CRIU {} passes `criu check`", criu.version) } else { criu.problem.clone().unwrap_or_default() }, SETUP));
-    v.push(optional(check("lazy pages (userfaultfd)", criu.lazy_pages, if criu.lazy_pages { "available: lazy migration works" } else { "not available" }, "lazy (post-copy) migration is refused on this host; stop-copy and fork work")));
-    v.push(optional(check("soft-dirty tracking", criu.mem_dirty_track, if criu.mem_dirty_track { "available" } else { "not available" }, "pre-copy migration is refused on this host; stop-copy, lazy and fork work")));
-    let pipe_max: u64 = std::fs::read_to_string("/proc/sys/fs/pipe-max-size").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    v.push(check(
+        "criu",
+        criu.ok,
+        if criu.ok {
+            format!("CRIU {} passes `criu check`", criu.version)
+        } else {
+            criu.problem.clone().unwrap_or_default()
+        },
+        SETUP,
+    ));
+    v.push(optional(check(
+        "lazy pages (userfaultfd)",
+        criu.lazy_pages,
+        if criu.lazy_pages {
+            "available: lazy migration works"
+        } else {
+            "not available"
+        },
+        "lazy (post-copy) migration is refused on this host; stop-copy and fork work",
+    )));
+    v.push(optional(check(
+        "soft-dirty tracking",
+        criu.mem_dirty_track,
+        if criu.mem_dirty_track {
+            "available"
+        } else {
+            "not available"
+        },
+        "pre-copy migration is refused on this host; stop-copy, lazy and fork work",
+    )));
+    let pipe_max: u64 = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
     v.push(check("fs.pipe-max-size", pipe_max >= 4 << 20, format!("{pipe_max}"), "sysctl -w fs.pipe-max-size=4194304 (lazy migration needs large pipes; scripts/setup.sh sets it)"));
     let ipt = run("iptables-restore", &["--version"]).await;
-    v.push(check("iptables", ipt.is_ok(), ipt.map(|s| s.trim().to_string()).unwrap_or_else(|e| e.to_string()), &format!("install iptables (CRIU locks a container's network with it): {SETUP}")));
+    v.push(check(
+        "iptables",
+        ipt.is_ok(),
+        ipt.map(|s| s.trim().to_string())
+            .unwrap_or_else(|e| e.to_string()),
+        &format!("install iptables (CRIU locks a container's network with it): {SETUP}"),
+    ));
     let ip = run("ip", &["-V"]).await;
-    v.push(check("iproute2", ip.is_ok(), ip.map(|s| s.trim().to_string()).unwrap_or_else(|e| e.to_string()), "install iproute2"));
-    let cg = if crate::sys::cgroup::is_v2() { "cgroup v2".to_string() } else { "cgroup v1 (hybrid)".to_string() };
-    let mem_ctl = std::path::Path::new("/sys/fs/cgroup/memory").exists() || crate::sys::cgroup::is_v2();
-    v.push(check("cgroups", mem_ctl, cg, "mount the memory controller (cgroup v1 `memory` or cgroup v2)"));
-    let images: Vec<String> = crate::image::ImageStore::new(images_dir).list().into_iter().map(|r| r.name).collect();
-    v.push(check("runtime image", !images.is_empty(), if images.is_empty() { format!("none in {}", images_dir.display()) } else { images.join(", ") }, &format!("build it (`ferry image build`, or {SETUP}) or import one (`ferry image import FILE`)")));
+    v.push(check(
+        "iproute2",
+        ip.is_ok(),
+        ip.map(|s| s.trim().to_string())
+            .unwrap_or_else(|e| e.to_string()),
+        "install iproute2",
+    ));
+    let cg = if crate::sys::cgroup::is_v2() {
+        "cgroup v2".to_string()
+    } else {
+        "cgroup v1 (hybrid)".to_string()
+    };
+    let mem_ctl =
+        std::path::Path::new("/sys/fs/cgroup/memory").exists() || crate::sys::cgroup::is_v2();
+    v.push(check(
+        "cgroups",
+        mem_ctl,
+        cg,
+        "mount the memory controller (cgroup v1 `memory` or cgroup v2)",
+    ));
+    let images: Vec<String> = crate::image::ImageStore::new(images_dir)
+        .list()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    v.push(check(
+        "runtime image",
+        !images.is_empty(),
+        if images.is_empty() {
+            format!("none in {}", images_dir.display())
+        } else {
+            images.join(", ")
+        },
+        &format!(
+            "build it (`ferry image build`, or {SETUP}) or import one (`ferry image import FILE`)"
+        ),
+    ));
     let debootstrap = run("debootstrap", &["--version"]).await;
-    v.push(optional(check("debootstrap", debootstrap.is_ok(), debootstrap.map(|s| s.trim().to_string()).unwrap_or_else(|_| "not installed".into()), "`ferry image build` needs it: apt-get install debootstrap (imports work without it)")));
+    v.push(optional(check(
+        "debootstrap",
+        debootstrap.is_ok(),
+        debootstrap
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "not installed".into()),
+        "`ferry image build` needs it: apt-get install debootstrap (imports work without it)",
+    )));
     let sys_resource = capability(24);
     v.push(optional(check("CAP_SYS_RESOURCE", sys_resource, if sys_resource { "in the bounding set" } else { "missing from this process's bounding set" }, "CRIU cannot read the limits of a process of another user: runtimes whose image runs as a non-root User cannot be checkpointed or moved (root images work); run ferry with all capabilities")));
     let mem = crate::sys::host::mem_total_mb();
-    v.push(check("memory", mem >= 1024, format!("{mem} MB"), "at least 1 GB is needed to run a runtime"));
+    v.push(check(
+        "memory",
+        mem >= 1024,
+        format!("{mem} MB"),
+        "at least 1 GB is needed to run a runtime",
+    ));
     let avail = mem_available_mb();
-    v.push(check("free memory", avail >= 512, format!("{avail} MB available"), "at least 512 MB must be free to start a runtime: stop some runtimes or processes"));
-    for (what, path, need) in [("disk (state)", std::path::Path::new("/var/lib"), 2048u64), ("disk (images)", images_dir, 1024)] {
-        let probe = path.ancestors().find(|p| p.exists()).unwrap_or(std::path::Path::new("/"));
-        let free_mb = nix::sys::statvfs::statvfs(probe).map(|s| s.blocks_available() * s.fragment_size() / (1 << 20)).unwrap_or(0);
-        v.push(check(what, free_mb >= need, format!("{free_mb} MB free under {}", probe.display()), &format!("free at least {need} MB there (snapshots, imported images)")));
+    v.push(check(
+        "free memory",
+        avail >= 512,
+        format!("{avail} MB available"),
+        "at least 512 MB must be free to start a runtime: stop some runtimes or processes",
+    ));
+    for (what, path, need) in [
+        ("disk (state)", std::path::Path::new("/var/lib"), 2048u64),
+        ("disk (images)", images_dir, 1024),
+    ] {
+        let probe = path
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(std::path::Path::new("/"));
+        let free_mb = nix::sys::statvfs::statvfs(probe)
+            .map(|s| s.blocks_available() * s.fragment_size() / (1 << 20))
+            .unwrap_or(0);
+        v.push(check(
+            what,
+            free_mb >= need,
+            format!("{free_mb} MB free under {}", probe.display()),
+            &format!("free at least {need} MB there (snapshots, imported images)"),
+        ));
     }
     v
 }
@@ -65,7 +187,10 @@ pub async fn checks(images_dir: &std::path::Path) -> Vec<Check> {
 fn capability(bit: u32) -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string())))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
+        })
         .and_then(|v| u64::from_str_radix(&v, 16).ok())
         .is_some_and(|v| v >> bit & 1 == 1)
 }
@@ -73,7 +198,12 @@ fn capability(bit: u32) -> bool {
 fn mem_available_mb() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("MemAvailable:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("MemAvailable:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+        })
         .map(|kb| kb / 1024)
         .unwrap_or(0)
 }

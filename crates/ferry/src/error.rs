@@ -65,7 +65,9 @@ impl Error {
         match (kind, status) {
             ("not_found", _) | (_, 404) => Error::NotFound(message),
             ("conflict", _) | (_, 409) => Error::Conflict(message),
-            ("invalid", _) | ("snapshot_invalid", _) | (_, 422) | (_, 400) => Error::Invalid(message),
+            ("invalid", _) | ("snapshot_invalid", _) | (_, 422) | (_, 400) => {
+                Error::Invalid(message)
+            }
             ("unavailable", _) | (_, 503) => Error::Unavailable(message),
             ("unauthorized", _) | (_, 401) => Error::Unauthorized(message),
             _ => Error::Internal(message),

@@ -21,8 +21,8 @@ pub mod mrp;
 pub mod plan;
 pub mod proxy;
 pub mod server;
-pub mod tls;
 pub mod sys;
+pub mod tls;
 pub mod ui;
 
 pub use error::{Error, Result};

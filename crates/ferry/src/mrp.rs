@@ -12,16 +12,29 @@ pub fn base_url(ip: &str) -> String {
 }
 
 pub fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder().pool_max_idle_per_host(0).timeout(timeout).build().expect("http client")
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(timeout)
+        .build()
+        .expect("http client")
 }
 
 /// `GET /capabilities`, the runtime's liveness check.
 pub async fn capabilities(base: &str, timeout: Duration) -> Result<Value> {
-    let r = client(timeout).get(format!("{base}/capabilities")).send().await.map_err(|e| Error::Unavailable(format!("runtime at {base} does not answer: {e}")))?;
+    let r = client(timeout)
+        .get(format!("{base}/capabilities"))
+        .send()
+        .await
+        .map_err(|e| Error::Unavailable(format!("runtime at {base} does not answer: {e}")))?;
     if !r.status().is_success() {
-        return Err(Error::Unavailable(format!("runtime at {base} answered {}", r.status())));
+        return Err(Error::Unavailable(format!(
+            "runtime at {base} answered {}",
+            r.status()
+        )));
     }
-    r.json().await.map_err(|e| Error::Unavailable(format!("runtime at {base}: bad capabilities answer: {e}")))
+    r.json()
+        .await
+        .map_err(|e| Error::Unavailable(format!("runtime at {base}: bad capabilities answer: {e}")))
 }
 
 /// Polls `/capabilities` until it answers, `alive()` says the container died, or `limit` passes.
@@ -46,12 +59,16 @@ where
         }
         if last_alive_check.elapsed() >= ALIVE_CHECK_GAP {
             if !alive().await {
-                return Err(Error::Internal(format!("the runtime exited before its MRP server answered at {base}")));
+                return Err(Error::Internal(format!(
+                    "the runtime exited before its MRP server answered at {base}"
+                )));
             }
             last_alive_check = Instant::now();
         }
         if start.elapsed() > limit {
-            return Err(Error::Unavailable(format!("the runtime's MRP server did not answer at {base} within {limit:?}")));
+            return Err(Error::Unavailable(format!(
+                "the runtime's MRP server did not answer at {base} within {limit:?}"
+            )));
         }
         tokio::time::sleep(gap).await;
         gap = (gap * 2).min(MAX_POLL_GAP);
@@ -70,11 +87,21 @@ pub async fn execute(base: &str, code: &str, timeout: Duration) -> Result<Value>
         .json(&serde_json::json!({"code": code, "storeHistory": true}))
         .send()
         .await
-        .map_err(|e| Error::Unavailable(format!("runtime at {base} did not answer the execution: {e}")))?;
+        .map_err(|e| {
+            Error::Unavailable(format!(
+                "runtime at {base} did not answer the execution: {e}"
+            ))
+        })?;
     let status = r.status();
-    let body: Value = r.json().await.map_err(|e| Error::Internal(format!("runtime answered {status} with a body that is not JSON: {e}")))?;
+    let body: Value = r.json().await.map_err(|e| {
+        Error::Internal(format!(
+            "runtime answered {status} with a body that is not JSON: {e}"
+        ))
+    })?;
     if !status.is_success() {
-        return Err(Error::Internal(format!("runtime answered {status}: {body}")));
+        return Err(Error::Internal(format!(
+            "runtime answered {status}: {body}"
+        )));
     }
     Ok(body)
 }

@@ -11,14 +11,19 @@ pub struct Plan {
     pub cpus: f64,
 }
 
-pub const PLANS: [(&str, u64, f64); 3] = [("free", 256, 0.5), ("pro", 512, 1.0), ("team", 1024, 2.0)];
+pub const PLANS: [(&str, u64, f64); 3] =
+    [("free", 256, 0.5), ("pro", 512, 1.0), ("team", 1024, 2.0)];
 
 impl Plan {
     /// A named plan, or explicit limits (which win over the plan's where given).
     pub fn resolve(name: Option<&str>, memory: Option<&str>, cpus: Option<f64>) -> Result<Plan> {
         let mut plan = match name {
             Some(n) => Self::named(n)?,
-            None if memory.is_some() || cpus.is_some() => Plan { name: "custom".into(), memory_mb: 256, cpus: 0.5 },
+            None if memory.is_some() || cpus.is_some() => Plan {
+                name: "custom".into(),
+                memory_mb: 256,
+                cpus: 0.5,
+            },
             None => Self::named("free")?,
         };
         if let Some(m) = memory {
@@ -33,7 +38,10 @@ impl Plan {
             plan.name = "custom".into();
         }
         if plan.memory_mb < 64 {
-            return Err(Error::Invalid(format!("memory {} MB is too small for a Python runtime: give at least 64M", plan.memory_mb)));
+            return Err(Error::Invalid(format!(
+                "memory {} MB is too small for a Python runtime: give at least 64M",
+                plan.memory_mb
+            )));
         }
         Ok(plan)
     }
@@ -48,7 +56,14 @@ impl Plan {
 
     /// The smallest named plan with more memory than this one.
     pub fn next_up(&self) -> Option<Plan> {
-        PLANS.iter().find(|(_, m, _)| *m > self.memory_mb).map(|(n, m, c)| Plan { name: n.to_string(), memory_mb: *m, cpus: *c })
+        PLANS
+            .iter()
+            .find(|(_, m, _)| *m > self.memory_mb)
+            .map(|(n, m, c)| Plan {
+                name: n.to_string(),
+                memory_mb: *m,
+                cpus: *c,
+            })
     }
 }
 
@@ -62,9 +77,15 @@ pub fn parse_memory_mb(s: &str) -> Result<u64> {
         Some('k') => (&t[..t.len() - 1], 1.0 / 1024.0),
         _ => (t, 1.0),
     };
-    let v: f64 = num.trim().parse().map_err(|_| Error::Invalid(format!("cannot read memory size {s:?}: write it like 512M or 1G")))?;
+    let v: f64 = num.trim().parse().map_err(|_| {
+        Error::Invalid(format!(
+            "cannot read memory size {s:?}: write it like 512M or 1G"
+        ))
+    })?;
     if !(v.is_finite() && v > 0.0) {
-        return Err(Error::Invalid(format!("memory size {s:?} must be positive")));
+        return Err(Error::Invalid(format!(
+            "memory size {s:?} must be positive"
+        )));
     }
     Ok((v * mul).round() as u64)
 }
@@ -87,10 +108,20 @@ mod tests {
     #[test]
     fn plans_and_overrides() {
         assert_eq!(Plan::resolve(None, None, None).unwrap().memory_mb, 256);
-        assert_eq!(Plan::resolve(Some("pro"), None, None).unwrap(), Plan { name: "pro".into(), memory_mb: 512, cpus: 1.0 });
+        assert_eq!(
+            Plan::resolve(Some("pro"), None, None).unwrap(),
+            Plan {
+                name: "pro".into(),
+                memory_mb: 512,
+                cpus: 1.0
+            }
+        );
         let p = Plan::resolve(None, Some("768M"), Some(1.5)).unwrap();
         assert_eq!((p.name.as_str(), p.memory_mb, p.cpus), ("custom", 768, 1.5));
-        assert!(Plan::resolve(Some("gold"), None, None).unwrap_err().to_string().contains("free"));
+        assert!(Plan::resolve(Some("gold"), None, None)
+            .unwrap_err()
+            .to_string()
+            .contains("free"));
         assert_eq!(Plan::named("free").unwrap().next_up().unwrap().name, "pro");
         assert!(Plan::named("team").unwrap().next_up().is_none());
     }

@@ -38,7 +38,8 @@ pub type Observer = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
 /// Looks a runtime up when the proxy has no route for it yet.
 /// Looks a runtime up (in the database) when the proxy has no route for it yet.
-pub type Resolver = Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, Option<Route>> + Send + Sync>;
+pub type Resolver =
+    Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, Option<Route>> + Send + Sync>;
 
 /// A route and its epoch: the epoch grows at every cut-over, so a request can tell that its
 /// runtime moved while it was under way.
@@ -55,18 +56,34 @@ pub struct Proxy {
 }
 
 fn json_error(status: StatusCode, kind: &str, msg: String) -> Response {
-    let mut r = (status, axum::Json(serde_json::json!({"error": {"kind": kind, "message": msg}}))).into_response();
+    let mut r = (
+        status,
+        axum::Json(serde_json::json!({"error": {"kind": kind, "message": msg}})),
+    )
+        .into_response();
     // As the runtime's own answers do: a notebook page served from elsewhere can read why.
-    r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     r
 }
 
 impl Proxy {
     pub fn new(hold_timeout: Duration) -> Arc<Proxy> {
-        Arc::new(Proxy { routes: RwLock::new(HashMap::new()), waiting: AtomicUsize::new(0), hold_timeout, max_waiting: 10_000, resolver: RwLock::new(None), waker: RwLock::new(None), observer: RwLock::new(None) })
+        Arc::new(Proxy {
+            routes: RwLock::new(HashMap::new()),
+            waiting: AtomicUsize::new(0),
+            hold_timeout,
+            max_waiting: 10_000,
+            resolver: RwLock::new(None),
+            waker: RwLock::new(None),
+            observer: RwLock::new(None),
+        })
     }
 
     pub fn set_observer(&self, o: Observer) {
@@ -99,7 +116,12 @@ impl Proxy {
     }
 
     fn epoch(&self, name: &str) -> u64 {
-        self.routes.read().unwrap().get(name).map(|tx| tx.borrow().1).unwrap_or(0)
+        self.routes
+            .read()
+            .unwrap()
+            .get(name)
+            .map(|tx| tx.borrow().1)
+            .unwrap_or(0)
     }
 
     pub fn hold(&self, name: &str) {
@@ -113,7 +135,11 @@ impl Proxy {
     }
 
     pub fn route(&self, name: &str) -> Option<Route> {
-        self.routes.read().unwrap().get(name).map(|tx| tx.borrow().0.clone())
+        self.routes
+            .read()
+            .unwrap()
+            .get(name)
+            .map(|tx| tx.borrow().0.clone())
     }
 
     async fn receiver(&self, name: &str) -> Option<watch::Receiver<Versioned>> {
@@ -123,18 +149,32 @@ impl Proxy {
         let resolver = self.resolver.read().unwrap().clone()?;
         let resolved = resolver(name.to_string()).await?;
         self.set(name, resolved);
-        self.routes.read().unwrap().get(name).map(|tx| tx.subscribe())
+        self.routes
+            .read()
+            .unwrap()
+            .get(name)
+            .map(|tx| tx.subscribe())
     }
 
     /// Where to send a request for `name` now, waiting out a cut-over.
     async fn resolve(&self, name: &str) -> Result<SocketAddr, Response> {
         let Some(mut rx) = self.receiver(name).await else {
-            return Err(json_error(StatusCode::NOT_FOUND, "not_found", format!("no runtime named {name:?}")));
+            return Err(json_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no runtime named {name:?}"),
+            ));
         };
         let route = rx.borrow_and_update().0.clone();
         match route {
             Route::Open(a) => return Ok(a),
-            Route::Down(why) => return Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)),
+            Route::Down(why) => {
+                return Err(json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    why,
+                ))
+            }
             Route::Held => {}
             Route::Asleep => {
                 // First request for a hibernated runtime: hold everyone and wake it once.
@@ -145,38 +185,81 @@ impl Proxy {
                         tracing::info!(runtime = name, "waking on request");
                         w(name.to_string());
                     }
-                    None => return Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("runtime {name} is hibernated"))),
+                    None => {
+                        return Err(json_error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "unavailable",
+                            format!("runtime {name} is hibernated"),
+                        ))
+                    }
                 }
             }
         }
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
-            return Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("runtime {name} is moving and too many requests are waiting; retry")));
+            return Err(json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("runtime {name} is moving and too many requests are waiting; retry"),
+            ));
         }
-        let waited = tokio::time::timeout(self.hold_timeout, rx.wait_for(|r| r.0 != Route::Held)).await;
+        let waited =
+            tokio::time::timeout(self.hold_timeout, rx.wait_for(|r| r.0 != Route::Held)).await;
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         match waited {
             Ok(Ok(r)) => match r.0.clone() {
                 Route::Open(a) => Ok(a),
-                Route::Down(why) => Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)),
-                Route::Asleep => Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("runtime {name} could not be woken; see `ferry events --runtime {name}`"))),
+                Route::Down(why) => Err(json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    why,
+                )),
+                Route::Asleep => Err(json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!(
+                        "runtime {name} could not be woken; see `ferry events --runtime {name}`"
+                    ),
+                )),
                 Route::Held => unreachable!(),
             },
-            Ok(Err(_)) => Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("runtime {name} was removed"))),
-            Err(_) => Err(json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("runtime {name} is still moving after {:?}; retry", self.hold_timeout))),
+            Ok(Err(_)) => Err(json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("runtime {name} was removed"),
+            )),
+            Err(_) => Err(json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!(
+                    "runtime {name} is still moving after {:?}; retry",
+                    self.hold_timeout
+                ),
+            )),
         }
     }
 }
 
 pub fn router(p: Arc<Proxy>) -> Router {
-    Router::new().route("/r/:name", any(forward_root)).route("/r/:name/*rest", any(forward)).with_state(p)
+    Router::new()
+        .route("/r/:name", any(forward_root))
+        .route("/r/:name/*rest", any(forward))
+        .with_state(p)
 }
 
-async fn forward_root(State(p): State<Arc<Proxy>>, Path(name): Path<String>, req: Request) -> Response {
+async fn forward_root(
+    State(p): State<Arc<Proxy>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
     forward_to(p, name, String::new(), req).await
 }
 
-async fn forward(State(p): State<Arc<Proxy>>, Path((name, rest)): Path<(String, String)>, req: Request) -> Response {
+async fn forward(
+    State(p): State<Arc<Proxy>>,
+    Path((name, rest)): Path<(String, String)>,
+    req: Request,
+) -> Response {
     forward_to(p, name, rest, req).await
 }
 
@@ -190,8 +273,14 @@ async fn forward_to(p: Arc<Proxy>, name: String, rest: String, mut req: Request)
     };
     *req.uri_mut() = Uri::try_from(path_q).unwrap_or_else(|_| Uri::from_static("/"));
     let upgrade = req.headers().contains_key(header::UPGRADE);
-    let small = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n <= RETRY_BODY_LIMIT)
-        || (req.method() == axum::http::Method::GET && !req.headers().contains_key(header::TRANSFER_ENCODING));
+    let small = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n <= RETRY_BODY_LIMIT)
+        || (req.method() == axum::http::Method::GET
+            && !req.headers().contains_key(header::TRANSFER_ENCODING));
     if upgrade || !small {
         let addr = match p.resolve(&name).await {
             Ok(a) => a,
@@ -206,7 +295,13 @@ async fn forward_to(p: Arc<Proxy>, name: String, rest: String, mut req: Request)
     let (parts, body) = req.into_parts();
     let body = match http_body_util::BodyExt::collect(body).await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, "invalid", format!("reading the request body: {e}")),
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("reading the request body: {e}"),
+            )
+        }
     };
     if parts.uri.path().contains("/execute") {
         let observer = p.observer.read().unwrap().clone();
@@ -238,31 +333,71 @@ async fn forward_to(p: Arc<Proxy>, name: String, rest: String, mut req: Request)
 }
 
 /// Sends `req` to `addr`. On failure before any answer: `Err((true, response))`.
-async fn send(name: &str, addr: SocketAddr, mut req: Request) -> Result<Response, (bool, Response)> {
-    req.headers_mut().insert(header::HOST, HeaderValue::from_str(&addr.to_string()).expect("addr is a valid header"));
-    let client_upgrade = req.headers().contains_key(header::UPGRADE).then(|| hyper::upgrade::on(&mut req));
+async fn send(
+    name: &str,
+    addr: SocketAddr,
+    mut req: Request,
+) -> Result<Response, (bool, Response)> {
+    req.headers_mut().insert(
+        header::HOST,
+        HeaderValue::from_str(&addr.to_string()).expect("addr is a valid header"),
+    );
+    let client_upgrade = req
+        .headers()
+        .contains_key(header::UPGRADE)
+        .then(|| hyper::upgrade::on(&mut req));
     let stream = match tokio::net::TcpStream::connect(addr).await {
         Ok(s) => s,
-        Err(e) => return Err((true, json_error(StatusCode::BAD_GATEWAY, "unavailable", format!("runtime {name} at {addr} does not answer: {e}")))),
+        Err(e) => {
+            return Err((
+                true,
+                json_error(
+                    StatusCode::BAD_GATEWAY,
+                    "unavailable",
+                    format!("runtime {name} at {addr} does not answer: {e}"),
+                ),
+            ))
+        }
     };
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    {
         Ok(x) => x,
-        Err(e) => return Err((true, json_error(StatusCode::BAD_GATEWAY, "unavailable", format!("runtime {name}: {e}")))),
+        Err(e) => {
+            return Err((
+                true,
+                json_error(
+                    StatusCode::BAD_GATEWAY,
+                    "unavailable",
+                    format!("runtime {name}: {e}"),
+                ),
+            ))
+        }
     };
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
     let mut resp = match sender.send_request(req).await {
         Ok(r) => r,
-        Err(e) => return Err((true, json_error(StatusCode::BAD_GATEWAY, "unavailable", format!("runtime {name} broke off the request: {e}")))),
+        Err(e) => {
+            return Err((
+                true,
+                json_error(
+                    StatusCode::BAD_GATEWAY,
+                    "unavailable",
+                    format!("runtime {name} broke off the request: {e}"),
+                ),
+            ))
+        }
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_up) = client_upgrade {
             let server_up = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
                 if let (Ok(c), Ok(s)) = (client_up.await, server_up.await) {
-                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(s)).await;
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(s))
+                            .await;
                 }
             });
         }
@@ -311,7 +446,14 @@ mod tests {
         let r = p.resolve("rt").await.unwrap_err();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(r.headers().contains_key(header::RETRY_AFTER));
-        assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*", "a browser page can read the reason");
-        assert_eq!(p.resolve("nope").await.unwrap_err().status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "*",
+            "a browser page can read the reason"
+        );
+        assert_eq!(
+            p.resolve("nope").await.unwrap_err().status(),
+            StatusCode::NOT_FOUND
+        );
     }
 }

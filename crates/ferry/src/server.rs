@@ -28,7 +28,11 @@ pub struct AgentOptions {
 }
 
 pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| Error::Unavailable(format!("cannot listen on {addr}: {e} (is another ferry running? choose another address)")))
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Error::Unavailable(format!(
+            "cannot listen on {addr}: {e} (is another ferry running? choose another address)"
+        ))
+    })
 }
 
 /// Starts an agent; returns the address it listens on.
@@ -36,12 +40,23 @@ pub async fn start_agent(o: AgentOptions) -> Result<(Arc<Agent>, SocketAddr)> {
     if !crate::sys::host::is_root() {
         return Err(Error::Unavailable("ferry's agent must run as root (it manages containers, namespaces and CRIU): run it with sudo".into()));
     }
-    let mut host = Host::new(&o.name, o.state_dir.clone(), o.images_dir.clone(), &o.prefix, o.outer_netns.clone(), o.route_via);
+    let mut host = Host::new(
+        &o.name,
+        o.state_dir.clone(),
+        o.images_dir.clone(),
+        &o.prefix,
+        o.outer_netns.clone(),
+        o.route_via,
+    );
     if !o.listen.ip().is_unspecified() {
         host.addr = o.listen.ip();
     }
     let tls = o.tls.as_ref().map(crate::tls::server_config).transpose()?;
-    let peer_tls = o.peer_ca.as_deref().map(crate::tls::client_config).transpose()?;
+    let peer_tls = o
+        .peer_ca
+        .as_deref()
+        .map(crate::tls::client_config)
+        .transpose()?;
     let agent = Arc::new(Agent::new(host, o.token.clone(), peer_tls).await?);
     let listener = crate::sys::inns::listen(o.outer_netns.clone(), o.listen)?;
     let addr = listener.local_addr()?;
@@ -94,8 +109,17 @@ fn instance_id(state_dir: &std::path::Path) -> Result<String> {
         }
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(20).collect();
-    let id = format!("{}-{}", if host.is_empty() { "ferry" } else { &host }, &crate::control::new_id("")[..6]);
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(20)
+        .collect();
+    let id = format!(
+        "{}-{}",
+        if host.is_empty() { "ferry" } else { &host },
+        &crate::control::new_id("")[..6]
+    );
     std::fs::write(&path, &id)?;
     Ok(id)
 }
@@ -105,7 +129,10 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     std::fs::create_dir_all(&o.state_dir)?;
     let token = auth::load_or_create(&o.state_dir.join("token"))?;
     let agent_token = auth::load_or_create(&o.state_dir.join("agent-token"))?;
-    let database = o.database.clone().unwrap_or_else(|| format!("sqlite://{}", o.state_dir.join("ferry.db").display()));
+    let database = o
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", o.state_dir.join("ferry.db").display()));
     crate::control::db::backend_of(&database)?;
     if o.lease_ttl < Duration::from_secs(1) {
         return Err(Error::Invalid("--lease-ttl must be at least 1s".into()));
@@ -123,14 +150,26 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
         token,
         agent_token: agent_token.clone(),
         default_image: o.default_image.clone(),
-        agent_tls: o.agent_ca.as_deref().map(crate::tls::client_config).transpose()?,
+        agent_tls: o
+            .agent_ca
+            .as_deref()
+            .map(crate::tls::client_config)
+            .transpose()?,
         thresholds: o.monitor.thresholds,
         database: database.clone(),
         instance_id: instance_id.clone(),
         lease_ttl: o.lease_ttl,
     })
     .await?;
-    control.db.register_instance(&instance_id, &format!("{scheme}://{addr}"), &format!("{scheme}://{proxy_addr}"), o.lease_ttl).await?;
+    control
+        .db
+        .register_instance(
+            &instance_id,
+            &format!("{scheme}://{addr}"),
+            &format!("{scheme}://{proxy_addr}"),
+            o.lease_ttl,
+        )
+        .await?;
     tracing::info!(instance = %instance_id, database = %crate::control::db::redact(&database), "control plane state opened");
     if let Some(addr) = o.local_agent {
         let (_agent, bound) = start_agent(AgentOptions {
@@ -146,7 +185,9 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
             peer_ca: None,
         })
         .await?;
-        control.add_host("local", &format!("http://{bound}"), &[], None).await?;
+        control
+            .add_host("local", &format!("http://{bound}"), &[], None)
+            .await?;
     }
     // Settle what was half-done when we stopped, adopt what is still running, and mark what died
     // while we were away.
@@ -166,12 +207,23 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     });
     crate::sys::host::write_atomically(&o.state_dir.join("proxy.addr"), proxy_addr.to_string())?;
     tracing::info!(%proxy_addr, "proxy listening");
-    crate::sys::host::write_atomically(&o.state_dir.join("serve.url"), format!("{scheme}://{addr}"))?;
+    crate::sys::host::write_atomically(
+        &o.state_dir.join("serve.url"),
+        format!("{scheme}://{addr}"),
+    )?;
     crate::sys::host::write_atomically(&o.state_dir.join("serve.addr"), addr.to_string())?;
     tracing::info!(%addr, scheme, "ferry serve listening");
-    let ui = crate::ui::UiConfig { editor_dir: o.editor_dir.clone(), proxy_addr, proxy_tls: tls.is_some(), public_proxy_url: o.public_proxy_url.clone(), bench_dir: o.bench_dir.clone() };
+    let ui = crate::ui::UiConfig {
+        editor_dir: o.editor_dir.clone(),
+        proxy_addr,
+        proxy_tls: tls.is_some(),
+        public_proxy_url: o.public_proxy_url.clone(),
+        bench_dir: o.bench_dir.clone(),
+    };
     let app = crate::control::api::router(control.clone()).merge(crate::ui::router(control, ui));
-    crate::tls::serve(listener, app, tls).await.map_err(|e| Error::Internal(e.to_string()))
+    crate::tls::serve(listener, app, tls)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Removes everything a ferry state dir made on this machine: the containers of every runc root
@@ -200,8 +252,15 @@ pub async fn purge(state_dir: &std::path::Path, prefix: &str) {
         cmd::run_quiet("ip", &["netns", "del", &ns]).await;
     }
     cgroup::remove_with_prefix("/ferry", prefix);
-    for e in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
-        if e.file_name().to_string_lossy().starts_with(&format!("ferry-{prefix}")) {
+    for e in std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(&format!("ferry-{prefix}"))
+        {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }

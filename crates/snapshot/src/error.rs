@@ -18,9 +18,17 @@ pub enum SnapshotError {
     #[error("unsafe path {path:?} in snapshot: {reason}")]
     UnsafePath { path: String, reason: &'static str },
     #[error("checksum mismatch for {path}: manifest says sha256 {expected}, content is {actual}; the snapshot is corrupt")]
-    ChecksumMismatch { path: String, expected: String, actual: String },
+    ChecksumMismatch {
+        path: String,
+        expected: String,
+        actual: String,
+    },
     #[error("size mismatch for {path}: manifest says {expected} bytes, found {actual}; the snapshot is corrupt or truncated")]
-    SizeMismatch { path: String, expected: u64, actual: u64 },
+    SizeMismatch {
+        path: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("entry {path} is not listed in the manifest; the snapshot was tampered with")]
     Unexpected { path: String },
     #[error("entry {path} listed in the manifest is missing; the snapshot is truncated")]

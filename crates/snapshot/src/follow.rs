@@ -38,7 +38,11 @@ impl Follower {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let thread = std::thread::spawn(move || follow(&dir, pick, &s));
-        Follower { stop, thread: Some(thread), prefix: prefix.to_string() }
+        Follower {
+            stop,
+            thread: Some(thread),
+            prefix: prefix.to_string(),
+        }
     }
 
     /// Call once the writer has finished: hashes the rest of every followed file and returns
@@ -46,7 +50,15 @@ impl Follower {
     pub fn finish(mut self) -> HashMap<String, (u64, String)> {
         self.stop.store(true, Ordering::SeqCst);
         match self.thread.take().expect("finished once").join() {
-            Ok(Ok(files)) => files.into_iter().map(|(name, p)| (format!("{}{name}", self.prefix), (p.done, hex::encode(p.sha.finalize())))).collect(),
+            Ok(Ok(files)) => files
+                .into_iter()
+                .map(|(name, p)| {
+                    (
+                        format!("{}{name}", self.prefix),
+                        (p.done, hex::encode(p.sha.finalize())),
+                    )
+                })
+                .collect(),
             _ => HashMap::new(),
         }
     }
@@ -59,7 +71,11 @@ impl Drop for Follower {
     }
 }
 
-fn follow(dir: &std::path::Path, pick: fn(&str) -> bool, stop: &AtomicBool) -> io::Result<HashMap<String, Partial>> {
+fn follow(
+    dir: &std::path::Path,
+    pick: fn(&str) -> bool,
+    stop: &AtomicBool,
+) -> io::Result<HashMap<String, Partial>> {
     let mut files: HashMap<String, Partial> = HashMap::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -67,8 +83,16 @@ fn follow(dir: &std::path::Path, pick: fn(&str) -> bool, stop: &AtomicBool) -> i
         let last = stop.load(Ordering::SeqCst);
         for e in std::fs::read_dir(dir)?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if pick(&name) && !files.contains_key(&name) && e.file_type().is_ok_and(|t| t.is_file()) {
-                files.insert(name, Partial { file: File::open(e.path())?, sha: Sha256::new(), done: 0 });
+            if pick(&name) && !files.contains_key(&name) && e.file_type().is_ok_and(|t| t.is_file())
+            {
+                files.insert(
+                    name,
+                    Partial {
+                        file: File::open(e.path())?,
+                        sha: Sha256::new(),
+                        done: 0,
+                    },
+                );
             }
         }
         let mut progressed = false;
@@ -105,7 +129,9 @@ mod tests {
         let mut out = File::create(t.path().join("pages-1.img")).unwrap();
         std::fs::write(t.path().join("core-1.img"), b"not followed").unwrap();
         for i in 0..200u32 {
-            let chunk: Vec<u8> = (0..40_000u32).map(|k| (k.wrapping_mul(i + 7) >> 3) as u8).collect();
+            let chunk: Vec<u8> = (0..40_000u32)
+                .map(|k| (k.wrapping_mul(i + 7) >> 3) as u8)
+                .collect();
             out.write_all(&chunk).unwrap();
             all.extend_from_slice(&chunk);
             if i % 20 == 0 {
@@ -115,6 +141,9 @@ mod tests {
         drop(out);
         let got = f.finish();
         assert_eq!(got.len(), 1, "{got:?}");
-        assert_eq!(got["criu/pages-1.img"], (all.len() as u64, hex::encode(Sha256::digest(&all))));
+        assert_eq!(
+            got["criu/pages-1.img"],
+            (all.len() as u64, hex::encode(Sha256::digest(&all)))
+        );
     }
 }

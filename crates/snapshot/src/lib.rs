@@ -26,10 +26,16 @@ mod follow;
 mod manifest;
 mod paths;
 
-pub use archive::{import_archive, import_archive_with, read_archive_into, read_archive_into_with, write_archive, write_archive_with, ArchiveStats, Codec, Verify};
+pub use archive::{
+    import_archive, import_archive_with, read_archive_into, read_archive_into_with, write_archive,
+    write_archive_with, ArchiveStats, Codec, Verify,
+};
 pub use error::SnapshotError;
 pub use follow::Follower;
-pub use manifest::{scan_dir, scan_dir_unhashed, scan_dir_with, verify_dir, Entry, EntryKind, Manifest, CHECKSUMS_NAME, FORMAT_VERSION, MANIFEST_NAME};
+pub use manifest::{
+    scan_dir, scan_dir_unhashed, scan_dir_with, verify_dir, Entry, EntryKind, Manifest,
+    CHECKSUMS_NAME, FORMAT_VERSION, MANIFEST_NAME,
+};
 pub use paths::check_relative_path;
 
 pub type Result<T, E = SnapshotError> = std::result::Result<T, E>;

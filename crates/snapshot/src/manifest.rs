@@ -81,16 +81,25 @@ impl Manifest {
     /// As [`Manifest::validate`]; an archive's manifest may leave the sha256s to its trailer.
     pub fn validate_with(&self, require_hashes: bool) -> Result<()> {
         if self.format_version != FORMAT_VERSION {
-            return Err(SnapshotError::UnsupportedVersion { found: self.format_version, supported: FORMAT_VERSION });
+            return Err(SnapshotError::UnsupportedVersion {
+                found: self.format_version,
+                supported: FORMAT_VERSION,
+            });
         }
         let mut seen = std::collections::HashSet::new();
         for e in &self.entries {
             check_relative_path(&e.path)?;
             if e.path == MANIFEST_NAME || e.path == CHECKSUMS_NAME {
-                return Err(SnapshotError::BadManifest(format!("the manifest lists {}", e.path)));
+                return Err(SnapshotError::BadManifest(format!(
+                    "the manifest lists {}",
+                    e.path
+                )));
             }
             if !seen.insert(e.path.as_str()) {
-                return Err(SnapshotError::BadManifest(format!("{} is listed twice", e.path)));
+                return Err(SnapshotError::BadManifest(format!(
+                    "{} is listed twice",
+                    e.path
+                )));
             }
             match e.kind {
                 EntryKind::File => {
@@ -99,20 +108,32 @@ impl Manifest {
                         None => !require_hashes,
                     };
                     if !ok {
-                        return Err(SnapshotError::BadManifest(format!("{} has no valid sha256", e.path)));
+                        return Err(SnapshotError::BadManifest(format!(
+                            "{} has no valid sha256",
+                            e.path
+                        )));
                     }
                 }
                 EntryKind::Symlink => {
                     let target = e.target.as_deref().unwrap_or("");
                     if !in_writable_layer(&e.path) {
-                        return Err(SnapshotError::UnsafePath { path: e.path.clone(), reason: "symlink outside the writable layer" });
+                        return Err(SnapshotError::UnsafePath {
+                            path: e.path.clone(),
+                            reason: "symlink outside the writable layer",
+                        });
                     }
                     if target.is_empty() || target.contains('\0') {
-                        return Err(SnapshotError::UnsafePath { path: e.path.clone(), reason: "symlink with an empty target" });
+                        return Err(SnapshotError::UnsafePath {
+                            path: e.path.clone(),
+                            reason: "symlink with an empty target",
+                        });
                     }
                 }
                 EntryKind::Whiteout if !in_writable_layer(&e.path) => {
-                    return Err(SnapshotError::UnsafePath { path: e.path.clone(), reason: "device node outside the writable layer" });
+                    return Err(SnapshotError::UnsafePath {
+                        path: e.path.clone(),
+                        reason: "device node outside the writable layer",
+                    });
                 }
                 _ => {}
             }
@@ -138,9 +159,13 @@ impl Manifest {
         struct Version {
             format_version: u32,
         }
-        let v: Version = serde_json::from_slice(bytes).map_err(|e| SnapshotError::BadManifest(e.to_string()))?;
+        let v: Version =
+            serde_json::from_slice(bytes).map_err(|e| SnapshotError::BadManifest(e.to_string()))?;
         if v.format_version != FORMAT_VERSION {
-            return Err(SnapshotError::UnsupportedVersion { found: v.format_version, supported: FORMAT_VERSION });
+            return Err(SnapshotError::UnsupportedVersion {
+                found: v.format_version,
+                supported: FORMAT_VERSION,
+            });
         }
         serde_json::from_slice(bytes).map_err(|e| SnapshotError::BadManifest(e.to_string()))
     }
@@ -171,21 +196,47 @@ pub(crate) fn sha256_file(path: &Path) -> Result<(u64, String)> {
 /// Lists (and hashes) everything under `dir` except the manifest, parents before children,
 /// in a stable order. `areas` restricts the walk to these top-level names.
 pub fn scan_dir(dir: &Path, areas: &[&str]) -> Result<Vec<Entry>> {
-    scan(dir, areas, Known { sums: &HashMap::new(), hash_rest: true })
+    scan(
+        dir,
+        areas,
+        Known {
+            sums: &HashMap::new(),
+            hash_rest: true,
+        },
+    )
 }
 
 /// As [`scan_dir`], taking the sha256 of the files in `known` (path relative to `dir` → size and
 /// sha256, e.g. from a [`crate::Follower`] that hashed them while they were written) where the
 /// size still matches; the other files are hashed if `hash_rest`, else left without a sha256 (a
 /// dump about to be streamed: the archive writer hashes what has none as it sends it).
-pub fn scan_dir_with(dir: &Path, areas: &[&str], known: &HashMap<String, (u64, String)>, hash_rest: bool) -> Result<Vec<Entry>> {
-    scan(dir, areas, Known { sums: known, hash_rest })
+pub fn scan_dir_with(
+    dir: &Path,
+    areas: &[&str],
+    known: &HashMap<String, (u64, String)>,
+    hash_rest: bool,
+) -> Result<Vec<Entry>> {
+    scan(
+        dir,
+        areas,
+        Known {
+            sums: known,
+            hash_rest,
+        },
+    )
 }
 
 /// As [`scan_dir`] without hashing: for a snapshot that is about to be streamed, whose archive
 /// writer hashes every file as it sends it. Such a directory is not a verifiable snapshot.
 pub fn scan_dir_unhashed(dir: &Path, areas: &[&str]) -> Result<Vec<Entry>> {
-    scan(dir, areas, Known { sums: &HashMap::new(), hash_rest: false })
+    scan(
+        dir,
+        areas,
+        Known {
+            sums: &HashMap::new(),
+            hash_rest: false,
+        },
+    )
 }
 
 #[derive(Clone, Copy)]
@@ -207,13 +258,30 @@ fn scan(dir: &Path, areas: &[&str], hash: Known) -> Result<Vec<Entry>> {
 
 fn walk(root: &Path, p: &Path, hash: Known, out: &mut Vec<Entry>) -> Result<()> {
     let md = fs::symlink_metadata(p).map_err(io_err(p))?;
-    let rel = p.strip_prefix(root).expect("walk stays under root").to_string_lossy().into_owned();
+    let rel = p
+        .strip_prefix(root)
+        .expect("walk stays under root")
+        .to_string_lossy()
+        .into_owned();
     let ft = md.file_type();
-    let mut e = Entry { path: rel.clone(), kind: EntryKind::File, size: 0, sha256: None, mode: md.mode() & 0o7777, uid: md.uid(), gid: md.gid(), target: None };
+    let mut e = Entry {
+        path: rel.clone(),
+        kind: EntryKind::File,
+        size: 0,
+        sha256: None,
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        target: None,
+    };
     if ft.is_dir() {
         e.kind = EntryKind::Dir;
         out.push(e);
-        let mut names: Vec<_> = fs::read_dir(p).map_err(io_err(p))?.map(|d| d.map(|d| d.file_name())).collect::<Result<_, _>>().map_err(io_err(p))?;
+        let mut names: Vec<_> = fs::read_dir(p)
+            .map_err(io_err(p))?
+            .map(|d| d.map(|d| d.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(io_err(p))?;
         names.sort();
         for n in names {
             walk(root, &p.join(n), hash, out)?;
@@ -234,13 +302,21 @@ fn walk(root: &Path, p: &Path, hash: Known, out: &mut Vec<Entry>) -> Result<()> 
         out.push(e);
     } else if ft.is_symlink() {
         e.kind = EntryKind::Symlink;
-        e.target = Some(fs::read_link(p).map_err(io_err(p))?.to_string_lossy().into_owned());
+        e.target = Some(
+            fs::read_link(p)
+                .map_err(io_err(p))?
+                .to_string_lossy()
+                .into_owned(),
+        );
         out.push(e);
     } else if ft.is_char_device() && md.rdev() == 0 {
         e.kind = EntryKind::Whiteout;
         out.push(e);
     } else {
-        return Err(SnapshotError::UnsupportedEntry { path: rel, kind: format!("{ft:?}") });
+        return Err(SnapshotError::UnsupportedEntry {
+            path: rel,
+            kind: format!("{ft:?}"),
+        });
     }
     Ok(())
 }
@@ -250,23 +326,43 @@ pub fn verify_dir(dir: &Path) -> Result<Manifest> {
     let m = Manifest::read_from_dir(dir)?;
     for e in &m.entries {
         let p = dir.join(&e.path);
-        let md = fs::symlink_metadata(&p).map_err(|_| SnapshotError::Missing { path: e.path.clone() })?;
+        let md = fs::symlink_metadata(&p).map_err(|_| SnapshotError::Missing {
+            path: e.path.clone(),
+        })?;
         match e.kind {
             EntryKind::File => {
                 if !md.is_file() {
-                    return Err(SnapshotError::Unexpected { path: e.path.clone() });
+                    return Err(SnapshotError::Unexpected {
+                        path: e.path.clone(),
+                    });
                 }
                 let (size, sum) = sha256_file(&p)?;
                 if size != e.size {
-                    return Err(SnapshotError::SizeMismatch { path: e.path.clone(), expected: e.size, actual: size });
+                    return Err(SnapshotError::SizeMismatch {
+                        path: e.path.clone(),
+                        expected: e.size,
+                        actual: size,
+                    });
                 }
                 let expected = e.sha256.clone().unwrap_or_default();
                 if sum != expected {
-                    return Err(SnapshotError::ChecksumMismatch { path: e.path.clone(), expected, actual: sum });
+                    return Err(SnapshotError::ChecksumMismatch {
+                        path: e.path.clone(),
+                        expected,
+                        actual: sum,
+                    });
                 }
             }
-            EntryKind::Dir if !md.is_dir() => return Err(SnapshotError::Unexpected { path: e.path.clone() }),
-            EntryKind::Symlink if !md.file_type().is_symlink() => return Err(SnapshotError::Unexpected { path: e.path.clone() }),
+            EntryKind::Dir if !md.is_dir() => {
+                return Err(SnapshotError::Unexpected {
+                    path: e.path.clone(),
+                })
+            }
+            EntryKind::Symlink if !md.file_type().is_symlink() => {
+                return Err(SnapshotError::Unexpected {
+                    path: e.path.clone(),
+                })
+            }
             _ => {}
         }
     }

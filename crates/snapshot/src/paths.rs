@@ -2,7 +2,12 @@ use crate::SnapshotError;
 
 /// Accepts only normalized relative paths: no root, no `..`, no `.`, no empty components.
 pub fn check_relative_path(path: &str) -> Result<(), SnapshotError> {
-    let bad = |reason| Err(SnapshotError::UnsafePath { path: path.to_string(), reason });
+    let bad = |reason| {
+        Err(SnapshotError::UnsafePath {
+            path: path.to_string(),
+            reason,
+        })
+    };
     if path.is_empty() {
         return bad("empty path");
     }
@@ -43,7 +48,16 @@ mod tests {
 
     #[test]
     fn refuses_escapes() {
-        for p in ["", "/etc/passwd", "../x", "a/../../b", "a//b", "./a", "a/./b", "a/"] {
+        for p in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../b",
+            "a//b",
+            "./a",
+            "a/./b",
+            "a/",
+        ] {
             assert!(check_relative_path(p).is_err(), "{p} accepted");
         }
     }

@@ -32,7 +32,11 @@ fn make_snapshot(dir: &Path) -> Manifest {
     fs::write(dir.join("criu/inventory.img"), b"inventory").unwrap();
     fs::write(dir.join("config.json"), b"{}").unwrap();
     fs::create_dir_all(dir.join("upper/root/.ipython")).unwrap();
-    fs::write(dir.join("upper/root/notes.txt"), b"written inside the runtime").unwrap();
+    fs::write(
+        dir.join("upper/root/notes.txt"),
+        b"written inside the runtime",
+    )
+    .unwrap();
     std::os::unix::fs::symlink("/opt/venv/bin/python", dir.join("upper/root/py")).unwrap();
     let m = manifest(scan_dir(dir, &["criu", "config.json", "upper"]).unwrap());
     m.write_to_dir(dir).unwrap();
@@ -59,8 +63,14 @@ fn round_trip_is_exact_and_verifies() {
     let dest = t.path().join("dest");
     let got = import_archive(bytes.as_slice(), &dest).unwrap();
     assert_eq!(got, m);
-    assert_eq!(fs::read(dest.join("upper/root/notes.txt")).unwrap(), b"written inside the runtime");
-    assert_eq!(fs::read_link(dest.join("upper/root/py")).unwrap(), Path::new("/opt/venv/bin/python"));
+    assert_eq!(
+        fs::read(dest.join("upper/root/notes.txt")).unwrap(),
+        b"written inside the runtime"
+    );
+    assert_eq!(
+        fs::read_link(dest.join("upper/root/py")).unwrap(),
+        Path::new("/opt/venv/bin/python")
+    );
     assert_eq!(verify_dir(&dest).unwrap(), m);
 }
 
@@ -73,7 +83,10 @@ fn verify_dir_names_the_corrupt_file() {
     b[1000] ^= 1;
     fs::write(&p, b).unwrap();
     let err = verify_dir(t.path()).unwrap_err();
-    assert!(matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == "criu/pages-1.img"), "{err}");
+    assert!(
+        matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == "criu/pages-1.img"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -87,7 +100,11 @@ fn flipped_byte_is_refused_and_nothing_created() {
     let dest = t.path().join("dest");
     assert!(import_archive(bytes.as_slice(), &dest).is_err());
     assert!(!dest.exists());
-    assert_eq!(fs::read_dir(t.path()).unwrap().count(), 1, "staging left behind");
+    assert_eq!(
+        fs::read_dir(t.path()).unwrap().count(),
+        1,
+        "staging left behind"
+    );
 }
 
 #[test]
@@ -101,28 +118,41 @@ fn truncated_archive_is_refused() {
     assert!(!dest.exists());
 }
 
-fn raw_archive(manifest_json: &[u8], extra: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+fn raw_archive(
+    manifest_json: &[u8],
+    extra: &[(&str, tar::EntryType, &[u8], Option<&str>)],
+) -> Vec<u8> {
     let mut out = Vec::new();
     {
-        let enc = zstd::stream::write::Encoder::new(&mut out, 1).unwrap().auto_finish();
+        let enc = zstd::stream::write::Encoder::new(&mut out, 1)
+            .unwrap()
+            .auto_finish();
         raw_tar(enc, manifest_json, extra);
     }
     out
 }
 
-fn raw_plain_archive(manifest_json: &[u8], extra: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+fn raw_plain_archive(
+    manifest_json: &[u8],
+    extra: &[(&str, tar::EntryType, &[u8], Option<&str>)],
+) -> Vec<u8> {
     let mut out = Vec::new();
     raw_tar(&mut out, manifest_json, extra);
     out
 }
 
-fn raw_tar<W: std::io::Write>(out: W, manifest_json: &[u8], extra: &[(&str, tar::EntryType, &[u8], Option<&str>)]) {
+fn raw_tar<W: std::io::Write>(
+    out: W,
+    manifest_json: &[u8],
+    extra: &[(&str, tar::EntryType, &[u8], Option<&str>)],
+) {
     {
         let mut b = tar::Builder::new(out);
         let mut h = tar::Header::new_gnu();
         h.set_size(manifest_json.len() as u64);
         h.set_mode(0o644);
-        b.append_data(&mut h, "manifest.json", manifest_json).unwrap();
+        b.append_data(&mut h, "manifest.json", manifest_json)
+            .unwrap();
         for (path, kind, data, link) in extra {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(*kind);
@@ -143,7 +173,16 @@ fn raw_tar<W: std::io::Write>(out: W, manifest_json: &[u8], extra: &[(&str, tar:
 
 fn file_entry(path: &str, data: &[u8]) -> Entry {
     use sha2::Digest;
-    Entry { path: path.into(), kind: EntryKind::File, size: data.len() as u64, sha256: Some(hex::encode(sha2::Sha256::digest(data))), mode: 0o644, uid: 0, gid: 0, target: None }
+    Entry {
+        path: path.into(),
+        kind: EntryKind::File,
+        size: data.len() as u64,
+        sha256: Some(hex::encode(sha2::Sha256::digest(data))),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        target: None,
+    }
 }
 
 #[test]
@@ -153,7 +192,10 @@ fn unknown_version_is_refused() {
     let bytes = raw_archive(&serde_json::to_vec(&m).unwrap(), &[]);
     let t = tempfile::tempdir().unwrap();
     let err = import_archive(bytes.as_slice(), &t.path().join("d")).unwrap_err();
-    assert!(matches!(err, SnapshotError::UnsupportedVersion { found: 99, .. }), "{err}");
+    assert!(
+        matches!(err, SnapshotError::UnsupportedVersion { found: 99, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -161,12 +203,18 @@ fn traversal_paths_are_refused() {
     let t = tempfile::tempdir().unwrap();
     // Listed in the manifest: refused by manifest validation.
     let m = manifest(vec![file_entry("../evil", b"x")]);
-    let bytes = raw_archive(&serde_json::to_vec(&m).unwrap(), &[("../evil", tar::EntryType::Regular, b"x", None)]);
+    let bytes = raw_archive(
+        &serde_json::to_vec(&m).unwrap(),
+        &[("../evil", tar::EntryType::Regular, b"x", None)],
+    );
     let err = import_archive(bytes.as_slice(), &t.path().join("d")).unwrap_err();
     assert!(matches!(err, SnapshotError::UnsafePath { .. }), "{err}");
     // Not listed: refused as unsafe before anything else.
     let m = manifest(vec![]);
-    let bytes = raw_archive(&serde_json::to_vec(&m).unwrap(), &[("/etc/evil", tar::EntryType::Regular, b"x", None)]);
+    let bytes = raw_archive(
+        &serde_json::to_vec(&m).unwrap(),
+        &[("/etc/evil", tar::EntryType::Regular, b"x", None)],
+    );
     let err = import_archive(bytes.as_slice(), &t.path().join("d")).unwrap_err();
     assert!(matches!(err, SnapshotError::UnsafePath { .. }), "{err}");
     assert!(!t.path().join("d").exists());
@@ -178,14 +226,37 @@ fn writing_through_an_escaping_symlink_is_refused() {
     let t = tempfile::tempdir().unwrap();
     let outside = t.path().join("outside");
     fs::create_dir(&outside).unwrap();
-    let link = Entry { path: "upper/link".into(), kind: EntryKind::Symlink, size: 0, sha256: None, mode: 0o777, uid: 0, gid: 0, target: Some(outside.to_string_lossy().into()) };
-    let dir = Entry { path: "upper".into(), kind: EntryKind::Dir, size: 0, sha256: None, mode: 0o755, uid: 0, gid: 0, target: None };
+    let link = Entry {
+        path: "upper/link".into(),
+        kind: EntryKind::Symlink,
+        size: 0,
+        sha256: None,
+        mode: 0o777,
+        uid: 0,
+        gid: 0,
+        target: Some(outside.to_string_lossy().into()),
+    };
+    let dir = Entry {
+        path: "upper".into(),
+        kind: EntryKind::Dir,
+        size: 0,
+        sha256: None,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        target: None,
+    };
     let m = manifest(vec![dir, link, file_entry("upper/link/pwned", b"x")]);
     let bytes = raw_archive(
         &serde_json::to_vec(&m).unwrap(),
         &[
             ("upper", tar::EntryType::Directory, b"", None),
-            ("upper/link", tar::EntryType::Symlink, b"", Some(outside.to_str().unwrap())),
+            (
+                "upper/link",
+                tar::EntryType::Symlink,
+                b"",
+                Some(outside.to_str().unwrap()),
+            ),
             ("upper/link/pwned", tar::EntryType::Regular, b"x", None),
         ],
     );
@@ -196,9 +267,27 @@ fn writing_through_an_escaping_symlink_is_refused() {
 
 #[test]
 fn symlinks_and_devices_outside_the_writable_layer_are_refused() {
-    let link = Entry { path: "criu/x".into(), kind: EntryKind::Symlink, size: 0, sha256: None, mode: 0o777, uid: 0, gid: 0, target: Some("/etc".into()) };
+    let link = Entry {
+        path: "criu/x".into(),
+        kind: EntryKind::Symlink,
+        size: 0,
+        sha256: None,
+        mode: 0o777,
+        uid: 0,
+        gid: 0,
+        target: Some("/etc".into()),
+    };
     assert!(manifest(vec![link]).validate().is_err());
-    let dev = Entry { path: "config.json".into(), kind: EntryKind::Whiteout, size: 0, sha256: None, mode: 0, uid: 0, gid: 0, target: None };
+    let dev = Entry {
+        path: "config.json".into(),
+        kind: EntryKind::Whiteout,
+        size: 0,
+        sha256: None,
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        target: None,
+    };
     assert!(manifest(vec![dev]).validate().is_err());
 }
 
@@ -206,7 +295,10 @@ fn symlinks_and_devices_outside_the_writable_layer_are_refused() {
 fn unlisted_entry_is_refused() {
     let t = tempfile::tempdir().unwrap();
     let m = manifest(vec![]);
-    let bytes = raw_archive(&serde_json::to_vec(&m).unwrap(), &[("config.json", tar::EntryType::Regular, b"{}", None)]);
+    let bytes = raw_archive(
+        &serde_json::to_vec(&m).unwrap(),
+        &[("config.json", tar::EntryType::Regular, b"{}", None)],
+    );
     let err = import_archive(bytes.as_slice(), &t.path().join("d")).unwrap_err();
     assert!(matches!(err, SnapshotError::Unexpected { .. }), "{err}");
 }
@@ -263,12 +355,19 @@ fn an_unhashed_dump_streams_and_arrives_fully_verified() {
     // What a migration's source has: a manifest with sizes only.
     let m = manifest(scan_dir_unhashed(&src, &["criu", "config.json", "upper"]).unwrap());
     assert!(m.entries.iter().all(|e| e.sha256.is_none()));
-    assert!(m.validate().is_err(), "a directory manifest needs its sha256s");
+    assert!(
+        m.validate().is_err(),
+        "a directory manifest needs its sha256s"
+    );
     m.write_to_dir(&src).unwrap();
     let bytes = archive_of(&src);
     let dest = t.path().join("dest");
     let got = import_archive(bytes.as_slice(), &dest).unwrap();
-    assert!(got.entries.iter().filter(|e| e.kind == EntryKind::File).all(|e| e.sha256.is_some()));
+    assert!(got
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .all(|e| e.sha256.is_some()));
     verify_dir(&dest).unwrap();
 }
 
@@ -279,7 +378,10 @@ fn exporting_a_corrupted_stored_snapshot_fails() {
     let p = t.path().join("config.json");
     fs::write(&p, b"[]").unwrap(); // same size, other content
     let err = write_archive(t.path(), Vec::new(), Codec::Zstd(1)).unwrap_err();
-    assert!(matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == "config.json"), "{err}");
+    assert!(
+        matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == "config.json"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -290,25 +392,65 @@ fn a_wrong_or_missing_checksum_trailer_is_refused() {
     m.entries[0].sha256 = None;
     let json = serde_json::to_vec(&m).unwrap();
     let wrong = serde_json::to_vec(&serde_json::json!({"sha256": {"config.json": hex::encode(sha2::Sha256::digest(b"other"))}})).unwrap();
-    let bytes = raw_archive(&json, &[("config.json", tar::EntryType::Regular, b"{}", None), ("checksums.json", tar::EntryType::Regular, &wrong, None)]);
+    let bytes = raw_archive(
+        &json,
+        &[
+            ("config.json", tar::EntryType::Regular, b"{}", None),
+            ("checksums.json", tar::EntryType::Regular, &wrong, None),
+        ],
+    );
     let err = import_archive(bytes.as_slice(), &t.path().join("d")).unwrap_err();
-    assert!(matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == "config.json"), "{err}");
-    let bytes = raw_archive(&json, &[("config.json", tar::EntryType::Regular, b"{}", None)]);
+    assert!(
+        matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == "config.json"),
+        "{err}"
+    );
+    let bytes = raw_archive(
+        &json,
+        &[("config.json", tar::EntryType::Regular, b"{}", None)],
+    );
     let err = import_archive(bytes.as_slice(), &t.path().join("d")).unwrap_err();
-    assert!(matches!(err, SnapshotError::Missing { ref path } if path == "checksums.json"), "{err}");
-    let right = serde_json::to_vec(&serde_json::json!({"sha256": {"config.json": hex::encode(sha2::Sha256::digest(b"{}"))}})).unwrap();
-    let bytes = raw_archive(&json, &[("config.json", tar::EntryType::Regular, b"{}", None), ("checksums.json", tar::EntryType::Regular, &right, None)]);
+    assert!(
+        matches!(err, SnapshotError::Missing { ref path } if path == "checksums.json"),
+        "{err}"
+    );
+    let right = serde_json::to_vec(
+        &serde_json::json!({"sha256": {"config.json": hex::encode(sha2::Sha256::digest(b"{}"))}}),
+    )
+    .unwrap();
+    let bytes = raw_archive(
+        &json,
+        &[
+            ("config.json", tar::EntryType::Regular, b"{}", None),
+            ("checksums.json", tar::EntryType::Regular, &right, None),
+        ],
+    );
     import_archive(bytes.as_slice(), &t.path().join("d")).unwrap();
     verify_dir(&t.path().join("d")).unwrap();
 }
 
 /// A hostile entry: a path built from risky pieces, any tar type, a link target that may escape.
 fn hostile_entry() -> impl Strategy<Value = (String, u8, Vec<u8>, Option<String>, bool, u64)> {
-    let piece = prop::sample::select(vec!["upper", "criu", "config.json", "..", "", ".", "a", "b", "/", "/etc", "upper/..", "x.img"]);
+    let piece = prop::sample::select(vec![
+        "upper",
+        "criu",
+        "config.json",
+        "..",
+        "",
+        ".",
+        "a",
+        "b",
+        "/",
+        "/etc",
+        "upper/..",
+        "x.img",
+    ]);
     let path = prop::collection::vec(piece, 1..4).prop_map(|v| v.join("/"));
     let kind = prop::sample::select(vec![b'0', b'5', b'2', b'1', b'3', b'4', b'6']); // file, dir, symlink, hardlink, char, block, fifo
     let data = prop::collection::vec(any::<u8>(), 0..64);
-    let link = prop::option::of(prop::sample::select(vec!["/etc", "../..", "../../outside", "a", "upper", "/tmp"]).prop_map(String::from));
+    let link = prop::option::of(
+        prop::sample::select(vec!["/etc", "../..", "../../outside", "a", "upper", "/tmp"])
+            .prop_map(String::from),
+    );
     (path, kind, data, link, any::<bool>(), 0u64..128)
 }
 
@@ -325,7 +467,13 @@ fn entry_kind(k: u8) -> Option<EntryKind> {
 /// Every path under `dir`, relative to it.
 fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
     for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-        out.push(e.path().strip_prefix(base).unwrap().to_string_lossy().into_owned());
+        out.push(
+            e.path()
+                .strip_prefix(base)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+        );
         if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             walk(&e.path(), base, out);
         }
@@ -390,13 +538,19 @@ fn a_plain_archive_round_trips_and_a_damaged_one_is_refused() {
     verify_dir(&t.path().join("ok")).unwrap();
     // A flipped byte in the memory pages, and one in the manifest (which no zstd checksum covers).
     // ("demo" -> "Demo" still parses: only the manifest's own sha256 tells.)
-    for (needle, damaged) in [(&[7u8; 64][..], "criu/pages-1.img"), (&b"\"demo\""[..], "manifest.json")] {
+    for (needle, damaged) in [
+        (&[7u8; 64][..], "criu/pages-1.img"),
+        (&b"\"demo\""[..], "manifest.json"),
+    ] {
         let mut bad = bytes.clone();
         let at = bad.windows(needle.len()).position(|w| w == needle).unwrap();
         bad[at + 1] ^= 0x20;
         let dest = t.path().join("bad");
         let err = import_archive(bad.as_slice(), &dest).unwrap_err();
-        assert!(matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == damaged), "{err}");
+        assert!(
+            matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == damaged),
+            "{err}"
+        );
         assert!(!dest.exists());
     }
 }
@@ -410,11 +564,26 @@ fn a_plain_archive_without_the_manifest_checksum_is_refused() {
     let json = serde_json::to_vec(&m).unwrap();
     let sums = serde_json::json!({"config.json": hex::encode(sha2::Sha256::digest(b"{}"))});
     let without = serde_json::to_vec(&serde_json::json!({"sha256": sums})).unwrap();
-    let bytes = raw_plain_archive(&json, &[("config.json", tar::EntryType::Regular, b"{}", None), ("checksums.json", tar::EntryType::Regular, &without, None)]);
+    let bytes = raw_plain_archive(
+        &json,
+        &[
+            ("config.json", tar::EntryType::Regular, b"{}", None),
+            ("checksums.json", tar::EntryType::Regular, &without, None),
+        ],
+    );
     let err = import_archive(bytes.as_slice(), &t.path().join("d")).unwrap_err();
-    assert!(matches!(err, SnapshotError::Missing { ref path } if path.contains("manifest_sha256")), "{err}");
+    assert!(
+        matches!(err, SnapshotError::Missing { ref path } if path.contains("manifest_sha256")),
+        "{err}"
+    );
     let with = serde_json::to_vec(&serde_json::json!({"sha256": sums, "manifest_sha256": hex::encode(sha2::Sha256::digest(&json))})).unwrap();
-    let bytes = raw_plain_archive(&json, &[("config.json", tar::EntryType::Regular, b"{}", None), ("checksums.json", tar::EntryType::Regular, &with, None)]);
+    let bytes = raw_plain_archive(
+        &json,
+        &[
+            ("config.json", tar::EntryType::Regular, b"{}", None),
+            ("checksums.json", tar::EntryType::Regular, &with, None),
+        ],
+    );
     import_archive(bytes.as_slice(), &t.path().join("d")).unwrap();
 }
 
@@ -441,8 +610,14 @@ fn memory_that_does_not_compress_is_sent_plain() {
         }
         fs::write(dir.join("criu/pages-1.img"), &pages).unwrap();
         fs::write(dir.join("config.json"), b"{}").unwrap();
-        manifest(scan_dir(&dir, &["criu", "config.json"]).unwrap()).write_to_dir(&dir).unwrap();
-        let want = if fill_random { Codec::Plain } else { Codec::Zstd(1) };
+        manifest(scan_dir(&dir, &["criu", "config.json"]).unwrap())
+            .write_to_dir(&dir)
+            .unwrap();
+        let want = if fill_random {
+            Codec::Plain
+        } else {
+            Codec::Zstd(1)
+        };
         assert_eq!(Codec::for_dir(&dir, 1), want, "{name}");
     }
     // Small snapshots are always compressed.
@@ -458,7 +633,10 @@ fn an_unverified_import_records_the_claimed_sums_and_verification_names_a_damage
     let m = make_snapshot(&src);
     let bytes = archive_with(&src, Codec::Plain);
     let got = import_archive_with(bytes.as_slice(), &t.path().join("ok"), Verify::Later).unwrap();
-    assert_eq!(got, m, "the same manifest, sums included, as a verified import");
+    assert_eq!(
+        got, m,
+        "the same manifest, sums included, as a verified import"
+    );
     verify_dir(&t.path().join("ok")).unwrap();
     // Damaged in flight: the import (which does not hash) takes it, the verification does not.
     let mut bad = bytes.clone();
@@ -466,14 +644,32 @@ fn an_unverified_import_records_the_claimed_sums_and_verification_names_a_damage
     bad[at + 10] ^= 0x04;
     import_archive_with(bad.as_slice(), &t.path().join("bad"), Verify::Later).unwrap();
     let err = verify_dir(&t.path().join("bad")).unwrap_err();
-    assert!(matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == "criu/pages-1.img"), "{err}");
+    assert!(
+        matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == "criu/pages-1.img"),
+        "{err}"
+    );
     // A trailer without a file's sum is refused even unverified.
     let mut m2 = manifest(vec![file_entry("config.json", b"{}")]);
     m2.entries[0].sha256 = None;
     let json = serde_json::to_vec(&m2).unwrap();
-    let bytes = raw_archive(&json, &[("config.json", tar::EntryType::Regular, b"{}", None), ("checksums.json", tar::EntryType::Regular, br#"{"sha256": {}}"#, None)]);
-    let err = import_archive_with(bytes.as_slice(), &t.path().join("nosum"), Verify::Later).unwrap_err();
-    assert!(matches!(err, SnapshotError::Missing { ref path } if path.contains("config.json")), "{err}");
+    let bytes = raw_archive(
+        &json,
+        &[
+            ("config.json", tar::EntryType::Regular, b"{}", None),
+            (
+                "checksums.json",
+                tar::EntryType::Regular,
+                br#"{"sha256": {}}"#,
+                None,
+            ),
+        ],
+    );
+    let err =
+        import_archive_with(bytes.as_slice(), &t.path().join("nosum"), Verify::Later).unwrap_err();
+    assert!(
+        matches!(err, SnapshotError::Missing { ref path } if path.contains("config.json")),
+        "{err}"
+    );
     assert!(!t.path().join("nosum").exists());
 }
 
@@ -488,9 +684,15 @@ fn a_trusted_sum_is_sent_as_is_and_the_receiver_still_catches_a_stale_one() {
     b[5] ^= 1;
     fs::write(&p, &b).unwrap();
     let err = write_archive_with(&src, Vec::new(), Codec::Plain, false).unwrap_err();
-    assert!(matches!(err, SnapshotError::ChecksumMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, SnapshotError::ChecksumMismatch { .. }),
+        "{err}"
+    );
     let mut out = Vec::new();
     write_archive_with(&src, &mut out, Codec::Plain, true).unwrap();
     let err = import_archive(out.as_slice(), &t.path().join("d")).unwrap_err();
-    assert!(matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == "criu/pages-1.img"), "{err}");
+    assert!(
+        matches!(err, SnapshotError::ChecksumMismatch { ref path, .. } if path == "criu/pages-1.img"),
+        "{err}"
+    );
 }

@@ -18,25 +18,81 @@ pub async fn run(env: &Env, o: &BenchOptions) -> Result<Results> {
             env.api.create(&name, "h1", w.memory_mb(size)).await?;
             let result = async {
                 env.api.exec(&name, &w.code(size)).await?;
-                let lr = env.api.post(&format!("/runtimes/{name}/checkpoint"), serde_json::json!({"leave_running": true})).await?;
-                r.add("ferry", "local", w.name(), size, "leave_running_ms", ms(&lr["timings"], "total_ms"));
-                r.add("ferry", "local", w.name(), size, "image_bytes", lr["image_bytes"].as_f64().unwrap_or(0.0));
+                let lr = env
+                    .api
+                    .post(
+                        &format!("/runtimes/{name}/checkpoint"),
+                        serde_json::json!({"leave_running": true}),
+                    )
+                    .await?;
+                r.add(
+                    "ferry",
+                    "local",
+                    w.name(),
+                    size,
+                    "leave_running_ms",
+                    ms(&lr["timings"], "total_ms"),
+                );
+                r.add(
+                    "ferry",
+                    "local",
+                    w.name(),
+                    size,
+                    "image_bytes",
+                    lr["image_bytes"].as_f64().unwrap_or(0.0),
+                );
                 let snap = lr["id"].as_str().unwrap_or_default().to_string();
-                r.add("ferry", "local", w.name(), size, "archive_bytes", env.api.archive_len(&snap).await? as f64);
+                r.add(
+                    "ferry",
+                    "local",
+                    w.name(),
+                    size,
+                    "archive_bytes",
+                    env.api.archive_len(&snap).await? as f64,
+                );
                 let _ = env.api.delete(&format!("/snapshots/{snap}")).await;
-                let cp = env.api.post(&format!("/runtimes/{name}/checkpoint"), serde_json::json!({"leave_running": false})).await?;
-                r.add("ferry", "local", w.name(), size, "checkpoint_ms", ms(&cp["timings"], "total_ms"));
+                let cp = env
+                    .api
+                    .post(
+                        &format!("/runtimes/{name}/checkpoint"),
+                        serde_json::json!({"leave_running": false}),
+                    )
+                    .await?;
+                r.add(
+                    "ferry",
+                    "local",
+                    w.name(),
+                    size,
+                    "checkpoint_ms",
+                    ms(&cp["timings"], "total_ms"),
+                );
                 let snap = cp["id"].as_str().unwrap_or_default().to_string();
-                env.api.post("/restore", serde_json::json!({"snapshot": snap})).await?;
+                env.api
+                    .post("/restore", serde_json::json!({"snapshot": snap}))
+                    .await?;
                 let t = env.api.last_timings(&name, "restore").await?;
-                r.add("ferry", "local", w.name(), size, "restore_ms", ms(&t, "total_ms"));
+                r.add(
+                    "ferry",
+                    "local",
+                    w.name(),
+                    size,
+                    "restore_ms",
+                    ms(&t, "total_ms"),
+                );
                 let _ = env.api.delete(&format!("/snapshots/{snap}")).await;
                 anyhow::Ok(())
             }
             .await;
             env.api.remove(&name).await;
             result?;
-            r.add("machine", "memcpy", w.name(), size, "memcpy_ms", memcpy_ms(size));
+            r.add(
+                "machine",
+                "memcpy",
+                w.name(),
+                size,
+                "memcpy_ms",
+                memcpy_ms(size),
+            );
             pb.inc(1);
         }
     }

@@ -30,7 +30,14 @@ pub async fn run(env: &Env, o: &BenchOptions) -> Result<Results> {
     Ok(r)
 }
 
-async fn one(env: &Env, o: &BenchOptions, r: &mut Results, size: u64, run: usize, mode: &str) -> Result<()> {
+async fn one(
+    env: &Env,
+    o: &BenchOptions,
+    r: &mut Results,
+    size: u64,
+    run: usize,
+    mode: &str,
+) -> Result<()> {
     let w = o.workload;
     let name = format!("mig-{mode}-{size}-{run}");
     env.api.create(&name, "h1", w.memory_mb(size)).await?;
@@ -40,14 +47,31 @@ async fn one(env: &Env, o: &BenchOptions, r: &mut Results, size: u64, run: usize
         let probe = Probe::start(&env.proxy, &name);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let m = if mode == "baseline" {
-            env.api.post(&format!("/runtimes/{name}/baseline-migrate"), serde_json::json!({"to": "h2"})).await
+            env.api
+                .post(
+                    &format!("/runtimes/{name}/baseline-migrate"),
+                    serde_json::json!({"to": "h2"}),
+                )
+                .await
         } else {
-            env.api.post(&format!("/runtimes/{name}/migrate"), serde_json::json!({"to": "h2", "mode": mode})).await
+            env.api
+                .post(
+                    &format!("/runtimes/{name}/migrate"),
+                    serde_json::json!({"to": "h2", "mode": mode}),
+                )
+                .await
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
         let seen = probe.finish().await;
         let (system, m) = match m {
-            Ok(m) => (if mode == "baseline" { "baseline" } else { "ferry" }, m),
+            Ok(m) => (
+                if mode == "baseline" {
+                    "baseline"
+                } else {
+                    "ferry"
+                },
+                m,
+            ),
             Err(e) if mode == "pre-copy" => {
                 tracing::warn!(error = %e, "pre-copy refused on this machine");
                 return anyhow::Ok(());
@@ -56,9 +80,17 @@ async fn one(env: &Env, o: &BenchOptions, r: &mut Results, size: u64, run: usize
         };
         let t = &m["timings"];
         let (checkpoint, transfer, restore) = if system == "baseline" {
-            (ms(t, "checkpoint_ms"), ms(t, "archive_ms") + ms(t, "transfer_ms"), ms(t, "unpack_ms") + ms(t, "restore_ms"))
+            (
+                ms(t, "checkpoint_ms"),
+                ms(t, "archive_ms") + ms(t, "transfer_ms"),
+                ms(t, "unpack_ms") + ms(t, "restore_ms"),
+            )
         } else {
-            (ms(t, "freeze_ms") + ms(t, "dump_ms"), ms(t, "copy_layer_ms") + ms(t, "hash_ms") + ms(t, "transfer_ms"), ms(t, "restore_ms"))
+            (
+                ms(t, "freeze_ms") + ms(t, "dump_ms"),
+                ms(t, "copy_layer_ms") + ms(t, "hash_ms") + ms(t, "transfer_ms"),
+                ms(t, "restore_ms"),
+            )
         };
         let wl = w.name();
         r.add(system, mode, wl, size, "checkpoint_ms", checkpoint);
@@ -68,7 +100,14 @@ async fn one(env: &Env, o: &BenchOptions, r: &mut Results, size: u64, run: usize
         r.add(system, mode, wl, size, "downtime_ms", seen.downtime_ms);
         r.add(system, mode, wl, size, "lost_updates", seen.lost_updates);
         r.add(system, mode, wl, size, "failures", seen.failures);
-        r.add(system, mode, wl, size, "archive_bytes", m["archive_bytes"].as_f64().unwrap_or(0.0));
+        r.add(
+            system,
+            mode,
+            wl,
+            size,
+            "archive_bytes",
+            m["archive_bytes"].as_f64().unwrap_or(0.0),
+        );
         anyhow::Ok(())
     }
     .await;

@@ -16,7 +16,9 @@ pub async fn run(env: &Env, o: &BenchOptions) -> Result<Results> {
     let result = async {
         let direct = rt["mrp_url"].as_str().unwrap_or_default().to_string();
         let proxied = format!("http://{}/r/{name}/mrp/v1", env.proxy);
-        let http = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()?;
         for _ in 0..o.runs {
             for (system, base) in [("direct", &direct), ("ferry", &proxied)] {
                 let mut lat = Vec::with_capacity(REQUESTS);
@@ -33,9 +35,25 @@ pub async fn run(env: &Env, o: &BenchOptions) -> Result<Results> {
                 r.add(system, "http", "idle", 0, "p99_us", percentile(&lat, 0.99));
                 r.add(system, "http", "idle", 0, "rps", rps);
                 let t = Instant::now();
-                let body = http.post(format!("{base}/execute/stream")).json(&serde_json::json!({"code": "for i in range(5): print(i)"})).send().await?.text().await?;
-                anyhow::ensure!(body.contains("event: done"), "{system}: SSE stream incomplete");
-                r.add(system, "sse", "idle", 0, "stream_us", t.elapsed().as_secs_f64() * 1e6);
+                let body = http
+                    .post(format!("{base}/execute/stream"))
+                    .json(&serde_json::json!({"code": "for i in range(5): print(i)"}))
+                    .send()
+                    .await?
+                    .text()
+                    .await?;
+                anyhow::ensure!(
+                    body.contains("event: done"),
+                    "{system}: SSE stream incomplete"
+                );
+                r.add(
+                    system,
+                    "sse",
+                    "idle",
+                    0,
+                    "stream_us",
+                    t.elapsed().as_secs_f64() * 1e6,
+                );
             }
         }
         anyhow::Ok(())
@@ -45,8 +63,14 @@ pub async fn run(env: &Env, o: &BenchOptions) -> Result<Results> {
     result?;
     r.finish();
     let overhead: Vec<f64> = {
-        let d = r.get("direct", "http", 0, "p50_us").map(|x| x.runs.clone()).unwrap_or_default();
-        let f = r.get("ferry", "http", 0, "p50_us").map(|x| x.runs.clone()).unwrap_or_default();
+        let d = r
+            .get("direct", "http", 0, "p50_us")
+            .map(|x| x.runs.clone())
+            .unwrap_or_default();
+        let f = r
+            .get("ferry", "http", 0, "p50_us")
+            .map(|x| x.runs.clone())
+            .unwrap_or_default();
         d.iter().zip(&f).map(|(d, f)| f - d).collect()
     };
     for v in overhead {

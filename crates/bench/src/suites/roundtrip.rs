@@ -24,18 +24,36 @@ pub async fn run(env: &Env, o: &BenchOptions) -> Result<Results> {
                 env.api.exec(&name, &w.code(size)).await?;
                 env.api.exec(&name, "x = 41").await?;
                 let mut total = 0.0;
-                let system = if mode == "baseline" { "baseline" } else { "ferry" };
+                let system = if mode == "baseline" {
+                    "baseline"
+                } else {
+                    "ferry"
+                };
                 for (i, to) in ["h2", "h3", "h1"].iter().enumerate() {
                     let m = if mode == "baseline" {
-                        env.api.post(&format!("/runtimes/{name}/baseline-migrate"), serde_json::json!({"to": to})).await?
+                        env.api
+                            .post(
+                                &format!("/runtimes/{name}/baseline-migrate"),
+                                serde_json::json!({"to": to}),
+                            )
+                            .await?
                     } else {
-                        env.api.post(&format!("/runtimes/{name}/migrate"), serde_json::json!({"to": to, "mode": mode})).await?
+                        env.api
+                            .post(
+                                &format!("/runtimes/{name}/migrate"),
+                                serde_json::json!({"to": to, "mode": mode}),
+                            )
+                            .await?
                     };
                     let t = ms(&m["timings"], "total_ms");
                     total += t;
                     r.add(system, mode, w.name(), size, &format!("hop{}_ms", i + 1), t);
                     let v = env.api.exec(&name, "print(x + 1)").await?;
-                    anyhow::ensure!(v["stdout"].as_str().unwrap_or("").trim() == "42", "state lost at hop {} ({mode})", i + 1);
+                    anyhow::ensure!(
+                        v["stdout"].as_str().unwrap_or("").trim() == "42",
+                        "state lost at hop {} ({mode})",
+                        i + 1
+                    );
                 }
                 r.add(system, mode, w.name(), size, "total_ms", total);
                 anyhow::Ok(())

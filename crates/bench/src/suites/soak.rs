@@ -24,8 +24,22 @@ pub async fn run(env: &Env, o: &BenchOptions) -> Result<Results> {
         for i in 0..o.migrations {
             let to = if i % 2 == 0 { "h2" } else { "h1" };
             let mode = &o.modes[i % o.modes.len()];
-            match env.api.post(&format!("/runtimes/{name}/migrate"), serde_json::json!({"to": to, "mode": mode})).await {
-                Ok(m) => r.add("ferry", "soak", w.name(), size, "migration_total_ms", ms(&m["timings"], "total_ms")),
+            match env
+                .api
+                .post(
+                    &format!("/runtimes/{name}/migrate"),
+                    serde_json::json!({"to": to, "mode": mode}),
+                )
+                .await
+            {
+                Ok(m) => r.add(
+                    "ferry",
+                    "soak",
+                    w.name(),
+                    size,
+                    "migration_total_ms",
+                    ms(&m["timings"], "total_ms"),
+                ),
                 Err(e) => {
                     tracing::warn!(error = %e, "soak migration failed");
                     failed += 1.0;
@@ -34,18 +48,60 @@ pub async fn run(env: &Env, o: &BenchOptions) -> Result<Results> {
             pb.inc(1);
         }
         let seen = probe.finish().await;
-        r.add("ferry", "soak", w.name(), size, "failures", failed + seen.failures);
-        r.add("ferry", "soak", w.name(), size, "lost_updates", seen.lost_updates);
-        r.add("ferry", "soak", w.name(), size, "downtime_ms", seen.downtime_ms);
-        r.add("ferry", "soak", w.name(), size, "migrations", o.migrations as f64);
+        r.add(
+            "ferry",
+            "soak",
+            w.name(),
+            size,
+            "failures",
+            failed + seen.failures,
+        );
+        r.add(
+            "ferry",
+            "soak",
+            w.name(),
+            size,
+            "lost_updates",
+            seen.lost_updates,
+        );
+        r.add(
+            "ferry",
+            "soak",
+            w.name(),
+            size,
+            "downtime_ms",
+            seen.downtime_ms,
+        );
+        r.add(
+            "ferry",
+            "soak",
+            w.name(),
+            size,
+            "migrations",
+            o.migrations as f64,
+        );
         r.add("ferry", "soak", w.name(), size, "polls", seen.polls as f64);
         // Leftovers: containers beyond the one runtime, runtime netns beyond its one.
         let containers: usize = ["h1", "h2", "h3"]
             .iter()
-            .map(|h| ferry_core::sys::runc::Runc::new(env.state.join("agents").join(h).join("runc")).ids().len())
+            .map(|h| {
+                ferry_core::sys::runc::Runc::new(env.state.join("agents").join(h).join("runc"))
+                    .ids()
+                    .len()
+            })
             .sum();
-        let netns = ferry_core::sys::netns::list_with_prefix(&env.prefix).into_iter().filter(|n| n.contains("-rt")).count();
-        r.add("ferry", "soak", w.name(), size, "leaked", (containers.saturating_sub(1) + netns.saturating_sub(1)) as f64);
+        let netns = ferry_core::sys::netns::list_with_prefix(&env.prefix)
+            .into_iter()
+            .filter(|n| n.contains("-rt"))
+            .count();
+        r.add(
+            "ferry",
+            "soak",
+            w.name(),
+            size,
+            "leaked",
+            (containers.saturating_sub(1) + netns.saturating_sub(1)) as f64,
+        );
         anyhow::Ok(())
     }
     .await;

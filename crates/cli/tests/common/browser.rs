@@ -37,7 +37,10 @@ pub fn artifacts_dir() -> PathBuf {
         None => {
             let exe = std::env::current_exe().expect("test binary path");
             // <target>/debug/deps/browser-HASH
-            exe.ancestors().nth(3).map(|t| t.join("test-artifacts/browser")).unwrap_or_else(|| PathBuf::from("target/test-artifacts/browser"))
+            exe.ancestors()
+                .nth(3)
+                .map(|t| t.join("test-artifacts/browser"))
+                .unwrap_or_else(|| PathBuf::from("target/test-artifacts/browser"))
         }
     };
     std::fs::create_dir_all(&dir).expect("create the artifacts dir");
@@ -59,23 +62,53 @@ struct Guard {
 
 impl Browser {
     pub async fn start() -> Browser {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let driver_bin = std::env::var("FERRY_CHROMEDRIVER").unwrap_or_else(|_| CHROMEDRIVER.into());
-        let driver = Command::new(driver_bin).arg(format!("--port={port}")).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start chromedriver");
-        let profile = tempfile::Builder::new().prefix("ferry-chromium-").tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver_bin =
+            std::env::var("FERRY_CHROMEDRIVER").unwrap_or_else(|_| CHROMEDRIVER.into());
+        let driver = Command::new(driver_bin)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let profile = tempfile::Builder::new()
+            .prefix("ferry-chromium-")
+            .tempdir()
+            .unwrap();
         let driver_addr = format!("127.0.0.1:{port}");
-        let mut b = Guard { driver, driver_addr, session: None, profile };
+        let mut b = Guard {
+            driver,
+            driver_addr,
+            session: None,
+            profile,
+        };
         let t0 = Instant::now();
         let http = reqwest::Client::new();
         loop {
             // (chromedriver keeps connections open: a client that reads to the end would hang.)
-            let status = http.get(format!("http://{}/status", b.driver_addr)).timeout(Duration::from_secs(2)).send().await;
+            let status = http
+                .get(format!("http://{}/status", b.driver_addr))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
             if let Ok(r) = status {
-                if r.json::<Value>().await.is_ok_and(|v| v["value"]["ready"] == true) {
+                if r.json::<Value>()
+                    .await
+                    .is_ok_and(|v| v["value"]["ready"] == true)
+                {
                     break;
                 }
             }
-            assert!(t0.elapsed() < Duration::from_secs(20), "chromedriver did not start on {}", b.driver_addr);
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "chromedriver did not start on {}",
+                b.driver_addr
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let chromium = std::env::var("FERRY_CHROMIUM").unwrap_or_else(|_| CHROMIUM.into());
@@ -97,15 +130,26 @@ impl Browser {
         .collect::<Vec<_>>();
         let mut caps = serde_json::Map::new();
         caps.insert("browserName".into(), "chrome".into());
-        caps.insert("goog:chromeOptions".into(), serde_json::json!({"binary": chromium, "args": args}));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({"binary": chromium, "args": args}),
+        );
         // Starting Chromium can fail on a loaded machine (it did not report its DevTools port in
         // time): try again, a few times, before calling it a failure.
         let mut attempt = 0;
         let client = loop {
             attempt += 1;
-            match fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new()).capabilities(caps.clone()).connect(&format!("http://{}", b.driver_addr)).await {
+            match fantoccini::ClientBuilder::new(
+                hyper_util::client::legacy::connect::HttpConnector::new(),
+            )
+            .capabilities(caps.clone())
+            .connect(&format!("http://{}", b.driver_addr))
+            .await
+            {
                 Ok(c) => break c,
-                Err(e) if attempt < 3 => eprintln!("starting chromium (attempt {attempt}) failed: {e}; trying again"),
+                Err(e) if attempt < 3 => {
+                    eprintln!("starting chromium (attempt {attempt}) failed: {e}; trying again")
+                }
                 Err(e) => panic!("could not start chromium through chromedriver: {e}"),
             }
         };
@@ -115,7 +159,10 @@ impl Browser {
 
     /// Runs `script` (a function body; `return` its answer) in the page.
     pub async fn js(&self, script: &str) -> Value {
-        self.client.execute(script, vec![]).await.unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
     }
 
     /// Polls `script` until it returns something truthy (returned), or panics after `timeout`.
@@ -127,8 +174,13 @@ impl Browser {
                 return v;
             }
             if t0.elapsed() > timeout {
-                let shot = self.screenshot(&format!("timeout-{}", what.replace(' ', "-"))).await;
-                panic!("timed out after {timeout:?} waiting for {what} (screenshot {})", shot.display());
+                let shot = self
+                    .screenshot(&format!("timeout-{}", what.replace(' ', "-")))
+                    .await;
+                panic!(
+                    "timed out after {timeout:?} waiting for {what} (screenshot {})",
+                    shot.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -164,8 +216,17 @@ impl Drop for Guard {
             // Drop may run inside the test's runtime: end the session from a thread of its own.
             let url = format!("http://{}/session/{id}", self.driver_addr);
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                let _ = rt.block_on(async move { reqwest::Client::new().delete(url).timeout(Duration::from_secs(15)).send().await });
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let _ = rt.block_on(async move {
+                    reqwest::Client::new()
+                        .delete(url)
+                        .timeout(Duration::from_secs(15))
+                        .send()
+                        .await
+                });
             })
             .join();
         }
@@ -175,10 +236,14 @@ impl Drop for Guard {
         // dir is unique to this browser).
         let marker = format!("--user-data-dir={}", self.profile.path().display());
         for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
             let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
             if cmdline.split(|b| *b == 0).any(|a| a == marker.as_bytes()) {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
             }
         }
     }

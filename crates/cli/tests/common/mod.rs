@@ -24,10 +24,23 @@ pub fn environment_ready() -> bool {
     if !nix_is_root() {
         missing.push("root".to_string());
     }
-    if !Command::new("criu").arg("check").stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false) {
+    if !Command::new("criu")
+        .arg("check")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+    {
         missing.push("a working CRIU (`criu check`)".into());
     }
-    if !Command::new("runc").arg("--version").stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false) {
+    if !Command::new("runc")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+    {
         missing.push("runc".into());
     }
     if !images_dir().join("mrmd-python/.complete").exists() {
@@ -36,7 +49,10 @@ pub fn environment_ready() -> bool {
     if missing.is_empty() {
         return true;
     }
-    let msg = format!("integration test needs {}; run scripts/setup.sh as root", missing.join(", "));
+    let msg = format!(
+        "integration test needs {}; run scripts/setup.sh as root",
+        missing.join(", ")
+    );
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{msg} (CI=true: skipping is a failure)");
     }
@@ -45,11 +61,17 @@ pub fn environment_ready() -> bool {
 }
 
 fn nix_is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 pub fn images_dir() -> PathBuf {
-    std::env::var_os("FERRY_IMAGES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/ferry/images"))
+    std::env::var_os("FERRY_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/ferry/images"))
 }
 
 /// A PostgreSQL database made for one test and dropped (with its connections) afterwards.
@@ -61,8 +83,13 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// A fresh database; `None` where no PostgreSQL server is set up (a failure under CI).
     pub fn create(tag: &str) -> Option<TestDatabase> {
-        let server = std::env::var("FERRY_TEST_PG_URL").ok().or_else(|| std::fs::read_to_string(pg_url_file()).ok()).map(|s| s.trim().trim_end_matches('/').to_string());
-        let ready = server.as_ref().is_some_and(|s| psql(s, "postgres", "SELECT 1").is_ok());
+        let server = std::env::var("FERRY_TEST_PG_URL")
+            .ok()
+            .or_else(|| std::fs::read_to_string(pg_url_file()).ok())
+            .map(|s| s.trim().trim_end_matches('/').to_string());
+        let ready = server
+            .as_ref()
+            .is_some_and(|s| psql(s, "postgres", "SELECT 1").is_ok());
         if !ready {
             let msg = format!("this test needs PostgreSQL: run scripts/setup.sh as root (it starts a cluster and writes {}), or set FERRY_TEST_PG_URL", pg_url_file().display());
             if std::env::var("CI").as_deref() == Ok("true") {
@@ -72,8 +99,16 @@ impl TestDatabase {
             return None;
         }
         let server = server.unwrap();
-        let name = format!("ferry_test_{tag}_{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 1_000_000_000);
-        psql(&server, "postgres", &format!("CREATE DATABASE {name}")).expect("create the test database");
+        let name = format!(
+            "ferry_test_{tag}_{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+                % 1_000_000_000
+        );
+        psql(&server, "postgres", &format!("CREATE DATABASE {name}"))
+            .expect("create the test database");
         Some(TestDatabase { server, name })
     }
 
@@ -84,7 +119,11 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let r = psql(&self.server, "postgres", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        let r = psql(
+            &self.server,
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
         if !std::thread::panicking() {
             r.expect("drop the test database");
         }
@@ -97,7 +136,18 @@ fn pg_url_file() -> PathBuf {
 
 /// Runs one SQL statement with psql; returns its output (unaligned, tuples only).
 pub fn psql(server: &str, db: &str, sql: &str) -> Result<String, String> {
-    let o = Command::new("psql").args(["-qAtX", "-v", "ON_ERROR_STOP=1", &format!("{server}/{db}"), "-c", sql]).stdin(Stdio::null()).output().map_err(|e| format!("psql: {e}"))?;
+    let o = Command::new("psql")
+        .args([
+            "-qAtX",
+            "-v",
+            "ON_ERROR_STOP=1",
+            &format!("{server}/{db}"),
+            "-c",
+            sql,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("psql: {e}"))?;
     if o.status.success() {
         Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
     } else {
@@ -132,7 +182,18 @@ impl Ferry {
         let state = std::env::temp_dir().join(format!("ferry-test-{tag}"));
         let _ = std::fs::remove_dir_all(&state);
         let subnet = format!("10.{}.{}.0", 150 + (pid % 50), n * 8);
-        (Ferry { state, prefix: format!("f{letter}{tag}-"), subnet, serve: None, dev, serve_args: Vec::new(), database: None }, n)
+        (
+            Ferry {
+                state,
+                prefix: format!("f{letter}{tag}-"),
+                subnet,
+                serve: None,
+                dev,
+                serve_args: Vec::new(),
+                database: None,
+            },
+            n,
+        )
     }
 
     /// A running `ferry serve` with a local agent, or `None` where the machine cannot run it.
@@ -148,10 +209,14 @@ impl Ferry {
         }
         let (mut f, _) = Self::fresh('t', false);
         let state = f.state.display().to_string();
-        f.serve_args = serve_args.iter().map(|a| a.replace("{state}", &state)).collect();
+        f.serve_args = serve_args
+            .iter()
+            .map(|a| a.replace("{state}", &state))
+            .collect();
         if on_postgres() {
             f.database = Some(TestDatabase::create(&f.prefix.replace('-', ""))?);
-            f.serve_args.push(format!("--database={}", f.database.as_ref().unwrap().url()));
+            f.serve_args
+                .push(format!("--database={}", f.database.as_ref().unwrap().url()));
         }
         f.launch();
         Some(f)
@@ -183,7 +248,12 @@ impl Ferry {
         Self::start_dev_inner(hosts, serve_args, dev_args, on_postgres())
     }
 
-    fn start_dev_inner(hosts: u32, serve_args: &[&str], dev_args: &[&str], postgres: bool) -> Option<Ferry> {
+    fn start_dev_inner(
+        hosts: u32,
+        serve_args: &[&str],
+        dev_args: &[&str],
+        postgres: bool,
+    ) -> Option<Ferry> {
         if !environment_ready() {
             return None;
         }
@@ -196,8 +266,26 @@ impl Ferry {
         }
         let net = format!("10.{}.{}.0", 100 + (std::process::id() % 50), n);
         let hosts = hosts.to_string();
-        let mut args = vec!["dev", "up", "--hosts", &hosts, "--prefix", &f.prefix, "--net", &net, "--subnet", &f.subnet, "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"];
-        let flags: Vec<String> = serve_args.iter().map(|a| format!("--serve-arg={a}")).collect();
+        let mut args = vec![
+            "dev",
+            "up",
+            "--hosts",
+            &hosts,
+            "--prefix",
+            &f.prefix,
+            "--net",
+            &net,
+            "--subnet",
+            &f.subnet,
+            "--listen",
+            "127.0.0.1:0",
+            "--proxy-listen",
+            "127.0.0.1:0",
+        ];
+        let flags: Vec<String> = serve_args
+            .iter()
+            .map(|a| format!("--serve-arg={a}"))
+            .collect();
         args.extend(flags.iter().map(String::as_str));
         args.extend_from_slice(dev_args);
         f.ok(&args);
@@ -207,14 +295,30 @@ impl Ferry {
     /// Another `ferry serve` on the same database and agents (no local agent): its own state dir,
     /// API and proxy, the same tokens. Dropping it stops it and removes its state dir.
     pub fn second_instance(&self, serve_args: &[&str]) -> Ferry {
-        let db = self.database.as_ref().expect("a second instance needs the first one's PostgreSQL database");
+        let db = self
+            .database
+            .as_ref()
+            .expect("a second instance needs the first one's PostgreSQL database");
         let (mut b, _) = Self::fresh('b', false);
         std::fs::create_dir_all(&b.state).unwrap();
         b.subnet = self.subnet.clone();
         for f in ["token", "agent-token"] {
             std::fs::copy(self.state.join(f), b.state.join(f)).unwrap();
         }
-        let mut args: Vec<String> = ["serve", "--no-local-agent", "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0", "--prefix", &b.prefix, "--subnet", &b.subnet].map(String::from).to_vec();
+        let mut args: Vec<String> = [
+            "serve",
+            "--no-local-agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--prefix",
+            &b.prefix,
+            "--subnet",
+            &b.subnet,
+        ]
+        .map(String::from)
+        .to_vec();
         args.push(format!("--database={}", db.url()));
         args.extend(serve_args.iter().map(|a| a.to_string()));
         b.spawn_serve(&args, &["serve.addr", "proxy.addr"], "a second ferry serve");
@@ -226,7 +330,9 @@ impl Ferry {
         match &self.serve {
             Some(c) => c.id(),
             None => {
-                let v: Value = serde_json::from_slice(&std::fs::read(self.state.join("dev.json")).unwrap()).unwrap();
+                let v: Value =
+                    serde_json::from_slice(&std::fs::read(self.state.join("dev.json")).unwrap())
+                        .unwrap();
                 v["serve_pid"].as_u64().unwrap() as u32
             }
         }
@@ -234,13 +340,23 @@ impl Ferry {
 
     /// The proxy's base URL (`http://ADDR`).
     pub fn proxy_addr(&self) -> String {
-        std::fs::read_to_string(self.state.join("proxy.addr")).unwrap().trim().to_string()
+        std::fs::read_to_string(self.state.join("proxy.addr"))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     /// What `ferry dev up` recorded of a dev host (name, netns, addr, agent_url, pid, ...).
     pub fn dev_host(&self, host: &str) -> Value {
-        let v: Value = serde_json::from_slice(&std::fs::read(self.state.join("dev.json")).unwrap()).unwrap();
-        v["hosts"].as_array().unwrap().iter().find(|h| h["name"] == host).unwrap().clone()
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(self.state.join("dev.json")).unwrap()).unwrap();
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == host)
+            .unwrap()
+            .clone()
     }
 
     /// PID of a dev host's agent.
@@ -252,7 +368,22 @@ impl Ferry {
         assert!(!self.dev, "dev topologies are started by `ferry dev up`");
         let _ = std::fs::remove_file(self.state.join("serve.addr"));
         std::fs::create_dir_all(&self.state).unwrap();
-        let mut args: Vec<String> = ["serve", "--no-auto", "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0", "--prefix", &self.prefix, "--subnet", &self.subnet].map(String::from).to_vec();
+        let mut args: Vec<String> = [
+            "serve",
+            "--no-auto",
+            "--listen",
+            "127.0.0.1:0",
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--agent-listen",
+            "127.0.0.1:0",
+            "--prefix",
+            &self.prefix,
+            "--subnet",
+            &self.subnet,
+        ]
+        .map(String::from)
+        .to_vec();
         args.extend(self.serve_args.iter().cloned());
         self.spawn_serve(&args, &["serve.addr"], "ferry serve");
     }
@@ -260,7 +391,11 @@ impl Ferry {
     /// Starts `ferry ARGS` (a `serve`) on this state dir, its output appended to `serve.log`, and
     /// waits until it has written `files` (its address files).
     fn spawn_serve(&mut self, args: &[String], files: &[&str], what: &str) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.state.join("serve.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state.join("serve.log"))
+            .unwrap();
         let child = Command::new(BIN)
             .arg("--state-dir")
             .arg(&self.state)
@@ -276,7 +411,11 @@ impl Ferry {
             if let Some(st) = self.serve.as_mut().unwrap().try_wait().unwrap() {
                 panic!("{what} exited ({st}):\n{}", self.log());
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "{what} did not start:\n{}", self.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{what} did not start:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -299,20 +438,36 @@ impl Ferry {
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN).arg("--state-dir").arg(&self.state).args(args).stdin(Stdio::null()).output().expect("run ferry")
+        Command::new(BIN)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ferry")
     }
 
     /// Runs the CLI and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.cli(args);
-        assert!(o.status.success(), "ferry {args:?} failed:\nstdout: {}\nstderr: {}\nserve log tail:\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr), tail(&self.log(), 30));
+        assert!(
+            o.status.success(),
+            "ferry {args:?} failed:\nstdout: {}\nstderr: {}\nserve log tail:\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            tail(&self.log(), 30)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
     /// Runs the CLI and asserts failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let o = self.cli(args);
-        assert!(!o.status.success(), "ferry {args:?} should have failed but printed:\n{}", String::from_utf8_lossy(&o.stdout));
+        assert!(
+            !o.status.success(),
+            "ferry {args:?} should have failed but printed:\n{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
         String::from_utf8_lossy(&o.stderr).into_owned()
     }
 
@@ -330,7 +485,10 @@ impl Ferry {
     }
 
     pub fn state_of(&self, rt: &str) -> String {
-        self.json(&["inspect", rt])["state"].as_str().unwrap().to_string()
+        self.json(&["inspect", rt])["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     pub fn snapshot_count(&self) -> usize {
@@ -345,10 +503,23 @@ pub fn tail(s: &str, n: usize) -> String {
 
 /// What a state dir left on the machine: netns with the prefix, mounts under the dir, runc containers.
 pub fn leftovers(state: &Path, prefix: &str) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/var/run/netns").into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(prefix)).map(|n| format!("netns {n}")).collect();
+    let mut v: Vec<String> = std::fs::read_dir("/var/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .map(|n| format!("netns {n}"))
+        .collect();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let s = state.display().to_string();
-    v.extend(mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&s)).map(|m| format!("mount {m}")));
+    v.extend(
+        mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&s))
+            .map(|m| format!("mount {m}")),
+    );
     v
 }
 
@@ -356,7 +527,11 @@ impl Drop for Ferry {
     fn drop(&mut self) {
         self.stop_serve();
         let verb = if self.dev { "down" } else { "purge" };
-        let st = Command::new(BIN).arg("--state-dir").arg(&self.state).args(["dev", verb, "--prefix", &self.prefix]).status();
+        let st = Command::new(BIN)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(["dev", verb, "--prefix", &self.prefix])
+            .status();
         let left = leftovers(&self.state, &self.prefix);
         if !std::thread::panicking() {
             assert!(st.map(|s| s.success()).unwrap_or(false), "purge failed");
@@ -368,7 +543,13 @@ impl Drop for Ferry {
 
 /// One HTTP/1.1 request over a fresh connection; returns (status, body). A client of the proxy as
 /// simple as a browser's fetch: no retries.
-pub fn http(addr: &str, method: &str, path: &str, body: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(timeout))?;
@@ -376,9 +557,20 @@ pub fn http(addr: &str, method: &str, path: &str, body: &str, timeout: Duration)
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
     let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_string() };
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
     Ok((status, body))
 }
 
@@ -400,7 +592,9 @@ pub const BIG: &str = "import numpy as np\nblob = np.random.randint(0, 256, size
 
 /// `ferry migrate ARGS` in a thread, for tests that act while it runs.
 pub fn migrate_in_background(f: &Ferry, args: &[&str]) -> std::thread::JoinHandle<Output> {
-    let args: Vec<&str> = std::iter::once("migrate").chain(args.iter().copied()).collect();
+    let args: Vec<&str> = std::iter::once("migrate")
+        .chain(args.iter().copied())
+        .collect();
     in_background(f, &args)
 }
 
@@ -418,7 +612,13 @@ pub fn in_background(f: &Ferry, args: &[&str]) -> std::thread::JoinHandle<Output
 /// topology.
 pub fn slow_link(f: &Ferry, host: &str, rate: &str) {
     let (ns, dev) = (format!("{}net", f.prefix), format!("{}{host}b", f.prefix));
-    let st = Command::new("tc").args(["-n", &ns, "qdisc", "replace", "dev", &dev, "root", "tbf", "rate", rate, "burst", "1mb", "latency", "1s"]).status().unwrap();
+    let st = Command::new("tc")
+        .args([
+            "-n", &ns, "qdisc", "replace", "dev", &dev, "root", "tbf", "rate", rate, "burst",
+            "1mb", "latency", "1s",
+        ])
+        .status()
+        .unwrap();
     assert!(st.success(), "tc qdisc on {dev} in {ns}");
 }
 
@@ -427,8 +627,17 @@ pub fn slow_link(f: &Ferry, host: &str, rate: &str) {
 pub fn wait_for_stream_at(f: &Ferry, host: &str) {
     let snaps = f.state.join(format!("agents/{host}/snapshots"));
     let start = Instant::now();
-    while !std::fs::read_dir(&snaps).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with('.'))).unwrap_or(false) {
-        assert!(start.elapsed() < Duration::from_secs(30), "the transfer never started");
+    while !std::fs::read_dir(&snaps)
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with('.'))
+        })
+        .unwrap_or(false)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the transfer never started"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -436,15 +645,31 @@ pub fn wait_for_stream_at(f: &Ferry, host: &str) {
 /// The containers runc knows on a dev host: (id, status).
 pub fn containers(f: &Ferry, host: &str) -> Vec<(String, String)> {
     let root = f.state.join(format!("agents/{host}/runc"));
-    let out = Command::new("runc").arg("--root").arg(root).args(["list", "--format", "json"]).output().unwrap();
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(root)
+        .args(["list", "--format", "json"])
+        .output()
+        .unwrap();
     let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    list.as_array().into_iter().flatten().map(|c| (c["id"].as_str().unwrap_or("").to_string(), c["status"].as_str().unwrap_or("").to_string())).collect()
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap_or("").to_string(),
+                c["status"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
 }
 
 /// PID of the process whose command line contains all of `needles`.
 pub fn find_process(needles: &[&str]) -> Option<u32> {
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         if needles.iter().all(|n| cmd.contains(n)) && !cmd.contains("nsenter") {
@@ -456,5 +681,8 @@ pub fn find_process(needles: &[&str]) -> Option<u32> {
 
 /// SIGKILL to a process the test started (directly or through `ferry dev up`).
 pub fn kill9(pid: u32) {
-    Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
 }

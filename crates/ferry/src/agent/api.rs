@@ -20,7 +20,10 @@ pub const ARCHIVE_LEVEL: i32 = 1;
 
 pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
-        .route("/agent/v1/info", get(|State(a): State<Arc<Agent>>| async move { Json(a.info()) }))
+        .route(
+            "/agent/v1/info",
+            get(|State(a): State<Arc<Agent>>| async move { Json(a.info()) }),
+        )
         .route("/agent/v1/runtimes", get(list).post(create))
         .route("/agent/v1/runtimes/:id", get(get_one).delete(remove))
         .route("/agent/v1/runtimes/:id/settled", get(settled))
@@ -30,19 +33,34 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/agent/v1/runtimes/:id/checkpoint", post(checkpoint))
         .route("/agent/v1/restore", post(restore))
         .route("/agent/v1/runtimes/:id/send", post(send))
-        .route("/agent/v1/runtimes/:id/baseline-export", post(baseline_export))
-        .route("/agent/v1/baseline/:snapshot", axum::routing::put(baseline_receive))
+        .route(
+            "/agent/v1/runtimes/:id/baseline-export",
+            post(baseline_export),
+        )
+        .route(
+            "/agent/v1/baseline/:snapshot",
+            axum::routing::put(baseline_receive),
+        )
         .route("/agent/v1/baseline/:snapshot/send", post(baseline_send))
-        .route("/agent/v1/baseline/:snapshot/restore", post(baseline_restore))
+        .route(
+            "/agent/v1/baseline/:snapshot/restore",
+            post(baseline_restore),
+        )
         .route("/agent/v1/lazy/:snapshot", get(lazy_status))
         .route("/agent/v1/lazy/:snapshot/abort", post(lazy_abort))
         .route("/agent/v1/images", get(images))
         .route("/agent/v1/images/import", axum::routing::put(import_image))
-        .route("/agent/v1/images/:name", axum::routing::delete(remove_image))
+        .route(
+            "/agent/v1/images/:name",
+            axum::routing::delete(remove_image),
+        )
         .route("/agent/v1/images/:name/archive", get(export_image))
         .route("/agent/v1/images/:name/send", post(send_image))
         .route("/agent/v1/snapshots", get(snapshots))
-        .route("/agent/v1/snapshots/:id", get(snapshot).delete(remove_snapshot))
+        .route(
+            "/agent/v1/snapshots/:id",
+            get(snapshot).delete(remove_snapshot),
+        )
         .route("/agent/v1/snapshots/:id/verify", post(verify_snapshot))
         .route("/agent/v1/snapshots/:id/archive", get(export).put(import))
         .layer(middleware::from_fn_with_state(agent.clone(), auth))
@@ -61,8 +79,12 @@ type A = State<Arc<Agent>>;
 /// Runs an operation to its end even if the caller goes away: a control plane that dies while a
 /// checkpoint or a send runs must not leave a half-written snapshot or a runtime frozen by a
 /// dropped future. The control plane's recovery reads the outcome afterwards.
-async fn detached<T: Send + 'static>(op: impl std::future::Future<Output = Result<T>> + Send + 'static) -> Result<T> {
-    tokio::spawn(op).await.map_err(|e| Error::Internal(format!("agent operation panicked: {e}")))?
+async fn detached<T: Send + 'static>(
+    op: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(op)
+        .await
+        .map_err(|e| Error::Internal(format!("agent operation panicked: {e}")))?
 }
 
 async fn list(State(a): A) -> impl IntoResponse {
@@ -88,37 +110,79 @@ async fn stop(State(a): A, Path(id): Path<String>) -> Result<impl IntoResponse> 
     Ok(Json(detached(async move { a.stop(&id).await }).await?))
 }
 async fn freeze(State(a): A, Path(id): Path<String>) -> Result<impl IntoResponse> {
-    Ok(Json(detached(async move { a.freeze(&id, true).await }).await?))
+    Ok(Json(
+        detached(async move { a.freeze(&id, true).await }).await?,
+    ))
 }
 async fn thaw(State(a): A, Path(id): Path<String>) -> Result<impl IntoResponse> {
-    Ok(Json(detached(async move { a.freeze(&id, false).await }).await?))
+    Ok(Json(
+        detached(async move { a.freeze(&id, false).await }).await?,
+    ))
 }
-async fn checkpoint(State(a): A, Path(id): Path<String>, Json(r): Json<CheckpointRequest>) -> Result<impl IntoResponse> {
-    Ok(Json(detached(async move { a.checkpoint(&id, &r.snapshot_id, r.leave_running).await }).await?))
+async fn checkpoint(
+    State(a): A,
+    Path(id): Path<String>,
+    Json(r): Json<CheckpointRequest>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(
+        detached(async move { a.checkpoint(&id, &r.snapshot_id, r.leave_running).await }).await?,
+    ))
 }
 async fn restore(State(a): A, Json(r): Json<RestoreRequest>) -> Result<impl IntoResponse> {
-    Ok(Json(detached(async move { a.restore(&r.snapshot_id, r.spec, r.verify, r.lazy_from.as_deref()).await }).await?))
+    Ok(Json(
+        detached(async move {
+            a.restore(&r.snapshot_id, r.spec, r.verify, r.lazy_from.as_deref())
+                .await
+        })
+        .await?,
+    ))
 }
-async fn send(State(a): A, Path(id): Path<String>, Json(r): Json<crate::api::SendRequest>) -> Result<impl IntoResponse> {
+async fn send(
+    State(a): A,
+    Path(id): Path<String>,
+    Json(r): Json<crate::api::SendRequest>,
+) -> Result<impl IntoResponse> {
     Ok(Json(detached(async move { a.send(&id, &r).await }).await?))
 }
-async fn baseline_export(State(a): A, Path(id): Path<String>, Json(snap): Json<String>) -> Result<impl IntoResponse> {
+async fn baseline_export(
+    State(a): A,
+    Path(id): Path<String>,
+    Json(snap): Json<String>,
+) -> Result<impl IntoResponse> {
     let (bytes, timings) = a.baseline_export(&id, &snap).await?;
-    Ok(Json(serde_json::json!({"archive_bytes": bytes, "timings": timings})))
+    Ok(Json(
+        serde_json::json!({"archive_bytes": bytes, "timings": timings}),
+    ))
 }
-async fn baseline_send(State(a): A, Path(snap): Path<String>, Json(r): Json<(String, String)>) -> Result<impl IntoResponse> {
+async fn baseline_send(
+    State(a): A,
+    Path(snap): Path<String>,
+    Json(r): Json<(String, String)>,
+) -> Result<impl IntoResponse> {
     Ok(Json(a.baseline_send(&snap, &r.0, &r.1).await?))
 }
-async fn baseline_receive(State(a): A, Path(snap): Path<String>, body: Body) -> Result<impl IntoResponse> {
+async fn baseline_receive(
+    State(a): A,
+    Path(snap): Path<String>,
+    body: Body,
+) -> Result<impl IntoResponse> {
     Ok(Json(a.baseline_receive(&snap, body).await?))
 }
-async fn baseline_restore(State(a): A, Path(snap): Path<String>, Json(spec): Json<RuntimeSpec>) -> Result<impl IntoResponse> {
+async fn baseline_restore(
+    State(a): A,
+    Path(snap): Path<String>,
+    Json(spec): Json<RuntimeSpec>,
+) -> Result<impl IntoResponse> {
     Ok(Json(a.baseline_restore(&snap, spec).await?))
 }
 async fn lazy_status(State(a): A, Path(snap): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(a.lazy_status(&snap)?))
 }
-async fn lazy_abort(State(a): A, Path(snap): Path<String>, Json(id): Json<String>) -> Result<impl IntoResponse> {
+async fn lazy_abort(
+    State(a): A,
+    Path(snap): Path<String>,
+    Json(id): Json<String>,
+) -> Result<impl IntoResponse> {
     a.lazy_abort(&id, &snap).await?;
     Ok(Json(serde_json::json!({"aborted": snap})))
 }
@@ -149,7 +213,10 @@ pub const CHUNK: usize = 1 << 20;
 
 impl ChannelWriter {
     pub fn new(tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>) -> ChannelWriter {
-        ChannelWriter { tx, buf: bytes::BytesMut::with_capacity(CHUNK) }
+        ChannelWriter {
+            tx,
+            buf: bytes::BytesMut::with_capacity(CHUNK),
+        }
     }
 
     fn send(&mut self) -> std::io::Result<()> {
@@ -158,7 +225,9 @@ impl ChannelWriter {
         }
         let chunk = self.buf.split().freeze();
         self.buf.reserve(CHUNK);
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "receiver went away"))
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "receiver went away"))
     }
 }
 
@@ -185,7 +254,13 @@ impl Drop for ChannelWriter {
 /// Streams snapshot dir `dir` as an archive body, produced on a blocking thread as it is sent.
 /// The receiver yields the archive's figures once the stream is complete. `trust_stored`: see
 /// [`ferry_snapshot::write_archive_with`] (a fresh dump's follower-made sums, never a stored snapshot).
-pub fn archive_body(dir: std::path::PathBuf, trust_stored: bool) -> (Body, tokio::sync::oneshot::Receiver<ferry_snapshot::ArchiveStats>) {
+pub fn archive_body(
+    dir: std::path::PathBuf,
+    trust_stored: bool,
+) -> (
+    Body,
+    tokio::sync::oneshot::Receiver<ferry_snapshot::ArchiveStats>,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(16);
     let (stats_tx, stats_rx) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || {
@@ -201,12 +276,21 @@ pub fn archive_body(dir: std::path::PathBuf, trust_stored: bool) -> (Body, tokio
             }
         }
     });
-    (Body::from_stream(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })), stats_rx)
+    (
+        Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|x| (x, rx))
+        })),
+        stats_rx,
+    )
 }
 
 async fn export(State(a): A, Path(id): Path<String>) -> Result<Response> {
     let dir = a.snapshot_dir(&id)?;
-    Ok(([("content-type", "application/x-ferry-snapshot")], archive_body(dir, false).0).into_response())
+    Ok((
+        [("content-type", "application/x-ferry-snapshot")],
+        archive_body(dir, false).0,
+    )
+        .into_response())
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -215,21 +299,38 @@ struct SnapshotImportQuery {
     verify: Option<String>,
 }
 
-async fn import(State(a): A, Path(id): Path<String>, axum::extract::Query(q): axum::extract::Query<SnapshotImportQuery>, body: Body) -> Result<impl IntoResponse> {
+async fn import(
+    State(a): A,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<SnapshotImportQuery>,
+    body: Body,
+) -> Result<impl IntoResponse> {
     let when = match q.verify.as_deref() {
         None | Some("now") => ferry_snapshot::Verify::Now,
         Some("later") => ferry_snapshot::Verify::Later,
-        Some(other) => return Err(Error::Invalid(format!("verify={other:?}: use now (the default) or later"))),
+        Some(other) => {
+            return Err(Error::Invalid(format!(
+                "verify={other:?}: use now (the default) or later"
+            )))
+        }
     };
-    let stream = stall_guard(body.into_data_stream().map_err(std::io::Error::other), crate::sys::inns::STALL * 2);
+    let stream = stall_guard(
+        body.into_data_stream().map_err(std::io::Error::other),
+        crate::sys::inns::STALL * 2,
+    );
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
-    let info = tokio::task::spawn_blocking(move || a.import_blocking(&id, reader, when)).await.map_err(|e| Error::Internal(e.to_string()))??;
+    let info = tokio::task::spawn_blocking(move || a.import_blocking(&id, reader, when))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
     Ok(Json(info))
 }
 
 /// Ends an incoming stream with an error when nothing arrives for `idle`: a sender cut off by a
 /// dead link never closes its connection, and the import must not wait for it forever.
-fn stall_guard<S>(s: S, idle: std::time::Duration) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Unpin
+fn stall_guard<S>(
+    s: S,
+    idle: std::time::Duration,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Unpin
 where
     S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
 {
@@ -239,7 +340,16 @@ where
         match tokio::time::timeout(idle, s.next()).await {
             Ok(Some(item)) => Some((item, Some(s))),
             Ok(None) => None,
-            Err(_) => Some((Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("the stream stalled: nothing arrived for {} s", idle.as_secs()))), None)),
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the stream stalled: nothing arrived for {} s",
+                        idle.as_secs()
+                    ),
+                )),
+                None,
+            )),
         }
     }))
 }
@@ -253,10 +363,20 @@ struct ImportQuery {
     name: Option<String>,
 }
 
-async fn import_image(State(a): A, axum::extract::Query(q): axum::extract::Query<ImportQuery>, body: Body) -> Result<impl IntoResponse> {
-    let stream = stall_guard(body.into_data_stream().map_err(std::io::Error::other), crate::sys::inns::STALL * 2);
+async fn import_image(
+    State(a): A,
+    axum::extract::Query(q): axum::extract::Query<ImportQuery>,
+    body: Body,
+) -> Result<impl IntoResponse> {
+    let stream = stall_guard(
+        body.into_data_stream().map_err(std::io::Error::other),
+        crate::sys::inns::STALL * 2,
+    );
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
-    let rec = tokio::task::spawn_blocking(move || a.import_image_blocking(reader, q.name.as_deref())).await.map_err(|e| Error::Internal(e.to_string()))??;
+    let rec =
+        tokio::task::spawn_blocking(move || a.import_image_blocking(reader, q.name.as_deref()))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
     Ok(Json(rec))
 }
 
@@ -265,9 +385,17 @@ async fn remove_image(State(a): A, Path(name): Path<String>) -> Result<impl Into
 }
 
 async fn export_image(State(a): A, Path(name): Path<String>) -> Result<Response> {
-    Ok(([("content-type", "application/x-tar")], a.image_body(&name)?).into_response())
+    Ok((
+        [("content-type", "application/x-tar")],
+        a.image_body(&name)?,
+    )
+        .into_response())
 }
 
-async fn send_image(State(a): A, Path(name): Path<String>, Json(r): Json<crate::api::SendImageRequest>) -> Result<impl IntoResponse> {
+async fn send_image(
+    State(a): A,
+    Path(name): Path<String>,
+    Json(r): Json<crate::api::SendImageRequest>,
+) -> Result<impl IntoResponse> {
     Ok(Json(a.send_image(&name, &r).await?))
 }

@@ -16,7 +16,10 @@ use std::time::Instant;
 impl Agent {
     fn baseline_file(&self, snapshot_id: &str) -> Result<PathBuf> {
         super::check_id(snapshot_id)?;
-        Ok(self.host.snapshots_dir().join(format!("{snapshot_id}.baseline.tar.zst")))
+        Ok(self
+            .host
+            .snapshots_dir()
+            .join(format!("{snapshot_id}.baseline.tar.zst")))
     }
 
     /// Checkpoint (leave-running) + archive file. Returns the archive's size.
@@ -25,7 +28,10 @@ impl Agent {
         let file = self.baseline_file(snapshot_id)?;
         let _g = self.lock(id).await;
         let c = self.host.container(self.spec(id)?);
-        let dir = self.host.snapshots_dir().join(format!(".{snapshot_id}.baseline"));
+        let dir = self
+            .host
+            .snapshots_dir()
+            .join(format!(".{snapshot_id}.baseline"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("criu"))?;
         let work = c.dir().join("criu-dump");
@@ -33,13 +39,22 @@ impl Agent {
         std::fs::create_dir_all(&work)?;
         let mut t = Timings::new();
         let t0 = Instant::now();
-        let opts = CriuOpts { image: dir.join("criu"), work, leave_running: true, ..Default::default() };
+        let opts = CriuOpts {
+            image: dir.join("criu"),
+            work,
+            leave_running: true,
+            ..Default::default()
+        };
         c.host.runc.checkpoint(c.id(), &opts, &c.runc_log()).await?;
         std::fs::copy(c.bundle().join("config.json"), dir.join("config.json"))?;
         crate::container::copy_tree(&c.upper(), &dir.join("upper")).await?;
         t.insert("checkpoint_ms".into(), ms(t0));
         let t1 = Instant::now();
-        let script = format!("tar -C '{}' -cf - criu config.json upper | zstd -q -3 -T0 -o '{}'", dir.display(), file.display());
+        let script = format!(
+            "tar -C '{}' -cf - criu config.json upper | zstd -q -3 -T0 -o '{}'",
+            dir.display(),
+            file.display()
+        );
         let r = run("sh", &["-c", &script]).await;
         let _ = std::fs::remove_dir_all(&dir);
         r?;
@@ -48,12 +63,26 @@ impl Agent {
     }
 
     /// Copies the archive file to the target agent over TCP.
-    pub async fn baseline_send(&self, snapshot_id: &str, target_url: &str, token: &str) -> Result<Timings> {
+    pub async fn baseline_send(
+        &self,
+        snapshot_id: &str,
+        target_url: &str,
+        token: &str,
+    ) -> Result<Timings> {
         let file = self.baseline_file(snapshot_id)?;
         let t0 = Instant::now();
-        let f = tokio::fs::File::open(&file).await.map_err(|e| Error::NotFound(format!("{}: {e}", file.display())))?;
-        let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20));
-        self.put_to_peer(target_url, token, &format!("/agent/v1/baseline/{snapshot_id}"), body).await?;
+        let f = tokio::fs::File::open(&file)
+            .await
+            .map_err(|e| Error::NotFound(format!("{}: {e}", file.display())))?;
+        let body =
+            axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20));
+        self.put_to_peer(
+            target_url,
+            token,
+            &format!("/agent/v1/baseline/{snapshot_id}"),
+            body,
+        )
+        .await?;
         let _ = std::fs::remove_file(&file);
         Ok([("transfer_ms".to_string(), ms(t0))].into_iter().collect())
     }
@@ -66,7 +95,8 @@ impl Agent {
         let mut stream = body.into_data_stream();
         let mut n = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Error::Unavailable(format!("baseline copy broke off: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| Error::Unavailable(format!("baseline copy broke off: {e}")))?;
             n += chunk.len() as u64;
             f.write_all(&chunk).await?;
         }
@@ -78,12 +108,19 @@ impl Agent {
     pub async fn baseline_restore(&self, snapshot_id: &str, spec: RuntimeSpec) -> Result<Timings> {
         self.criu.require()?;
         let file = self.baseline_file(snapshot_id)?;
-        let dir = self.host.snapshots_dir().join(format!(".{snapshot_id}.baseline"));
+        let dir = self
+            .host
+            .snapshots_dir()
+            .join(format!(".{snapshot_id}.baseline"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let mut t = Timings::new();
         let t0 = Instant::now();
-        let script = format!("zstd -q -d -c '{}' | tar -C '{}' -xf -", file.display(), dir.display());
+        let script = format!(
+            "zstd -q -d -c '{}' | tar -C '{}' -xf -",
+            file.display(),
+            dir.display()
+        );
         run("sh", &["-c", &script]).await?;
         t.insert("unpack_ms".into(), ms(t0));
         let _g = self.lock(&spec.id).await;
@@ -92,7 +129,10 @@ impl Agent {
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_file(&file);
         let rt = r?;
-        t.insert("restore_ms".into(), rt.get("total_ms").copied().unwrap_or_default());
+        t.insert(
+            "restore_ms".into(),
+            rt.get("total_ms").copied().unwrap_or_default(),
+        );
         Ok(t)
     }
 }

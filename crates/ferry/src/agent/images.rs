@@ -15,12 +15,18 @@ impl Agent {
     }
 
     /// Imports an image tarball read from `input`. Blocking.
-    pub fn import_image_blocking(&self, input: impl std::io::Read, name: Option<&str>) -> Result<ImageRecord> {
+    pub fn import_image_blocking(
+        &self,
+        input: impl std::io::Read,
+        name: Option<&str>,
+    ) -> Result<ImageRecord> {
         if let Some(n) = name {
             crate::image::check_name(n)?;
         }
         let store = self.host.image_store();
-        let rec = store.import(input, name, &|i, n| tracing::debug!(layer = i, of = n, "importing image"))?;
+        let rec = store.import(input, name, &|i, n| {
+            tracing::debug!(layer = i, of = n, "importing image")
+        })?;
         if rec.mrp_server.is_none() {
             tracing::warn!(image = %rec.name, "imported image has no mrmd-python on its PATH: runtimes cannot be created from it");
         }
@@ -28,9 +34,18 @@ impl Agent {
     }
 
     pub fn remove_image(&self, name: &str) -> Result<ImageRecord> {
-        let users: Vec<String> = self.specs().into_iter().filter(|s| s.image == name).map(|s| s.name).collect();
+        let users: Vec<String> = self
+            .specs()
+            .into_iter()
+            .filter(|s| s.image == name)
+            .map(|s| s.name)
+            .collect();
         if !users.is_empty() {
-            return Err(Error::Conflict(format!("image {name} is used by runtime(s) {} on host {}: remove them first", users.join(", "), self.host.name)));
+            return Err(Error::Conflict(format!(
+                "image {name} is used by runtime(s) {} on host {}: remove them first",
+                users.join(", "),
+                self.host.name
+            )));
         }
         self.host.image_store().remove(name)
     }
@@ -54,7 +69,10 @@ impl Agent {
                 let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
             }
         });
-        Ok(Body::from_stream(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })))
+        Ok(Body::from_stream(futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
+        )))
     }
 
     /// Streams image `name` to a peer agent, which verifies every digest; returns its record there.
@@ -62,11 +80,17 @@ impl Agent {
         let t0 = std::time::Instant::now();
         let body = self.image_body(name)?;
         let path = format!("/agent/v1/images/import?name={}", name);
-        let bytes = self.put_to_peer(&r.target_url, &r.target_token, &path, body).await?;
-        let rec: ImageRecord = serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("target answer: {e}")))?;
+        let bytes = self
+            .put_to_peer(&r.target_url, &r.target_token, &path, body)
+            .await?;
+        let rec: ImageRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Internal(format!("target answer: {e}")))?;
         let here = self.host.image_store().get(name)?;
         if rec.digest != here.digest {
-            return Err(Error::Internal(format!("image {name} arrived as {} instead of {}", rec.digest, here.digest)));
+            return Err(Error::Internal(format!(
+                "image {name} arrived as {} instead of {}",
+                rec.digest, here.digest
+            )));
         }
         tracing::info!(image = %name, digest = %rec.digest, target = %r.target_url, ms = t0.elapsed().as_millis() as u64, "image sent");
         Ok(rec)

@@ -30,19 +30,36 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub async fn new(host: Host, token: String, peer_tls: Option<Arc<rustls::ClientConfig>>) -> Result<Agent> {
-        for d in [host.runtimes_dir(), host.snapshots_dir(), host.state_dir.join("runc")] {
-            std::fs::create_dir_all(&d).map_err(|e| Error::Internal(format!("cannot create {}: {e}", d.display())))?;
+    pub async fn new(
+        host: Host,
+        token: String,
+        peer_tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Agent> {
+        for d in [
+            host.runtimes_dir(),
+            host.snapshots_dir(),
+            host.state_dir.join("runc"),
+        ] {
+            std::fs::create_dir_all(&d)
+                .map_err(|e| Error::Internal(format!("cannot create {}: {e}", d.display())))?;
         }
         host.image_store().clean_staging();
         // Imports cut off by a crash leave staging dirs: they were never visible, remove them.
-        for e in std::fs::read_dir(host.snapshots_dir()).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(host.snapshots_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if e.file_name().to_string_lossy().starts_with('.') {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
         // So do sends cut off by a crash: their dumps in the scratch dir belong to no one now.
-        for e in std::fs::read_dir(host.scratch_dir()).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(host.scratch_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             tracing::info!(dump = %e.path().display(), "removing the dump of an interrupted send");
             let _ = std::fs::remove_dir_all(e.path());
         }
@@ -50,8 +67,20 @@ impl Agent {
         if let Some(p) = &criu.problem {
             tracing::warn!(problem = %p, "CRIU is unusable: checkpoints and restores will be refused");
         }
-        let versions = Versions { criu: criu.version.clone(), runc: crate::sys::runc::version().await, kernel: crate::sys::host::kernel_release() };
-        let agent = Agent { host, criu, versions, token, locks: Mutex::new(HashMap::new()), lazy_jobs: Default::default(), peer_tls };
+        let versions = Versions {
+            criu: criu.version.clone(),
+            runc: crate::sys::runc::version().await,
+            kernel: crate::sys::host::kernel_release(),
+        };
+        let agent = Agent {
+            host,
+            criu,
+            versions,
+            token,
+            locks: Mutex::new(HashMap::new()),
+            lazy_jobs: Default::default(),
+            peer_tls,
+        };
         // A restore whose sha256 check had not passed when this agent died left its processes
         // stopped (CRIU's leave-stopped) and never verified: they must never run. Removing the
         // container makes it an interrupted restore, which the control plane settles.
@@ -70,7 +99,13 @@ impl Agent {
 
     /// One operation at a time per runtime.
     pub async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let m = self.locks.lock().unwrap().entry(id.to_string()).or_default().clone();
+        let m = self
+            .locks
+            .lock()
+            .unwrap()
+            .entry(id.to_string())
+            .or_default()
+            .clone();
         m.lock_owned().await
     }
 
@@ -102,7 +137,8 @@ impl Agent {
 
     fn spec(&self, id: &str) -> Result<RuntimeSpec> {
         let p = self.host.runtimes_dir().join(id).join("runtime.json");
-        let b = std::fs::read(&p).map_err(|_| Error::NotFound(format!("no runtime {id} on host {}", self.host.name)))?;
+        let b = std::fs::read(&p)
+            .map_err(|_| Error::NotFound(format!("no runtime {id} on host {}", self.host.name)))?;
         serde_json::from_slice(&b).map_err(|e| Error::Internal(format!("{}: {e}", p.display())))
     }
 
@@ -122,7 +158,10 @@ impl Agent {
         check_id(&spec.id)?;
         let _g = self.lock(&spec.id).await;
         if self.host.runtimes_dir().join(&spec.id).exists() {
-            return Err(Error::Conflict(format!("runtime {} already exists on host {}", spec.id, self.host.name)));
+            return Err(Error::Conflict(format!(
+                "runtime {} already exists on host {}",
+                spec.id, self.host.name
+            )));
         }
         let c = self.host.container(spec);
         let timings = c.create().await?;
@@ -158,17 +197,30 @@ impl Agent {
         Ok(c.status().await)
     }
 
-    pub async fn checkpoint(&self, id: &str, snapshot_id: &str, leave_running: bool) -> Result<SnapshotInfo> {
+    pub async fn checkpoint(
+        &self,
+        id: &str,
+        snapshot_id: &str,
+        leave_running: bool,
+    ) -> Result<SnapshotInfo> {
         self.criu.require()?;
         check_id(snapshot_id)?;
         let _g = self.lock(id).await;
         let c = self.host.container(self.spec(id)?);
         let dest = self.host.snapshots_dir().join(snapshot_id);
-        let (m, timings) = c.checkpoint(&dest, snapshot_id, leave_running, &self.versions).await?;
+        let (m, timings) = c
+            .checkpoint(&dest, snapshot_id, leave_running, &self.versions)
+            .await?;
         Ok(store::info(&self.host.name, snapshot_id, &m, timings))
     }
 
-    pub async fn restore(&self, snapshot_id: &str, spec: RuntimeSpec, verify: bool, lazy_from: Option<&str>) -> Result<AgentRuntime> {
+    pub async fn restore(
+        &self,
+        snapshot_id: &str,
+        spec: RuntimeSpec,
+        verify: bool,
+        lazy_from: Option<&str>,
+    ) -> Result<AgentRuntime> {
         self.criu.require()?;
         check_id(&spec.id)?;
         let dir = self.snapshot_dir(snapshot_id)?;
@@ -187,7 +239,10 @@ impl Agent {
         check_id(id)?;
         let d = self.host.snapshots_dir().join(id);
         if !d.join(ferry_snapshot::MANIFEST_NAME).exists() {
-            return Err(Error::NotFound(format!("no snapshot {id} on host {}", self.host.name)));
+            return Err(Error::NotFound(format!(
+                "no snapshot {id} on host {}",
+                self.host.name
+            )));
         }
         Ok(d)
     }
@@ -205,13 +260,20 @@ impl Agent {
     /// Verifies every file of a stored snapshot (size and sha256) against its manifest.
     pub async fn verify_snapshot(&self, id: &str) -> Result<SnapshotInfo> {
         let d = self.snapshot_dir(id)?;
-        let m = tokio::task::spawn_blocking(move || ferry_snapshot::verify_dir(&d)).await.map_err(|e| Error::Internal(e.to_string()))??;
+        let m = tokio::task::spawn_blocking(move || ferry_snapshot::verify_dir(&d))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
         Ok(store::info(&self.host.name, id, &m, Timings::new()))
     }
 
     /// Imports an archive read from `input` as snapshot `id`, verifying its content `when` says
     /// (`Later`: every restore of it verifies first). Blocking.
-    pub fn import_blocking(&self, id: &str, input: impl std::io::Read, when: ferry_snapshot::Verify) -> Result<SnapshotInfo> {
+    pub fn import_blocking(
+        &self,
+        id: &str,
+        input: impl std::io::Read,
+        when: ferry_snapshot::Verify,
+    ) -> Result<SnapshotInfo> {
         check_id(id)?;
         let dest = self.host.snapshots_dir().join(id);
         let m = ferry_snapshot::import_archive_with(input, &dest, when).map_err(|e| match &e {
@@ -234,10 +296,17 @@ impl Agent {
 
 /// Ids become path and netns names: keep them to a safe alphabet.
 pub fn check_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty() && id.len() <= 40 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') && !id.starts_with('-');
+    let ok = !id.is_empty()
+        && id.len() <= 40
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !id.starts_with('-');
     if ok {
         Ok(())
     } else {
-        Err(Error::Invalid(format!("invalid id {id:?}: use 1-40 letters, digits, '-' or '_'")))
+        Err(Error::Invalid(format!(
+            "invalid id {id:?}: use 1-40 letters, digits, '-' or '_'"
+        )))
     }
 }

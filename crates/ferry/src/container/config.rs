@@ -3,7 +3,8 @@
 use super::Container;
 use crate::{internal, Result};
 use oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceType, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespace,
+    LinuxNamespaceType, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 /// The command that runs the MRP server as PID 1, its output appended to a log inside the
@@ -25,7 +26,14 @@ fn environment(c: &Container, image_env: &[String], home: &str) -> Vec<String> {
             env.push((k.to_string(), v.to_string()));
         }
     };
-    for kv in ["PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", &format!("HOME={home}"), &format!("IPYTHONDIR={home}/.ipython"), "VIRTUAL_ENV=/opt/venv", "PYTHONUNBUFFERED=1", "MPLBACKEND=Agg"] {
+    for kv in [
+        "PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        &format!("HOME={home}"),
+        &format!("IPYTHONDIR={home}/.ipython"),
+        "VIRTUAL_ENV=/opt/venv",
+        "PYTHONUNBUFFERED=1",
+        "MPLBACKEND=Agg",
+    ] {
         set(kv);
     }
     for kv in image_env {
@@ -42,10 +50,21 @@ pub fn build(c: &Container) -> Result<Spec> {
     let run = c.run_config()?;
     let process = ProcessBuilder::default()
         .terminal(false)
-        .args(command(&c.spec.id, &run.server, &run.user.home, &run.workdir))
+        .args(command(
+            &c.spec.id,
+            &run.server,
+            &run.user.home,
+            &run.workdir,
+        ))
         .env(environment(c, &run.env, &run.user.home))
         .cwd(run.cwd.clone())
-        .user(UserBuilder::default().uid(run.user.uid).gid(run.user.gid).build().map_err(|e| internal!("user spec: {e}"))?)
+        .user(
+            UserBuilder::default()
+                .uid(run.user.uid)
+                .gid(run.user.gid)
+                .build()
+                .map_err(|e| internal!("user spec: {e}"))?,
+        )
         .no_new_privileges(true)
         .build()
         .map_err(|e| internal!("process spec: {e}"))?;
@@ -55,7 +74,13 @@ pub fn build(c: &Container) -> Result<Spec> {
     process.set_capabilities(base_process.capabilities().clone());
     process.set_rlimits(base_process.rlimits().clone());
     spec.set_process(Some(process));
-    spec.set_root(Some(RootBuilder::default().path("rootfs").readonly(false).build().map_err(|e| internal!("root spec: {e}"))?));
+    spec.set_root(Some(
+        RootBuilder::default()
+            .path("rootfs")
+            .readonly(false)
+            .build()
+            .map_err(|e| internal!("root spec: {e}"))?,
+    ));
     spec.set_hostname(Some(c.spec.name.chars().take(63).collect()));
 
     let limit = (c.spec.plan.memory_mb * 1024 * 1024) as i64;
@@ -66,9 +91,19 @@ pub fn build(c: &Container) -> Result<Spec> {
     let period: u64 = 100_000;
     let quota = (c.spec.plan.cpus * period as f64).round() as i64;
     let resources = LinuxResourcesBuilder::default()
-        .devices(vec![LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build().map_err(|e| internal!("{e}"))?])
+        .devices(vec![LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()
+            .map_err(|e| internal!("{e}"))?])
         .memory(memory.build().map_err(|e| internal!("{e}"))?)
-        .cpu(LinuxCpuBuilder::default().quota(quota).period(period).build().map_err(|e| internal!("{e}"))?)
+        .cpu(
+            LinuxCpuBuilder::default()
+                .quota(quota)
+                .period(period)
+                .build()
+                .map_err(|e| internal!("{e}"))?,
+        )
         .build()
         .map_err(|e| internal!("{e}"))?;
 
@@ -76,7 +111,10 @@ pub fn build(c: &Container) -> Result<Spec> {
     // (accepted by the kernel, never by the runtime) cannot be dumped and are dropped instead of
     // failing the checkpoint; the proxy retries such requests at the new location.
     let mut annotations = std::collections::HashMap::new();
-    annotations.insert("org.criu.config".to_string(), c.criu_conf().display().to_string());
+    annotations.insert(
+        "org.criu.config".to_string(),
+        c.criu_conf().display().to_string(),
+    );
     spec.set_annotations(Some(annotations));
     let linux = spec.linux_mut().as_mut().expect("default linux");
     linux.set_resources(Some(resources));
@@ -95,15 +133,21 @@ pub fn build(c: &Container) -> Result<Spec> {
 /// runtime restored under other addresses than it was checkpointed with).
 pub fn write(c: &Container, tcp_close: bool) -> Result<()> {
     std::fs::create_dir_all(c.bundle())?;
-    let opts = if tcp_close { "skip-in-flight\ntcp-close\n" } else { "skip-in-flight\n" };
+    let opts = if tcp_close {
+        "skip-in-flight\ntcp-close\n"
+    } else {
+        "skip-in-flight\n"
+    };
     std::fs::write(c.criu_conf(), opts)?;
     let spec = build(c)?;
-    spec.save(c.bundle().join("config.json")).map_err(|e| internal!("writing config.json: {e}"))
+    spec.save(c.bundle().join("config.json"))
+        .map_err(|e| internal!("writing config.json: {e}"))
 }
 
 /// Whether a restore that holds its processes stopped was under way (see [`restore_stopped`]).
 pub fn restore_held(c: &Container) -> bool {
-    std::fs::read_to_string(c.criu_conf()).is_ok_and(|conf| conf.lines().any(|l| l == "leave-stopped"))
+    std::fs::read_to_string(c.criu_conf())
+        .is_ok_and(|conf| conf.lines().any(|l| l == "leave-stopped"))
 }
 
 /// With `stopped`, the next restore leaves the processes stopped (CRIU's `leave-stopped`: each
@@ -115,6 +159,9 @@ pub fn restore_stopped(c: &Container, stopped: bool) -> Result<()> {
     if stopped {
         lines.push("leave-stopped");
     }
-    std::fs::write(c.criu_conf(), lines.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+    std::fs::write(
+        c.criu_conf(),
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )?;
     Ok(())
 }

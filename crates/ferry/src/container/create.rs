@@ -16,7 +16,11 @@ impl Container<'_> {
     pub async fn create(&self) -> Result<Timings> {
         self.require_image()?;
         if self.host.runc.state(self.id()).await?.is_some() {
-            return Err(Error::Conflict(format!("a container {} already exists on host {}", self.id(), self.host.name)));
+            return Err(Error::Conflict(format!(
+                "a container {} already exists on host {}",
+                self.id(),
+                self.host.name
+            )));
         }
         let t0 = Instant::now();
         let mut t = Timings::new();
@@ -25,7 +29,10 @@ impl Container<'_> {
             netns::claim_route(&self.net()).await?;
             t.insert("prepare_ms".into(), ms(t0));
             let t1 = Instant::now();
-            self.host.runc.run(self.id(), &self.bundle(), &self.runc_log()).await?;
+            self.host
+                .runc
+                .run(self.id(), &self.bundle(), &self.runc_log())
+                .await?;
             t.insert("start_ms".into(), ms(t1));
             let t2 = Instant::now();
             self.wait_ready().await?;
@@ -71,21 +78,37 @@ impl Container<'_> {
             netns::teardown(&net).await;
         }
         netns::setup(&net).await?;
-        mount::mount_overlay(&self.host.image_rootfs(&self.spec.image), &self.upper(), &self.overlay_work(), &self.rootfs())?;
+        mount::mount_overlay(
+            &self.host.image_rootfs(&self.spec.image),
+            &self.upper(),
+            &self.overlay_work(),
+            &self.rootfs(),
+        )?;
         // Restored under other addresses (a fork, a copy under a new name), the TCP connections
         // the snapshot holds cannot come back: CRIU restores them closed.
-        let new_address = upper_from.and_then(|u| u.parent()).and_then(snapshot_ip).is_some_and(|ip| ip != self.spec.ip.to_string());
+        let new_address = upper_from
+            .and_then(|u| u.parent())
+            .and_then(snapshot_ip)
+            .is_some_and(|ip| ip != self.spec.ip.to_string());
         config::write(self, new_address)?;
         Ok(())
     }
 
     pub(crate) async fn wait_ready(&self) -> Result<()> {
-        crate::mrp::wait_ready(&self.mrp_url(), READY_TIMEOUT, || self.is_alive()).await.map_err(|e| {
-            let oom = cgroup::stats(&self.cgroup_path()).map(|s| s.oom_kills > 0).unwrap_or(false);
-            let log = crate::sys::cmd::tail(&self.runtime_log(), 10);
-            let hint = if oom { " (it was OOM-killed: give it a larger plan)" } else { "" };
-            Error::Internal(format!("{e}{hint}\nruntime log:\n{log}"))
-        })
+        crate::mrp::wait_ready(&self.mrp_url(), READY_TIMEOUT, || self.is_alive())
+            .await
+            .map_err(|e| {
+                let oom = cgroup::stats(&self.cgroup_path())
+                    .map(|s| s.oom_kills > 0)
+                    .unwrap_or(false);
+                let log = crate::sys::cmd::tail(&self.runtime_log(), 10);
+                let hint = if oom {
+                    " (it was OOM-killed: give it a larger plan)"
+                } else {
+                    ""
+                };
+                Error::Internal(format!("{e}{hint}\nruntime log:\n{log}"))
+            })
     }
 }
 

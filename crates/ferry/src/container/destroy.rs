@@ -20,7 +20,9 @@ impl Container<'_> {
             let _ = runc.kill(self.id(), "KILL").await;
             for _ in 0..50 {
                 match runc.state(self.id()).await {
-                    Ok(Some(s)) if s.status == "running" || s.status == "paused" => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                    Ok(Some(s)) if s.status == "running" || s.status == "paused" => {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                    }
                     _ => break,
                 }
             }

@@ -22,7 +22,10 @@ impl Container<'_> {
         let t0 = Instant::now();
         let mut t = Timings::new();
         if self.host.runc.state(self.id()).await?.is_some() {
-            return Err(Error::Conflict(format!("runtime {} already has a container on host {}", self.spec.name, self.host.name)));
+            return Err(Error::Conflict(format!(
+                "runtime {} already has a container on host {}",
+                self.spec.name, self.host.name
+            )));
         }
         self.require_image()?;
         self.prepare(Some(&snapshot.join("upper"))).await?;
@@ -32,17 +35,25 @@ impl Container<'_> {
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work)?;
         let image = snapshot.join("criu");
-        let daemon = match lazy::start_daemon(self.host.outer_netns.as_deref(), &image, &work, page_server).await {
-            Ok(d) => d,
-            Err(e) => {
-                self.destroy().await;
-                self.remove_files();
-                return Err(e);
-            }
-        };
+        let daemon =
+            match lazy::start_daemon(self.host.outer_netns.as_deref(), &image, &work, page_server)
+                .await
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    self.destroy().await;
+                    self.remove_files();
+                    return Err(e);
+                }
+            };
         std::fs::write(self.dir().join("lazy-pending"), page_server)?;
         let t1 = Instant::now();
-        let opts = CriuOpts { image, work: work.clone(), lazy_restore: true, ..Default::default() };
+        let opts = CriuOpts {
+            image,
+            work: work.clone(),
+            lazy_restore: true,
+            ..Default::default()
+        };
         let mut daemon = daemon;
         let restored = async {
             let t = &mut t;
@@ -95,7 +106,12 @@ impl Container<'_> {
 
     /// Waits in the background for the lazy-pages daemon: success → the runtime is complete and the
     /// page-less images are dropped; failure → the runtime is killed and marked lost.
-    fn watch_pages(&self, mut daemon: tokio::process::Child, snapshot: std::path::PathBuf, work: std::path::PathBuf) {
+    fn watch_pages(
+        &self,
+        mut daemon: tokio::process::Child,
+        snapshot: std::path::PathBuf,
+        work: std::path::PathBuf,
+    ) {
         let host = self.host.clone();
         let spec = self.spec.clone();
         tokio::spawn(async move {

@@ -4,8 +4,8 @@
 //! Like youki's `Container`, each verb lives in its own file and says what it does and does not do:
 //! [`create`], [`checkpoint`], [`restore`], [`freeze`], [`destroy`], [`status`].
 
-pub(crate) mod config;
 pub mod checkpoint;
+pub(crate) mod config;
 pub mod create;
 pub mod destroy;
 pub mod freeze;
@@ -38,10 +38,26 @@ pub struct Host {
 }
 
 impl Host {
-    pub fn new(name: &str, state_dir: PathBuf, images_dir: PathBuf, prefix: &str, outer_netns: Option<String>, route_via: Option<std::net::Ipv4Addr>) -> Host {
+    pub fn new(
+        name: &str,
+        state_dir: PathBuf,
+        images_dir: PathBuf,
+        prefix: &str,
+        outer_netns: Option<String>,
+        route_via: Option<std::net::Ipv4Addr>,
+    ) -> Host {
         let runc = Runc::new(state_dir.join("runc"));
         let addr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-        Host { name: name.into(), state_dir, images_dir, runc, prefix: prefix.into(), outer_netns, route_via, addr }
+        Host {
+            name: name.into(),
+            state_dir,
+            images_dir,
+            runc,
+            prefix: prefix.into(),
+            outer_netns,
+            route_via,
+            addr,
+        }
     }
 
     pub fn runtimes_dir(&self) -> PathBuf {
@@ -74,14 +90,22 @@ impl Host {
     /// The image's identity as recorded in snapshots: its build id, or its config digest.
     pub fn image_id(&self, image: &str) -> String {
         match self.image_store().get(image) {
-            Ok(r) => r.digest.strip_prefix("local:").unwrap_or(&r.digest).to_string(),
+            Ok(r) => r
+                .digest
+                .strip_prefix("local:")
+                .unwrap_or(&r.digest)
+                .to_string(),
             Err(_) => "unknown".into(),
         }
     }
 
     /// Images this host can run (built or imported, complete).
     pub fn images(&self) -> Vec<String> {
-        self.image_store().list().into_iter().map(|r| r.name).collect()
+        self.image_store()
+            .list()
+            .into_iter()
+            .map(|r| r.name)
+            .collect()
     }
 
     pub fn container(&self, spec: RuntimeSpec) -> Container<'_> {
@@ -146,8 +170,13 @@ impl Container<'_> {
     /// The runtime's own log (stdout/stderr of the MRP server), inside its writable layer, under
     /// the home of the user the image runs as.
     pub fn runtime_log(&self) -> PathBuf {
-        let home = self.run_config().map(|r| r.user.home).unwrap_or_else(|_| "/root".into());
-        self.upper().join(home.trim_start_matches('/')).join(".ferry/runtime.log")
+        let home = self
+            .run_config()
+            .map(|r| r.user.home)
+            .unwrap_or_else(|_| "/root".into());
+        self.upper()
+            .join(home.trim_start_matches('/'))
+            .join(".ferry/runtime.log")
     }
 
     /// How the image wants its process run (user, env, directories) and where its MRP server is.
@@ -163,9 +192,23 @@ impl Container<'_> {
                 self.spec.image
             ))
         })?;
-        let workdir = rec.config.working_dir.clone().unwrap_or_else(|| format!("{}/work", user.home.trim_end_matches('/')));
-        let cwd = rec.config.working_dir.clone().unwrap_or_else(|| user.home.clone());
-        Ok(RunConfig { user, env: rec.config.env, cwd, workdir, server })
+        let workdir = rec
+            .config
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| format!("{}/work", user.home.trim_end_matches('/')));
+        let cwd = rec
+            .config
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| user.home.clone());
+        Ok(RunConfig {
+            user,
+            env: rec.config.env,
+            cwd,
+            workdir,
+            server,
+        })
     }
 
     pub fn cgroup_path(&self) -> String {
@@ -192,7 +235,10 @@ impl Container<'_> {
     /// Persists the spec next to the container so that a restarted agent adopts it.
     pub fn save_spec(&self) -> crate::Result<()> {
         std::fs::create_dir_all(self.dir())?;
-        std::fs::write(self.spec_file(), serde_json::to_vec_pretty(&self.spec).expect("spec serializes"))?;
+        std::fs::write(
+            self.spec_file(),
+            serde_json::to_vec_pretty(&self.spec).expect("spec serializes"),
+        )?;
         Ok(())
     }
 
@@ -211,7 +257,12 @@ pub async fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> crate::R
         std::fs::create_dir_all(to)?;
         return Ok(());
     }
-    crate::sys::cmd::run("cp", &["-a", &from.display().to_string(), &to.display().to_string()]).await.map(|_| ())
+    crate::sys::cmd::run(
+        "cp",
+        &["-a", &from.display().to_string(), &to.display().to_string()],
+    )
+    .await
+    .map(|_| ())
 }
 
 pub(crate) fn ms(since: std::time::Instant) -> f64 {

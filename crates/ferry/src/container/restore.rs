@@ -22,7 +22,10 @@ impl Container<'_> {
         let t0 = Instant::now();
         let mut t = Timings::new();
         if let Some(s) = self.host.runc.state(self.id()).await? {
-            return Err(Error::Conflict(format!("runtime {} already has a container on host {} (it is {})", self.spec.name, self.host.name, s.status)));
+            return Err(Error::Conflict(format!(
+                "runtime {} already has a container on host {} (it is {})",
+                self.spec.name, self.host.name, s.status
+            )));
         }
         self.require_image()?;
         let verifying = verify.then(|| {
@@ -40,13 +43,21 @@ impl Container<'_> {
             let work = self.dir().join("criu-restore");
             let _ = std::fs::remove_dir_all(&work);
             std::fs::create_dir_all(&work)?;
-            let opts = CriuOpts { image: snapshot.join("criu"), work: work.clone(), ..Default::default() };
+            let opts = CriuOpts {
+                image: snapshot.join("criu"),
+                work: work.clone(),
+                ..Default::default()
+            };
             // The option stays in the config until the processes are continued: an agent that dies
             // in between finds it at its start and removes the never-verified copy.
             if verify {
                 config::restore_stopped(self, true)?;
             }
-            let restored = self.host.runc.restore(self.id(), &self.bundle(), &opts, &self.runc_log()).await;
+            let restored = self
+                .host
+                .runc
+                .restore(self.id(), &self.bundle(), &opts, &self.runc_log())
+                .await;
             // A damaged snapshot is reported as such, even where CRIU stumbled over it first.
             if let Some(v) = verifying {
                 let (verified, verify_ms) = v.await.map_err(|e| Error::Internal(e.to_string()))?;
@@ -80,10 +91,22 @@ impl Container<'_> {
     fn resume_stopped(&self) -> Result<()> {
         let procs = crate::sys::cgroup::procs(&self.cgroup_path());
         if procs.is_empty() {
-            return Err(Error::Internal(format!("runtime {}: no processes in its cgroup after the restore", self.spec.name)));
+            return Err(Error::Internal(format!(
+                "runtime {}: no processes in its cgroup after the restore",
+                self.spec.name
+            )));
         }
         for pid in procs {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT).map_err(|e| Error::Internal(format!("continuing process {pid} of {}: {e}", self.spec.name)))?;
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGCONT,
+            )
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "continuing process {pid} of {}: {e}",
+                    self.spec.name
+                ))
+            })?;
         }
         Ok(())
     }

@@ -26,7 +26,8 @@ pub const UI_COOKIE: &str = "ferry_ui";
 /// changes.
 pub fn ui_session(token: &str) -> String {
     use hmac::Mac;
-    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(token.as_bytes()).expect("any key length");
+    let mut m =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(token.as_bytes()).expect("any key length");
     m.update(b"ferry-ui-session-v1");
     hex::encode(m.finalize().into_bytes())
 }
@@ -61,7 +62,12 @@ pub fn load_or_create(path: &std::path::Path) -> std::io::Result<String> {
         }
     }
     let t = new_token();
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     std::io::Write::write_all(&mut f, t.as_bytes())?;
     Ok(t)
 }
@@ -79,9 +85,17 @@ mod tests {
     fn ui_cookie() {
         let mut h = axum::http::HeaderMap::new();
         assert!(!super::cookie_ok(&h, "t0k"));
-        h.insert("cookie", format!("a=b; {}={}", super::UI_COOKIE, super::ui_session("t0k")).parse().unwrap());
+        h.insert(
+            "cookie",
+            format!("a=b; {}={}", super::UI_COOKIE, super::ui_session("t0k"))
+                .parse()
+                .unwrap(),
+        );
         assert!(super::cookie_ok(&h, "t0k"));
-        assert!(!super::cookie_ok(&h, "other"), "a new token ends old sessions");
+        assert!(
+            !super::cookie_ok(&h, "other"),
+            "a new token ends old sessions"
+        );
         assert!(!super::ui_session("t0k").contains("t0k"));
     }
 }

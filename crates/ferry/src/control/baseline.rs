@@ -14,7 +14,9 @@ impl Control {
         let row = self.runtime_row(name).await?;
         self.require_running(&row)?;
         if row.host == to {
-            return Err(Error::Invalid(format!("runtime {name} already runs on {to}")));
+            return Err(Error::Invalid(format!(
+                "runtime {name} already runs on {to}"
+            )));
         }
         let source = self.agent(&row.host)?;
         let target = self.agent(to)?;
@@ -29,7 +31,11 @@ impl Control {
             for (k, v) in export["timings"].as_object().into_iter().flatten() {
                 t.insert(k.clone(), v.as_f64().unwrap_or(0.0));
             }
-            t.extend(source.baseline_send(&snap, &target.url, &self.cfg.agent_token).await?);
+            t.extend(
+                source
+                    .baseline_send(&snap, &target.url, &self.cfg.agent_token)
+                    .await?,
+            );
             t.extend(target.baseline_restore(&snap, &self.spec_of(&row)).await?);
             self.db.set_host(&row.id, to).await?;
             let mut moved = row.clone();
@@ -37,7 +43,15 @@ impl Control {
             self.set_state(&moved, "running", None).await?;
             t.insert("total_ms".into(), ms(t0));
             let _ = source.remove(&row.id).await;
-            let m = Migration { runtime: name.into(), mode: "baseline".into(), from: row.host.clone(), to: to.into(), snapshot: None, archive_bytes, timings: t.clone() };
+            let m = Migration {
+                runtime: name.into(),
+                mode: "baseline".into(),
+                from: row.host.clone(),
+                to: to.into(),
+                snapshot: None,
+                archive_bytes,
+                timings: t.clone(),
+            };
             Ok((m, t))
         })
         .await

@@ -9,11 +9,23 @@ use std::collections::BTreeSet;
 /// The host labels `code` asks for.
 pub fn hints(code: &str) -> BTreeSet<&'static str> {
     let mut out = BTreeSet::new();
-    let gpu = ["import torch", "from torch", "import tensorflow", "from tensorflow", "import jax", "from jax", "cuda", "import cupy"];
+    let gpu = [
+        "import torch",
+        "from torch",
+        "import tensorflow",
+        "from tensorflow",
+        "import jax",
+        "from jax",
+        "cuda",
+        "import cupy",
+    ];
     if gpu.iter().any(|g| code.contains(g)) {
         out.insert("gpu");
     }
-    let whole_file = ["read_csv(", "read_parquet(", "read_json(", "read_feather("].iter().any(|r| code.contains(r)) && !code.contains("chunksize");
+    let whole_file = ["read_csv(", "read_parquet(", "read_json(", "read_feather("]
+        .iter()
+        .any(|r| code.contains(r))
+        && !code.contains("chunksize");
     if whole_file || has_big_number(code) {
         out.insert("big-ram");
     }
@@ -38,21 +50,35 @@ impl Control {
         if found.is_empty() {
             return;
         }
-        let Ok(Some(row)) = self.db.runtime_by_name(runtime).await else { return };
+        let Ok(Some(row)) = self.db.runtime_by_name(runtime).await else {
+            return;
+        };
         let new: Vec<&str> = {
             let mut known = self.hints.lock().unwrap();
             let entry = known.entry(row.id.clone()).or_default();
-            found.into_iter().filter(|label| entry.insert(label.to_string())).collect()
+            found
+                .into_iter()
+                .filter(|label| entry.insert(label.to_string()))
+                .collect()
         };
         for label in new {
-            let kind = if label == "gpu" { "hint.gpu" } else { "hint.big_ram" };
+            let kind = if label == "gpu" {
+                "hint.gpu"
+            } else {
+                "hint.big_ram"
+            };
             self.event(Some(runtime), kind, &format!("its code asks for a {label} host; its next move prefers hosts labelled {label}"), serde_json::json!({"label": label})).await;
         }
     }
 
     /// Labels the runtime's code asked for.
     pub fn hinted_labels(&self, runtime_id: &str) -> BTreeSet<String> {
-        self.hints.lock().unwrap().get(runtime_id).cloned().unwrap_or_default()
+        self.hints
+            .lock()
+            .unwrap()
+            .get(runtime_id)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -65,7 +91,9 @@ mod tests {
         assert!(hints("import torch\nx = torch.zeros(3)").contains("gpu"));
         assert!(hints("from jax import numpy as jnp").contains("gpu"));
         assert!(hints("df = pd.read_csv('big.csv')").contains("big-ram"));
-        assert!(!hints("for c in pd.read_csv('big.csv', chunksize=1000): pass").contains("big-ram"));
+        assert!(
+            !hints("for c in pd.read_csv('big.csv', chunksize=1000): pass").contains("big-ram")
+        );
         assert!(hints("a = np.zeros(2**30)").contains("big-ram"));
         assert!(hints("a = np.zeros(500_000_000)").contains("big-ram"));
         assert!(hints("a = np.zeros(1e9)").contains("big-ram"));

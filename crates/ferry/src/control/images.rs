@@ -12,9 +12,18 @@ impl Control {
     /// Every host's images (hosts that do not answer are left out, with a warning in the log).
     pub async fn images(&self, host: Option<&str>) -> Result<Vec<HostImage>> {
         let mut out = Vec::new();
-        for (name, ..) in self.db.hosts().await?.into_iter().filter(|h| host.is_none_or(|w| w == h.0)) {
+        for (name, ..) in self
+            .db
+            .hosts()
+            .await?
+            .into_iter()
+            .filter(|h| host.is_none_or(|w| w == h.0))
+        {
             match self.agent(&name)?.images().await {
-                Ok(v) => out.extend(v.into_iter().map(|image| HostImage { host: name.clone(), image })),
+                Ok(v) => out.extend(v.into_iter().map(|image| HostImage {
+                    host: name.clone(),
+                    image,
+                })),
                 Err(e) => tracing::warn!(host = %name, error = %e, "host did not list its images"),
             }
         }
@@ -25,7 +34,12 @@ impl Control {
     }
 
     /// Imports an image tarball on `host` (default: the only host, or `local`).
-    pub async fn import_image(&self, body: reqwest::Body, host: Option<&str>, name: Option<&str>) -> Result<HostImage> {
+    pub async fn import_image(
+        &self,
+        body: reqwest::Body,
+        host: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<HostImage> {
         let hosts = self.db.hosts().await?;
         let host = match host {
             Some(h) => h.to_string(),
@@ -34,24 +48,54 @@ impl Control {
             None => return Err(Error::Invalid("several hosts: say which one gets the image with --host (the others receive it when a runtime needs it)".into())),
         };
         let image = self.agent(&host)?.import_image(name, body).await?;
-        self.event(None, "image.imported", &format!("image {} ({}) imported on {host}", image.name, image.digest), serde_json::json!({"host": host, "digest": image.digest})).await;
+        self.event(
+            None,
+            "image.imported",
+            &format!("image {} ({}) imported on {host}", image.name, image.digest),
+            serde_json::json!({"host": host, "digest": image.digest}),
+        )
+        .await;
         Ok(HostImage { host, image })
     }
 
     /// Removes image `name` from `host`, or from every host that has it.
     pub async fn remove_image(&self, name: &str, host: Option<&str>) -> Result<Vec<HostImage>> {
-        let holders: Vec<HostImage> = self.images(host).await?.into_iter().filter(|i| i.image.name == name).collect();
+        let holders: Vec<HostImage> = self
+            .images(host)
+            .await?
+            .into_iter()
+            .filter(|i| i.image.name == name)
+            .collect();
         if holders.is_empty() {
-            return Err(Error::NotFound(format!("no image {name:?}{}: see `ferry image ls`", host.map(|h| format!(" on host {h}")).unwrap_or_default())));
+            return Err(Error::NotFound(format!(
+                "no image {name:?}{}: see `ferry image ls`",
+                host.map(|h| format!(" on host {h}")).unwrap_or_default()
+            )));
         }
-        let in_use: Vec<String> = self.db.runtimes().await?.into_iter().filter(|r| r.image == name && holders.iter().any(|h| h.host == r.host)).map(|r| r.name).collect();
+        let in_use: Vec<String> = self
+            .db
+            .runtimes()
+            .await?
+            .into_iter()
+            .filter(|r| r.image == name && holders.iter().any(|h| h.host == r.host))
+            .map(|r| r.name)
+            .collect();
         if !in_use.is_empty() {
-            return Err(Error::Conflict(format!("image {name} is used by runtime(s) {}: remove them first", in_use.join(", "))));
+            return Err(Error::Conflict(format!(
+                "image {name} is used by runtime(s) {}: remove them first",
+                in_use.join(", ")
+            )));
         }
         for h in &holders {
             self.agent(&h.host)?.remove_image(name).await?;
         }
-        self.event(None, "image.removed", &format!("image {name} removed"), serde_json::json!({"hosts": holders.iter().map(|h| &h.host).collect::<Vec<_>>()})).await;
+        self.event(
+            None,
+            "image.removed",
+            &format!("image {name} removed"),
+            serde_json::json!({"hosts": holders.iter().map(|h| &h.host).collect::<Vec<_>>()}),
+        )
+        .await;
         Ok(holders)
     }
 
@@ -60,7 +104,10 @@ impl Control {
     /// image under the same name is not replaced: both are refused with what to do.
     pub async fn ensure_image(&self, host: &str, name: &str) -> Result<ImageRecord> {
         let all = self.images(None).await?;
-        let want: Option<&HostImage> = all.iter().find(|i| i.image.name == name && i.host != host && i.image.sendable()).or_else(|| all.iter().find(|i| i.image.name == name));
+        let want: Option<&HostImage> = all
+            .iter()
+            .find(|i| i.image.name == name && i.host != host && i.image.sendable())
+            .or_else(|| all.iter().find(|i| i.image.name == name));
         let here = all.iter().find(|i| i.host == host && i.image.name == name);
         match (here, want) {
             (Some(h), Some(w)) if w.image.sendable() && h.image.digest != w.image.digest => Err(Error::Conflict(format!(

@@ -34,7 +34,11 @@ impl Drop for Busy<'_> {
 impl Control {
     /// A new lease of this instance (a fresh token).
     pub(crate) fn new_lease(&self) -> Lease {
-        Lease { owner: self.cfg.instance_id.clone(), token: super::new_id("l"), ttl: self.cfg.lease_ttl }
+        Lease {
+            owner: self.cfg.instance_id.clone(),
+            token: super::new_id("l"),
+            ttl: self.cfg.lease_ttl,
+        }
     }
 
     /// Claims `id` for one operation; one already under way (here or in another instance) makes
@@ -48,7 +52,11 @@ impl Control {
         if !self.busy.lock().unwrap().insert(id.to_string()) {
             return Err(Error::Conflict(format!("runtime {name} is busy with another operation; try again when it finishes (see `ferry operations`)")));
         }
-        let busy = Busy { c: self, id: id.to_string(), token: lease.token.clone() };
+        let busy = Busy {
+            c: self,
+            id: id.to_string(),
+            token: lease.token.clone(),
+        };
         if !self.db.take_lease(id, &lease).await? {
             let Some(row) = self.db.runtime_by_id(id).await? else {
                 return Err(Error::NotFound(format!("no runtime named {name:?} any more (another control-plane instance removed it): see `ferry ls`")));
@@ -63,7 +71,10 @@ impl Control {
 
     /// Runs forever: renews this instance's heartbeat and leases, gives back finished claims'
     /// leases, and picks up hosts other instances added.
-    pub async fn lease_loop(self: Arc<Self>, mut releases: tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
+    pub async fn lease_loop(
+        self: Arc<Self>,
+        mut releases: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    ) {
         let every = (self.cfg.lease_ttl / 3).max(Duration::from_millis(100));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -96,7 +107,10 @@ impl Control {
     }
 
     /// As [`Control::agent`], first picking up a host another instance may have just added.
-    pub(crate) async fn agent_fresh(&self, host: &str) -> Result<crate::agent::client::AgentClient> {
+    pub(crate) async fn agent_fresh(
+        &self,
+        host: &str,
+    ) -> Result<crate::agent::client::AgentClient> {
         match self.agent(host) {
             Err(Error::NotFound(_)) => {
                 self.refresh_agents().await;
@@ -108,11 +122,20 @@ impl Control {
 
     /// Adds agents of hosts that other instances registered.
     pub(crate) async fn refresh_agents(&self) {
-        let Ok(hosts) = self.db.hosts().await else { return };
+        let Ok(hosts) = self.db.hosts().await else {
+            return;
+        };
         let mut agents = self.agents.write().unwrap();
         for (name, url, _, _) in hosts {
             if agents.get(&name).is_none_or(|a| a.url != url) {
-                agents.insert(name, crate::agent::client::AgentClient::new(&url, &self.cfg.agent_token, self.cfg.agent_tls.as_deref()));
+                agents.insert(
+                    name,
+                    crate::agent::client::AgentClient::new(
+                        &url,
+                        &self.cfg.agent_token,
+                        self.cfg.agent_tls.as_deref(),
+                    ),
+                );
             }
         }
     }

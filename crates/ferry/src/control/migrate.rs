@@ -51,7 +51,9 @@ impl std::str::FromStr for Mode {
             "lazy" => Ok(Mode::Lazy),
             "pre-copy" => Ok(Mode::PreCopy),
             "fork" => Ok(Mode::Fork),
-            other => Err(Error::Invalid(format!("unknown migration mode {other:?}: use stop-copy (default), lazy, pre-copy or fork"))),
+            other => Err(Error::Invalid(format!(
+                "unknown migration mode {other:?}: use stop-copy (default), lazy, pre-copy or fork"
+            ))),
         }
     }
 }
@@ -63,22 +65,45 @@ impl Control {
         self.require_running(&row)?;
         let target = self.agent_fresh(&req.to).await?;
         if req.to == row.host && mode != Mode::Fork {
-            return Err(Error::Invalid(format!("runtime {name} already runs on host {}: choose another host (`ferry host ls`)", row.host)));
+            return Err(Error::Invalid(format!(
+                "runtime {name} already runs on host {}: choose another host (`ferry host ls`)",
+                row.host
+            )));
         }
         if mode == Mode::PreCopy {
             let info = self.agent(&row.host)?.info().await?;
-            let why = if info.criu.mem_dirty_track { "ferry does not implement iterative pre-dumps yet" } else { "this kernel has no soft-dirty memory tracking (`criu check --feature mem_dirty_track` fails), which iterative pre-dumps need" };
+            let why = if info.criu.mem_dirty_track {
+                "ferry does not implement iterative pre-dumps yet"
+            } else {
+                "this kernel has no soft-dirty memory tracking (`criu check --feature mem_dirty_track` fails), which iterative pre-dumps need"
+            };
             return Err(Error::Invalid(format!("pre-copy migration is not available: {why}. Use --mode stop-copy (consistent; the default), --mode lazy (post-copy: the shortest freeze) or --mode fork (a copy that leaves the source running)")));
         }
         let need = req.plan.as_ref().unwrap_or(&row.plan).memory_mb;
-        let cap = self.db.hosts().await?.into_iter().find(|h| h.0 == req.to).map(|h| h.3).unwrap_or(0);
+        let cap = self
+            .db
+            .hosts()
+            .await?
+            .into_iter()
+            .find(|h| h.0 == req.to)
+            .map(|h| h.3)
+            .unwrap_or(0);
         let used = self.used_mb_for(&req.to, &row.id).await?;
         if used + need > cap {
             return Err(Error::Conflict(format!("host {} has {} MB free of {cap} MB, not enough for {name}'s {need} MB: choose another host", req.to, cap.saturating_sub(used))));
         }
-        target.info().await.map_err(|e| Error::Unavailable(format!("target host {} does not answer ({e}); nothing was changed", req.to)))?;
+        target.info().await.map_err(|e| {
+            Error::Unavailable(format!(
+                "target host {} does not answer ({e}); nothing was changed",
+                req.to
+            ))
+        })?;
         // The target must have the runtime's image before the source is touched: send it or refuse.
-        self.phase(&row.id, &format!("making sure {} has image {}", req.to, row.image)).await;
+        self.phase(
+            &row.id,
+            &format!("making sure {} has image {}", req.to, row.image),
+        )
+        .await;
         let has_image = self.ensure_image(&req.to, &row.image).await;
         self.phases.lock().unwrap().remove(&row.id);
         has_image.map_err(|e| match e {
@@ -90,7 +115,11 @@ impl Control {
         // remove what an interrupted move left on either host.
         let snapshot_id = new_id(if mode == Mode::Fork { "fork" } else { "mig" });
         let detail = serde_json::json!({"mode": req.mode, "from": row.host, "to": req.to, "snapshot": snapshot_id});
-        let kind = if mode == Mode::Fork { "fork" } else { "migrate" };
+        let kind = if mode == Mode::Fork {
+            "fork"
+        } else {
+            "migrate"
+        };
         let moved = self.journal_with(kind, Some(name), detail, async {
             let m = match mode {
                 Mode::Fork => self.fork(&row, &req.to, req.name.as_deref(), snapshot_id).await?,
@@ -109,25 +138,56 @@ impl Control {
     }
 
     /// `stop-copy` and `lazy`: the runtime moves; it runs at the source until the switch.
-    async fn move_runtime(&self, row: &RuntimeRow, to: &str, lazy: bool, plan: Option<crate::plan::Plan>, snapshot_id: String) -> Result<Migration> {
+    async fn move_runtime(
+        &self,
+        row: &RuntimeRow,
+        to: &str,
+        lazy: bool,
+        plan: Option<crate::plan::Plan>,
+        snapshot_id: String,
+    ) -> Result<Migration> {
         let mode = if lazy { "lazy" } else { "stop-copy" };
         let source = self.agent(&row.host)?;
         let target = self.agent(to)?;
         let t0 = Instant::now();
         // 1. hold
-        self.set_state(row, "migrating", Some(&format!("moving from {} to {to}", row.host))).await?;
-        self.phase(&row.id, &format!("freezing and dumping on {}, streaming to {to}", row.host)).await;
+        self.set_state(
+            row,
+            "migrating",
+            Some(&format!("moving from {} to {to}", row.host)),
+        )
+        .await?;
+        self.phase(
+            &row.id,
+            &format!("freezing and dumping on {}, streaming to {to}", row.host),
+        )
+        .await;
         let (target_ref, snapshot_ref) = (&target, &snapshot_id);
         let rollback = |why: Error| async move {
             let _ = target_ref.remove_snapshot(snapshot_ref).await;
             let _ = self.set_state(row, "running", None).await;
-            let context = format!("migration to {to} failed; {} runs on {} again", row.name, row.host);
-            self.event(Some(&row.name), "migration.failed", &format!("{context}: {why}"), serde_json::json!({})).await;
+            let context = format!(
+                "migration to {to} failed; {} runs on {} again",
+                row.name, row.host
+            );
+            self.event(
+                Some(&row.name),
+                "migration.failed",
+                &format!("{context}: {why}"),
+                serde_json::json!({}),
+            )
+            .await;
             why.context(&context)
         };
         // 2. freeze, dump (lazy: all but memory, which the source then serves), stream; the source
         //    stays frozen
-        let req = SendRequest { snapshot_id: snapshot_id.clone(), target_url: target.url.clone(), target_token: self.cfg.agent_token.clone(), thaw_after_dump: false, lazy };
+        let req = SendRequest {
+            snapshot_id: snapshot_id.clone(),
+            target_url: target.url.clone(),
+            target_token: self.cfg.agent_token.clone(),
+            thaw_after_dump: false,
+            lazy,
+        };
         let sent = match source.send_runtime(&row.id, &req).await {
             Ok(s) => s,
             // The source agent thawed it, unless the agent itself is gone: then the runtime stays
@@ -138,7 +198,13 @@ impl Control {
                     let _ = target_ref.remove_snapshot(snapshot_ref).await;
                     let why = format!("the source host {}'s agent stopped answering during the transfer ({e}); the runtime stays on {} and is resumed when that agent is back", row.host, row.host);
                     let _ = self.set_state(row, "migrating", Some(&why)).await;
-                    self.event(Some(&row.name), "migration.failed", &why, serde_json::json!({})).await;
+                    self.event(
+                        Some(&row.name),
+                        "migration.failed",
+                        &why,
+                        serde_json::json!({}),
+                    )
+                    .await;
                     return Err(Error::Unavailable(why));
                 }
                 Ok(a) if a.status == "paused" => {
@@ -156,11 +222,20 @@ impl Control {
         if let Some(p) = &plan {
             arriving.plan = p.clone();
         }
-        let restore = RestoreRequest { snapshot_id: snapshot_id.clone(), spec: self.spec_of(&arriving), verify: sent.verify_on_restore, lazy_from: sent.page_server.clone() };
+        let restore = RestoreRequest {
+            snapshot_id: snapshot_id.clone(),
+            spec: self.spec_of(&arriving),
+            verify: sent.verify_on_restore,
+            lazy_from: sent.page_server.clone(),
+        };
         let restored = target.restore(&restore).await;
         if let Err(e) = restored {
             let _ = target.remove(&row.id).await;
-            let back = if lazy { source.lazy_abort(&row.id, &snapshot_id).await.map(|_| ()) } else { source.thaw(&row.id).await.map(|_| ()) };
+            let back = if lazy {
+                source.lazy_abort(&row.id, &snapshot_id).await.map(|_| ())
+            } else {
+                source.thaw(&row.id).await.map(|_| ())
+            };
             return match back {
                 Ok(()) => Err(rollback(e).await),
                 // Neither copy can run: say so, and offer the last full snapshot.
@@ -178,7 +253,11 @@ impl Control {
         let downtime_ms = ms(t0);
         // 4b. lazy: the source must live until every page has arrived
         if lazy {
-            self.phase(&row.id, &format!("running on {to}; copying the remaining memory pages")).await;
+            self.phase(
+                &row.id,
+                &format!("running on {to}; copying the remaining memory pages"),
+            )
+            .await;
             let t_pages = Instant::now();
             if let Err(e) = self.wait_for_pages(&moved, &target).await {
                 let _ = source.remove(&row.id).await;
@@ -191,7 +270,8 @@ impl Control {
         let total_ms = ms(t0);
         // 5. destroy the frozen source and its dump
         let t_cleanup = Instant::now();
-        self.phase(&row.id, &format!("removing the source on {}", row.host)).await;
+        self.phase(&row.id, &format!("removing the source on {}", row.host))
+            .await;
         if let Err(e) = source.remove(&row.id).await {
             tracing::error!(runtime = %row.name, error = %e, "the frozen source could not be removed; it stays frozen");
         }
@@ -211,16 +291,39 @@ impl Control {
         t.insert("downtime_ms".into(), downtime_ms);
         t.insert("total_ms".into(), total_ms);
         t.insert("cleanup_ms".into(), ms(t_cleanup));
-        self.event(Some(&row.name), "runtime.migrated", &format!("moved from {} to {to} ({mode}), frozen {downtime_ms:.0} ms", row.host), serde_json::json!({"timings": t})).await;
-        Ok(Migration { runtime: row.name.clone(), mode: mode.into(), from: row.host.clone(), to: to.into(), snapshot, archive_bytes: sent.archive_bytes, timings: t })
+        self.event(
+            Some(&row.name),
+            "runtime.migrated",
+            &format!(
+                "moved from {} to {to} ({mode}), frozen {downtime_ms:.0} ms",
+                row.host
+            ),
+            serde_json::json!({"timings": t}),
+        )
+        .await;
+        Ok(Migration {
+            runtime: row.name.clone(),
+            mode: mode.into(),
+            from: row.host.clone(),
+            to: to.into(),
+            snapshot,
+            archive_bytes: sent.archive_bytes,
+            timings: t,
+        })
     }
 
     /// A migration (or hibernation) leaves a full snapshot (the runtime's newest, offered if it is
     /// ever lost); the ones earlier migrations and hibernations left are superseded and removed, so
     /// that moving a runtime back and forth does not fill the disks. Snapshots users took are kept.
     pub(crate) async fn drop_older_automatic_snapshots(&self, runtime_id: &str, keep: &str) {
-        let Ok(all) = self.db.snapshots().await else { return };
-        for s in all.into_iter().filter(|s| s.runtime_id == runtime_id && s.id != keep && (s.id.starts_with("mig") || s.id.starts_with("hib"))) {
+        let Ok(all) = self.db.snapshots().await else {
+            return;
+        };
+        for s in all.into_iter().filter(|s| {
+            s.runtime_id == runtime_id
+                && s.id != keep
+                && (s.id.starts_with("mig") || s.id.starts_with("hib"))
+        }) {
             if let Err(e) = self.remove_snapshot(&s.id).await {
                 tracing::warn!(snapshot = %s.id, error = %e, "could not remove a superseded migration snapshot");
             }
@@ -236,56 +339,120 @@ impl Control {
         };
         let reason = format!("{why}; {offer}");
         let _ = self.set_state(row, "lost", Some(&reason)).await;
-        self.event(Some(&row.name), "runtime.lost", &reason, serde_json::json!({"last_snapshot": row.last_snapshot})).await;
-        Error::Internal(format!("runtime {} was lost during its migration: {reason}", row.name))
+        self.event(
+            Some(&row.name),
+            "runtime.lost",
+            &reason,
+            serde_json::json!({"last_snapshot": row.last_snapshot}),
+        )
+        .await;
+        Error::Internal(format!(
+            "runtime {} was lost during its migration: {reason}",
+            row.name
+        ))
     }
 
     /// Waits until the target has every memory page. If the pages stop coming (the source died),
     /// the target kills the half-restored runtime and the runtime is reported lost, with its last
     /// full snapshot offered.
-    async fn wait_for_pages(&self, row: &RuntimeRow, target: &crate::agent::client::AgentClient) -> Result<()> {
+    async fn wait_for_pages(
+        &self,
+        row: &RuntimeRow,
+        target: &crate::agent::client::AgentClient,
+    ) -> Result<()> {
         let start = Instant::now();
         loop {
             match target.runtime(&row.id).await {
                 Ok(a) if a.status == "lost" => {
-                    let why = a.reason.unwrap_or_else(|| "its memory pages never all arrived".into());
-                    return Err(self.mark_lost(row, why.lines().next().unwrap_or_default()).await);
+                    let why = a
+                        .reason
+                        .unwrap_or_else(|| "its memory pages never all arrived".into());
+                    return Err(self
+                        .mark_lost(row, why.lines().next().unwrap_or_default())
+                        .await);
                 }
                 Ok(a) if !a.lazy_pending => return Ok(()),
                 _ => {}
             }
             if start.elapsed() > std::time::Duration::from_secs(600) {
-                return Err(Error::Internal(format!("runtime {}: memory pages still arriving after 10 minutes", row.name)));
+                return Err(Error::Internal(format!(
+                    "runtime {}: memory pages still arriving after 10 minutes",
+                    row.name
+                )));
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 
-    async fn fork(&self, row: &RuntimeRow, to: &str, new_name: Option<&str>, snapshot_id: String) -> Result<Migration> {
+    async fn fork(
+        &self,
+        row: &RuntimeRow,
+        to: &str,
+        new_name: Option<&str>,
+        snapshot_id: String,
+    ) -> Result<Migration> {
         let source = self.agent(&row.host)?;
         let target = self.agent(to)?;
         let id = new_id("rt");
-        let name = new_name.map(str::to_string).unwrap_or_else(|| format!("{}-fork-{}", row.name, &id[2..8]));
+        let name = new_name
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{}-fork-{}", row.name, &id[2..8]));
         check_name(&name)?;
         if self.db.runtime_by_name(&name).await?.is_some() {
-            return Err(Error::Conflict(format!("a runtime named {name:?} already exists: choose another --name")));
+            return Err(Error::Conflict(format!(
+                "a runtime named {name:?} already exists: choose another --name"
+            )));
         }
         let mut copy = RuntimeRow {
-            id: id.clone(), name: name.clone(), host: to.into(), plan: row.plan.clone(), image: row.image.clone(), net_index: 0,
-            state: "restoring".into(), state_reason: Some(format!("forking from {}", row.name)), created_at: now(), started_at: None, last_snapshot: None, auto: row.auto, leased_by: None,
+            id: id.clone(),
+            name: name.clone(),
+            host: to.into(),
+            plan: row.plan.clone(),
+            image: row.image.clone(),
+            net_index: 0,
+            state: "restoring".into(),
+            state_reason: Some(format!("forking from {}", row.name)),
+            created_at: now(),
+            started_at: None,
+            last_snapshot: None,
+            auto: row.auto,
+            leased_by: None,
         };
         let lease = self.new_lease();
-        self.db.insert_runtime_new_slot(&mut copy, Some(&lease)).await?;
+        self.db
+            .insert_runtime_new_slot(&mut copy, Some(&lease))
+            .await?;
         let _copy_busy = self.claim_with(&id, &name, lease).await?;
         let t0 = Instant::now();
-        let req = SendRequest { snapshot_id: snapshot_id.clone(), target_url: target.url.clone(), target_token: self.cfg.agent_token.clone(), thaw_after_dump: true, lazy: false };
+        let req = SendRequest {
+            snapshot_id: snapshot_id.clone(),
+            target_url: target.url.clone(),
+            target_token: self.cfg.agent_token.clone(),
+            thaw_after_dump: true,
+            lazy: false,
+        };
         let result = async {
-            self.phase(&row.id, &format!("dumping on {} (it keeps running) and streaming to {to}", row.host)).await;
+            self.phase(
+                &row.id,
+                &format!(
+                    "dumping on {} (it keeps running) and streaming to {to}",
+                    row.host
+                ),
+            )
+            .await;
             let sent = source.send_runtime(&row.id, &req).await?;
-            self.phase(&row.id, &format!("restoring the copy {name} on {to}")).await;
+            self.phase(&row.id, &format!("restoring the copy {name} on {to}"))
+                .await;
             let _ = source.remove_snapshot(&snapshot_id).await;
             let t1 = Instant::now();
-            target.restore(&RestoreRequest { snapshot_id: snapshot_id.clone(), spec: self.spec_of(&copy), verify: sent.verify_on_restore, lazy_from: None }).await?;
+            target
+                .restore(&RestoreRequest {
+                    snapshot_id: snapshot_id.clone(),
+                    spec: self.spec_of(&copy),
+                    verify: sent.verify_on_restore,
+                    lazy_from: None,
+                })
+                .await?;
             Ok::<_, Error>((sent, ms(t1)))
         }
         .await;
@@ -305,12 +472,29 @@ impl Control {
         let mut t = phases(&sent.timings, "");
         t.insert("restore_ms".into(), restore_ms);
         t.insert("total_ms".into(), ms(t0));
-        self.event(Some(&name), "runtime.forked", &format!("forked from {} on {} to {to}", row.name, row.host), serde_json::json!({"timings": t})).await;
-        Ok(Migration { runtime: name, mode: "fork".into(), from: row.host.clone(), to: to.into(), snapshot: Some(snap.id), archive_bytes: sent.archive_bytes, timings: t })
+        self.event(
+            Some(&name),
+            "runtime.forked",
+            &format!("forked from {} on {} to {to}", row.name, row.host),
+            serde_json::json!({"timings": t}),
+        )
+        .await;
+        Ok(Migration {
+            runtime: name,
+            mode: "fork".into(),
+            from: row.host.clone(),
+            to: to.into(),
+            snapshot: Some(snap.id),
+            archive_bytes: sent.archive_bytes,
+            timings: t,
+        })
     }
 }
 
 /// An agent's phase timings without its own total (the migration has its own), keys prefixed.
 fn phases(t: &Timings, prefix: &str) -> Timings {
-    t.iter().filter(|(k, _)| *k != "total_ms").map(|(k, v)| (format!("{prefix}{k}"), *v)).collect()
+    t.iter()
+        .filter(|(k, _)| *k != "total_ms")
+        .map(|(k, v)| (format!("{prefix}{k}"), *v))
+        .collect()
 }

@@ -4,20 +4,20 @@
 
 pub mod api;
 pub mod auth;
-pub mod db;
 mod baseline;
+pub mod db;
 mod hibernate;
+pub mod hints;
 mod images;
 mod lease;
-pub mod hints;
 pub mod metrics;
-pub mod webhooks;
 mod migrate;
 pub mod monitor;
 mod reconcile;
 mod recover;
 mod runtimes;
 mod snapshots;
+pub mod webhooks;
 
 use crate::agent::client::AgentClient;
 use crate::api::{Host, RuntimeSpec, Timings};
@@ -75,20 +75,38 @@ pub struct Control {
 
 impl Control {
     /// Opens the state; the returned receiver is for [`Control::lease_loop`].
-    pub async fn open(cfg: ControlConfig) -> Result<(Arc<Control>, tokio::sync::mpsc::UnboundedReceiver<(String, String)>)> {
+    pub async fn open(
+        cfg: ControlConfig,
+    ) -> Result<(
+        Arc<Control>,
+        tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    )> {
         std::fs::create_dir_all(&cfg.state_dir)?;
         let db = Db::open(&cfg.database).await?;
         let proxy = crate::proxy::Proxy::new(std::time::Duration::from_secs(60));
         let (releases, released) = tokio::sync::mpsc::unbounded_channel();
-        let c = Arc::new(Control { cfg, db, proxy, agents: RwLock::new(HashMap::new()), busy: Mutex::new(HashSet::new()), releases, phases: Mutex::new(HashMap::new()), events: tokio::sync::broadcast::channel(1024).0, samples: Mutex::new(HashMap::new()), hints: Mutex::new(HashMap::new()), reservations: Mutex::new(HashMap::new()) });
+        let c = Arc::new(Control {
+            cfg,
+            db,
+            proxy,
+            agents: RwLock::new(HashMap::new()),
+            busy: Mutex::new(HashSet::new()),
+            releases,
+            phases: Mutex::new(HashMap::new()),
+            events: tokio::sync::broadcast::channel(1024).0,
+            samples: Mutex::new(HashMap::new()),
+            hints: Mutex::new(HashMap::new()),
+            reservations: Mutex::new(HashMap::new()),
+        });
         let weak = Arc::downgrade(&c);
         let o = weak.clone();
-        c.proxy.set_observer(Arc::new(move |name: &str, code: &str| {
-            if let Some(c) = o.upgrade() {
-                let (name, code) = (name.to_string(), code.to_string());
-                tokio::spawn(async move { c.observe_code(&name, &code).await });
-            }
-        }));
+        c.proxy
+            .set_observer(Arc::new(move |name: &str, code: &str| {
+                if let Some(c) = o.upgrade() {
+                    let (name, code) = (name.to_string(), code.to_string());
+                    tokio::spawn(async move { c.observe_code(&name, &code).await });
+                }
+            }));
         let w = weak.clone();
         c.proxy.set_waker(Arc::new(move |name: String| {
             if let Some(c) = w.upgrade() {
@@ -112,39 +130,92 @@ impl Control {
     }
 
     /// Registers (or updates) a host. Its agent must answer.
-    pub async fn add_host(&self, name: &str, url: &str, labels: &[String], capacity_mb: Option<u64>) -> Result<Host> {
+    pub async fn add_host(
+        &self,
+        name: &str,
+        url: &str,
+        labels: &[String],
+        capacity_mb: Option<u64>,
+    ) -> Result<Host> {
         check_name(name)?;
         if url.starts_with("https://") && self.cfg.agent_tls.is_none() {
             return Err(Error::Invalid(format!("host {name}'s agent speaks TLS ({url}) but this control plane trusts no CA: start `ferry serve` with --agent-ca FILE")));
         }
         let client = AgentClient::new(url, &self.cfg.agent_token, self.cfg.agent_tls.as_deref());
-        let info = client.info().await.map_err(|e| Error::Unavailable(format!("cannot add host {name}: its agent at {url} does not answer ({e})")))?;
+        let info = client.info().await.map_err(|e| {
+            Error::Unavailable(format!(
+                "cannot add host {name}: its agent at {url} does not answer ({e})"
+            ))
+        })?;
         let capacity = capacity_mb.unwrap_or(info.mem_total_mb);
         self.db.upsert_host(name, url, labels, capacity).await?;
-        self.agents.write().unwrap().insert(name.to_string(), client);
-        self.db.add_event(None, "host.added", &format!("host {name} at {url}"), &serde_json::json!({"capacity_mb": capacity})).await?;
+        self.agents
+            .write()
+            .unwrap()
+            .insert(name.to_string(), client);
+        self.db
+            .add_event(
+                None,
+                "host.added",
+                &format!("host {name} at {url}"),
+                &serde_json::json!({"capacity_mb": capacity}),
+            )
+            .await?;
         self.host(name).await
     }
 
     pub fn agent(&self, host: &str) -> Result<AgentClient> {
-        self.agents.read().unwrap().get(host).cloned().ok_or_else(|| Error::NotFound(format!("unknown host {host:?}: see `ferry host ls`, or add it with `ferry host add`")))
+        self.agents
+            .read()
+            .unwrap()
+            .get(host)
+            .cloned()
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "unknown host {host:?}: see `ferry host ls`, or add it with `ferry host add`"
+                ))
+            })
     }
 
     /// Memory a host's runtimes hold, plus what is reserved there for expected moves.
     pub(crate) async fn used_mb(&self, host: &str) -> Result<u64> {
-        let held: u64 = self.db.runtimes().await?.iter().filter(|r| r.host == host && occupies_host(&r.state)).map(|r| r.plan.memory_mb).sum();
-        let reserved: u64 = self.reservations.lock().unwrap().values().filter(|(h, _)| h == host).map(|(_, mb)| mb).sum();
+        let held: u64 = self
+            .db
+            .runtimes()
+            .await?
+            .iter()
+            .filter(|r| r.host == host && occupies_host(&r.state))
+            .map(|r| r.plan.memory_mb)
+            .sum();
+        let reserved: u64 = self
+            .reservations
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|(h, _)| h == host)
+            .map(|(_, mb)| mb)
+            .sum();
         Ok(held + reserved)
     }
 
     /// As [`Control::used_mb`], not counting what is reserved for `runtime_id` itself.
     pub(crate) async fn used_mb_for(&self, host: &str, runtime_id: &str) -> Result<u64> {
-        let own = self.reservations.lock().unwrap().get(runtime_id).filter(|(h, _)| h == host).map(|(_, mb)| *mb).unwrap_or(0);
+        let own = self
+            .reservations
+            .lock()
+            .unwrap()
+            .get(runtime_id)
+            .filter(|(h, _)| h == host)
+            .map(|(_, mb)| *mb)
+            .unwrap_or(0);
         Ok(self.used_mb(host).await?.saturating_sub(own))
     }
 
     pub(crate) fn reserve(&self, runtime_id: &str, host: &str, mb: u64) {
-        self.reservations.lock().unwrap().insert(runtime_id.to_string(), (host.to_string(), mb));
+        self.reservations
+            .lock()
+            .unwrap()
+            .insert(runtime_id.to_string(), (host.to_string(), mb));
     }
 
     pub(crate) fn release_reservation(&self, runtime_id: &str) {
@@ -152,9 +223,22 @@ impl Control {
     }
 
     pub async fn host(&self, name: &str) -> Result<Host> {
-        let (n, url, labels, capacity_mb) = self.db.hosts().await?.into_iter().find(|h| h.0 == name).ok_or_else(|| Error::NotFound(format!("unknown host {name:?}")))?;
+        let (n, url, labels, capacity_mb) = self
+            .db
+            .hosts()
+            .await?
+            .into_iter()
+            .find(|h| h.0 == name)
+            .ok_or_else(|| Error::NotFound(format!("unknown host {name:?}")))?;
         let healthy = self.agent(&n)?.info().await.is_ok();
-        Ok(Host { used_mb: self.used_mb(&n).await?, name: n, url, labels, capacity_mb, healthy })
+        Ok(Host {
+            used_mb: self.used_mb(&n).await?,
+            name: n,
+            url,
+            labels,
+            capacity_mb,
+            healthy,
+        })
     }
 
     pub async fn hosts(&self) -> Result<Vec<Host>> {
@@ -190,11 +274,24 @@ impl Control {
 
     pub fn spec_of(&self, r: &RuntimeRow) -> RuntimeSpec {
         let (host_ip, ip) = crate::sys::netns::slot_addresses(self.cfg.subnet, r.net_index);
-        RuntimeSpec { id: r.id.clone(), name: r.name.clone(), plan: r.plan.clone(), image: r.image.clone(), host_ip, ip, prefix: 30 }
+        RuntimeSpec {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            plan: r.plan.clone(),
+            image: r.image.clone(),
+            host_ip,
+            ip,
+            prefix: 30,
+        }
     }
 
     /// Records a runtime's new state and points its proxy route accordingly.
-    pub async fn set_state(&self, row: &RuntimeRow, state: &str, reason: Option<&str>) -> Result<()> {
+    pub async fn set_state(
+        &self,
+        row: &RuntimeRow,
+        state: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
         self.db.set_state(&row.id, state, reason).await?;
         self.proxy.set(&row.name, self.route_for(row, state));
         Ok(())
@@ -203,15 +300,28 @@ impl Control {
     pub fn route_for(&self, row: &RuntimeRow, state: &str) -> crate::proxy::Route {
         use crate::proxy::Route;
         match state {
-            "running" => Route::Open(std::net::SocketAddr::new(self.spec_of(row).ip.into(), crate::mrp::PORT)),
+            "running" => Route::Open(std::net::SocketAddr::new(
+                self.spec_of(row).ip.into(),
+                crate::mrp::PORT,
+            )),
             "migrating" | "restoring" | "creating" => Route::Held,
             "hibernated" => Route::Asleep,
-            other => Route::Down(format!("runtime {} is {other}{}", row.name, row.state_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())),
+            other => Route::Down(format!(
+                "runtime {} is {other}{}",
+                row.name,
+                row.state_reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )),
         }
     }
 
     pub async fn runtime_row(&self, name: &str) -> Result<RuntimeRow> {
-        self.db.runtime_by_name(name).await?.ok_or_else(|| Error::NotFound(format!("no runtime named {name:?}: see `ferry ls`")))
+        self.db
+            .runtime_by_name(name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no runtime named {name:?}: see `ferry ls`")))
     }
 
     /// Records the step a runtime's operation has reached: in the database before the step is
@@ -219,7 +329,10 @@ impl Control {
     /// stood if it is cut off), and on the event stream for live watchers.
     pub async fn phase(&self, id: &str, phase: &str) {
         tracing::info!(runtime = id, phase, "phase");
-        self.phases.lock().unwrap().insert(id.to_string(), phase.to_string());
+        self.phases
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), phase.to_string());
         let row = self.db.runtime_by_id(id).await.ok().flatten();
         if let Some(r) = row.as_ref().filter(|r| r.state == "migrating") {
             if let Err(e) = self.db.set_state(id, &r.state, Some(phase)).await {
@@ -228,7 +341,14 @@ impl Control {
         }
         // Progress for live watchers (the dashboard): sent on the stream, not stored (id 0).
         let name = row.map(|r| r.name);
-        let _ = self.events.send(crate::api::Event { id: 0, at: db::now(), runtime: name, kind: PHASE_EVENT.into(), reason: phase.into(), data: serde_json::Value::Null });
+        let _ = self.events.send(crate::api::Event {
+            id: 0,
+            at: db::now(),
+            runtime: name,
+            kind: PHASE_EVENT.into(),
+            reason: phase.into(),
+            data: serde_json::Value::Null,
+        });
     }
 
     pub fn current_phase(&self, id: &str) -> Option<String> {
@@ -241,23 +361,43 @@ impl Control {
 
     /// Whether another instance holds `row` for an operation (its lease has not expired).
     pub(crate) fn held_elsewhere(&self, row: &RuntimeRow) -> bool {
-        row.leased_by.as_ref().is_some_and(|o| *o != self.cfg.instance_id)
+        row.leased_by
+            .as_ref()
+            .is_some_and(|o| *o != self.cfg.instance_id)
     }
 
     /// Runs `f` as a journaled operation: recorded before it starts, finished with its result.
-    pub async fn journal<T, F>(&self, kind: &str, runtime: Option<&str>, detail: serde_json::Value, f: F) -> Result<T>
+    pub async fn journal<T, F>(
+        &self,
+        kind: &str,
+        runtime: Option<&str>,
+        detail: serde_json::Value,
+        f: F,
+    ) -> Result<T>
     where
         F: std::future::Future<Output = Result<(T, Timings)>>,
     {
-        self.journal_with(kind, runtime, detail, async { f.await.map(|(v, t)| (v, t, None)) }).await
+        self.journal_with(kind, runtime, detail, async {
+            f.await.map(|(v, t)| (v, t, None))
+        })
+        .await
     }
 
     /// As [`Control::journal`]; the operation may replace its recorded detail when it finishes.
-    pub async fn journal_with<T, F>(&self, kind: &str, runtime: Option<&str>, detail: serde_json::Value, f: F) -> Result<T>
+    pub async fn journal_with<T, F>(
+        &self,
+        kind: &str,
+        runtime: Option<&str>,
+        detail: serde_json::Value,
+        f: F,
+    ) -> Result<T>
     where
         F: std::future::Future<Output = Result<(T, Timings, Option<serde_json::Value>)>>,
     {
-        let op = self.db.begin_op(kind, runtime, &detail, Some(&self.cfg.instance_id)).await?;
+        let op = self
+            .db
+            .begin_op(kind, runtime, &detail, Some(&self.cfg.instance_id))
+            .await?;
         tracing::info!(op, kind, runtime, "operation started");
         match f.await {
             Ok((v, t, d)) => {
@@ -266,18 +406,33 @@ impl Control {
                 Ok(v)
             }
             Err(e) => {
-                self.db.finish_op(op, Some(&e.to_string()), &Timings::new(), None).await?;
+                self.db
+                    .finish_op(op, Some(&e.to_string()), &Timings::new(), None)
+                    .await?;
                 tracing::warn!(op, kind, runtime, error = %e, "operation failed");
                 Err(e)
             }
         }
     }
 
-    pub async fn event(&self, runtime: Option<&str>, kind: &str, reason: &str, data: serde_json::Value) {
+    pub async fn event(
+        &self,
+        runtime: Option<&str>,
+        kind: &str,
+        reason: &str,
+        data: serde_json::Value,
+    ) {
         tracing::info!(runtime, kind, reason, "event");
         match self.db.add_event(runtime, kind, reason, &data).await {
             Ok(id) => {
-                let ev = crate::api::Event { id, at: db::now(), runtime: runtime.map(str::to_string), kind: kind.into(), reason: reason.into(), data };
+                let ev = crate::api::Event {
+                    id,
+                    at: db::now(),
+                    runtime: runtime.map(str::to_string),
+                    kind: kind.into(),
+                    reason: reason.into(),
+                    data,
+                };
                 let _ = self.events.send(ev);
             }
             Err(e) => tracing::warn!(error = %e, "could not record event"),
@@ -290,12 +445,20 @@ pub const PHASE_EVENT: &str = "operation.phase";
 
 /// States in which a runtime holds memory on its host.
 fn occupies_host(state: &str) -> bool {
-    matches!(state, "running" | "paused" | "creating" | "restoring" | "migrating")
+    matches!(
+        state,
+        "running" | "paused" | "creating" | "restoring" | "migrating"
+    )
 }
 
 /// Runtime and host names: what users type and what appears in URLs.
 pub fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty() && name.len() <= 40 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') && name.as_bytes()[0].is_ascii_alphanumeric();
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
     if ok {
         Ok(())
     } else {

@@ -37,11 +37,23 @@ pub struct MonitorConfig {
 
 impl Default for MonitorConfig {
     fn default() -> Self {
-        MonitorConfig { interval: Duration::from_secs(5), idle_after: Duration::from_secs(15 * 60), debounce: Duration::from_secs(60), auto: true, mode: "stop-copy".into(), thresholds: [0.50, 0.75, 0.90, 0.95] }
+        MonitorConfig {
+            interval: Duration::from_secs(5),
+            idle_after: Duration::from_secs(15 * 60),
+            debounce: Duration::from_secs(60),
+            auto: true,
+            mode: "stop-copy".into(),
+            thresholds: [0.50, 0.75, 0.90, 0.95],
+        }
     }
 }
 
-const LEVELS: [&str; 4] = ["memory.pre_provision", "memory.migrate", "memory.urgent", "memory.critical"];
+const LEVELS: [&str; 4] = [
+    "memory.pre_provision",
+    "memory.migrate",
+    "memory.urgent",
+    "memory.critical",
+];
 const IDLE_CPU: f64 = 0.01;
 
 #[derive(Default)]
@@ -72,20 +84,48 @@ impl Control {
     }
 
     async fn monitor_pass(&self, cfg: &MonitorConfig, watches: &mut HashMap<String, Watch>) {
-        let Ok(rows) = self.db.runtimes().await else { return };
+        let Ok(rows) = self.db.runtimes().await else {
+            return;
+        };
         watches.retain(|id, _| rows.iter().any(|r| &r.id == id && r.state == "running"));
-        self.samples.lock().unwrap().retain(|id, _| rows.iter().any(|r| &r.id == id && r.state == "running"));
-        let gone: Vec<String> = self.reservations.lock().unwrap().keys().filter(|id| !rows.iter().any(|r| &r.id == *id && r.state == "running")).cloned().collect();
+        self.samples
+            .lock()
+            .unwrap()
+            .retain(|id, _| rows.iter().any(|r| &r.id == id && r.state == "running"));
+        let gone: Vec<String> = self
+            .reservations
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|id| !rows.iter().any(|r| &r.id == *id && r.state == "running"))
+            .cloned()
+            .collect();
         for id in gone {
             self.release_reservation(&id);
         }
-        let hosts: std::collections::BTreeSet<String> = rows.iter().filter(|r| r.state == "running").map(|r| r.host.clone()).collect();
+        let hosts: std::collections::BTreeSet<String> = rows
+            .iter()
+            .filter(|r| r.state == "running")
+            .map(|r| r.host.clone())
+            .collect();
         for host in hosts {
-            let Ok(agent) = self.agent(&host) else { continue };
-            let Ok(seen) = agent.list().await else { continue };
+            let Ok(agent) = self.agent(&host) else {
+                continue;
+            };
+            let Ok(seen) = agent.list().await else {
+                continue;
+            };
             // Not while an operation (of this or another instance) holds it.
-            for row in rows.iter().filter(|r| r.host == host && r.state == "running" && !self.is_busy(&r.id) && !self.held_elsewhere(r)) {
-                if let Some(a) = seen.iter().find(|a| a.spec.id == row.id && a.status == "running") {
+            for row in rows.iter().filter(|r| {
+                r.host == host
+                    && r.state == "running"
+                    && !self.is_busy(&r.id)
+                    && !self.held_elsewhere(r)
+            }) {
+                if let Some(a) = seen
+                    .iter()
+                    .find(|a| a.spec.id == row.id && a.status == "running")
+                {
                     let w = watches.entry(row.id.clone()).or_default();
                     self.observe(cfg, row, a, w).await;
                 }
@@ -93,15 +133,31 @@ impl Control {
         }
     }
 
-    async fn observe(&self, cfg: &MonitorConfig, row: &RuntimeRow, a: &AgentRuntime, w: &mut Watch) {
+    async fn observe(
+        &self,
+        cfg: &MonitorConfig,
+        row: &RuntimeRow,
+        a: &AgentRuntime,
+        w: &mut Watch,
+    ) {
         let Some(stats) = &a.stats else { return };
-        self.samples.lock().unwrap().insert(row.id.clone(), (row.name.clone(), row.host.clone(), stats.clone()));
+        self.samples.lock().unwrap().insert(
+            row.id.clone(),
+            (row.name.clone(), row.host.clone(), stats.clone()),
+        );
         let now = Instant::now();
         // Memory thresholds.
-        let lvl = level(stats.memory_bytes, stats.memory_limit_bytes, &cfg.thresholds);
+        let lvl = level(
+            stats.memory_bytes,
+            stats.memory_limit_bytes,
+            &cfg.thresholds,
+        );
         if lvl > w.level {
             let kind = LEVELS[lvl - 1];
-            let debounced = w.fired.get(kind).is_some_and(|t| now.duration_since(*t) < cfg.debounce);
+            let debounced = w
+                .fired
+                .get(kind)
+                .is_some_and(|t| now.duration_since(*t) < cfg.debounce);
             if !debounced {
                 w.fired.insert(kind, now);
                 let pct = 100.0 * stats.memory_bytes as f64 / stats.memory_limit_bytes as f64;
@@ -126,7 +182,13 @@ impl Control {
                 w.busy_at = Some(now);
                 if w.idle {
                     w.idle = false;
-                    self.event(Some(&row.name), "active", &format!("CPU at {:.1}% of a core", share * 100.0), serde_json::json!({})).await;
+                    self.event(
+                        Some(&row.name),
+                        "active",
+                        &format!("CPU at {:.1}% of a core", share * 100.0),
+                        serde_json::json!({}),
+                    )
+                    .await;
                 }
             }
         }
@@ -135,10 +197,17 @@ impl Control {
         if !w.idle && now.duration_since(busy_at) >= cfg.idle_after {
             w.idle = true;
             let reason = format!("CPU below 1% of a core for {} s", cfg.idle_after.as_secs());
-            self.event(Some(&row.name), "idle", &reason, serde_json::json!({})).await;
+            self.event(Some(&row.name), "idle", &reason, serde_json::json!({}))
+                .await;
             if cfg.auto && row.auto {
                 if let Err(e) = self.hibernate(&row.name, &format!("idle: {reason}")).await {
-                    self.event(Some(&row.name), "policy.failed", &format!("could not hibernate: {e}"), serde_json::json!({})).await;
+                    self.event(
+                        Some(&row.name),
+                        "policy.failed",
+                        &format!("could not hibernate: {e}"),
+                        serde_json::json!({}),
+                    )
+                    .await;
                 }
             }
         }
@@ -151,46 +220,114 @@ impl Control {
         let hosts = self.db.hosts().await.ok()?;
         let mut fits: Vec<(String, Vec<String>, u64)> = Vec::new();
         for h in hosts.into_iter().filter(|h| h.0 != row.host) {
-            let Ok(used) = self.used_mb_for(&h.0, &row.id).await else { continue };
+            let Ok(used) = self.used_mb_for(&h.0, &row.id).await else {
+                continue;
+            };
             match h.3.checked_sub(used) {
                 Some(free) if free >= memory_mb => fits.push((h.0, h.2, free)),
                 _ => {}
             }
         }
-        let labelled: Vec<&(String, Vec<String>, u64)> = fits.iter().filter(|(_, labels, _)| wanted.iter().all(|w| labels.contains(w))).collect();
-        let pool: Vec<&(String, Vec<String>, u64)> = if labelled.is_empty() { fits.iter().collect() } else { labelled };
-        pool.into_iter().max_by_key(|(_, _, free)| *free).map(|(h, _, _)| h.clone())
+        let labelled: Vec<&(String, Vec<String>, u64)> = fits
+            .iter()
+            .filter(|(_, labels, _)| wanted.iter().all(|w| labels.contains(w)))
+            .collect();
+        let pool: Vec<&(String, Vec<String>, u64)> = if labelled.is_empty() {
+            fits.iter().collect()
+        } else {
+            labelled
+        };
+        pool.into_iter()
+            .max_by_key(|(_, _, free)| *free)
+            .map(|(h, _, _)| h.clone())
     }
 
     /// Picks the host the runtime would move to and, with `reserve`, holds that capacity for it.
     async fn pre_provision(&self, row: &RuntimeRow, reserve: bool) {
-        let Some(next) = row.plan.next_up() else { return };
+        let Some(next) = row.plan.next_up() else {
+            return;
+        };
         match self.roomiest_other_host(row, next.memory_mb).await {
             Some(h) => {
                 if reserve {
                     self.reserve(&row.id, &h, next.memory_mb);
                 }
                 let what = if reserve { "reserved" } else { "available" };
-                self.event(Some(&row.name), "policy.pre_provisioned", &format!("{} MB {what} on host {h} for plan {} when it is needed", next.memory_mb, next.name), serde_json::json!({"host": h, "plan": next, "reserved": reserve})).await
+                self.event(
+                    Some(&row.name),
+                    "policy.pre_provisioned",
+                    &format!(
+                        "{} MB {what} on host {h} for plan {} when it is needed",
+                        next.memory_mb, next.name
+                    ),
+                    serde_json::json!({"host": h, "plan": next, "reserved": reserve}),
+                )
+                .await
             }
-            None => self.event(Some(&row.name), "policy.no_host", &format!("no host has room for plan {} ({} MB)", next.name, next.memory_mb), serde_json::json!({})).await,
+            None => {
+                self.event(
+                    Some(&row.name),
+                    "policy.no_host",
+                    &format!(
+                        "no host has room for plan {} ({} MB)",
+                        next.name, next.memory_mb
+                    ),
+                    serde_json::json!({}),
+                )
+                .await
+            }
         }
     }
 
     /// Moves the runtime to a host with room for the next plan up, arriving with that plan.
     async fn move_up(&self, cfg: &MonitorConfig, row: &RuntimeRow, why: &str) {
         let Some(next) = row.plan.next_up() else {
-            self.event(Some(&row.name), "policy.no_larger_plan", &format!("{why}, and plan {} is the largest", row.plan.name), serde_json::json!({})).await;
+            self.event(
+                Some(&row.name),
+                "policy.no_larger_plan",
+                &format!("{why}, and plan {} is the largest", row.plan.name),
+                serde_json::json!({}),
+            )
+            .await;
             return;
         };
         let Some(to) = self.roomiest_other_host(row, next.memory_mb).await else {
-            self.event(Some(&row.name), "policy.no_host", &format!("{why}, but no host has room for plan {} ({} MB); it stays where it is", next.name, next.memory_mb), serde_json::json!({})).await;
+            self.event(
+                Some(&row.name),
+                "policy.no_host",
+                &format!(
+                    "{why}, but no host has room for plan {} ({} MB); it stays where it is",
+                    next.name, next.memory_mb
+                ),
+                serde_json::json!({}),
+            )
+            .await;
             return;
         };
-        self.event(Some(&row.name), "policy.migrating", &format!("{why}: moving to {to} on plan {} ({} MB)", next.name, next.memory_mb), serde_json::json!({"to": to, "plan": next})).await;
-        let req = MigrateRequest { to: to.clone(), mode: cfg.mode.clone(), name: None, plan: Some(next) };
+        self.event(
+            Some(&row.name),
+            "policy.migrating",
+            &format!(
+                "{why}: moving to {to} on plan {} ({} MB)",
+                next.name, next.memory_mb
+            ),
+            serde_json::json!({"to": to, "plan": next}),
+        )
+        .await;
+        let req = MigrateRequest {
+            to: to.clone(),
+            mode: cfg.mode.clone(),
+            name: None,
+            plan: Some(next),
+        };
         if let Err(e) = self.migrate(&row.name, &req).await {
-            self.event(Some(&row.name), "policy.failed", &format!("automatic move to {to} failed: {e}"), serde_json::json!({})).await;
+            self.event(
+                Some(&row.name),
+                "policy.failed",
+                &format!("automatic move to {to} failed: {e}"),
+                serde_json::json!({}),
+            )
+            .await;
         }
     }
 }
@@ -209,6 +346,10 @@ mod tests {
         assert_eq!(level(235 * mb, 256 * mb, &t), 3);
         assert_eq!(level(250 * mb, 256 * mb, &t), 4);
         assert_eq!(level(250 * mb, u64::MAX, &t), 0, "no limit, no level");
-        assert_eq!(level(100 * mb, 256 * mb, &[0.3, 0.35, 0.6, 0.7]), 2, "thresholds are configurable");
+        assert_eq!(
+            level(100 * mb, 256 * mb, &[0.3, 0.35, 0.6, 0.7]),
+            2,
+            "thresholds are configurable"
+        );
     }
 }

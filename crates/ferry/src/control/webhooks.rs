@@ -14,7 +14,8 @@ const ATTEMPTS: i64 = 5;
 
 /// `sha256=<hex>` of `body` under `secret`.
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -43,7 +44,9 @@ impl Control {
                 continue; // transient progress, not a recorded event
             }
             for hook in self.db.webhooks().await.unwrap_or_default() {
-                if !hook.kinds.is_empty() && !hook.kinds.iter().any(|k| ev.kind.starts_with(k.as_str())) {
+                if !hook.kinds.is_empty()
+                    && !hook.kinds.iter().any(|k| ev.kind.starts_with(k.as_str()))
+                {
                     continue;
                 }
                 let c = self.clone();
@@ -68,11 +71,19 @@ impl Control {
                 .send()
                 .await;
             let (status, error) = match &r {
-                Ok(resp) if resp.status().is_success() => (Some(resp.status().as_u16() as i64), None),
-                Ok(resp) => (Some(resp.status().as_u16() as i64), Some(format!("answered {}", resp.status()))),
+                Ok(resp) if resp.status().is_success() => {
+                    (Some(resp.status().as_u16() as i64), None)
+                }
+                Ok(resp) => (
+                    Some(resp.status().as_u16() as i64),
+                    Some(format!("answered {}", resp.status())),
+                ),
                 Err(e) => (None, Some(e.to_string())),
             };
-            let _ = self.db.add_delivery(hook.id, ev.id, attempt, status, error.as_deref()).await;
+            let _ = self
+                .db
+                .add_delivery(hook.id, ev.id, attempt, status, error.as_deref())
+                .await;
             if error.is_none() {
                 return;
             }
@@ -81,7 +92,11 @@ impl Control {
                 wait *= 2;
             }
         }
-        tracing::warn!(webhook = hook.id, event = ev.id, "webhook delivery failed after {ATTEMPTS} attempts");
+        tracing::warn!(
+            webhook = hook.id,
+            event = ev.id,
+            "webhook delivery failed after {ATTEMPTS} attempts"
+        );
     }
 }
 
@@ -90,6 +105,9 @@ mod tests {
     #[test]
     fn signature_is_hmac_sha256_hex() {
         // RFC 4231 test case 2.
-        assert_eq!(super::sign("Jefe", b"what do ya want for nothing?"), "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        assert_eq!(
+            super::sign("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 }

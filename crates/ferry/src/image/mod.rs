@@ -78,25 +78,39 @@ impl ImageRecord {
 
     /// The image's PATH (ferry's default when it sets none).
     pub fn path_env(&self) -> &str {
-        self.config.env.iter().find_map(|kv| kv.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH)
+        self.config
+            .env
+            .iter()
+            .find_map(|kv| kv.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH)
     }
 }
 
 /// PATH of a runtime whose image sets none.
-pub const DEFAULT_PATH: &str = "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const DEFAULT_PATH: &str =
+    "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Where `mrmd-python` (the MRP server every runtime runs) is on the image's PATH, if anywhere.
 pub fn find_server(rootfs: &Path, path: &str) -> Option<String> {
     path.split(':')
         .filter(|d| d.starts_with('/'))
         .map(|d| format!("{}/mrmd-python", d.trim_end_matches('/')))
-        .find(|p| unpack::resolve_in_root(rootfs, Path::new(p.trim_start_matches('/'))).is_ok_and(|f| f.is_file()))
+        .find(|p| {
+            unpack::resolve_in_root(rootfs, Path::new(p.trim_start_matches('/')))
+                .is_ok_and(|f| f.is_file())
+        })
 }
 
 /// Image names: `NAME[:TAG]`, letters, digits, `.`, `_`, `-`.
 pub fn check_name(name: &str) -> Result<()> {
     let (n, tag) = name.split_once(':').unwrap_or((name, "latest"));
-    let part = |s: &str| !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) && !s.starts_with(['.', '-']);
+    let part = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 100
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            && !s.starts_with(['.', '-'])
+    };
     if part(n) && part(tag) {
         Ok(())
     } else {
@@ -152,7 +166,8 @@ impl ImageStore {
             return Err(Error::NotFound(format!("no image {name:?} in {} (see `ferry image ls`; import one with `ferry image import FILE` or build it with `ferry image build`)", self.dir.display())));
         }
         let rec = match std::fs::read(d.join("image.json")) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::Internal(format!("{}: {e}", d.join("image.json").display())))?,
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| Error::Internal(format!("{}: {e}", d.join("image.json").display())))?,
             Err(_) => built_record(name, &d),
         };
         Ok(self.with_server(rec))
@@ -168,7 +183,10 @@ impl ImageStore {
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.') && e.path().join(".complete").exists())
+            .filter(|e| {
+                !e.file_name().to_string_lossy().starts_with('.')
+                    && e.path().join(".complete").exists()
+            })
             .filter_map(|e| match std::fs::read(e.path().join("image.json")) {
                 Ok(b) => serde_json::from_slice(&b).ok(),
                 Err(_) => Some(built_record(&e.file_name().to_string_lossy(), &e.path())),
@@ -191,13 +209,28 @@ impl ImageStore {
     /// Drops unpacked rootfs dirs and blobs that no image record refers to.
     fn gc(&self) {
         let images = self.list();
-        let keep_rootfs: std::collections::HashSet<String> = images.iter().filter_map(|r| digest_hex(&r.digest).ok().map(str::to_string)).collect();
-        let keep_blobs: std::collections::HashSet<String> = images.iter().flat_map(|r| r.blobs.iter()).filter_map(|d| digest_hex(d).ok().map(str::to_string)).collect();
+        let keep_rootfs: std::collections::HashSet<String> = images
+            .iter()
+            .filter_map(|r| digest_hex(&r.digest).ok().map(str::to_string))
+            .collect();
+        let keep_blobs: std::collections::HashSet<String> = images
+            .iter()
+            .flat_map(|r| r.blobs.iter())
+            .filter_map(|d| digest_hex(d).ok().map(str::to_string))
+            .collect();
         for (sub, keep) in [("rootfs", &keep_rootfs), ("blobs/sha256", &keep_blobs)] {
-            for e in std::fs::read_dir(self.store_dir().join(sub)).into_iter().flatten().flatten() {
+            for e in std::fs::read_dir(self.store_dir().join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 if !keep.contains(&*e.file_name().to_string_lossy()) {
                     tracing::info!(path = %e.path().display(), "removing an image file no image needs");
-                    let _ = if e.path().is_dir() { std::fs::remove_dir_all(e.path()) } else { std::fs::remove_file(e.path()) };
+                    let _ = if e.path().is_dir() {
+                        std::fs::remove_dir_all(e.path())
+                    } else {
+                        std::fs::remove_file(e.path())
+                    };
                 }
             }
         }
@@ -211,16 +244,41 @@ impl ImageStore {
 }
 
 fn built_record(name: &str, dir: &Path) -> ImageRecord {
-    let id = std::fs::read_to_string(dir.join("image-id")).map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into());
-    let created = std::fs::metadata(dir.join(".complete")).and_then(|m| m.modified()).ok().map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339());
-    ImageRecord { name: name.into(), digest: format!("local:{id}"), source: "built".into(), manifest_digest: None, config: ImageConfig::default(), blobs: vec![], layers: vec![], size_bytes: 0, created_at: created, mrp_server: None }
+    let id = std::fs::read_to_string(dir.join("image-id"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let created = std::fs::metadata(dir.join(".complete"))
+        .and_then(|m| m.modified())
+        .ok()
+        .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339());
+    ImageRecord {
+        name: name.into(),
+        digest: format!("local:{id}"),
+        source: "built".into(),
+        manifest_digest: None,
+        config: ImageConfig::default(),
+        blobs: vec![],
+        layers: vec![],
+        size_bytes: 0,
+        created_at: created,
+        mrp_server: None,
+    }
 }
 
 /// The hex part of `sha256:HEX`, checked (it becomes a file name).
 pub fn digest_hex(digest: &str) -> Result<&str> {
     match digest.split_once(':') {
-        Some(("sha256", hex)) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) => Ok(hex),
-        _ => Err(Error::Invalid(format!("unsupported digest {digest:?}: ferry takes sha256 digests"))),
+        Some(("sha256", hex))
+            if hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) =>
+        {
+            Ok(hex)
+        }
+        _ => Err(Error::Invalid(format!(
+            "unsupported digest {digest:?}: ferry takes sha256 digests"
+        ))),
     }
 }
 

@@ -36,7 +36,11 @@ impl<R: Read> Read for Hashing<R> {
 
 impl<R: Read> Hashing<R> {
     fn new(inner: R) -> Self {
-        Hashing { inner, hash: Sha256::new(), bytes: 0 }
+        Hashing {
+            inner,
+            hash: Sha256::new(),
+            bytes: 0,
+        }
     }
     fn digest(self) -> String {
         format!("sha256:{}", hex::encode(self.hash.finalize()))
@@ -82,35 +86,70 @@ fn read_blob(root: &Path, d: &Descriptor) -> Result<Vec<u8>> {
     let p = staged(root, &format!("blobs/sha256/{}", digest_hex(&digest)?))?;
     let b = std::fs::read(p)?;
     if sha256(&b) != digest {
-        return Err(Error::Invalid(format!("blob {digest} does not match its digest: the archive is damaged")));
+        return Err(Error::Invalid(format!(
+            "blob {digest} does not match its digest: the archive is damaged"
+        )));
     }
     Ok(b)
 }
 
 fn load_oci(root: &Path) -> Result<Loaded> {
-    let index = ImageIndex::from_reader(std::fs::File::open(staged(root, "index.json")?)?).map_err(|e| invalid(format!("index.json: {e}")))?;
-    let mut desc = index.manifests().first().cloned().ok_or_else(|| invalid("index.json lists no manifest"))?;
+    let index = ImageIndex::from_reader(std::fs::File::open(staged(root, "index.json")?)?)
+        .map_err(|e| invalid(format!("index.json: {e}")))?;
+    let mut desc = index
+        .manifests()
+        .first()
+        .cloned()
+        .ok_or_else(|| invalid("index.json lists no manifest"))?;
     // Several manifests: take linux/amd64 (or the first); a nested index: follow it once.
     if index.manifests().len() > 1 {
-        if let Some(d) = index.manifests().iter().find(|d| d.platform().as_ref().is_some_and(|p| p.os().to_string() == "linux" && p.architecture().to_string() == "amd64")) {
+        if let Some(d) = index.manifests().iter().find(|d| {
+            d.platform().as_ref().is_some_and(|p| {
+                p.os().to_string() == "linux" && p.architecture().to_string() == "amd64"
+            })
+        }) {
             desc = d.clone();
         }
     }
-    let name_hint = desc.annotations().as_ref().and_then(|a| a.get(REF_NAME).cloned());
+    let name_hint = desc
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(REF_NAME).cloned());
     if *desc.media_type() == MediaType::ImageIndex {
-        let nested = ImageIndex::from_reader(&read_blob(root, &desc)?[..]).map_err(|e| invalid(format!("nested index: {e}")))?;
-        desc = nested.manifests().iter().find(|d| d.platform().as_ref().is_none_or(|p| p.architecture().to_string() == "amd64")).cloned().ok_or_else(|| invalid("no linux/amd64 manifest"))?;
+        let nested = ImageIndex::from_reader(&read_blob(root, &desc)?[..])
+            .map_err(|e| invalid(format!("nested index: {e}")))?;
+        desc = nested
+            .manifests()
+            .iter()
+            .find(|d| {
+                d.platform()
+                    .as_ref()
+                    .is_none_or(|p| p.architecture().to_string() == "amd64")
+            })
+            .cloned()
+            .ok_or_else(|| invalid("no linux/amd64 manifest"))?;
     }
     let mbytes = read_blob(root, &desc)?;
-    let manifest = ImageManifest::from_reader(&mbytes[..]).map_err(|e| invalid(format!("manifest: {e}")))?;
+    let manifest =
+        ImageManifest::from_reader(&mbytes[..]).map_err(|e| invalid(format!("manifest: {e}")))?;
     let config_bytes = read_blob(root, manifest.config())?;
     let config = parse_config(&config_bytes)?;
     let mut layers = Vec::new();
     for l in manifest.layers() {
         let digest = l.digest().to_string();
-        layers.push(LayerSrc { path: staged(root, &format!("blobs/sha256/{}", digest_hex(&digest)?))?, blob: Some(digest), media: l.media_type().to_string() });
+        layers.push(LayerSrc {
+            path: staged(root, &format!("blobs/sha256/{}", digest_hex(&digest)?))?,
+            blob: Some(digest),
+            media: l.media_type().to_string(),
+        });
     }
-    Ok(Loaded { name_hint, manifest: Some((desc.digest().to_string(), mbytes)), config_bytes, config, layers })
+    Ok(Loaded {
+        name_hint,
+        manifest: Some((desc.digest().to_string(), mbytes)),
+        config_bytes,
+        config,
+        layers,
+    })
 }
 
 #[derive(serde::Deserialize)]
@@ -123,23 +162,54 @@ struct DockerManifest {
 }
 
 fn load_docker(root: &Path) -> Result<Loaded> {
-    let m: Vec<DockerManifest> = serde_json::from_slice(&std::fs::read(staged(root, "manifest.json")?)?).map_err(|e| invalid(format!("manifest.json: {e}")))?;
-    let m = m.into_iter().next().ok_or_else(|| invalid("manifest.json lists no image"))?;
+    let m: Vec<DockerManifest> =
+        serde_json::from_slice(&std::fs::read(staged(root, "manifest.json")?)?)
+            .map_err(|e| invalid(format!("manifest.json: {e}")))?;
+    let m = m
+        .into_iter()
+        .next()
+        .ok_or_else(|| invalid("manifest.json lists no image"))?;
     let config_bytes = std::fs::read(staged(root, &m.config)?)?;
     // `HEX.json` or `blobs/sha256/HEX`: the file is named after its digest.
-    let stem = Path::new(&m.config).file_name().map(|s| s.to_string_lossy().trim_end_matches(".json").to_string()).unwrap_or_default();
+    let stem = Path::new(&m.config)
+        .file_name()
+        .map(|s| s.to_string_lossy().trim_end_matches(".json").to_string())
+        .unwrap_or_default();
     if stem.len() == 64 && sha256(&config_bytes) != format!("sha256:{stem}") {
-        return Err(Error::Invalid(format!("image config {} does not match its digest: the archive is damaged", m.config)));
+        return Err(Error::Invalid(format!(
+            "image config {} does not match its digest: the archive is damaged",
+            m.config
+        )));
     }
     let config = parse_config(&config_bytes)?;
-    let name_hint = m.repo_tags.and_then(|t| t.into_iter().next()).map(|t| t.rsplit('/').next().unwrap_or(&t).to_string());
-    let layers = m.layers.iter().map(|l| Ok(LayerSrc { path: staged(root, l)?, blob: None, media: String::new() })).collect::<Result<Vec<_>>>()?;
-    Ok(Loaded { name_hint, manifest: None, config_bytes, config, layers })
+    let name_hint = m
+        .repo_tags
+        .and_then(|t| t.into_iter().next())
+        .map(|t| t.rsplit('/').next().unwrap_or(&t).to_string());
+    let layers = m
+        .layers
+        .iter()
+        .map(|l| {
+            Ok(LayerSrc {
+                path: staged(root, l)?,
+                blob: None,
+                media: String::new(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Loaded {
+        name_hint,
+        manifest: None,
+        config_bytes,
+        config,
+        layers,
+    })
 }
 
 /// The image config; `history`, which oci-spec requires but many tools leave out, may be absent.
 fn parse_config(bytes: &[u8]) -> Result<ImageConfiguration> {
-    let mut v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| invalid(format!("config: {e}")))?;
+    let mut v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| invalid(format!("config: {e}")))?;
     if let Some(o) = v.as_object_mut() {
         o.entry("history").or_insert_with(|| serde_json::json!([]));
     }
@@ -151,9 +221,15 @@ fn decompress<'a>(r: impl Read + 'a) -> Result<(Box<dyn Read + 'a>, &'static str
     let mut r = BufReader::with_capacity(1 << 20, r);
     let head = std::io::BufRead::fill_buf(&mut r)?.to_vec();
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
-        (Box::new(flate2::read::GzDecoder::new(r)), "application/vnd.oci.image.layer.v1.tar+gzip")
+        (
+            Box::new(flate2::read::GzDecoder::new(r)),
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        )
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        (Box::new(zstd::stream::read::Decoder::with_buffer(r)?), "application/vnd.oci.image.layer.v1.tar+zstd")
+        (
+            Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+        )
     } else {
         (Box::new(r), "application/vnd.oci.image.layer.v1.tar")
     })
@@ -169,7 +245,8 @@ fn read_layer(path: &Path, onto: Option<&Path>) -> Result<(String, String, u64, 
         if let Some(root) = onto {
             apply_layer(&mut plain, root)?;
         }
-        std::io::copy(&mut plain, &mut std::io::sink()).map_err(|e| Error::Invalid(format!("reading layer {}: {e}", path.display())))?;
+        std::io::copy(&mut plain, &mut std::io::sink())
+            .map_err(|e| Error::Invalid(format!("reading layer {}: {e}", path.display())))?;
         (plain.digest(), media)
     };
     std::io::copy(&mut stored, &mut std::io::sink())?;
@@ -178,7 +255,9 @@ fn read_layer(path: &Path, onto: Option<&Path>) -> Result<(String, String, u64, 
 }
 
 fn image_config(c: &ImageConfiguration) -> ImageConfig {
-    let Some(cfg) = c.config() else { return ImageConfig::default() };
+    let Some(cfg) = c.config() else {
+        return ImageConfig::default();
+    };
     ImageConfig {
         env: cfg.env().clone().unwrap_or_default(),
         working_dir: cfg.working_dir().clone().filter(|w| !w.is_empty()),
@@ -194,9 +273,16 @@ pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
 impl ImageStore {
     /// Imports the image tarball read from `input` (OCI layout tar or `docker save`), as `name`
     /// (default: the name the archive gives). Blocking.
-    pub fn import(&self, input: impl Read, name: Option<&str>, progress: Progress) -> Result<ImageRecord> {
+    pub fn import(
+        &self,
+        input: impl Read,
+        name: Option<&str>,
+        progress: Progress,
+    ) -> Result<ImageRecord> {
         std::fs::create_dir_all(self.tmp_dir())?;
-        let stage = tempfile::Builder::new().prefix("import-").tempdir_in(self.tmp_dir())?;
+        let stage = tempfile::Builder::new()
+            .prefix("import-")
+            .tempdir_in(self.tmp_dir())?;
         apply_layer(input, stage.path()).map_err(|e| match e {
             Error::Invalid(m) => invalid(m),
             other => other,
@@ -204,7 +290,12 @@ impl ImageStore {
         self.import_staged(stage.path(), name, progress)
     }
 
-    fn import_staged(&self, root: &Path, name: Option<&str>, progress: Progress) -> Result<ImageRecord> {
+    fn import_staged(
+        &self,
+        root: &Path,
+        name: Option<&str>,
+        progress: Progress,
+    ) -> Result<ImageRecord> {
         let loaded = if root.join("index.json").is_file() {
             load_oci(root)?
         } else if root.join("manifest.json").is_file() {
@@ -214,13 +305,21 @@ impl ImageStore {
         };
         let name = match name.map(str::to_string).or(loaded.name_hint.clone()) {
             Some(n) if !n.is_empty() => n,
-            _ => return Err(Error::Invalid("the archive names no image: give one with --name NAME[:TAG]".into())),
+            _ => {
+                return Err(Error::Invalid(
+                    "the archive names no image: give one with --name NAME[:TAG]".into(),
+                ))
+            }
         };
         check_name(&name)?;
         let digest = sha256(&loaded.config_bytes);
         let diff_ids = loaded.config.rootfs().diff_ids().clone();
         if diff_ids.len() != loaded.layers.len() {
-            return Err(invalid(format!("the config lists {} layers, the manifest {}", diff_ids.len(), loaded.layers.len())));
+            return Err(invalid(format!(
+                "the config lists {} layers, the manifest {}",
+                diff_ids.len(),
+                loaded.layers.len()
+            )));
         }
         let _g = STORE_LOCK.lock().unwrap();
         if let Ok(existing) = self.get(&name) {
@@ -242,7 +341,9 @@ impl ImageStore {
             let (blob, diff, bytes, media) = read_layer(&l.path, unpack_to.as_deref())?;
             if let Some(want) = &l.blob {
                 if *want != blob {
-                    return Err(Error::Invalid(format!("layer {want} does not match its digest ({blob}): the archive is damaged")));
+                    return Err(Error::Invalid(format!(
+                        "layer {want} does not match its digest ({blob}): the archive is damaged"
+                    )));
                 }
             }
             if diff != *want_diff {
@@ -251,8 +352,13 @@ impl ImageStore {
             tracing::info!(image = %name, layer = i + 1, of = loaded.layers.len(), %blob, bytes, "image layer verified");
             size += bytes;
             blobs.push((blob.clone(), l.path.clone()));
-            let media = if l.media.is_empty() { media.to_string() } else { l.media.clone() };
-            manifest_layers.push(serde_json::json!({"mediaType": media, "digest": blob, "size": bytes}));
+            let media = if l.media.is_empty() {
+                media.to_string()
+            } else {
+                l.media.clone()
+            };
+            manifest_layers
+                .push(serde_json::json!({"mediaType": media, "digest": blob, "size": bytes}));
         }
         progress(loaded.layers.len(), loaded.layers.len());
         // Every digest matched: move the blobs and rootfs into the store, then the record.
@@ -300,8 +406,14 @@ impl ImageStore {
         };
         let rec_dir = root.join(".record");
         std::fs::create_dir_all(&rec_dir)?;
-        std::fs::write(rec_dir.join("image.json"), serde_json::to_vec_pretty(&rec).expect("record serializes"))?;
-        std::os::unix::fs::symlink(Path::new("../.store/rootfs").join(digest_hex(&digest)?), rec_dir.join("rootfs"))?;
+        std::fs::write(
+            rec_dir.join("image.json"),
+            serde_json::to_vec_pretty(&rec).expect("record serializes"),
+        )?;
+        std::os::unix::fs::symlink(
+            Path::new("../.store/rootfs").join(digest_hex(&digest)?),
+            rec_dir.join("rootfs"),
+        )?;
         std::fs::write(rec_dir.join(".complete"), "")?;
         std::fs::rename(&rec_dir, self.image_dir(&name))?;
         tracing::info!(image = %name, %digest, bytes = size, "image imported");
@@ -314,7 +426,10 @@ impl ImageStore {
         if !rec.sendable() {
             return Err(Error::Invalid(format!("image {name} was built on this host (`ferry image build`) and has no layers to send: build it on the other host too")));
         }
-        let manifest = rec.manifest_digest.clone().ok_or_else(|| Error::Internal(format!("image {name} has no manifest")))?;
+        let manifest = rec
+            .manifest_digest
+            .clone()
+            .ok_or_else(|| Error::Internal(format!("image {name} has no manifest")))?;
         let msize = std::fs::metadata(self.blob_path(&manifest)?)?.len();
         let index = serde_json::json!({
             "schemaVersion": 2,
@@ -331,7 +446,10 @@ impl ImageStore {
             b.append_data(&mut h, path, data).map_err(Error::from)
         };
         add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        add("index.json", &serde_json::to_vec(&index).expect("index serializes"))?;
+        add(
+            "index.json",
+            &serde_json::to_vec(&index).expect("index serializes"),
+        )?;
         for d in &rec.blobs {
             let p = self.blob_path(d)?;
             b.append_path_with_name(&p, format!("blobs/sha256/{}", digest_hex(d)?))?;
@@ -358,7 +476,8 @@ pub(crate) mod tests {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_mode(0o755);
                 h.set_size(0);
-                b.append_data(&mut h, p.trim_end_matches('/'), &[][..]).unwrap();
+                b.append_data(&mut h, p.trim_end_matches('/'), &[][..])
+                    .unwrap();
             } else {
                 h.set_mode(0o644);
                 h.set_size(data.len() as u64);
@@ -385,7 +504,13 @@ pub(crate) mod tests {
 
     fn layers() -> Vec<Vec<u8>> {
         vec![
-            tar_of(&[("etc/", b""), ("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"), ("srv/", b""), ("srv/old", b"1"), ("srv/keep", b"k")]),
+            tar_of(&[
+                ("etc/", b""),
+                ("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"),
+                ("srv/", b""),
+                ("srv/old", b"1"),
+                ("srv/keep", b"k"),
+            ]),
             tar_of(&[("srv/.wh.old", b""), ("srv/new", b"2")]),
         ]
     }
@@ -406,16 +531,30 @@ pub(crate) mod tests {
         }))
         .unwrap();
         let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(&manifest), "size": manifest.len(), "annotations": {REF_NAME: name}}]})).unwrap();
-        let mut files: Vec<(String, Vec<u8>)> = vec![("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()), ("index.json".into(), index)];
+        let mut files: Vec<(String, Vec<u8>)> = vec![
+            (
+                "oci-layout".into(),
+                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            ),
+            ("index.json".into(), index),
+        ];
         let mut b1 = blobs[1].clone();
         if corrupt {
             let n = b1.len() / 2;
             b1[n] ^= 0xff;
         }
-        for (d, data) in [(sha256(&manifest), manifest), (sha256(&cfg), cfg), (sha256(&blobs[0]), blobs[0].clone()), (sha256(&blobs[1]), b1)] {
+        for (d, data) in [
+            (sha256(&manifest), manifest),
+            (sha256(&cfg), cfg),
+            (sha256(&blobs[0]), blobs[0].clone()),
+            (sha256(&blobs[1]), b1),
+        ] {
             files.push((format!("blobs/sha256/{}", &d[7..]), data));
         }
-        let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
+        let refs: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(p, d)| (p.as_str(), d.as_slice()))
+            .collect();
         tar_of(&refs)
     }
 
@@ -425,7 +564,12 @@ pub(crate) mod tests {
         let cfg = config(&diffs);
         let cfg_name = format!("{}.json", &sha256(&cfg)[7..]);
         let manifest = serde_json::to_vec(&serde_json::json!([{"Config": cfg_name, "RepoTags": ["docker.io/library/demo:1.0"], "Layers": ["l1/layer.tar", "l2/layer.tar"]}])).unwrap();
-        tar_of(&[("l1/layer.tar", &ls[0]), ("l2/layer.tar", &ls[1]), (&cfg_name, &cfg), ("manifest.json", &manifest)])
+        tar_of(&[
+            ("l1/layer.tar", &ls[0]),
+            ("l2/layer.tar", &ls[1]),
+            (&cfg_name, &cfg),
+            ("manifest.json", &manifest),
+        ])
     }
 
     fn check_rootfs(store: &ImageStore, name: &str) {
@@ -441,7 +585,9 @@ pub(crate) mod tests {
     fn oci_and_docker_imports_share_blobs_and_rootfs() {
         let dir = tempfile::tempdir().unwrap();
         let store = ImageStore::new(dir.path());
-        let a = store.import(&oci_tar("demo:oci", false)[..], None, &|_, _| {}).unwrap();
+        let a = store
+            .import(&oci_tar("demo:oci", false)[..], None, &|_, _| {})
+            .unwrap();
         assert_eq!(a.name, "demo:oci");
         assert_eq!(a.source, "imported");
         check_rootfs(&store, "demo:oci");
@@ -449,7 +595,13 @@ pub(crate) mod tests {
         assert_eq!(b.name, "demo:1.0");
         check_rootfs(&store, "demo:1.0");
         assert_eq!(a.digest, b.digest, "same config, same image id");
-        assert_eq!(std::fs::read_dir(store.store_dir().join("rootfs")).unwrap().count(), 1, "one rootfs for both");
+        assert_eq!(
+            std::fs::read_dir(store.store_dir().join("rootfs"))
+                .unwrap()
+                .count(),
+            1,
+            "one rootfs for both"
+        );
         assert_eq!(store.list().len(), 2);
         // Re-importing the same image under its name is a no-op; a different one is refused.
         store.import(&docker_tar()[..], None, &|_, _| {}).unwrap();
@@ -465,22 +617,43 @@ pub(crate) mod tests {
         store.remove("demo:oci").unwrap();
         check_rootfs(&store, "demo:1.0");
         store.remove("demo:1.0").unwrap();
-        assert_eq!(std::fs::read_dir(store.store_dir().join("rootfs")).unwrap().count(), 0);
-        assert_eq!(std::fs::read_dir(store.store_dir().join("blobs/sha256")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(store.store_dir().join("rootfs"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert_eq!(
+            std::fs::read_dir(store.store_dir().join("blobs/sha256"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]
     fn zstd_and_gzip_layers_hash_their_uncompressed_stream() {
         let dir = tempfile::tempdir().unwrap();
         let plain = tar_of(&[("a/", b""), ("a/f", b"zstd layer")]);
-        for (name, bytes) in [("z", zstd::encode_all(&plain[..], 3).unwrap()), ("g", gz(&plain)), ("p", plain.clone())] {
+        for (name, bytes) in [
+            ("z", zstd::encode_all(&plain[..], 3).unwrap()),
+            ("g", gz(&plain)),
+            ("p", plain.clone()),
+        ] {
             let p = dir.path().join(name);
             std::fs::write(&p, &bytes).unwrap();
             let root = dir.path().join(format!("root-{name}"));
             std::fs::create_dir_all(&root).unwrap();
             let (blob, diff, size, _) = read_layer(&p, Some(&root)).unwrap();
-            assert_eq!((blob, diff, size), (sha256(&bytes), sha256(&plain), bytes.len() as u64), "{name}");
-            assert_eq!(std::fs::read_to_string(root.join("a/f")).unwrap(), "zstd layer");
+            assert_eq!(
+                (blob, diff, size),
+                (sha256(&bytes), sha256(&plain), bytes.len() as u64),
+                "{name}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(root.join("a/f")).unwrap(),
+                "zstd layer"
+            );
         }
     }
 
@@ -488,16 +661,37 @@ pub(crate) mod tests {
     fn damaged_or_unknown_archives_are_refused_and_leave_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = ImageStore::new(dir.path());
-        let e = store.import(&oci_tar("demo:bad", true)[..], None, &|_, _| {}).unwrap_err().to_string();
+        let e = store
+            .import(&oci_tar("demo:bad", true)[..], None, &|_, _| {})
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("damaged") || e.contains("layer"), "{e}");
         assert!(store.list().is_empty());
         assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
-        assert!(!store.store_dir().join("rootfs").exists() || std::fs::read_dir(store.store_dir().join("rootfs")).unwrap().count() == 0);
-        let e = store.import(&tar_of(&[("hello", b"x")])[..], None, &|_, _| {}).unwrap_err().to_string();
+        assert!(
+            !store.store_dir().join("rootfs").exists()
+                || std::fs::read_dir(store.store_dir().join("rootfs"))
+                    .unwrap()
+                    .count()
+                    == 0
+        );
+        let e = store
+            .import(&tar_of(&[("hello", b"x")])[..], None, &|_, _| {})
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("index.json"), "{e}");
-        let e = store.import(&b"not a tar at all"[..], Some("x"), &|_, _| {}).unwrap_err().to_string();
-        assert!(e.contains("not a valid image archive") || e.contains("index.json"), "{e}");
-        let e = store.import(&oci_tar("demo:x", false)[..], Some("bad/name"), &|_, _| {}).unwrap_err().to_string();
+        let e = store
+            .import(&b"not a tar at all"[..], Some("x"), &|_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not a valid image archive") || e.contains("index.json"),
+            "{e}"
+        );
+        let e = store
+            .import(&oci_tar("demo:x", false)[..], Some("bad/name"), &|_, _| {})
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("invalid image name"), "{e}");
     }
 }

@@ -18,8 +18,16 @@ pub fn clean(path: &Path) -> Result<PathBuf> {
         match c {
             Component::Normal(p) => out.push(p),
             Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => return Err(Error::Invalid(format!("layer entry {path:?} has an absolute path: refusing the image"))),
-            Component::ParentDir => return Err(Error::Invalid(format!("layer entry {path:?} contains '..': refusing the image"))),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(Error::Invalid(format!(
+                    "layer entry {path:?} has an absolute path: refusing the image"
+                )))
+            }
+            Component::ParentDir => {
+                return Err(Error::Invalid(format!(
+                    "layer entry {path:?} contains '..': refusing the image"
+                )))
+            }
         }
     }
     Ok(out)
@@ -29,11 +37,15 @@ pub fn clean(path: &Path) -> Result<PathBuf> {
 /// followed, an absolute target starts again at `root`, `..` stops at `root`. The result always
 /// lies under `root`.
 pub fn resolve_in_root(root: &Path, rel: &Path) -> Result<PathBuf> {
-    let mut todo: Vec<std::ffi::OsString> = rel.components().rev().filter_map(|c| match c {
-        Component::Normal(p) => Some(p.to_os_string()),
-        Component::ParentDir => Some("..".into()),
-        _ => None,
-    }).collect();
+    let mut todo: Vec<std::ffi::OsString> = rel
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
     let mut cur: Vec<std::ffi::OsString> = Vec::new();
     let mut hops = 0;
     while let Some(part) = todo.pop() {
@@ -46,7 +58,9 @@ pub fn resolve_in_root(root: &Path, rel: &Path) -> Result<PathBuf> {
             Ok(m) if m.file_type().is_symlink() => {
                 hops += 1;
                 if hops > 40 {
-                    return Err(Error::Invalid(format!("too many symlinks resolving {rel:?} in the image")));
+                    return Err(Error::Invalid(format!(
+                        "too many symlinks resolving {rel:?} in the image"
+                    )));
                 }
                 let target = std::fs::read_link(&candidate)?;
                 if target.is_absolute() {
@@ -95,11 +109,14 @@ pub fn apply_layer(input: impl Read, root: &Path) -> Result<Applied> {
     let mut done = Applied::default();
     // Paths this layer made: whiteouts only hide what lower layers had.
     let mut made: HashSet<PathBuf> = HashSet::new();
-    let bad = |e: std::io::Error| Error::Invalid(format!("reading the layer: {e} (is it a tar file?)"));
+    let bad =
+        |e: std::io::Error| Error::Invalid(format!("reading the layer: {e} (is it a tar file?)"));
     for entry in ar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let rel = clean(&entry.path().map_err(bad)?)?;
-        let Some(name) = rel.file_name().map(|n| n.to_string_lossy().into_owned()) else { continue };
+        let Some(name) = rel.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
         let parent_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
         let parent = resolve_in_root(root, &parent_rel)?;
         done.entries += 1;
@@ -115,7 +132,8 @@ pub fn apply_layer(input: impl Read, root: &Path) -> Result<Applied> {
         if let Some(hidden) = name.strip_prefix(WHITEOUT) {
             done.whiteouts += 1;
             let hidden_rel = parent_rel.join(hidden);
-            if !made.contains(&hidden_rel) && !hidden.is_empty() && hidden != "." && hidden != ".." {
+            if !made.contains(&hidden_rel) && !hidden.is_empty() && hidden != "." && hidden != ".."
+            {
                 remove_any(&parent.join(hidden))?;
             }
             continue;
@@ -123,20 +141,29 @@ pub fn apply_layer(input: impl Read, root: &Path) -> Result<Applied> {
         std::fs::create_dir_all(&parent)?;
         let dest = parent.join(&name);
         let kind = entry.header().entry_type();
-        let existing_dir = std::fs::symlink_metadata(&dest).map(|m| m.is_dir()).unwrap_or(false);
+        let existing_dir = std::fs::symlink_metadata(&dest)
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
         if !(kind.is_dir() && existing_dir) {
             remove_any(&dest)?;
         }
         if kind.is_hard_link() {
-            let target = entry.link_name().map_err(bad)?.ok_or_else(|| Error::Invalid(format!("hard link {rel:?} has no target")))?;
+            let target = entry
+                .link_name()
+                .map_err(bad)?
+                .ok_or_else(|| Error::Invalid(format!("hard link {rel:?} has no target")))?;
             let target = resolve_in_root(root, &clean(&target)?)?;
-            std::fs::hard_link(&target, &dest).map_err(|e| Error::Invalid(format!("hard link {rel:?} → {}: {e}", target.display())))?;
+            std::fs::hard_link(&target, &dest).map_err(|e| {
+                Error::Invalid(format!("hard link {rel:?} → {}: {e}", target.display()))
+            })?;
         } else if kind.is_block_special() || kind.is_character_special() || kind.is_fifo() {
             tracing::debug!(path = %rel.display(), "skipping a device or fifo entry of a layer");
             continue;
         } else {
             done.bytes += entry.header().size().unwrap_or(0);
-            entry.unpack(&dest).map_err(|e| Error::Internal(format!("unpacking {rel:?}: {e}")))?;
+            entry
+                .unpack(&dest)
+                .map_err(|e| Error::Internal(format!("unpacking {rel:?}: {e}")))?;
         }
         made.insert(rel);
     }
@@ -166,15 +193,26 @@ mod tests {
     }
 
     fn file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
-        b.append_data(&mut header(tar::EntryType::Regular, 0o644, data.len() as u64), path, data).unwrap();
+        b.append_data(
+            &mut header(tar::EntryType::Regular, 0o644, data.len() as u64),
+            path,
+            data,
+        )
+        .unwrap();
     }
 
     fn dir(b: &mut tar::Builder<Vec<u8>>, path: &str) {
-        b.append_data(&mut header(tar::EntryType::Directory, 0o755, 0), path, &[][..]).unwrap();
+        b.append_data(
+            &mut header(tar::EntryType::Directory, 0o755, 0),
+            path,
+            &[][..],
+        )
+        .unwrap();
     }
 
     fn symlink(b: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
-        b.append_link(&mut header(tar::EntryType::Symlink, 0o777, 0), path, target).unwrap();
+        b.append_link(&mut header(tar::EntryType::Symlink, 0o777, 0), path, target)
+            .unwrap();
     }
 
     /// A raw header whose name is written as given (the builder refuses bad paths itself).
@@ -229,16 +267,37 @@ mod tests {
     #[test]
     fn a_file_replaces_a_directory_and_back() {
         let root = tempfile::tempdir().unwrap();
-        apply_layer(&layer(|b| { dir(b, "x"); file(b, "x/y", b"1"); })[..], root.path()).unwrap();
+        apply_layer(
+            &layer(|b| {
+                dir(b, "x");
+                file(b, "x/y", b"1");
+            })[..],
+            root.path(),
+        )
+        .unwrap();
         apply_layer(&layer(|b| file(b, "x", b"file"))[..], root.path()).unwrap();
-        assert_eq!(std::fs::read_to_string(root.path().join("x")).unwrap(), "file");
-        apply_layer(&layer(|b| { dir(b, "x"); file(b, "x/z", b"2"); })[..], root.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("x")).unwrap(),
+            "file"
+        );
+        apply_layer(
+            &layer(|b| {
+                dir(b, "x");
+                file(b, "x/z", b"2");
+            })[..],
+            root.path(),
+        )
+        .unwrap();
         assert!(root.path().join("x/z").exists());
     }
 
     #[test]
     fn unsafe_entries_are_refused() {
-        for (path, kind, link) in [("/etc/passwd", tar::EntryType::Regular, None), ("a/../../etc/x", tar::EntryType::Regular, None), ("../x", tar::EntryType::Regular, None)] {
+        for (path, kind, link) in [
+            ("/etc/passwd", tar::EntryType::Regular, None),
+            ("a/../../etc/x", tar::EntryType::Regular, None),
+            ("../x", tar::EntryType::Regular, None),
+        ] {
             let root = tempfile::tempdir().unwrap();
             let l = layer(|b| raw(b, path, kind, link));
             let e = apply_layer(&l[..], root.path()).unwrap_err().to_string();
@@ -246,7 +305,10 @@ mod tests {
         }
         let root = tempfile::tempdir().unwrap();
         let l = layer(|b| raw(b, "h", tar::EntryType::Link, Some("../../etc/passwd")));
-        assert!(apply_layer(&l[..], root.path()).unwrap_err().to_string().contains("'..'"));
+        assert!(apply_layer(&l[..], root.path())
+            .unwrap_err()
+            .to_string()
+            .contains("'..'"));
     }
 
     #[test]
@@ -257,8 +319,15 @@ mod tests {
         let target = outside.path().display().to_string();
         apply_layer(&layer(|b| symlink(b, "evil", &target))[..], root.path()).unwrap();
         apply_layer(&layer(|b| file(b, "evil/pwned", b"x"))[..], root.path()).unwrap();
-        assert!(!outside.path().join("pwned").exists(), "a layer wrote outside the root");
-        assert!(root.path().join(target.trim_start_matches('/')).join("pwned").exists());
+        assert!(
+            !outside.path().join("pwned").exists(),
+            "a layer wrote outside the root"
+        );
+        assert!(root
+            .path()
+            .join(target.trim_start_matches('/'))
+            .join("pwned")
+            .exists());
         // Relative escapes are clamped at the root too.
         apply_layer(&layer(|b| symlink(b, "up", "../../../.."))[..], root.path()).unwrap();
         apply_layer(&layer(|b| file(b, "up/f", b"x"))[..], root.path()).unwrap();
@@ -277,12 +346,18 @@ mod tests {
             raw(b, "b", tar::EntryType::Link, Some("a"));
         });
         apply_layer(&l[..], root.path()).unwrap();
-        assert_eq!(std::fs::read_to_string(root.path().join("b")).unwrap(), "data");
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("b")).unwrap(),
+            "data"
+        );
     }
 
     #[test]
     fn resolve_clamps() {
         let root = tempfile::tempdir().unwrap();
-        assert_eq!(resolve_in_root(root.path(), Path::new("a/../../b")).unwrap(), root.path().join("b"));
+        assert_eq!(
+            resolve_in_root(root.path(), Path::new("a/../../b")).unwrap(),
+            root.path().join("b")
+        );
     }
 }

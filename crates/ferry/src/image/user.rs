@@ -15,12 +15,19 @@ pub struct RunUser {
 
 impl RunUser {
     pub fn root() -> RunUser {
-        RunUser { uid: 0, gid: 0, home: "/root".into() }
+        RunUser {
+            uid: 0,
+            gid: 0,
+            home: "/root".into(),
+        }
     }
 }
 
 fn read(rootfs: &Path, file: &str) -> String {
-    resolve_in_root(rootfs, Path::new(file)).ok().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default()
+    resolve_in_root(rootfs, Path::new(file))
+        .ok()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default()
 }
 
 /// `(name, uid, gid, home)` of every line of a passwd file.
@@ -28,13 +35,24 @@ fn passwd(text: &str) -> Vec<(String, u32, u32, String)> {
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
-            (f.len() >= 6).then(|| Some((f[0].to_string(), f[2].parse().ok()?, f[3].parse().ok()?, f[5].to_string()))).flatten()
+            (f.len() >= 6)
+                .then(|| {
+                    Some((
+                        f[0].to_string(),
+                        f[2].parse().ok()?,
+                        f[3].parse().ok()?,
+                        f[5].to_string(),
+                    ))
+                })
+                .flatten()
         })
         .collect()
 }
 
 pub fn resolve(rootfs: &Path, user: Option<&str>) -> Result<RunUser> {
-    let Some(spec) = user.map(str::trim).filter(|u| !u.is_empty()) else { return Ok(RunUser::root()) };
+    let Some(spec) = user.map(str::trim).filter(|u| !u.is_empty()) else {
+        return Ok(RunUser::root());
+    };
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -62,7 +80,13 @@ pub fn resolve(rootfs: &Path, user: Option<&str>) -> Result<RunUser> {
                 .ok_or_else(|| Error::Invalid(format!("the image runs as group {g:?}, which its /etc/group does not list: fix the image's User")))?,
         };
     }
-    let home = if uid == 0 && (home.is_empty() || home == "/") { "/root".into() } else if home.is_empty() { "/".into() } else { home };
+    let home = if uid == 0 && (home.is_empty() || home == "/") {
+        "/root".into()
+    } else if home.is_empty() {
+        "/".into()
+    } else {
+        home
+    };
     Ok(RunUser { uid, gid, home })
 }
 
@@ -74,15 +98,46 @@ mod tests {
     fn resolves_names_and_ids() {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("etc")).unwrap();
-        std::fs::write(root.path().join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\napp:x:1234:1300::/home/app:/bin/sh\n").unwrap();
+        std::fs::write(
+            root.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1234:1300::/home/app:/bin/sh\n",
+        )
+        .unwrap();
         std::fs::write(root.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
         let r = root.path();
         assert_eq!(resolve(r, None).unwrap(), RunUser::root());
-        assert_eq!(resolve(r, Some("app")).unwrap(), RunUser { uid: 1234, gid: 1300, home: "/home/app".into() });
+        assert_eq!(
+            resolve(r, Some("app")).unwrap(),
+            RunUser {
+                uid: 1234,
+                gid: 1300,
+                home: "/home/app".into()
+            }
+        );
         assert_eq!(resolve(r, Some("app:staff")).unwrap().gid, 50);
-        assert_eq!(resolve(r, Some("1234:7")).unwrap(), RunUser { uid: 1234, gid: 7, home: "/home/app".into() });
-        assert_eq!(resolve(r, Some("999")).unwrap(), RunUser { uid: 999, gid: 0, home: "/".into() });
-        assert!(resolve(r, Some("nobody")).unwrap_err().to_string().contains("/etc/passwd"));
-        assert!(resolve(r, Some("app:nogroup")).unwrap_err().to_string().contains("/etc/group"));
+        assert_eq!(
+            resolve(r, Some("1234:7")).unwrap(),
+            RunUser {
+                uid: 1234,
+                gid: 7,
+                home: "/home/app".into()
+            }
+        );
+        assert_eq!(
+            resolve(r, Some("999")).unwrap(),
+            RunUser {
+                uid: 999,
+                gid: 0,
+                home: "/".into()
+            }
+        );
+        assert!(resolve(r, Some("nobody"))
+            .unwrap_err()
+            .to_string()
+            .contains("/etc/passwd"));
+        assert!(resolve(r, Some("app:nogroup"))
+            .unwrap_err()
+            .to_string()
+            .contains("/etc/group"));
     }
 }

@@ -22,7 +22,9 @@ fn read_u64(p: &Path) -> Option<u64> {
 fn keyed(p: &Path, key: &str) -> Option<u64> {
     std::fs::read_to_string(p).ok()?.lines().find_map(|l| {
         let mut it = l.split_whitespace();
-        (it.next()? == key).then(|| it.next()?.parse().ok()).flatten()
+        (it.next()? == key)
+            .then(|| it.next()?.parse().ok())
+            .flatten()
     })
 }
 
@@ -38,7 +40,10 @@ pub fn stats(cg: &str) -> Option<Stats> {
         if !d.exists() {
             return None;
         }
-        let max = std::fs::read_to_string(d.join("memory.max")).ok().map(|s| s.trim().parse().unwrap_or(u64::MAX)).unwrap_or(u64::MAX);
+        let max = std::fs::read_to_string(d.join("memory.max"))
+            .ok()
+            .map(|s| s.trim().parse().unwrap_or(u64::MAX))
+            .unwrap_or(u64::MAX);
         return Some(Stats {
             memory_bytes: read_u64(&d.join("memory.current")).unwrap_or(0),
             memory_limit_bytes: max,
@@ -63,7 +68,10 @@ pub fn stats(cg: &str) -> Option<Stats> {
 
 /// Whether swap accounting exists (v1 `memory.memsw.*`), so a limit can also cap swap.
 pub fn has_swap_accounting() -> bool {
-    Path::new(ROOT).join("memory/memory.memsw.limit_in_bytes").exists() || is_v2()
+    Path::new(ROOT)
+        .join("memory/memory.memsw.limit_in_bytes")
+        .exists()
+        || is_v2()
 }
 
 /// The directory of cgroup path `cg` in every hierarchy (one on v2, one per controller on v1).
@@ -72,15 +80,28 @@ fn in_every_hierarchy(cg: &str) -> Vec<PathBuf> {
     if is_v2() {
         vec![PathBuf::from(ROOT).join(rel)]
     } else {
-        std::fs::read_dir(ROOT).into_iter().flatten().flatten().map(|e| e.path().join(rel)).collect()
+        std::fs::read_dir(ROOT)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join(rel))
+            .collect()
     }
 }
 
 /// The processes in cgroup `cg` (its `cgroup.procs`; on v1, the memory hierarchy's).
 pub fn procs(cg: &str) -> Vec<i32> {
     let rel = cg.trim_start_matches('/');
-    let d = if is_v2() { PathBuf::from(ROOT).join(rel) } else { PathBuf::from(ROOT).join("memory").join(rel) };
-    std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
+    let d = if is_v2() {
+        PathBuf::from(ROOT).join(rel)
+    } else {
+        PathBuf::from(ROOT).join("memory").join(rel)
+    };
+    std::fs::read_to_string(d.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
 }
 
 /// Removes the (empty) cgroup directories of `cg` in every hierarchy; best effort.

@@ -11,7 +11,11 @@ pub async fn run(prog: &str, args: &[&str]) -> Result<String> {
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| Error::Unavailable(format!("cannot run {prog}: {e}; is it installed? (scripts/setup.sh installs it)")))?;
+        .map_err(|e| {
+            Error::Unavailable(format!(
+                "cannot run {prog}: {e}; is it installed? (scripts/setup.sh installs it)"
+            ))
+        })?;
     if !out.status.success() {
         return Err(Error::Internal(format!(
             "{prog} {} failed ({}): {}",
@@ -31,6 +35,9 @@ pub async fn run_quiet(prog: &str, args: &[&str]) -> bool {
 /// The last `n` lines of a log file, for error messages.
 pub fn tail(path: &std::path::Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.contains("RLIMIT_NOFILE") && !l.contains("Would overwrite RPC")).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("RLIMIT_NOFILE") && !l.contains("Would overwrite RPC"))
+        .collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

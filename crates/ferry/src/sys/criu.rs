@@ -21,21 +21,54 @@ const FIX: &str = "run scripts/setup.sh, which builds and installs CRIU 4.2 (or 
 impl Criu {
     pub async fn detect() -> Criu {
         let version = match run("criu", &["--version"]).await {
-            Ok(v) => v.lines().next().unwrap_or("").trim_start_matches("Version: ").trim().to_string(),
+            Ok(v) => v
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("Version: ")
+                .trim()
+                .to_string(),
             Err(_) => {
-                return Criu { problem: Some(format!("CRIU is not installed: {FIX}")), ..Default::default() };
+                return Criu {
+                    problem: Some(format!("CRIU is not installed: {FIX}")),
+                    ..Default::default()
+                };
             }
         };
-        let major: u32 = version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+        let major: u32 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
         if major < 4 {
-            return Criu { problem: Some(format!("CRIU {version} is too old (ferry needs 4.x): {FIX}")), version, ..Default::default() };
+            return Criu {
+                problem: Some(format!(
+                    "CRIU {version} is too old (ferry needs 4.x): {FIX}"
+                )),
+                version,
+                ..Default::default()
+            };
         }
         if let Err(e) = run("criu", &["check"]).await {
-            return Criu { problem: Some(format!("`criu check` fails on this kernel ({e}): {FIX}")), version, ..Default::default() };
+            return Criu {
+                problem: Some(format!("`criu check` fails on this kernel ({e}): {FIX}")),
+                version,
+                ..Default::default()
+            };
         }
-        let lazy_pages = run("criu", &["check", "--feature", "uffd-noncoop"]).await.is_ok();
-        let mem_dirty_track = run("criu", &["check", "--feature", "mem_dirty_track"]).await.is_ok();
-        Criu { version, ok: true, problem: None, lazy_pages, mem_dirty_track }
+        let lazy_pages = run("criu", &["check", "--feature", "uffd-noncoop"])
+            .await
+            .is_ok();
+        let mem_dirty_track = run("criu", &["check", "--feature", "mem_dirty_track"])
+            .await
+            .is_ok();
+        Criu {
+            version,
+            ok: true,
+            problem: None,
+            lazy_pages,
+            mem_dirty_track,
+        }
     }
 
     /// Errors with the reason and the fix when CRIU cannot checkpoint here.

@@ -51,7 +51,9 @@ struct StatsEntry {
 pub fn read(work: &Path) -> Timings {
     let mut t = Timings::new();
     for name in ["stats-dump", "stats-restore"] {
-        let Ok(bytes) = std::fs::read(work.join(name)) else { continue };
+        let Ok(bytes) = std::fs::read(work.join(name)) else {
+            continue;
+        };
         let Some(e) = decode(&bytes) else { continue };
         let ms = |us: u32| us as f64 / 1000.0;
         if let Some(d) = e.dump {
@@ -75,7 +77,11 @@ pub fn read(work: &Path) -> Timings {
 }
 
 fn decode(bytes: &[u8]) -> Option<StatsEntry> {
-    let word = |i: usize| bytes.get(i..i + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
+    let word = |i: usize| {
+        bytes
+            .get(i..i + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
     if word(0)? != IMG_SERVICE_MAGIC || word(4)? != STATS_MAGIC {
         return None;
     }
@@ -100,13 +106,31 @@ mod tests {
     #[test]
     fn dump_and_restore_figures_become_timings() {
         let t = tempfile::tempdir().unwrap();
-        let dump = StatsEntry { dump: Some(DumpStats { freezing_time: 1500, frozen_time: 410_000, memdump_time: 120_000, memwrite_time: 250_500, pages_scanned: 140_000, pages_written: 134_000, pages_lazy: 0 }), restore: None };
+        let dump = StatsEntry {
+            dump: Some(DumpStats {
+                freezing_time: 1500,
+                frozen_time: 410_000,
+                memdump_time: 120_000,
+                memwrite_time: 250_500,
+                pages_scanned: 140_000,
+                pages_written: 134_000,
+                pages_lazy: 0,
+            }),
+            restore: None,
+        };
         std::fs::write(t.path().join("stats-dump"), image(&dump)).unwrap();
         let got = read(t.path());
         assert_eq!(got["criu_frozen_ms"], 410.0);
         assert_eq!(got["criu_memwrite_ms"], 250.5);
         assert_eq!(got["criu_pages_written"], 134_000.0);
-        let restore = StatsEntry { dump: None, restore: Some(RestoreStats { forking_time: 2000, restore_time: 600_000, pages_restored: Some(134_000) }) };
+        let restore = StatsEntry {
+            dump: None,
+            restore: Some(RestoreStats {
+                forking_time: 2000,
+                restore_time: 600_000,
+                pages_restored: Some(134_000),
+            }),
+        };
         std::fs::write(t.path().join("stats-restore"), image(&restore)).unwrap();
         assert_eq!(read(t.path())["criu_restore_ms"], 600.0);
     }
@@ -115,7 +139,10 @@ mod tests {
     fn anything_else_is_ignored() {
         let t = tempfile::tempdir().unwrap();
         std::fs::write(t.path().join("stats-dump"), b"not an image").unwrap();
-        let mut wrong_magic = image(&StatsEntry { dump: None, restore: None });
+        let mut wrong_magic = image(&StatsEntry {
+            dump: None,
+            restore: None,
+        });
         wrong_magic[0] ^= 1;
         std::fs::write(t.path().join("stats-restore"), wrong_magic).unwrap();
         assert!(read(t.path()).is_empty());

@@ -1,7 +1,9 @@
 //! Facts about this host: kernel, memory.
 
 pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Total memory in MB, from /proc/meminfo.
@@ -35,7 +37,10 @@ pub fn raise_fd_limit() {
 /// Writes a file whole or not at all (a hidden temporary file beside it, then a rename), so that
 /// whoever polls for it or reads it never sees it half-written.
 pub fn write_atomically(path: &std::path::Path, content: impl AsRef<[u8]>) -> std::io::Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.partial"));
     std::fs::write(&tmp, content)?;
     std::fs::rename(&tmp, path)

@@ -5,16 +5,25 @@
 use crate::{Error, Result};
 use std::net::SocketAddr;
 
-fn in_netns<T: Send + 'static>(netns: Option<String>, f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T> {
+fn in_netns<T: Send + 'static>(
+    netns: Option<String>,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
     let join = std::thread::spawn(move || -> Result<T> {
         if let Some(ns) = &netns {
             let p = super::netns::path(ns);
-            let file = std::fs::File::open(&p).map_err(|e| Error::Unavailable(format!("network namespace {ns} is missing ({e}): is `ferry dev up` running?")))?;
-            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| Error::Internal(format!("entering netns {ns}: {e}")))?;
+            let file = std::fs::File::open(&p).map_err(|e| {
+                Error::Unavailable(format!(
+                    "network namespace {ns} is missing ({e}): is `ferry dev up` running?"
+                ))
+            })?;
+            nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::Internal(format!("entering netns {ns}: {e}")))?;
         }
         f().map_err(Error::from)
     });
-    join.join().map_err(|_| Error::Internal("netns thread panicked".into()))?
+    join.join()
+        .map_err(|_| Error::Internal("netns thread panicked".into()))?
 }
 
 /// A listening socket bound inside `netns` (or here, for `None`).
@@ -25,7 +34,8 @@ pub fn listen(netns: Option<String>, addr: SocketAddr) -> Result<tokio::net::Tcp
 }
 
 pub fn listen_std(netns: Option<String>, addr: SocketAddr) -> Result<std::net::TcpListener> {
-    in_netns(netns, move || std::net::TcpListener::bind(addr)).map_err(|e| Error::Unavailable(format!("cannot listen on {addr}: {e}")))
+    in_netns(netns, move || std::net::TcpListener::bind(addr))
+        .map_err(|e| Error::Unavailable(format!("cannot listen on {addr}: {e}")))
 }
 
 /// How long a transfer may make no progress before it is abandoned.
@@ -40,7 +50,12 @@ pub async fn connect(netns: Option<String>, addr: SocketAddr) -> Result<tokio::n
             s.set_nodelay(true)?;
             // Data left unacknowledged this long (the peer or the link is gone) breaks the
             // connection, so a sender never waits forever on a dead link.
-            nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::TcpUserTimeout, &(STALL.as_millis() as u32)).map_err(std::io::Error::from)?;
+            nix::sys::socket::setsockopt(
+                &s,
+                nix::sys::socket::sockopt::TcpUserTimeout,
+                &(STALL.as_millis() as u32),
+            )
+            .map_err(std::io::Error::from)?;
             Ok(s)
         })
     })

@@ -18,7 +18,9 @@ fn in_netns(netns: Option<&str>, prog: &str) -> Command {
     match netns {
         Some(ns) => {
             let mut c = Command::new("nsenter");
-            c.arg(format!("--net={}", super::netns::path(ns).display())).arg("--").arg(prog);
+            c.arg(format!("--net={}", super::netns::path(ns).display()))
+                .arg("--")
+                .arg(prog);
             c
         }
         None => Command::new(prog),
@@ -27,13 +29,40 @@ fn in_netns(netns: Option<&str>, prog: &str) -> Command {
 
 /// Starts the lazy dump of container `id`; returns once CRIU signalled that the page server is
 /// serving (everything but memory is then in `image`), with the process still running.
-pub async fn start_dump(netns: Option<&str>, runc_root: &Path, id: &str, image: &Path, work: &Path, page_server: &str, log: &Path) -> Result<Child> {
-    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Internal(format!("pipe: {e}")))?;
+pub async fn start_dump(
+    netns: Option<&str>,
+    runc_root: &Path,
+    id: &str,
+    image: &Path,
+    work: &Path,
+    page_server: &str,
+    log: &Path,
+) -> Result<Child> {
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::Internal(format!("pipe: {e}")))?;
     let mut cmd = in_netns(netns, "runc");
-    cmd.arg("--root").arg(runc_root).arg("--log").arg(log).arg("checkpoint");
-    cmd.arg("--image-path").arg(image).arg("--work-path").arg(work);
-    cmd.args(["--tcp-established", "--lazy-pages", "--page-server", page_server, "--status-fd", "3", id]);
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+    cmd.arg("--root")
+        .arg(runc_root)
+        .arg("--log")
+        .arg(log)
+        .arg("checkpoint");
+    cmd.arg("--image-path")
+        .arg(image)
+        .arg("--work-path")
+        .arg(work);
+    cmd.args([
+        "--tcp-established",
+        "--lazy-pages",
+        "--page-server",
+        page_server,
+        "--status-fd",
+        "3",
+        id,
+    ]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
     let wr_fd = wr.as_raw_fd();
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -44,13 +73,20 @@ pub async fn start_dump(netns: Option<&str>, runc_root: &Path, id: &str, image: 
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| Error::Unavailable(format!("cannot start runc: {e}")))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Unavailable(format!("cannot start runc: {e}")))?;
     drop(wr);
-    let ready = tokio::task::spawn_blocking(move || read_status(rd)).await.map_err(|e| Error::Internal(e.to_string()))?;
+    let ready = tokio::task::spawn_blocking(move || read_status(rd))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
     if !ready {
         kill_group(&child);
         let _ = child.wait().await;
-        return Err(Error::Internal(format!("lazy checkpoint failed before serving pages:\n{}", super::cmd::tail(&work.join("dump.log"), 8))));
+        return Err(Error::Internal(format!(
+            "lazy checkpoint failed before serving pages:\n{}",
+            super::cmd::tail(&work.join("dump.log"), 8)
+        )));
     }
     Ok(child)
 }
@@ -63,22 +99,50 @@ fn read_status(rd: OwnedFd) -> bool {
 
 /// Starts `criu lazy-pages` for images in `image`, fetching from `page_server` (ADDR:PORT), and
 /// waits until its socket (in `work`) is there for `runc restore --lazy-pages`.
-pub async fn start_daemon(netns: Option<&str>, image: &Path, work: &Path, page_server: &str) -> Result<Child> {
-    let (addr, port) = page_server.rsplit_once(':').ok_or_else(|| Error::Invalid(format!("bad page server address {page_server}")))?;
+pub async fn start_daemon(
+    netns: Option<&str>,
+    image: &Path,
+    work: &Path,
+    page_server: &str,
+) -> Result<Child> {
+    let (addr, port) = page_server
+        .rsplit_once(':')
+        .ok_or_else(|| Error::Invalid(format!("bad page server address {page_server}")))?;
     let mut cmd = in_netns(netns, "criu");
-    cmd.args(["lazy-pages", "--page-server", "--address", addr, "--port", port]);
-    cmd.arg("-D").arg(image).arg("-W").arg(work).args(["-o", "lazy-pages.log", "-v4"]);
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
-    let mut child = cmd.spawn().map_err(|e| Error::Unavailable(format!("cannot start criu lazy-pages: {e}")))?;
+    cmd.args([
+        "lazy-pages",
+        "--page-server",
+        "--address",
+        addr,
+        "--port",
+        port,
+    ]);
+    cmd.arg("-D")
+        .arg(image)
+        .arg("-W")
+        .arg(work)
+        .args(["-o", "lazy-pages.log", "-v4"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Unavailable(format!("cannot start criu lazy-pages: {e}")))?;
     let socket = work.join("lazy-pages.socket");
     let start = std::time::Instant::now();
     while !socket.exists() {
         if let Ok(Some(st)) = child.try_wait() {
-            return Err(Error::Internal(format!("criu lazy-pages exited ({st}):\n{}", super::cmd::tail(&work.join("lazy-pages.log"), 8))));
+            return Err(Error::Internal(format!(
+                "criu lazy-pages exited ({st}):\n{}",
+                super::cmd::tail(&work.join("lazy-pages.log"), 8)
+            )));
         }
         if start.elapsed() > std::time::Duration::from_secs(10) {
             kill_group(&child);
-            return Err(Error::Unavailable("criu lazy-pages did not come up within 10 s".into()));
+            return Err(Error::Unavailable(
+                "criu lazy-pages did not come up within 10 s".into(),
+            ));
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
@@ -87,7 +151,10 @@ pub async fn start_daemon(netns: Option<&str>, image: &Path, work: &Path, page_s
 
 pub fn kill_group(child: &Child) {
     if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
@@ -95,7 +162,12 @@ pub fn kill_group(child: &Child) {
 /// itself when it finishes; a dump that was killed leaves it, and the runtime unreachable.
 pub async fn unlock_network(netns: &str) {
     for t in ["iptables", "ip6tables"] {
-        for args in [&["-D", "INPUT", "-j", "CRIU"][..], &["-D", "OUTPUT", "-j", "CRIU"], &["-F", "CRIU"], &["-X", "CRIU"]] {
+        for args in [
+            &["-D", "INPUT", "-j", "CRIU"][..],
+            &["-D", "OUTPUT", "-j", "CRIU"],
+            &["-F", "CRIU"],
+            &["-X", "CRIU"],
+        ] {
             let mut full = vec!["netns", "exec", netns, t];
             full.extend_from_slice(args);
             run_quiet("ip", &full).await;

@@ -12,16 +12,40 @@ pub fn mount_overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> 
     if is_mounted(target) {
         return Ok(());
     }
-    let opts = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
     // `volatile`: overlayfs skips its syncs of the upper filesystem, which otherwise make every
     // unmount write back everything dirty on that filesystem (a fresh snapshot's hundreds of MB)
     // before a stopped runtime is gone. A runtime's writable layer needs no durability beyond its
     // snapshots (which copy it); after a host crash the work dir is made anew. Kernels before 5.10
     // lack the option: then without.
     let volatile = format!("{opts},volatile");
-    mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(volatile.as_str()))
-        .or_else(|_| mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(opts.as_str())))
-        .map_err(|e| internal!("mounting the runtime's overlay at {} failed: {e}", target.display()))
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(volatile.as_str()),
+    )
+    .or_else(|_| {
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+    })
+    .map_err(|e| {
+        internal!(
+            "mounting the runtime's overlay at {} failed: {e}",
+            target.display()
+        )
+    })
 }
 
 /// Unmounts `target` if it is mounted (lazily, so a busy mount never blocks cleanup).
@@ -29,15 +53,20 @@ pub fn unmount(target: &Path) -> Result<()> {
     if !is_mounted(target) {
         return Ok(());
     }
-    umount2(target, MntFlags::MNT_DETACH).map_err(|e| internal!("unmounting {} failed: {e}", target.display()))
+    umount2(target, MntFlags::MNT_DETACH)
+        .map_err(|e| internal!("unmounting {} failed: {e}", target.display()))
 }
 
 pub fn is_tmpfs(dir: &Path) -> bool {
-    nix::sys::statfs::statfs(dir).map(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC).unwrap_or(false)
+    nix::sys::statfs::statfs(dir)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+        .unwrap_or(false)
 }
 
 pub fn is_mounted(target: &Path) -> bool {
-    let Ok(canon) = std::fs::canonicalize(target) else { return false };
+    let Ok(canon) = std::fs::canonicalize(target) else {
+        return false;
+    };
     let want = canon.to_string_lossy();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
@@ -60,5 +89,8 @@ pub fn mounts_under(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }

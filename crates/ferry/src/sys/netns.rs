@@ -31,14 +31,22 @@ impl NetConfig {
     /// The `/30` network of this runtime, e.g. `10.201.0.0/30`.
     pub fn network(&self) -> String {
         let mask = u32::MAX << (32 - self.prefix as u32);
-        format!("{}/{}", Ipv4Addr::from(u32::from(self.ip) & mask), self.prefix)
+        format!(
+            "{}/{}",
+            Ipv4Addr::from(u32::from(self.ip) & mask),
+            self.prefix
+        )
     }
 }
 
 /// Points the root namespace's route for this runtime at its current host (no-op without one).
 pub async fn claim_route(c: &NetConfig) -> Result<()> {
     if let Some(via) = c.root_route_via {
-        run("ip", &["route", "replace", &c.network(), "via", &via.to_string()]).await?;
+        run(
+            "ip",
+            &["route", "replace", &c.network(), "via", &via.to_string()],
+        )
+        .await?;
     }
     Ok(())
 }
@@ -81,15 +89,29 @@ async fn setup_inner(c: &NetConfig) -> Result<()> {
     let cidr = format!("{}/{}", c.ip, c.prefix);
     let host_ip = c.host_ip.to_string();
     run("ip", &["netns", "add", ns]).await?;
-    ip(ip_in(&c.outer, &["link", "add", &c.host_if, "type", "veth", "peer", "name", &ctr_if])).await?;
+    ip(ip_in(
+        &c.outer,
+        &[
+            "link", "add", &c.host_if, "type", "veth", "peer", "name", &ctr_if,
+        ],
+    ))
+    .await?;
     ip(ip_in(&c.outer, &["link", "set", &ctr_if, "netns", ns])).await?;
-    ip(ip_in(&c.outer, &["addr", "add", &host_cidr, "dev", &c.host_if])).await?;
+    ip(ip_in(
+        &c.outer,
+        &["addr", "add", &host_cidr, "dev", &c.host_if],
+    ))
+    .await?;
     ip(ip_in(&c.outer, &["link", "set", &c.host_if, "up"])).await?;
     run("ip", &["-n", ns, "link", "set", &ctr_if, "name", "eth0"]).await?;
     run("ip", &["-n", ns, "addr", "add", &cidr, "dev", "eth0"]).await?;
     run("ip", &["-n", ns, "link", "set", "eth0", "up"]).await?;
     run("ip", &["-n", ns, "link", "set", "lo", "up"]).await?;
-    run("ip", &["-n", ns, "route", "add", "default", "via", &host_ip]).await?;
+    run(
+        "ip",
+        &["-n", ns, "route", "add", "default", "via", &host_ip],
+    )
+    .await?;
     // The root namespace's route is claimed separately (`claim_route`), once the runtime's
     // sockets exist here: until then, traffic for its address must keep going to where it was
     // (a restored TCP connection would otherwise be reset by this empty namespace).
@@ -112,7 +134,11 @@ pub async fn teardown(c: &NetConfig) {
     cut(c).await;
     if let Some(via) = c.root_route_via {
         // Only our own route: after a migration the route points at the new host.
-        run_quiet("ip", &["route", "del", &c.network(), "via", &via.to_string()]).await;
+        run_quiet(
+            "ip",
+            &["route", "del", &c.network(), "via", &via.to_string()],
+        )
+        .await;
     }
 }
 
@@ -140,7 +166,13 @@ mod tests {
     #[test]
     fn slots_do_not_overlap() {
         let base: Ipv4Addr = "10.201.0.0".parse().unwrap();
-        assert_eq!(slot_addresses(base, 0), ("10.201.0.1".parse().unwrap(), "10.201.0.2".parse().unwrap()));
-        assert_eq!(slot_addresses(base, 64), ("10.201.1.1".parse().unwrap(), "10.201.1.2".parse().unwrap()));
+        assert_eq!(
+            slot_addresses(base, 0),
+            ("10.201.0.1".parse().unwrap(), "10.201.0.2".parse().unwrap())
+        );
+        assert_eq!(
+            slot_addresses(base, 64),
+            ("10.201.1.1".parse().unwrap(), "10.201.1.2".parse().unwrap())
+        );
     }
 }

@@ -54,16 +54,34 @@ impl Runc {
             .stderr(Stdio::null())
             .status()
             .await
-            .map_err(|e| Error::Unavailable(format!("cannot run runc: {e}; install it (scripts/setup.sh does)")))?;
+            .map_err(|e| {
+                Error::Unavailable(format!(
+                    "cannot run runc: {e}; install it (scripts/setup.sh does)"
+                ))
+            })?;
         if !status.success() {
-            return Err(Error::Internal(format!("runc {what} failed ({status}):\n{}", tail(log, 12))));
+            return Err(Error::Internal(format!(
+                "runc {what} failed ({status}):\n{}",
+                tail(log, 12)
+            )));
         }
         Ok(())
     }
 
     /// Creates and starts container `id` from `bundle`, detached.
     pub async fn run(&self, id: &str, bundle: &Path, log: &Path) -> Result<()> {
-        self.detached(vec!["run".into(), "-d".into(), "--bundle".into(), bundle.display().to_string(), id.into()], log, "run").await
+        self.detached(
+            vec![
+                "run".into(),
+                "-d".into(),
+                "--bundle".into(),
+                bundle.display().to_string(),
+                id.into(),
+            ],
+            log,
+            "run",
+        )
+        .await
     }
 
     pub async fn state(&self, id: &str) -> Result<Option<State>> {
@@ -72,7 +90,11 @@ impl Runc {
         }
         let root = self.root.display().to_string();
         match run("runc", &["--root", &root, "state", id]).await {
-            Ok(out) => Ok(Some(serde_json::from_str(&out).map_err(|e| Error::Internal(format!("runc state: {e}")))?)),
+            Ok(out) => {
+                Ok(Some(serde_json::from_str(&out).map_err(|e| {
+                    Error::Internal(format!("runc state: {e}"))
+                })?))
+            }
             Err(_) if !self.root.join(id).exists() => Ok(None),
             Err(e) => Err(e),
         }
@@ -91,28 +113,43 @@ impl Runc {
 
     pub async fn kill(&self, id: &str, signal: &str) -> Result<()> {
         let root = self.root.display().to_string();
-        run("runc", &["--root", &root, "kill", id, signal]).await.map(|_| ())
+        run("runc", &["--root", &root, "kill", id, signal])
+            .await
+            .map(|_| ())
     }
 
     pub async fn delete_force(&self, id: &str) -> Result<()> {
         let root = self.root.display().to_string();
-        run("runc", &["--root", &root, "delete", "--force", id]).await.map(|_| ())
+        run("runc", &["--root", &root, "delete", "--force", id])
+            .await
+            .map(|_| ())
     }
 
     /// Freezes every process of the container (cgroup freezer).
     pub async fn pause(&self, id: &str) -> Result<()> {
         let root = self.root.display().to_string();
-        run("runc", &["--root", &root, "pause", id]).await.map(|_| ())
+        run("runc", &["--root", &root, "pause", id])
+            .await
+            .map(|_| ())
     }
 
     pub async fn resume(&self, id: &str) -> Result<()> {
         let root = self.root.display().to_string();
-        run("runc", &["--root", &root, "resume", id]).await.map(|_| ())
+        run("runc", &["--root", &root, "resume", id])
+            .await
+            .map(|_| ())
     }
 
     /// CRIU dump through runc. TCP connections are always allowed (`--tcp-established`).
     pub async fn checkpoint(&self, id: &str, o: &CriuOpts, log: &Path) -> Result<()> {
-        let mut a: Vec<String> = vec!["checkpoint".into(), "--image-path".into(), o.image.display().to_string(), "--work-path".into(), o.work.display().to_string(), "--tcp-established".into()];
+        let mut a: Vec<String> = vec![
+            "checkpoint".into(),
+            "--image-path".into(),
+            o.image.display().to_string(),
+            "--work-path".into(),
+            o.work.display().to_string(),
+            "--tcp-established".into(),
+        ];
         if o.leave_running {
             a.push("--leave-running".into());
         }
@@ -120,28 +157,44 @@ impl Runc {
             a.extend(["--lazy-pages".into(), "--page-server".into(), ps.clone()]);
         }
         a.push(id.into());
-        self.detached(a, log, "checkpoint").await.map_err(|e| with_criu_log(e, &o.work.join("dump.log")))
+        self.detached(a, log, "checkpoint")
+            .await
+            .map_err(|e| with_criu_log(e, &o.work.join("dump.log")))
     }
 
     /// CRIU restore through runc, detached.
     pub async fn restore(&self, id: &str, bundle: &Path, o: &CriuOpts, log: &Path) -> Result<()> {
-        self.detached(Self::restore_args(id, bundle, o), log, "restore").await.map_err(|e| with_criu_log(e, &o.work.join("restore.log")))
+        self.detached(Self::restore_args(id, bundle, o), log, "restore")
+            .await
+            .map_err(|e| with_criu_log(e, &o.work.join("restore.log")))
     }
 
     /// The restore as a process of its own group, for callers that must be able to stop it
     /// (runc and its CRIU together) while it runs.
     pub fn restore_command(&self, id: &str, bundle: &Path, o: &CriuOpts, log: &Path) -> Command {
         let mut c = Command::new("runc");
-        c.args(self.base()).arg("--log").arg(log).args(Self::restore_args(id, bundle, o));
-        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+        c.args(self.base())
+            .arg("--log")
+            .arg(log)
+            .args(Self::restore_args(id, bundle, o));
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
         c
     }
 
     fn restore_args(id: &str, bundle: &Path, o: &CriuOpts) -> Vec<String> {
         let mut a: Vec<String> = vec![
-            "restore".into(), "-d".into(), "--image-path".into(), o.image.display().to_string(),
-            "--work-path".into(), o.work.display().to_string(), "--tcp-established".into(),
-            "--bundle".into(), bundle.display().to_string(),
+            "restore".into(),
+            "-d".into(),
+            "--image-path".into(),
+            o.image.display().to_string(),
+            "--work-path".into(),
+            o.work.display().to_string(),
+            "--tcp-established".into(),
+            "--bundle".into(),
+            bundle.display().to_string(),
         ];
         if o.lazy_restore {
             a.push("--lazy-pages".into());
@@ -154,8 +207,16 @@ impl Runc {
 fn with_criu_log(e: Error, log: &Path) -> Error {
     // CRIU's own "Error (file:line): ..." lines say why; the tail says where it stopped.
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let errors: Vec<&str> = text.lines().filter(|l| l.contains("Error (")).take(6).collect();
-    let criu = if errors.is_empty() { tail(log, 8) } else { errors.join("\n") };
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Error ("))
+        .take(6)
+        .collect();
+    let criu = if errors.is_empty() {
+        tail(log, 8)
+    } else {
+        errors.join("\n")
+    };
     if criu.is_empty() {
         return e;
     }
@@ -163,5 +224,13 @@ fn with_criu_log(e: Error, log: &Path) -> Error {
 }
 
 pub async fn version() -> String {
-    run("runc", &["--version"]).await.ok().and_then(|s| s.lines().next().map(|l| l.trim_start_matches("runc version ").to_string())).unwrap_or_else(|| "unknown".into())
+    run("runc", &["--version"])
+        .await
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.trim_start_matches("runc version ").to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
 }

@@ -42,9 +42,21 @@ type S = State<Arc<Ui>>;
 const DASHBOARD: &str = include_str!("assets/dashboard.html");
 const NOTEBOOK: &str = include_str!("assets/notebook.html");
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("dashboard.js", "text/javascript; charset=utf-8", include_str!("assets/dashboard.js")),
-    ("notebook.js", "text/javascript; charset=utf-8", include_str!("assets/notebook.js")),
-    ("style.css", "text/css; charset=utf-8", include_str!("assets/style.css")),
+    (
+        "dashboard.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/dashboard.js"),
+    ),
+    (
+        "notebook.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/notebook.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/style.css"),
+    ),
 ];
 
 pub fn router(c: Arc<Control>, cfg: UiConfig) -> Router {
@@ -62,8 +74,12 @@ pub fn router(c: Arc<Control>, cfg: UiConfig) -> Router {
 }
 
 fn no_framing(mut r: Response) -> Response {
-    r.headers_mut().insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    r.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    r.headers_mut()
+        .insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    r.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     r
 }
 
@@ -75,7 +91,16 @@ async fn dashboard() -> Response {
 
 async fn asset(Path(file): Path<String>) -> Response {
     match ASSETS.iter().find(|a| a.0 == file) {
-        Some((_, mime, body)) => no_framing(([(header::CONTENT_TYPE, *mime), (header::CACHE_CONTROL, "no-cache")], *body).into_response()),
+        Some((_, mime, body)) => no_framing(
+            (
+                [
+                    (header::CONTENT_TYPE, *mime),
+                    (header::CACHE_CONTROL, "no-cache"),
+                ],
+                *body,
+            )
+                .into_response(),
+        ),
         None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
     }
 }
@@ -91,13 +116,28 @@ async fn login(State(ui): S, Json(l): Json<Login>) -> Response {
         return crate::Error::Unauthorized("wrong token: it is in the state dir of `ferry serve` (`sudo cat /var/lib/ferry/token`)".into()).into_response();
     }
     let secure = if ui.cfg.proxy_tls { "; Secure" } else { "" };
-    let cookie = format!("{}={}; Path=/; HttpOnly; SameSite=Strict{secure}", auth::UI_COOKIE, auth::ui_session(&ui.c.cfg.token));
-    ([(header::SET_COOKIE, cookie)], Json(serde_json::json!({"signed_in": true}))).into_response()
+    let cookie = format!(
+        "{}={}; Path=/; HttpOnly; SameSite=Strict{secure}",
+        auth::UI_COOKIE,
+        auth::ui_session(&ui.c.cfg.token)
+    );
+    (
+        [(header::SET_COOKIE, cookie)],
+        Json(serde_json::json!({"signed_in": true})),
+    )
+        .into_response()
 }
 
 async fn logout() -> Response {
-    let cookie = format!("{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0", auth::UI_COOKIE);
-    ([(header::SET_COOKIE, cookie)], Json(serde_json::json!({"signed_in": false}))).into_response()
+    let cookie = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+        auth::UI_COOKIE
+    );
+    (
+        [(header::SET_COOKIE, cookie)],
+        Json(serde_json::json!({"signed_in": false})),
+    )
+        .into_response()
 }
 
 fn signed_in(ui: &Ui, headers: &axum::http::HeaderMap) -> bool {
@@ -109,7 +149,11 @@ fn sign_in_first() -> Response {
 }
 
 fn is_plot_name(f: &str) -> bool {
-    f.ends_with(".svg") && f.len() < 100 && !f.starts_with('.') && f.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    f.ends_with(".svg")
+        && f.len() < 100
+        && !f.starts_with('.')
+        && f.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// The benchmark plots (`*.svg`) in the bench dir, by name.
@@ -117,12 +161,22 @@ async fn bench_list(State(ui): S, headers: axum::http::HeaderMap) -> Response {
     if !signed_in(&ui, &headers) {
         return sign_in_first();
     }
-    let mut names: Vec<String> = std::fs::read_dir(&ui.cfg.bench_dir).into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| is_plot_name(n)).collect();
+    let mut names: Vec<String> = std::fs::read_dir(&ui.cfg.bench_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| is_plot_name(n))
+        .collect();
     names.sort();
     Json(serde_json::json!({"dir": ui.cfg.bench_dir, "plots": names})).into_response()
 }
 
-async fn bench_plot(State(ui): S, headers: axum::http::HeaderMap, Path(file): Path<String>) -> Response {
+async fn bench_plot(
+    State(ui): S,
+    headers: axum::http::HeaderMap,
+    Path(file): Path<String>,
+) -> Response {
     if !signed_in(&ui, &headers) {
         return sign_in_first();
     }
@@ -131,7 +185,19 @@ async fn bench_plot(State(ui): S, headers: axum::http::HeaderMap, Path(file): Pa
     }
     match tokio::fs::read(ui.cfg.bench_dir.join(&file)).await {
         // Shown with <img>, where an SVG's scripts never run; the CSP says so again.
-        Ok(b) => no_framing(([(header::CONTENT_TYPE, "image/svg+xml"), (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'")], b).into_response()),
+        Ok(b) => no_framing(
+            (
+                [
+                    (header::CONTENT_TYPE, "image/svg+xml"),
+                    (
+                        header::CONTENT_SECURITY_POLICY,
+                        "default-src 'none'; style-src 'unsafe-inline'",
+                    ),
+                ],
+                b,
+            )
+                .into_response(),
+        ),
         Err(_) => (StatusCode::NOT_FOUND, "no such plot").into_response(),
     }
 }
@@ -142,12 +208,20 @@ fn proxy_base(cfg: &UiConfig) -> String {
     match &cfg.public_proxy_url {
         Some(u) => u.trim_end_matches('/').to_string(),
         None if cfg.proxy_addr.ip().is_unspecified() => String::new(),
-        None => format!("{}://{}", if cfg.proxy_tls { "https" } else { "http" }, cfg.proxy_addr),
+        None => format!(
+            "{}://{}",
+            if cfg.proxy_tls { "https" } else { "http" },
+            cfg.proxy_addr
+        ),
     }
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 /// The notebook page for runtime `name`: the editor, connected to `PROXY/r/NAME/mrp/v1`.
@@ -157,7 +231,14 @@ async fn notebook(State(ui): S, Path(name): Path<String>) -> Response {
     }
     let Some(inst) = crate::editor::installed(&ui.cfg.editor_dir) else {
         let msg = format!("The notebook editor is not installed in {}: run `ferry editor install` (or start `ferry serve --editor-dir DIR` where it is).", ui.cfg.editor_dir.display());
-        return (StatusCode::NOT_FOUND, Html(format!("<!doctype html><meta charset=utf-8><title>ferry notebook</title><p>{}</p>", escape(&msg)))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Html(format!(
+                "<!doctype html><meta charset=utf-8><title>ferry notebook</title><p>{}</p>",
+                escape(&msg)
+            )),
+        )
+            .into_response();
     };
     let page = NOTEBOOK
         .replace("{{NAME}}", &escape(&name))
@@ -170,8 +251,19 @@ async fn notebook(State(ui): S, Path(name): Path<String>) -> Response {
 async fn bundle(State(ui): S) -> Response {
     let path = crate::editor::bundle_path(&ui.cfg.editor_dir);
     match tokio::fs::read(&path).await {
-        Ok(b) => ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "max-age=3600")], b).into_response(),
-        Err(_) => (StatusCode::NOT_FOUND, "the editor bundle is not installed: run `ferry editor install`").into_response(),
+        Ok(b) => (
+            [
+                (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                (header::CACHE_CONTROL, "max-age=3600"),
+            ],
+            b,
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::NOT_FOUND,
+            "the editor bundle is not installed: run `ferry editor install`",
+        )
+            .into_response(),
     }
 }
 
@@ -181,7 +273,13 @@ mod tests {
 
     #[test]
     fn proxy_base_follows_the_listen_address() {
-        let mut cfg = UiConfig { editor_dir: PathBuf::new(), proxy_addr: "127.0.0.1:7780".parse().unwrap(), proxy_tls: false, public_proxy_url: None, bench_dir: PathBuf::new() };
+        let mut cfg = UiConfig {
+            editor_dir: PathBuf::new(),
+            proxy_addr: "127.0.0.1:7780".parse().unwrap(),
+            proxy_tls: false,
+            public_proxy_url: None,
+            bench_dir: PathBuf::new(),
+        };
         assert_eq!(proxy_base(&cfg), "http://127.0.0.1:7780");
         cfg.proxy_tls = true;
         assert_eq!(proxy_base(&cfg), "https://127.0.0.1:7780");
@@ -201,6 +299,9 @@ mod tests {
 
     #[test]
     fn names_are_escaped() {
-        assert_eq!(escape("<a href='x'>&\""), "&lt;a href=&#39;x&#39;&gt;&amp;&quot;");
+        assert_eq!(
+            escape("<a href='x'>&\""),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;"
+        );
     }
 }

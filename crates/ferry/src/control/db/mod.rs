@@ -26,7 +26,6 @@ pub enum Backend {
     Postgres,
 }
 
-
 /// Events kept in the database (older ones are dropped as new ones arrive).
 pub const EVENT_RETENTION: i64 = 10_000;
 
@@ -119,7 +118,11 @@ fn runtime_row(r: &AnyRow) -> sqlx::Result<RuntimeRow> {
         id: text(r, "id")?,
         name: text(r, "name")?,
         host: text(r, "host")?,
-        plan: Plan { name: text(r, "plan")?, memory_mb: int(r, "memory_mb")? as u64, cpus: r.try_get("cpus")? },
+        plan: Plan {
+            name: text(r, "plan")?,
+            memory_mb: int(r, "memory_mb")? as u64,
+            cpus: r.try_get("cpus")?,
+        },
         image: text(r, "image")?,
         net_index: int(r, "net_index")? as u32,
         state: text(r, "state")?,
@@ -135,7 +138,8 @@ fn runtime_row(r: &AnyRow) -> sqlx::Result<RuntimeRow> {
 fn snapshot_row(r: &AnyRow) -> sqlx::Result<Snapshot> {
     Ok(Snapshot {
         id: text(r, "id")?,
-        plan: serde_json::from_str(&text(r, "plan")?).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        plan: serde_json::from_str(&text(r, "plan")?)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         runtime_id: text(r, "runtime_id")?,
         runtime_name: text(r, "runtime_name")?,
         host: text(r, "host")?,
@@ -213,8 +217,19 @@ mod tests {
 
     fn row(id: &str, name: &str, idx: u32) -> RuntimeRow {
         RuntimeRow {
-            id: id.into(), name: name.into(), host: "local".into(), plan: Plan::named("free").unwrap(), image: "mrmd-python".into(), net_index: idx,
-            state: "running".into(), state_reason: None, created_at: now(), started_at: None, last_snapshot: None, auto: true, leased_by: None,
+            id: id.into(),
+            name: name.into(),
+            host: "local".into(),
+            plan: Plan::named("free").unwrap(),
+            image: "mrmd-python".into(),
+            net_index: idx,
+            state: "running".into(),
+            state_reason: None,
+            created_at: now(),
+            started_at: None,
+            last_snapshot: None,
+            auto: true,
+            leased_by: None,
         }
     }
 
@@ -230,11 +245,16 @@ mod tests {
         fn drop(&mut self) {
             if let Some((server, name)) = self.pg.take() {
                 let _ = std::thread::spawn(move || {
-                    tokio::runtime::Runtime::new().unwrap().block_on(async move {
-                        sqlx::any::install_default_drivers();
-                        let admin = AnyPool::connect(&format!("{server}/postgres")).await?;
-                        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.map(|_| ())
-                    })
+                    tokio::runtime::Runtime::new()
+                        .unwrap()
+                        .block_on(async move {
+                            sqlx::any::install_default_drivers();
+                            let admin = AnyPool::connect(&format!("{server}/postgres")).await?;
+                            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&admin)
+                                .await
+                                .map(|_| ())
+                        })
                 })
                 .join();
             }
@@ -243,16 +263,30 @@ mod tests {
 
     pub(crate) async fn fresh(t: &tempfile::TempDir) -> TestDb {
         if std::env::var("FERRY_TEST_DATABASE").as_deref() != Ok("postgres") {
-            return TestDb { url: format!("sqlite://{}", t.path().join("ferry.db").display()), pg: None };
+            return TestDb {
+                url: format!("sqlite://{}", t.path().join("ferry.db").display()),
+                pg: None,
+            };
         }
-        let server = std::env::var("FERRY_TEST_PG_URL").ok().or_else(|| std::fs::read_to_string("/var/cache/ferry/pg-test-url").ok()).expect("FERRY_TEST_DATABASE=postgres needs FERRY_TEST_PG_URL (or scripts/setup.sh)");
+        let server = std::env::var("FERRY_TEST_PG_URL")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/var/cache/ferry/pg-test-url").ok())
+            .expect("FERRY_TEST_DATABASE=postgres needs FERRY_TEST_PG_URL (or scripts/setup.sh)");
         let server = server.trim().trim_end_matches('/').to_string();
         sqlx::any::install_default_drivers();
-        let admin = AnyPool::connect(&format!("{server}/postgres")).await.unwrap();
+        let admin = AnyPool::connect(&format!("{server}/postgres"))
+            .await
+            .unwrap();
         let name = format!("ferry_unit_{}", super::super::new_id(""));
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
         admin.close().await;
-        TestDb { url: format!("{server}/{name}"), pg: Some((server, name)) }
+        TestDb {
+            url: format!("{server}/{name}"),
+            pg: Some((server, name)),
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -261,7 +295,10 @@ mod tests {
         let tdb = fresh(&t).await;
         let url = tdb.url.clone();
         // Two handles on one database: as two control-plane instances would be.
-        let dbs = [std::sync::Arc::new(Db::open(&url).await.unwrap()), std::sync::Arc::new(Db::open(&url).await.unwrap())];
+        let dbs = [
+            std::sync::Arc::new(Db::open(&url).await.unwrap()),
+            std::sync::Arc::new(Db::open(&url).await.unwrap()),
+        ];
         let handles: Vec<_> = (0..16)
             .map(|i| {
                 let db = dbs[i % 2].clone();
@@ -292,14 +329,36 @@ mod tests {
             assert_eq!(db.free_net_index().await.unwrap(), 2);
             db.delete_runtime("a").await.unwrap();
             assert_eq!(db.free_net_index().await.unwrap(), 0);
-            let op = db.begin_op("create", Some("beta"), &serde_json::json!({}), None).await.unwrap();
-            db.finish_op(op, None, &[("total_ms".to_string(), 12.5)].into_iter().collect(), None).await.unwrap();
-            assert!(db.insert_runtime(&row("c", "beta", 5)).await.is_err(), "names are unique");
+            let op = db
+                .begin_op("create", Some("beta"), &serde_json::json!({}), None)
+                .await
+                .unwrap();
+            db.finish_op(
+                op,
+                None,
+                &[("total_ms".to_string(), 12.5)].into_iter().collect(),
+                None,
+            )
+            .await
+            .unwrap();
+            assert!(
+                db.insert_runtime(&row("c", "beta", 5)).await.is_err(),
+                "names are unique"
+            );
             let mut dup = row("d", "beta", 0);
-            assert!(matches!(db.insert_runtime_new_slot(&mut dup, None).await, Err(Error::Conflict(_))), "a taken name is a conflict, not a retry");
+            assert!(
+                matches!(
+                    db.insert_runtime_new_slot(&mut dup, None).await,
+                    Err(Error::Conflict(_))
+                ),
+                "a taken name is a conflict, not a retry"
+            );
         }
         let db = Db::open(&url).await.unwrap();
-        assert_eq!(db.schema_version().await.unwrap(), schema::MIGRATIONS.len() as i64);
+        assert_eq!(
+            db.schema_version().await.unwrap(),
+            schema::MIGRATIONS.len() as i64
+        );
         assert_eq!(db.runtimes().await.unwrap().len(), 1);
         let ops = db.operations(Some("beta"), 10).await.unwrap();
         assert_eq!(ops[0].result, "ok");
@@ -312,16 +371,45 @@ mod tests {
         let tdb = fresh(&t).await;
         let db = Db::open(&tdb.url).await.unwrap();
         db.insert_runtime(&row("a", "alpha", 0)).await.unwrap();
-        let a = Lease { owner: "A".into(), token: "t1".into(), ttl: Duration::from_millis(300) };
-        let b = Lease { owner: "B".into(), token: "t2".into(), ttl: Duration::from_secs(30) };
+        let a = Lease {
+            owner: "A".into(),
+            token: "t1".into(),
+            ttl: Duration::from_millis(300),
+        };
+        let b = Lease {
+            owner: "B".into(),
+            token: "t2".into(),
+            ttl: Duration::from_secs(30),
+        };
         assert!(db.take_lease("a", &a).await.unwrap());
         assert!(!db.take_lease("a", &b).await.unwrap(), "held by A");
-        assert_eq!(db.runtime_by_id("a").await.unwrap().unwrap().leased_by.as_deref(), Some("A"));
+        assert_eq!(
+            db.runtime_by_id("a")
+                .await
+                .unwrap()
+                .unwrap()
+                .leased_by
+                .as_deref(),
+            Some("A")
+        );
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(db.runtime_by_id("a").await.unwrap().unwrap().leased_by, None, "expired");
+        assert_eq!(
+            db.runtime_by_id("a").await.unwrap().unwrap().leased_by,
+            None,
+            "expired"
+        );
         assert!(db.take_lease("a", &b).await.unwrap(), "A's lease expired");
         db.release_lease("a", "t1").await.unwrap();
-        assert_eq!(db.runtime_by_id("a").await.unwrap().unwrap().leased_by.as_deref(), Some("B"), "A's stale release changes nothing");
+        assert_eq!(
+            db.runtime_by_id("a")
+                .await
+                .unwrap()
+                .unwrap()
+                .leased_by
+                .as_deref(),
+            Some("B"),
+            "A's stale release changes nothing"
+        );
         db.release_lease("a", "t2").await.unwrap();
         assert!(db.take_lease("a", &a).await.unwrap());
     }
@@ -331,21 +419,72 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let tdb = fresh(&t).await;
         let db = Db::open(&tdb.url).await.unwrap();
-        db.register_instance("A", "http://a", "http://a-proxy", Duration::from_millis(300)).await.unwrap();
-        db.register_instance("B", "http://b", "http://b-proxy", Duration::from_secs(30)).await.unwrap();
-        let a_op = db.begin_op("migrate", Some("rt"), &serde_json::json!({}), Some("A")).await.unwrap();
-        let b_op = db.begin_op("migrate", Some("rt2"), &serde_json::json!({}), Some("B")).await.unwrap();
-        assert!(db.orphaned_operations(None).await.unwrap().is_empty(), "both instances are alive");
-        assert_eq!(db.orphaned_operations(Some("B")).await.unwrap().iter().map(|o| o.id).collect::<Vec<_>>(), vec![b_op], "B restarted: its own are orphaned");
+        db.register_instance(
+            "A",
+            "http://a",
+            "http://a-proxy",
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap();
+        db.register_instance("B", "http://b", "http://b-proxy", Duration::from_secs(30))
+            .await
+            .unwrap();
+        let a_op = db
+            .begin_op("migrate", Some("rt"), &serde_json::json!({}), Some("A"))
+            .await
+            .unwrap();
+        let b_op = db
+            .begin_op("migrate", Some("rt2"), &serde_json::json!({}), Some("B"))
+            .await
+            .unwrap();
+        assert!(
+            db.orphaned_operations(None).await.unwrap().is_empty(),
+            "both instances are alive"
+        );
+        assert_eq!(
+            db.orphaned_operations(Some("B"))
+                .await
+                .unwrap()
+                .iter()
+                .map(|o| o.id)
+                .collect::<Vec<_>>(),
+            vec![b_op],
+            "B restarted: its own are orphaned"
+        );
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let alive: Vec<(String, bool)> = db.instances().await.unwrap().into_iter().map(|i| (i.id, i.alive)).collect();
-        assert_eq!(alive, vec![("A".to_string(), false), ("B".to_string(), true)]);
-        assert_eq!(db.orphaned_operations(None).await.unwrap().iter().map(|o| o.id).collect::<Vec<_>>(), vec![a_op], "A's heartbeat expired");
+        let alive: Vec<(String, bool)> = db
+            .instances()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.id, i.alive))
+            .collect();
+        assert_eq!(
+            alive,
+            vec![("A".to_string(), false), ("B".to_string(), true)]
+        );
+        assert_eq!(
+            db.orphaned_operations(None)
+                .await
+                .unwrap()
+                .iter()
+                .map(|o| o.id)
+                .collect::<Vec<_>>(),
+            vec![a_op],
+            "A's heartbeat expired"
+        );
         assert!(db.close_interrupted_op(a_op, "interrupted").await.unwrap());
-        assert!(!db.close_interrupted_op(a_op, "interrupted").await.unwrap(), "closed once, by one instance");
+        assert!(
+            !db.close_interrupted_op(a_op, "interrupted").await.unwrap(),
+            "closed once, by one instance"
+        );
         assert!(db.orphaned_operations(None).await.unwrap().is_empty());
         db.heartbeat("A", Duration::from_secs(30)).await.unwrap();
-        assert!(db.instances().await.unwrap().iter().all(|i| i.alive), "A's heartbeat is back");
+        assert!(
+            db.instances().await.unwrap().iter().all(|i| i.alive),
+            "A's heartbeat is back"
+        );
     }
 
     #[tokio::test]
@@ -356,19 +495,43 @@ mod tests {
             // What earlier versions made: the first two schemas, counted in user_version.
             let db = Db::open(&url).await.unwrap();
             let mut c = db.pool.acquire().await.unwrap();
-            sqlx::raw_sql("DROP TABLE instances; DROP TABLE schema_migrations; PRAGMA user_version = 2;").execute(&mut *c).await.unwrap();
+            sqlx::raw_sql(
+                "DROP TABLE instances; DROP TABLE schema_migrations; PRAGMA user_version = 2;",
+            )
+            .execute(&mut *c)
+            .await
+            .unwrap();
             sqlx::raw_sql("CREATE TABLE runtimes2 AS SELECT id, name FROM runtimes; ALTER TABLE runtimes DROP COLUMN owner; ALTER TABLE runtimes DROP COLUMN lease_token; ALTER TABLE runtimes DROP COLUMN lease_until; ALTER TABLE operations DROP COLUMN owner; DROP TABLE runtimes2;").execute(&mut *c).await.unwrap();
         }
         let db = Db::open(&url).await.unwrap();
-        assert_eq!(db.schema_version().await.unwrap(), schema::MIGRATIONS.len() as i64);
+        assert_eq!(
+            db.schema_version().await.unwrap(),
+            schema::MIGRATIONS.len() as i64
+        );
         db.insert_runtime(&row("a", "alpha", 0)).await.unwrap();
-        assert!(db.take_lease("a", &Lease { owner: "A".into(), token: "t".into(), ttl: Duration::from_secs(1) }).await.unwrap());
+        assert!(db
+            .take_lease(
+                "a",
+                &Lease {
+                    owner: "A".into(),
+                    token: "t".into(),
+                    ttl: Duration::from_secs(1)
+                }
+            )
+            .await
+            .unwrap());
     }
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact("postgres://ferry:s3cret@db:5432/ferry"), "postgres://ferry:***@db:5432/ferry");
-        assert_eq!(redact("sqlite:///var/lib/ferry/ferry.db"), "sqlite:///var/lib/ferry/ferry.db");
+        assert_eq!(
+            redact("postgres://ferry:s3cret@db:5432/ferry"),
+            "postgres://ferry:***@db:5432/ferry"
+        );
+        assert_eq!(
+            redact("sqlite:///var/lib/ferry/ferry.db"),
+            "sqlite:///var/lib/ferry/ferry.db"
+        );
         assert!(backend_of("mysql://x").is_err());
     }
 }

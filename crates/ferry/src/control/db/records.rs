@@ -10,26 +10,54 @@ impl Db {
     }
 
     pub async fn webhooks(&self) -> Result<Vec<Webhook>> {
-        let rows = sqlx::query("SELECT id, url, secret, kinds, created_at FROM webhooks ORDER BY id").fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query("SELECT id, url, secret, kinds, created_at FROM webhooks ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows
             .iter()
             .map(|r| {
                 let kinds = text(r, "kinds")?;
-                Ok(Webhook { id: int(r, "id")?, url: text(r, "url")?, secret: text(r, "secret")?, kinds: kinds.split(',').filter(|k| !k.is_empty()).map(String::from).collect(), created_at: text(r, "created_at")? })
+                Ok(Webhook {
+                    id: int(r, "id")?,
+                    url: text(r, "url")?,
+                    secret: text(r, "secret")?,
+                    kinds: kinds
+                        .split(',')
+                        .filter(|k| !k.is_empty())
+                        .map(String::from)
+                        .collect(),
+                    created_at: text(r, "created_at")?,
+                })
             })
             .collect::<sqlx::Result<_>>()?)
     }
 
     pub async fn remove_webhook(&self, id: i64) -> Result<bool> {
-        Ok(sqlx::query("DELETE FROM webhooks WHERE id = $1").bind(id).execute(&self.pool).await?.rows_affected() > 0)
+        Ok(sqlx::query("DELETE FROM webhooks WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            > 0)
     }
 
-    pub async fn add_delivery(&self, webhook_id: i64, event_id: i64, attempt: i64, status: Option<i64>, error: Option<&str>) -> Result<()> {
+    pub async fn add_delivery(
+        &self,
+        webhook_id: i64,
+        event_id: i64,
+        attempt: i64,
+        status: Option<i64>,
+        error: Option<&str>,
+    ) -> Result<()> {
         sqlx::query("INSERT INTO deliveries (webhook_id, event_id, attempt, status, error, at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(webhook_id).bind(event_id).bind(attempt).bind(status).bind(error).bind(now())
             .execute(&self.pool)
             .await?;
-        sqlx::query("DELETE FROM deliveries WHERE id <= (SELECT MAX(id) FROM deliveries) - $1").bind(EVENT_RETENTION).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM deliveries WHERE id <= (SELECT MAX(id) FROM deliveries) - $1")
+            .bind(EVENT_RETENTION)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -37,7 +65,17 @@ impl Db {
         let rows = sqlx::query("SELECT id, webhook_id, event_id, attempt, status, error, at FROM deliveries WHERE webhook_id = $1 ORDER BY id DESC LIMIT $2").bind(webhook_id).bind(limit as i64).fetch_all(&self.pool).await?;
         Ok(rows
             .iter()
-            .map(|r| Ok(Delivery { id: int(r, "id")?, webhook_id: int(r, "webhook_id")?, event_id: int(r, "event_id")?, attempt: int(r, "attempt")?, status: r.try_get("status")?, error: opt(r, "error")?, at: text(r, "at")? }))
+            .map(|r| {
+                Ok(Delivery {
+                    id: int(r, "id")?,
+                    webhook_id: int(r, "webhook_id")?,
+                    event_id: int(r, "event_id")?,
+                    attempt: int(r, "attempt")?,
+                    status: r.try_get("status")?,
+                    error: opt(r, "error")?,
+                    at: text(r, "at")?,
+                })
+            })
             .collect::<sqlx::Result<_>>()?)
     }
 
@@ -52,21 +90,41 @@ impl Db {
     }
 
     pub async fn snapshot(&self, id: &str) -> Result<Option<Snapshot>> {
-        Ok(sqlx::query("SELECT * FROM snapshots WHERE id = $1").bind(id).fetch_optional(&self.pool).await?.as_ref().map(snapshot_row).transpose()?)
+        Ok(sqlx::query("SELECT * FROM snapshots WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(snapshot_row)
+            .transpose()?)
     }
 
     pub async fn snapshots(&self) -> Result<Vec<Snapshot>> {
-        Ok(sqlx::query("SELECT * FROM snapshots ORDER BY created_at").fetch_all(&self.pool).await?.iter().map(snapshot_row).collect::<sqlx::Result<_>>()?)
+        Ok(sqlx::query("SELECT * FROM snapshots ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(snapshot_row)
+            .collect::<sqlx::Result<_>>()?)
     }
 
     pub async fn delete_snapshot(&self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM snapshots WHERE id = $1").bind(id).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM snapshots WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     // ---- operations journal
     /// Records an operation as running, owned by instance `owner`.
-    pub async fn begin_op(&self, kind: &str, runtime: Option<&str>, detail: &serde_json::Value, owner: Option<&str>) -> Result<i64> {
+    pub async fn begin_op(
+        &self,
+        kind: &str,
+        runtime: Option<&str>,
+        detail: &serde_json::Value,
+        owner: Option<&str>,
+    ) -> Result<i64> {
         let r = sqlx::query("INSERT INTO operations (kind, runtime, started_at, result, detail, owner) VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id")
             .bind(kind).bind(runtime).bind(now()).bind(detail.to_string()).bind(owner)
             .fetch_one(&self.pool)
@@ -74,7 +132,13 @@ impl Db {
         Ok(int(&r, "id")?)
     }
 
-    pub async fn finish_op(&self, id: i64, error: Option<&str>, timings: &Timings, detail: Option<&serde_json::Value>) -> Result<()> {
+    pub async fn finish_op(
+        &self,
+        id: i64,
+        error: Option<&str>,
+        timings: &Timings,
+        detail: Option<&serde_json::Value>,
+    ) -> Result<()> {
         let result = if error.is_some() { "failed" } else { "ok" };
         sqlx::query("UPDATE operations SET finished_at = $2, result = $3, error = $4, timings = $5, detail = COALESCE($6, detail) WHERE id = $1")
             .bind(id).bind(now()).bind(result).bind(error).bind(serde_json::to_string(timings).unwrap()).bind(detail.map(|d| d.to_string()))
@@ -91,23 +155,53 @@ impl Db {
     }
 
     pub async fn operations(&self, runtime: Option<&str>, limit: u32) -> Result<Vec<Operation>> {
-        let rows = sqlx::query("SELECT * FROM operations WHERE ($1 IS NULL OR runtime = $1) ORDER BY id DESC LIMIT $2").bind(runtime).bind(limit as i64).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(
+            "SELECT * FROM operations WHERE ($1 IS NULL OR runtime = $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(runtime)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().map(op_row).collect::<sqlx::Result<_>>()?)
     }
 
     // ---- events
-    pub async fn add_event(&self, runtime: Option<&str>, kind: &str, reason: &str, data: &serde_json::Value) -> Result<i64> {
+    pub async fn add_event(
+        &self,
+        runtime: Option<&str>,
+        kind: &str,
+        reason: &str,
+        data: &serde_json::Value,
+    ) -> Result<i64> {
         let r = sqlx::query("INSERT INTO events (at, runtime, kind, reason, data) VALUES ($1, $2, $3, $4, $5) RETURNING id").bind(now()).bind(runtime).bind(kind).bind(reason).bind(data.to_string()).fetch_one(&self.pool).await?;
         let id = int(&r, "id")?;
-        sqlx::query("DELETE FROM events WHERE id <= $1").bind(id - EVENT_RETENTION).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM events WHERE id <= $1")
+            .bind(id - EVENT_RETENTION)
+            .execute(&self.pool)
+            .await?;
         Ok(id)
     }
 
     pub async fn events(&self, runtime: Option<&str>, limit: u32) -> Result<Vec<Event>> {
-        let rows = sqlx::query("SELECT * FROM events WHERE ($1 IS NULL OR runtime = $1) ORDER BY id DESC LIMIT $2").bind(runtime).bind(limit as i64).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(
+            "SELECT * FROM events WHERE ($1 IS NULL OR runtime = $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(runtime)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .iter()
-            .map(|r| Ok(Event { id: int(r, "id")?, at: text(r, "at")?, runtime: opt(r, "runtime")?, kind: text(r, "kind")?, reason: text(r, "reason")?, data: serde_json::from_str(&text(r, "data")?).unwrap_or_default() }))
+            .map(|r| {
+                Ok(Event {
+                    id: int(r, "id")?,
+                    at: text(r, "at")?,
+                    runtime: opt(r, "runtime")?,
+                    kind: text(r, "kind")?,
+                    reason: text(r, "reason")?,
+                    data: serde_json::from_str(&text(r, "data")?).unwrap_or_default(),
+                })
+            })
             .collect::<sqlx::Result<_>>()?)
     }
 }

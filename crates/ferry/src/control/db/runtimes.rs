@@ -4,7 +4,13 @@ use super::*;
 
 impl Db {
     // ---- hosts
-    pub async fn upsert_host(&self, name: &str, url: &str, labels: &[String], capacity_mb: u64) -> Result<()> {
+    pub async fn upsert_host(
+        &self,
+        name: &str,
+        url: &str,
+        labels: &[String],
+        capacity_mb: u64,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO hosts (name, url, labels, capacity_mb, created_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT(name) DO UPDATE SET url = excluded.url, labels = excluded.labels, capacity_mb = excluded.capacity_mb",
@@ -16,11 +22,22 @@ impl Db {
     }
 
     pub async fn hosts(&self) -> Result<Vec<(String, String, Vec<String>, u64)>> {
-        let rows = sqlx::query("SELECT name, url, labels, capacity_mb FROM hosts ORDER BY name").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT name, url, labels, capacity_mb FROM hosts ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 let labels = text(r, "labels")?;
-                Ok((text(r, "name")?, text(r, "url")?, labels.split(',').filter(|s| !s.is_empty()).map(String::from).collect(), int(r, "capacity_mb")? as u64))
+                Ok((
+                    text(r, "name")?,
+                    text(r, "url")?,
+                    labels
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect(),
+                    int(r, "capacity_mb")? as u64,
+                ))
             })
             .collect::<sqlx::Result<_>>()
             .map_err(Error::from)
@@ -46,9 +63,23 @@ impl Db {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, CASE WHEN $15 IS NULL THEN 0 ELSE {now_ms} + $17 END)",
         );
         sqlx::query(&q)
-            .bind(&r.id).bind(&r.name).bind(&r.host).bind(&r.plan.name).bind(r.plan.memory_mb as i64).bind(r.plan.cpus).bind(&r.image)
-            .bind(r.net_index as i64).bind(&r.state).bind(&r.state_reason).bind(&r.created_at).bind(&r.started_at).bind(&r.last_snapshot)
-            .bind(r.auto as i64).bind(lease.map(|l| l.owner.clone())).bind(lease.map(|l| l.token.clone())).bind(lease.map(|l| l.ttl.as_millis() as i64).unwrap_or(0))
+            .bind(&r.id)
+            .bind(&r.name)
+            .bind(&r.host)
+            .bind(&r.plan.name)
+            .bind(r.plan.memory_mb as i64)
+            .bind(r.plan.cpus)
+            .bind(&r.image)
+            .bind(r.net_index as i64)
+            .bind(&r.state)
+            .bind(&r.state_reason)
+            .bind(&r.created_at)
+            .bind(&r.started_at)
+            .bind(&r.last_snapshot)
+            .bind(r.auto as i64)
+            .bind(lease.map(|l| l.owner.clone()))
+            .bind(lease.map(|l| l.token.clone()))
+            .bind(lease.map(|l| l.ttl.as_millis() as i64).unwrap_or(0))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -57,36 +88,64 @@ impl Db {
     /// Inserts `r` with the smallest free network slot and sets `r.net_index`; with `lease`, the
     /// new row is leased to its holder from the start. Slots are unique in the table: when another
     /// insert (of this or another instance) took the same slot first, the next free one is tried.
-    pub async fn insert_runtime_new_slot(&self, r: &mut RuntimeRow, lease: Option<&Lease>) -> Result<()> {
+    pub async fn insert_runtime_new_slot(
+        &self,
+        r: &mut RuntimeRow,
+        lease: Option<&Lease>,
+    ) -> Result<()> {
         for _ in 0..64 {
             r.net_index = self.free_net_index().await?;
             match self.insert_row(r, lease).await {
                 Ok(()) => return Ok(()),
                 Err(e) if is_unique_violation(&e) => {
-                    if self.runtime_by_name(&r.name).await?.is_some() || self.runtime_by_id(&r.id).await?.is_some() {
-                        return Err(Error::Conflict(format!("a runtime named {:?} (or with id {}) already exists", r.name, r.id)));
+                    if self.runtime_by_name(&r.name).await?.is_some()
+                        || self.runtime_by_id(&r.id).await?.is_some()
+                    {
+                        return Err(Error::Conflict(format!(
+                            "a runtime named {:?} (or with id {}) already exists",
+                            r.name, r.id
+                        )));
                     }
                     // Another insert took this slot first: try the next free one.
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::Unavailable("could not find a free network slot after 64 attempts; retry".into()))
+        Err(Error::Unavailable(
+            "could not find a free network slot after 64 attempts; retry".into(),
+        ))
     }
 
     pub async fn runtime_by_name(&self, name: &str) -> Result<Option<RuntimeRow>> {
         let q = format!("{} WHERE name = $1", self.select_runtimes());
-        Ok(sqlx::query(&q).bind(name).fetch_optional(&self.pool).await?.as_ref().map(runtime_row).transpose()?)
+        Ok(sqlx::query(&q)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(runtime_row)
+            .transpose()?)
     }
 
     pub async fn runtime_by_id(&self, id: &str) -> Result<Option<RuntimeRow>> {
         let q = format!("{} WHERE id = $1", self.select_runtimes());
-        Ok(sqlx::query(&q).bind(id).fetch_optional(&self.pool).await?.as_ref().map(runtime_row).transpose()?)
+        Ok(sqlx::query(&q)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(runtime_row)
+            .transpose()?)
     }
 
     pub async fn runtimes(&self) -> Result<Vec<RuntimeRow>> {
         let q = format!("{} ORDER BY created_at, name", self.select_runtimes());
-        Ok(sqlx::query(&q).fetch_all(&self.pool).await?.iter().map(runtime_row).collect::<sqlx::Result<_>>()?)
+        Ok(sqlx::query(&q)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(runtime_row)
+            .collect::<sqlx::Result<_>>()?)
     }
 
     pub async fn set_state(&self, id: &str, state: &str, reason: Option<&str>) -> Result<()> {
@@ -99,33 +158,59 @@ impl Db {
     }
 
     pub async fn set_host(&self, id: &str, host: &str) -> Result<()> {
-        sqlx::query("UPDATE runtimes SET host = $2 WHERE id = $1").bind(id).bind(host).execute(&self.pool).await?;
+        sqlx::query("UPDATE runtimes SET host = $2 WHERE id = $1")
+            .bind(id)
+            .bind(host)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     pub async fn set_auto(&self, id: &str, auto: bool) -> Result<()> {
-        sqlx::query("UPDATE runtimes SET auto = $2 WHERE id = $1").bind(id).bind(auto as i64).execute(&self.pool).await?;
+        sqlx::query("UPDATE runtimes SET auto = $2 WHERE id = $1")
+            .bind(id)
+            .bind(auto as i64)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     pub async fn set_plan(&self, id: &str, plan: &Plan) -> Result<()> {
-        sqlx::query("UPDATE runtimes SET plan = $2, memory_mb = $3, cpus = $4 WHERE id = $1").bind(id).bind(&plan.name).bind(plan.memory_mb as i64).bind(plan.cpus).execute(&self.pool).await?;
+        sqlx::query("UPDATE runtimes SET plan = $2, memory_mb = $3, cpus = $4 WHERE id = $1")
+            .bind(id)
+            .bind(&plan.name)
+            .bind(plan.memory_mb as i64)
+            .bind(plan.cpus)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     pub async fn set_last_snapshot(&self, id: &str, snap: &str) -> Result<()> {
-        sqlx::query("UPDATE runtimes SET last_snapshot = $2 WHERE id = $1").bind(id).bind(snap).execute(&self.pool).await?;
+        sqlx::query("UPDATE runtimes SET last_snapshot = $2 WHERE id = $1")
+            .bind(id)
+            .bind(snap)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     pub async fn delete_runtime(&self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM runtimes WHERE id = $1").bind(id).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM runtimes WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     /// The smallest network slot no runtime holds.
     pub async fn free_net_index(&self) -> Result<u32> {
-        let used: Vec<i64> = sqlx::query("SELECT net_index FROM runtimes ORDER BY net_index").fetch_all(&self.pool).await?.iter().map(|r| int(r, "net_index")).collect::<sqlx::Result<_>>()?;
+        let used: Vec<i64> = sqlx::query("SELECT net_index FROM runtimes ORDER BY net_index")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| int(r, "net_index"))
+            .collect::<sqlx::Result<_>>()?;
         let mut i = 0i64;
         for u in used {
             if u != i {
@@ -142,7 +227,14 @@ impl Db {
     /// trying at once, exactly one gets it. Returns whether it was taken.
     pub async fn take_lease(&self, id: &str, lease: &Lease) -> Result<bool> {
         let q = self.q("UPDATE runtimes SET owner = $2, lease_token = $3, lease_until = {now_ms} + $4 WHERE id = $1 AND (owner IS NULL OR owner = $2 OR lease_until < {now_ms})");
-        let n = sqlx::query(&q).bind(id).bind(&lease.owner).bind(&lease.token).bind(lease.ttl.as_millis() as i64).execute(&self.pool).await?.rows_affected();
+        let n = sqlx::query(&q)
+            .bind(id)
+            .bind(&lease.owner)
+            .bind(&lease.token)
+            .bind(lease.ttl.as_millis() as i64)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         Ok(n == 1)
     }
 
@@ -155,18 +247,44 @@ impl Db {
     /// Extends every lease `owner` holds and its own heartbeat; returns how many leases it holds.
     pub async fn heartbeat(&self, owner: &str, ttl: Duration) -> Result<u64> {
         let ms = ttl.as_millis() as i64;
-        sqlx::query(&self.q("UPDATE instances SET heartbeat_ms = {now_ms}, ttl_ms = $2 WHERE id = $1")).bind(owner).bind(ms).execute(&self.pool).await?;
-        let n = sqlx::query(&self.q("UPDATE runtimes SET lease_until = {now_ms} + $2 WHERE owner = $1")).bind(owner).bind(ms).execute(&self.pool).await?.rows_affected();
+        sqlx::query(
+            &self.q("UPDATE instances SET heartbeat_ms = {now_ms}, ttl_ms = $2 WHERE id = $1"),
+        )
+        .bind(owner)
+        .bind(ms)
+        .execute(&self.pool)
+        .await?;
+        let n = sqlx::query(
+            &self.q("UPDATE runtimes SET lease_until = {now_ms} + $2 WHERE owner = $1"),
+        )
+        .bind(owner)
+        .bind(ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(n)
     }
 
     /// Records (or re-records, after a restart) an instance and its addresses.
-    pub async fn register_instance(&self, id: &str, api_url: &str, proxy_url: &str, ttl: Duration) -> Result<()> {
+    pub async fn register_instance(
+        &self,
+        id: &str,
+        api_url: &str,
+        proxy_url: &str,
+        ttl: Duration,
+    ) -> Result<()> {
         let q = self.q(
             "INSERT INTO instances (id, api_url, proxy_url, started_at, heartbeat_ms, ttl_ms) VALUES ($1, $2, $3, $4, {now_ms}, $5)
              ON CONFLICT(id) DO UPDATE SET api_url = excluded.api_url, proxy_url = excluded.proxy_url, started_at = excluded.started_at, heartbeat_ms = excluded.heartbeat_ms, ttl_ms = excluded.ttl_ms",
         );
-        sqlx::query(&q).bind(id).bind(api_url).bind(proxy_url).bind(now()).bind(ttl.as_millis() as i64).execute(&self.pool).await?;
+        sqlx::query(&q)
+            .bind(id)
+            .bind(api_url)
+            .bind(proxy_url)
+            .bind(now())
+            .bind(ttl.as_millis() as i64)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -175,7 +293,15 @@ impl Db {
         let rows = sqlx::query(&q).fetch_all(&self.pool).await?;
         Ok(rows
             .iter()
-            .map(|r| Ok(Instance { id: text(r, "id")?, api_url: text(r, "api_url")?, proxy_url: text(r, "proxy_url")?, started_at: text(r, "started_at")?, alive: int(r, "alive")? != 0 }))
+            .map(|r| {
+                Ok(Instance {
+                    id: text(r, "id")?,
+                    api_url: text(r, "api_url")?,
+                    proxy_url: text(r, "proxy_url")?,
+                    started_at: text(r, "started_at")?,
+                    alive: int(r, "alive")? != 0,
+                })
+            })
             .collect::<sqlx::Result<_>>()?)
     }
 
@@ -187,7 +313,12 @@ impl Db {
             "SELECT * FROM operations WHERE result = 'running' AND (owner IS NULL OR owner = $1
                OR owner NOT IN (SELECT id FROM instances WHERE heartbeat_ms + ttl_ms >= {now_ms})) ORDER BY id",
         );
-        Ok(sqlx::query(&q).bind(restarted).fetch_all(&self.pool).await?.iter().map(op_row).collect::<sqlx::Result<_>>()?)
+        Ok(sqlx::query(&q)
+            .bind(restarted)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(op_row)
+            .collect::<sqlx::Result<_>>()?)
     }
-
 }

@@ -61,11 +61,17 @@ impl Db {
         let backend = backend_of(url)?;
         let shown = redact(url);
         let url = match backend {
-            Backend::Sqlite if !url.contains("mode=") => format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' }),
+            Backend::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
             _ => url.to_string(),
         };
         // One connection first, so that a wrong URL or a server that is down says why at once.
-        let first = tokio::time::timeout(Duration::from_secs(15), <sqlx::AnyConnection as sqlx::Connection>::connect(&url)).await;
+        let first = tokio::time::timeout(
+            Duration::from_secs(15),
+            <sqlx::AnyConnection as sqlx::Connection>::connect(&url),
+        )
+        .await;
         match first {
             Ok(Ok(c)) => drop(c),
             Ok(Err(e)) => return Err(Error::Unavailable(format!("cannot open the database {shown}: {e}; check that its server runs and the URL's user, password, host and database"))),
@@ -102,7 +108,9 @@ impl Db {
             Backend::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER", "REAL"),
             Backend::Postgres => ("BIGSERIAL PRIMARY KEY", "BIGINT", "DOUBLE PRECISION"),
         };
-        ddl.replace("{id}", id).replace("{int}", int).replace("{real}", real)
+        ddl.replace("{id}", id)
+            .replace("{int}", int)
+            .replace("{real}", real)
     }
 
     /// Applies the migrations not yet recorded, each in its own transaction. On PostgreSQL an
@@ -110,31 +118,55 @@ impl Db {
     async fn migrate(&self) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT CAST(pg_advisory_lock(7013370) AS TEXT)").execute(&mut *conn).await?;
+            sqlx::query("SELECT CAST(pg_advisory_lock(7013370) AS TEXT)")
+                .execute(&mut *conn)
+                .await?;
         }
         let r = self.migrate_on(&mut conn).await;
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT CAST(pg_advisory_unlock(7013370) AS TEXT)").execute(&mut *conn).await?;
+            sqlx::query("SELECT CAST(pg_advisory_unlock(7013370) AS TEXT)")
+                .execute(&mut *conn)
+                .await?;
         }
         r
     }
 
     async fn migrate_on(&self, conn: &mut sqlx::AnyConnection) -> Result<()> {
         sqlx::raw_sql(&self.render("CREATE TABLE IF NOT EXISTS schema_migrations (version {int} PRIMARY KEY, applied_at TEXT NOT NULL)")).execute(&mut *conn).await?;
-        let mut applied: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations").fetch_one(&mut *conn).await?.try_get("v")?;
+        let mut applied: i64 =
+            sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get("v")?;
         if applied == 0 && self.backend == Backend::Sqlite {
             // Databases of earlier versions counted their schema in `user_version`.
-            let legacy: i64 = sqlx::query("PRAGMA user_version").fetch_one(&mut *conn).await?.try_get(0)?;
+            let legacy: i64 = sqlx::query("PRAGMA user_version")
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get(0)?;
             for v in 1..=legacy.min(MIGRATIONS.len() as i64) {
-                sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)").bind(v).bind(now()).execute(&mut *conn).await?;
+                sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                    .bind(v)
+                    .bind(now())
+                    .execute(&mut *conn)
+                    .await?;
             }
             applied = legacy;
         }
         for (i, m) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
             let version = (i + 1) as i64;
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            sqlx::raw_sql(&self.render(m)).execute(&mut *tx).await.map_err(|e| Error::Internal(format!("database: schema migration {version} failed: {e}")))?;
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)").bind(version).bind(now()).execute(&mut *tx).await?;
+            sqlx::raw_sql(&self.render(m))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    Error::Internal(format!("database: schema migration {version} failed: {e}"))
+                })?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(version)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             tracing::info!(version, "database schema migrated");
         }
@@ -143,7 +175,11 @@ impl Db {
 
     /// The schema version recorded.
     pub async fn schema_version(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations").fetch_one(&self.pool).await?.try_get("v")?)
+        Ok(
+            sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("v")?,
+        )
     }
-
 }
