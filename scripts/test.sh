@@ -7,6 +7,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 FERRY_SKIP_BUILD=1 bash "$here/scripts/setup.sh"
 cd "$here"
+# The house style, enforced: the tree is rustfmt-clean and clippy-clean on the pinned toolchain.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked -- --test-threads=2 "$@"
 if [ $# -eq 0 ]; then
   export FERRY_TEST_DATABASE=postgres
