@@ -21,7 +21,7 @@ mkdir -p "$cache"
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 if [ "$(id -u)" != 0 ]; then
-  echo "setup must run as root (it installs packages and CRIU): sudo $0" >&2
+  echo "setup must run as root (it installs packages and CRIU): run it from a root shell, or with sudo $0 where sudo is installed" >&2
   exit 1
 fi
 

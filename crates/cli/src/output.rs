@@ -28,9 +28,28 @@ pub fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1_048_576.0)
 }
 
+/// One line of an operation's figures: times (keys ending in `_ms`) with their unit, counts
+/// (CRIU's page counts, ...) as plain numbers.
 pub fn timings(t: &ferry_core::api::Timings) -> String {
     t.iter()
-        .map(|(k, v)| format!("{}={:.0}ms", k.trim_end_matches("_ms"), v))
+        .map(|(k, v)| match k.strip_suffix("_ms") {
+            Some(name) => format!("{name}={v:.0}ms"),
+            None => format!("{k}={v:.0}"),
+        })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_carry_ms_and_counts_do_not() {
+        let mut t = ferry_core::api::Timings::new();
+        t.insert("dump_ms".into(), 412.4);
+        t.insert("criu_pages_scanned".into(), 18301.0);
+        let line = super::timings(&t);
+        assert!(line.contains("dump=412ms"), "{line}");
+        assert!(line.contains("criu_pages_scanned=18301"), "{line}");
+        assert!(!line.contains("18301ms"), "a count is not a time: {line}");
+    }
 }

@@ -180,8 +180,7 @@ impl Control {
                 format!("{}{offer}", why.lines().next().unwrap_or("lost")),
             )
         } else if oom {
-            let limit = row.plan.memory_mb;
-            ("oom-killed", "oom_killed", format!("killed by the kernel: it used more than its {limit} MB memory limit (plan {}); restore its last snapshot on a larger plan (`ferry restore SNAPSHOT --plan pro`) or create a new runtime", row.plan.name))
+            ("oom-killed", "oom_killed", oom_reason(&row.plan))
         } else {
             (
                 "exited",
@@ -197,5 +196,38 @@ impl Control {
             serde_json::json!({"host": row.host, "stats": live.and_then(|a| a.stats.clone())}),
         )
         .await;
+    }
+}
+
+/// Why a runtime was OOM-killed and what to do: restore on the next larger plan (or, on the
+/// largest, with explicit limits).
+fn oom_reason(plan: &crate::plan::Plan) -> String {
+    let advice = match plan.next_up() {
+        Some(next) => format!(
+            "restore its last snapshot on a larger plan (`ferry restore SNAPSHOT --plan {}`, {} MB)",
+            next.name, next.memory_mb
+        ),
+        None => format!(
+            "restore its last snapshot with more memory (`ferry restore SNAPSHOT --memory {}M`)",
+            plan.memory_mb * 2
+        ),
+    };
+    format!(
+        "killed by the kernel: it used more than its {} MB memory limit (plan {}); {advice} or create a new runtime",
+        plan.memory_mb, plan.name
+    )
+}
+
+#[cfg(test)]
+mod oom_tests {
+    use crate::plan::Plan;
+
+    #[test]
+    fn an_oom_kill_suggests_the_next_larger_plan() {
+        let pro = super::oom_reason(&Plan::named("pro").unwrap());
+        assert!(pro.contains("--plan team"), "{pro}");
+        assert!(!pro.contains("--plan pro"), "{pro}");
+        assert!(super::oom_reason(&Plan::named("free").unwrap()).contains("--plan pro"));
+        assert!(super::oom_reason(&Plan::named("team").unwrap()).contains("--memory 2048M"));
     }
 }
