@@ -3,7 +3,7 @@
 #   apt packages (runc, iptables, iproute2, debootstrap, zstd, CRIU build deps),
 #   CRIU >= 4 (built from the vendored source, $CRIU_SRC, or the upstream release) when `criu check` fails,
 #   the kernel setting lazy migration needs (fs.pipe-max-size),
-#   the runtime image (bookworm minbase + python3 + venv with mrmd-python, numpy, pandas),
+#   the runtime image (bookworm minbase + python3 + venv with the packages pinned in image/requirements.lock: mrmd-python, numpy, pandas, matplotlib, scipy),
 #   the MRMD editor bundle for the notebook page and the browser tests (npm: mrmd-electron,
 #   sha512-verified, in $FERRY_CACHE/editor), chromium + chromedriver for those tests,
 #   a running PostgreSQL cluster with a role for the tests (their URL in $FERRY_CACHE/pg-test-url),

@@ -403,7 +403,7 @@ pub enum EditorCmd {
 #[derive(Subcommand)]
 pub enum ImageCmd {
     /// Build ferry's runtime image on this machine (Debian bookworm + python3 + a venv with
-    /// mrmd-python, numpy, pandas) as a directory image. Needs root and debootstrap; cached.
+    /// mrmd-python, numpy, pandas, matplotlib, scipy, pinned by image/requirements.lock) as a directory image. Needs root and debootstrap; cached.
     ///
     /// Example: sudo ferry image build --name mrmd-python
     Build {

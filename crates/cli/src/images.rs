@@ -12,6 +12,7 @@ use std::path::Path;
 
 const BUILD_SCRIPT: &str = include_str!("../../../scripts/build-image.sh");
 const HOOKS: &str = include_str!("../../../image/ferry_runtime_hooks.py");
+const LOCK: &str = include_str!("../../../image/requirements.lock");
 
 pub async fn run(cmd: ImageCmd, json: bool, client: impl Fn() -> Result<Client>) -> Result<()> {
     match cmd {
@@ -99,6 +100,8 @@ async fn build(name: &str, images: &Path, force: bool) -> Result<()> {
     }
     let hooks = tempfile::NamedTempFile::new().context("temp file for the runtime hooks")?;
     std::fs::write(hooks.path(), HOOKS)?;
+    let lock = tempfile::NamedTempFile::new().context("temp file for the package lock")?;
+    std::fs::write(lock.path(), LOCK)?;
     let st = tokio::process::Command::new("bash")
         .args([
             "-c",
@@ -107,6 +110,7 @@ async fn build(name: &str, images: &Path, force: bool) -> Result<()> {
             &images.display().to_string(),
             name,
             &hooks.path().display().to_string(),
+            &lock.path().display().to_string(),
         ])
         .status()
         .await
