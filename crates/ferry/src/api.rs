@@ -62,7 +62,7 @@ pub struct SendImageRequest {
 }
 
 /// An image on one host (control API).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostImage {
     pub host: String,
     #[serde(flatten)]
@@ -133,7 +133,7 @@ pub struct SendResult {
 }
 
 /// One migration, as recorded.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Migration {
     pub runtime: String,
     pub mode: String,
@@ -144,7 +144,7 @@ pub struct Migration {
     pub timings: Timings,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MigrateRequest {
     pub to: String,
     #[serde(default = "default_mode")]
@@ -185,7 +185,7 @@ pub struct SnapshotInfo {
 
 // ---- control plane ----------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Runtime {
     pub id: String,
     pub name: String,
@@ -213,7 +213,7 @@ pub struct Runtime {
     pub auto: bool,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreateRequest {
     /// The monitor only reports on it, never moves or hibernates it.
     #[serde(default)]
@@ -228,18 +228,18 @@ pub struct CreateRequest {
     pub image: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecRequest {
     pub code: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckpointOptions {
     #[serde(default)]
     pub leave_running: bool,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RestoreOptions {
     pub snapshot: String,
     pub name: Option<String>,
@@ -252,7 +252,7 @@ pub struct RestoreOptions {
     pub cpus: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Snapshot {
     pub id: String,
     pub plan: Plan,
@@ -266,7 +266,7 @@ pub struct Snapshot {
     pub timings: Timings,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Operation {
     pub id: i64,
     pub kind: String,
@@ -280,7 +280,7 @@ pub struct Operation {
     pub detail: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: i64,
     pub at: String,
@@ -290,7 +290,7 @@ pub struct Event {
     pub data: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Host {
     pub name: String,
     pub url: String,

@@ -1,17 +1,21 @@
 //! The control plane's public HTTP API (`/api/v1/...`), used by the CLI and by platforms.
-//! Every request must carry the control token (`Authorization: Bearer ...`).
+//! Every request must carry the control token (`Authorization: Bearer ...`), except the API's own
+//! description, `/api/v1/openapi.json` (generated from these handlers: `control::openapi`).
 
 use super::Control;
 use crate::api::{CheckpointOptions, CreateRequest, ExecRequest, RestoreOptions};
 use crate::{Error, Result};
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use super::extract::{Json, Path, Query};
+use super::openapi::{Errors, Removed, RemovedId};
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use futures::{StreamExt, TryStreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use std::sync::Arc;
 
 type C = State<Arc<Control>>;
@@ -57,6 +61,7 @@ pub fn router(c: Arc<Control>) -> Router {
         .route("/api/v1/runtimes/:name/policy", post(policy))
         .layer(middleware::from_fn_with_state(c.clone(), auth))
         .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
         .with_state(c)
 }
 
@@ -76,13 +81,37 @@ async fn auth(State(c): C, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-async fn info(State(c): C) -> Result<impl IntoResponse> {
-    Ok(Json(
-        serde_json::json!({"version": crate::VERSION, "hosts": c.hosts().await?, "subnet": c.cfg.subnet.to_string(), "thresholds": c.cfg.thresholds, "image": c.cfg.default_image}),
-    ))
+/// What `GET /api/v1/info` answers.
+#[derive(Serialize, ToSchema)]
+struct Info {
+    version: String,
+    hosts: Vec<crate::api::Host>,
+    /// First address of the range runtimes' networks come from.
+    subnet: String,
+    /// The monitor's memory thresholds, as shares of a runtime's limit.
+    thresholds: [f64; 4],
+    /// The image runtimes run unless they name another.
+    image: String,
 }
 
-#[derive(Deserialize)]
+#[utoipa::path(
+    get,
+    path = "/api/v1/info",
+    tag = "system",
+    summary = "This control plane: version, hosts, runtime subnet, thresholds, default image",
+    responses((status = 200, description = "OK", body = Info), Errors)
+)]
+async fn info(State(c): C) -> Result<Json<Info>> {
+    Ok(Json(Info {
+        version: crate::VERSION.to_string(),
+        hosts: c.hosts().await?,
+        subnet: c.cfg.subnet.to_string(),
+        thresholds: c.cfg.thresholds,
+        image: c.cfg.default_image.clone(),
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
 struct AddHost {
     name: String,
     url: String,
@@ -91,44 +120,107 @@ struct AddHost {
     capacity_mb: Option<u64>,
 }
 
+/// A runtime with its 20 most recent operations and events.
+#[derive(Serialize, ToSchema)]
+struct RuntimeDetail {
+    #[serde(flatten)]
+    runtime: crate::api::Runtime,
+    operations: Vec<crate::api::Operation>,
+    events: Vec<crate::api::Event>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/hosts",
+    tag = "hosts",
+    summary = "The hosts and their capacity",
+    responses((status = 200, description = "OK", body = Vec<crate::api::Host>), Errors)
+)]
 async fn hosts(State(c): C) -> Result<impl IntoResponse> {
     Ok(Json(c.hosts().await?))
 }
+#[utoipa::path(
+    post,
+    path = "/api/v1/hosts",
+    tag = "hosts",
+    summary = "Register a host's agent",
+    request_body = AddHost,
+    responses((status = 200, description = "OK", body = crate::api::Host), Errors)
+)]
 async fn add_host(State(c): C, Json(h): Json<AddHost>) -> Result<impl IntoResponse> {
     Ok(Json(
         c.add_host(&h.name, &h.url, &h.labels, h.capacity_mb)
             .await?,
     ))
 }
+#[utoipa::path(
+    get,
+    path = "/api/v1/runtimes",
+    tag = "runtimes",
+    summary = "Every runtime",
+    responses((status = 200, description = "OK", body = Vec<crate::api::Runtime>), Errors)
+)]
 async fn list(State(c): C) -> Result<impl IntoResponse> {
     Ok(Json(c.list().await?))
 }
+#[utoipa::path(
+    post,
+    path = "/api/v1/runtimes",
+    tag = "runtimes",
+    summary = "Create a runtime (placed by free memory unless a host is given)",
+    request_body = CreateRequest,
+    responses((status = 200, description = "OK", body = crate::api::Runtime), Errors)
+)]
 async fn create(State(c): C, Json(r): Json<CreateRequest>) -> Result<impl IntoResponse> {
     Ok(Json(c.create(r).await?))
 }
-async fn inspect(State(c): C, Path(name): Path<String>) -> Result<impl IntoResponse> {
-    let rt = c.inspect(&name).await?;
-    let ops = c.db.operations(Some(&name), 20).await?;
-    let events = c.db.events(Some(&name), 20).await?;
-    let mut v = serde_json::to_value(rt).unwrap();
-    v["operations"] = serde_json::to_value(ops).unwrap();
-    v["events"] = serde_json::to_value(events).unwrap();
-    Ok(Json(v))
+#[utoipa::path(
+    get,
+    path = "/api/v1/runtimes/{name}",
+    tag = "runtimes",
+    summary = "A runtime with its recent operations and events",
+    params(("name" = String, Path, description = "the runtime's name")),
+    responses((status = 200, description = "OK", body = RuntimeDetail), Errors)
+)]
+async fn inspect(State(c): C, Path(name): Path<String>) -> Result<Json<RuntimeDetail>> {
+    Ok(Json(RuntimeDetail {
+        runtime: c.inspect(&name).await?,
+        operations: c.db.operations(Some(&name), 20).await?,
+        events: c.db.events(Some(&name), 20).await?,
+    }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RemoveQuery {
     #[serde(default)]
     force: bool,
 }
+#[utoipa::path(
+    delete,
+    path = "/api/v1/runtimes/{name}",
+    tag = "runtimes",
+    summary = "Remove a runtime (its snapshots stay)",
+    params(("name" = String, Path, description = "the runtime's name"), RemoveQuery),
+    responses((status = 200, description = "OK", body = Removed), Errors)
+)]
 async fn remove(
     State(c): C,
     Path(name): Path<String>,
     Query(q): Query<RemoveQuery>,
 ) -> Result<impl IntoResponse> {
     c.remove(&name, q.force).await?;
-    Ok(Json(serde_json::json!({"removed": name})))
+    Ok(Json(Removed { removed: name }))
 }
+#[utoipa::path(
+    post,
+    path = "/api/v1/runtimes/{name}/exec",
+    tag = "runtimes",
+    summary = "Run code in a runtime; the answer is the MRP execute result",
+    params(("name" = String, Path, description = "the runtime's name")),
+    request_body = ExecRequest,
+    responses((status = 200, description = "OK", body = serde_json::Value), Errors)
+)]
 async fn exec(
     State(c): C,
     Path(name): Path<String>,
@@ -136,9 +228,26 @@ async fn exec(
 ) -> Result<impl IntoResponse> {
     Ok(Json(c.exec(&name, &r.code).await?))
 }
+#[utoipa::path(
+    post,
+    path = "/api/v1/runtimes/{name}/stop",
+    tag = "runtimes",
+    summary = "Stop a runtime",
+    params(("name" = String, Path, description = "the runtime's name")),
+    responses((status = 200, description = "OK", body = crate::api::Runtime), Errors)
+)]
 async fn stop(State(c): C, Path(name): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(c.stop(&name).await?))
 }
+#[utoipa::path(
+    post,
+    path = "/api/v1/runtimes/{name}/checkpoint",
+    tag = "runtimes",
+    summary = "Checkpoint a runtime (stops it unless leave_running)",
+    params(("name" = String, Path, description = "the runtime's name")),
+    request_body = CheckpointOptions,
+    responses((status = 200, description = "OK", body = crate::api::Snapshot), Errors)
+)]
 async fn checkpoint(
     State(c): C,
     Path(name): Path<String>,
@@ -146,12 +255,37 @@ async fn checkpoint(
 ) -> Result<impl IntoResponse> {
     Ok(Json(c.checkpoint(&name, o.leave_running).await?))
 }
+#[utoipa::path(
+    post,
+    path = "/api/v1/runtimes/{name}/hibernate",
+    tag = "runtimes",
+    summary = "Checkpoint and stop a runtime; its next proxied request wakes it",
+    params(("name" = String, Path, description = "the runtime's name")),
+    responses((status = 200, description = "OK", body = crate::api::Runtime), Errors)
+)]
 async fn hibernate(State(c): C, Path(name): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(c.hibernate(&name, "hibernated by request").await?))
 }
+#[utoipa::path(
+    post,
+    path = "/api/v1/runtimes/{name}/wake",
+    tag = "runtimes",
+    summary = "Restore a hibernated runtime",
+    params(("name" = String, Path, description = "the runtime's name")),
+    responses((status = 200, description = "OK", body = crate::api::Runtime), Errors)
+)]
 async fn wake(State(c): C, Path(name): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(c.wake(&name).await?))
 }
+#[utoipa::path(
+    post,
+    path = "/api/v1/runtimes/{name}/migrate",
+    tag = "runtimes",
+    summary = "Move (stop-copy, lazy) or fork a runtime to another host",
+    params(("name" = String, Path, description = "the runtime's name")),
+    request_body = crate::api::MigrateRequest,
+    responses((status = 200, description = "OK", body = crate::api::Migration), Errors)
+)]
 async fn migrate(
     State(c): C,
     Path(name): Path<String>,
@@ -159,10 +293,19 @@ async fn migrate(
 ) -> Result<impl IntoResponse> {
     Ok(Json(c.migrate(&name, &r).await?))
 }
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct To {
     to: String,
 }
+#[utoipa::path(
+    post,
+    path = "/api/v1/runtimes/{name}/baseline-migrate",
+    tag = "runtimes",
+    summary = "The published method (leave-running checkpoint, copy, restore), for comparison: loses what the runtime did after the checkpoint",
+    params(("name" = String, Path, description = "the runtime's name")),
+    request_body = To,
+    responses((status = 200, description = "OK", body = crate::api::Migration), Errors)
+)]
 async fn baseline_migrate(
     State(c): C,
     Path(name): Path<String>,
@@ -170,6 +313,14 @@ async fn baseline_migrate(
 ) -> Result<impl IntoResponse> {
     Ok(Json(c.baseline_migrate(&name, &r.to).await?))
 }
+#[utoipa::path(
+    get,
+    path = "/api/v1/migrations",
+    tag = "operations",
+    summary = "Recorded migrations and forks, newest first",
+    params(ListQuery),
+    responses((status = 200, description = "OK", body = Vec<crate::api::Operation>), Errors)
+)]
 async fn migrations(State(c): C, Query(q): Query<ListQuery>) -> Result<impl IntoResponse> {
     let ops =
         c.db.operations(q.runtime.as_deref(), q.limit.unwrap_or(50))
@@ -180,9 +331,24 @@ async fn migrations(State(c): C, Query(q): Query<ListQuery>) -> Result<impl Into
             .collect::<Vec<_>>(),
     ))
 }
+#[utoipa::path(
+    get,
+    path = "/api/v1/instances",
+    tag = "system",
+    summary = "The control-plane instances sharing this database",
+    responses((status = 200, description = "OK", body = Vec<super::db::Instance>), Errors)
+)]
 async fn instances(State(c): C) -> Result<impl IntoResponse> {
     Ok(Json(c.db.instances().await?))
 }
+#[utoipa::path(
+    post,
+    path = "/api/v1/restore",
+    tag = "snapshots",
+    summary = "Restore a snapshot (under its runtime's name or a new one, with other limits)",
+    request_body = RestoreOptions,
+    responses((status = 200, description = "OK", body = crate::api::Runtime), Errors)
+)]
 async fn restore(State(c): C, Json(o): Json<RestoreOptions>) -> Result<impl IntoResponse> {
     let plan = if o.plan.is_some() || o.memory.is_some() || o.cpus.is_some() {
         Some(crate::plan::Plan::resolve(
@@ -195,21 +361,54 @@ async fn restore(State(c): C, Json(o): Json<RestoreOptions>) -> Result<impl Into
     };
     Ok(Json(c.restore(&o.snapshot, o.name.as_deref(), plan).await?))
 }
+#[utoipa::path(
+    get,
+    path = "/api/v1/snapshots",
+    tag = "snapshots",
+    summary = "Every snapshot",
+    responses((status = 200, description = "OK", body = Vec<crate::api::Snapshot>), Errors)
+)]
 async fn snapshots(State(c): C) -> Result<impl IntoResponse> {
     Ok(Json(c.db.snapshots().await?))
 }
+#[utoipa::path(
+    get,
+    path = "/api/v1/snapshots/{id}",
+    tag = "snapshots",
+    summary = "One snapshot",
+    params(("id" = String, Path, description = "the snapshot's id")),
+    responses((status = 200, description = "OK", body = crate::api::Snapshot), Errors)
+)]
 async fn snapshot(State(c): C, Path(id): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(c.snapshot(&id).await?))
 }
+#[utoipa::path(
+    delete,
+    path = "/api/v1/snapshots/{id}",
+    tag = "snapshots",
+    summary = "Remove a snapshot",
+    params(("id" = String, Path, description = "the snapshot's id")),
+    responses((status = 200, description = "OK", body = Removed), Errors)
+)]
 async fn remove_snapshot(State(c): C, Path(id): Path<String>) -> Result<impl IntoResponse> {
     c.remove_snapshot(&id).await?;
-    Ok(Json(serde_json::json!({"removed": id})))
+    Ok(Json(Removed { removed: id }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ImportQuery {
     host: Option<String>,
 }
+#[utoipa::path(
+    post,
+    path = "/api/v1/snapshots/import",
+    tag = "snapshots",
+    summary = "Import (and verify) a snapshot archive",
+    params(ImportQuery),
+    request_body(content = Vec<u8>, content_type = "application/x-ferry-snapshot", description = "an archive written by export"),
+    responses((status = 200, description = "OK", body = crate::api::Snapshot), Errors)
+)]
 async fn import(
     State(c): C,
     Query(q): Query<ImportQuery>,
@@ -221,6 +420,14 @@ async fn import(
             .await?,
     ))
 }
+#[utoipa::path(
+    get,
+    path = "/api/v1/snapshots/{id}/export",
+    tag = "snapshots",
+    summary = "A snapshot as an archive (the versioned ferry snapshot format)",
+    params(("id" = String, Path, description = "the snapshot's id")),
+    responses((status = 200, description = "the archive", content_type = "application/x-ferry-snapshot", body = Vec<u8>), Errors)
+)]
 async fn export(State(c): C, Path(id): Path<String>) -> Result<Response> {
     let r = c.export(&id).await?;
     let stream = r.bytes_stream().map_err(std::io::Error::other);
@@ -231,14 +438,32 @@ async fn export(State(c): C, Path(id): Path<String>) -> Result<Response> {
         .into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ImageQuery {
     host: Option<String>,
     name: Option<String>,
 }
+#[utoipa::path(
+    get,
+    path = "/api/v1/images",
+    tag = "images",
+    summary = "Images on the hosts",
+    params(ImageQuery),
+    responses((status = 200, description = "OK", body = Vec<crate::api::HostImage>), Errors)
+)]
 async fn images(State(c): C, Query(q): Query<ImageQuery>) -> Result<impl IntoResponse> {
     Ok(Json(c.images(q.host.as_deref()).await?))
 }
+#[utoipa::path(
+    post,
+    path = "/api/v1/images/import",
+    tag = "images",
+    summary = "Import an image (an OCI layout or a docker save tarball) onto a host",
+    params(ImageQuery),
+    request_body(content = Vec<u8>, content_type = "application/x-tar", description = "the tarball"),
+    responses((status = 200, description = "OK", body = Vec<crate::api::HostImage>), Errors)
+)]
 async fn import_image(
     State(c): C,
     Query(q): Query<ImageQuery>,
@@ -254,6 +479,14 @@ async fn import_image(
         .await?,
     ))
 }
+#[utoipa::path(
+    delete,
+    path = "/api/v1/images/{name}",
+    tag = "images",
+    summary = "Remove an image from a host (refused while a runtime uses it)",
+    params(("name" = String, Path, description = "the image's name"), ImageQuery),
+    responses((status = 200, description = "OK", body = Vec<crate::api::HostImage>), Errors)
+)]
 async fn remove_image(
     State(c): C,
     Path(name): Path<String>,
@@ -262,24 +495,41 @@ async fn remove_image(
     Ok(Json(c.remove_image(&name, q.host.as_deref()).await?))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     runtime: Option<String>,
     limit: Option<u32>,
 }
+#[utoipa::path(
+    get,
+    path = "/api/v1/operations",
+    tag = "operations",
+    summary = "Recorded operations with their timings, newest first",
+    params(ListQuery),
+    responses((status = 200, description = "OK", body = Vec<crate::api::Operation>), Errors)
+)]
 async fn operations(State(c): C, Query(q): Query<ListQuery>) -> Result<impl IntoResponse> {
     Ok(Json(
         c.db.operations(q.runtime.as_deref(), q.limit.unwrap_or(50))
             .await?,
     ))
 }
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct NewWebhook {
     url: String,
     secret: String,
     #[serde(default)]
     kinds: Vec<String>,
 }
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks",
+    tag = "webhooks",
+    summary = "Register a webhook (HMAC-signed deliveries)",
+    request_body = NewWebhook,
+    responses((status = 200, description = "OK", body = WebhookCreated), Errors)
+)]
 async fn add_webhook(State(c): C, Json(w): Json<NewWebhook>) -> Result<impl IntoResponse> {
     let url: reqwest::Url = w
         .url
@@ -296,13 +546,38 @@ async fn add_webhook(State(c): C, Json(w): Json<NewWebhook>) -> Result<impl Into
         ));
     }
     let id = c.db.add_webhook(url.as_str(), &w.secret, &w.kinds).await?;
-    Ok(Json(
-        serde_json::json!({"id": id, "url": url.as_str(), "kinds": w.kinds}),
-    ))
+    Ok(Json(WebhookCreated {
+        id,
+        url: url.to_string(),
+        kinds: w.kinds,
+    }))
 }
+
+/// A registered webhook (its secret is never sent back).
+#[derive(Serialize, ToSchema)]
+struct WebhookCreated {
+    id: i64,
+    url: String,
+    kinds: Vec<String>,
+}
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks",
+    tag = "webhooks",
+    summary = "Registered webhooks",
+    responses((status = 200, description = "OK", body = Vec<super::db::Webhook>), Errors)
+)]
 async fn webhooks(State(c): C) -> Result<impl IntoResponse> {
     Ok(Json(c.db.webhooks().await?))
 }
+#[utoipa::path(
+    delete,
+    path = "/api/v1/webhooks/{id}",
+    tag = "webhooks",
+    summary = "Remove a webhook",
+    params(("id" = i64, Path, description = "the webhook's id")),
+    responses((status = 200, description = "OK", body = RemovedId), Errors)
+)]
 async fn remove_webhook(State(c): C, Path(id): Path<i64>) -> Result<impl IntoResponse> {
     if !c.db.remove_webhook(id).await? {
         return Err(Error::NotFound(format!(
@@ -311,14 +586,31 @@ async fn remove_webhook(State(c): C, Path(id): Path<i64>) -> Result<impl IntoRes
     }
     Ok(Json(serde_json::json!({"removed": id})))
 }
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks/{id}/deliveries",
+    tag = "webhooks",
+    summary = "A webhook's delivery log",
+    params(("id" = i64, Path, description = "the webhook's id")),
+    responses((status = 200, description = "OK", body = Vec<super::db::Delivery>), Errors)
+)]
 async fn deliveries(State(c): C, Path(id): Path<i64>) -> Result<impl IntoResponse> {
     Ok(Json(c.db.deliveries(id, 200).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct Policy {
     auto: bool,
 }
+#[utoipa::path(
+    post,
+    path = "/api/v1/runtimes/{name}/policy",
+    tag = "runtimes",
+    summary = "Allow or forbid the monitor's automatic moves and hibernation",
+    params(("name" = String, Path, description = "the runtime's name")),
+    request_body = Policy,
+    responses((status = 200, description = "OK", body = crate::api::Runtime), Errors)
+)]
 async fn policy(
     State(c): C,
     Path(name): Path<String>,
@@ -340,6 +632,14 @@ async fn policy(
     Ok(Json(c.inspect(&name).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "system",
+    summary = "Prometheus metrics (no token needed)",
+    security(()),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+)]
 async fn metrics(State(c): C) -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],
@@ -347,7 +647,8 @@ async fn metrics(State(c): C) -> impl IntoResponse {
     )
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StreamQuery {
     runtime: Option<String>,
     kind: Option<String>,
@@ -359,6 +660,14 @@ struct StreamQuery {
 
 /// Server-sent events: every event as it is recorded, filtered by runtime and kind (prefix);
 /// also operations' progress (`operation.phase`, id 0, not stored).
+#[utoipa::path(
+    get,
+    path = "/api/v1/events/stream",
+    tag = "events",
+    summary = "Events as they are recorded (server-sent events), and operations' progress",
+    params(StreamQuery),
+    responses((status = 200, description = "an SSE stream of events (JSON data of Event)", content_type = "text/event-stream", body = String), Errors)
+)]
 async fn event_stream(State(c): C, Query(q): Query<StreamQuery>) -> impl IntoResponse {
     use axum::response::sse::{Event as Sse, KeepAlive};
     let rx = c.events.subscribe();
@@ -396,9 +705,32 @@ async fn event_stream(State(c): C, Query(q): Query<StreamQuery>) -> impl IntoRes
     axum::response::sse::Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "events",
+    summary = "Recorded events, newest first",
+    params(ListQuery),
+    responses((status = 200, description = "OK", body = Vec<crate::api::Event>), Errors)
+)]
 async fn events(State(c): C, Query(q): Query<ListQuery>) -> Result<impl IntoResponse> {
     Ok(Json(
         c.db.events(q.runtime.as_deref(), q.limit.unwrap_or(50))
             .await?,
     ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "system",
+    summary = "This document (no token needed)",
+    security(()),
+    responses((status = 200, description = "the OpenAPI 3.1 document", body = serde_json::Value))
+)]
+async fn openapi() -> impl IntoResponse {
+    (
+        [("content-type", "application/json")],
+        super::openapi::json(),
+    )
 }

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// What an image asks of the process that runs in it (from the OCI image config).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ImageConfig {
     #[serde(default)]
     pub env: Vec<String>,
@@ -43,7 +43,7 @@ pub struct ImageConfig {
 }
 
 /// An image as a host has it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ImageRecord {
     /// `NAME` or `NAME:TAG`.
     pub name: String,

@@ -62,7 +62,7 @@ pub struct Lease {
     pub ttl: Duration,
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Webhook {
     pub id: i64,
     pub url: String,
@@ -73,7 +73,7 @@ pub struct Webhook {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: i64,
     pub webhook_id: i64,
@@ -85,7 +85,7 @@ pub struct Delivery {
 }
 
 /// A control-plane instance as recorded in the database.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Instance {
     pub id: String,
     pub api_url: String,

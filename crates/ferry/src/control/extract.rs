@@ -1,0 +1,84 @@
+//! Request extractors of the control API: axum's `Json`, `Query` and `Path`, whose rejections
+//! (malformed JSON, a missing field, a wrong content type, a bad query) answer with ferry's JSON
+//! error shape (`{"error": {"kind": "invalid", "message": ...}}`, status 422 or 415) and say what
+//! to send, instead of axum's plain-text bodies.
+
+use crate::Error;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::FromRequest;
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// A rejected request: ferry's error body with the status that fits the rejection.
+pub struct Rejection(StatusCode, Error);
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let mut r = self.1.into_response();
+        *r.status_mut() = self.0;
+        r
+    }
+}
+
+impl From<JsonRejection> for Rejection {
+    fn from(r: JsonRejection) -> Self {
+        let (status, hint) = match &r {
+            JsonRejection::MissingJsonContentType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the body as JSON with `Content-Type: application/json`",
+            ),
+            JsonRejection::JsonSyntaxError(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the body is not valid JSON",
+            ),
+            _ => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the JSON body does not have the fields this call takes (see /api/v1/openapi.json)",
+            ),
+        };
+        Rejection(status, Error::Invalid(format!("{hint}: {}", r.body_text())))
+    }
+}
+
+impl From<QueryRejection> for Rejection {
+    fn from(r: QueryRejection) -> Self {
+        Rejection(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Invalid(format!(
+                "bad query parameters (see /api/v1/openapi.json for the ones this call takes): {}",
+                r.body_text()
+            )),
+        )
+    }
+}
+
+impl From<PathRejection> for Rejection {
+    fn from(r: PathRejection) -> Self {
+        Rejection(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Invalid(format!("bad path parameter: {}", r.body_text())),
+        )
+    }
+}
+
+/// `axum::Json`, rejected with ferry's error shape.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(Rejection))]
+pub struct Json<T>(pub T);
+
+/// `axum::extract::Query`, rejected with ferry's error shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(Rejection))]
+pub struct Query<T>(pub T);
+
+/// `axum::extract::Path`, rejected with ferry's error shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(Rejection))]
+pub struct Path<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
