@@ -7,6 +7,7 @@
 #   the MRMD editor bundle for the notebook page and the browser tests (npm: mrmd-electron,
 #   sha512-verified, in $FERRY_CACHE/editor), chromium + chromedriver for those tests,
 #   a running PostgreSQL cluster with a role for the tests (their URL in $FERRY_CACHE/pg-test-url),
+#   schemathesis in a venv of its own (the API fuzz test),
 #   and the ferry binary itself.
 # Heavy artifacts are cached under $FERRY_CACHE (default /var/cache/ferry) so reruns are fast.
 set -euo pipefail
@@ -30,7 +31,7 @@ pkgs=(runc iptables iproute2 debootstrap zstd ca-certificates curl procps
       build-essential pkg-config libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler
       protobuf-compiler python3-protobuf libnl-3-dev libnl-route-3-dev libcap-dev libnet1-dev
       libaio-dev libgnutls28-dev libbsd-dev libnftables-dev uuid-dev nftables
-      chromium chromium-driver postgresql)
+      chromium chromium-driver postgresql python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -146,6 +147,16 @@ PY
   rm -rf "$work"; trap - EXIT
 fi
 log "editor bundle: $editor_dir (mrmd-electron@$editor_version)"
+
+# --- schemathesis (the control API's fuzz test, crates/cli/tests/api_fuzz.rs) --------------------
+schemathesis_version=4.32.5
+st_venv="$cache/schemathesis"
+if [ "$("$st_venv/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, version $schemathesis_version" ]; then
+  log "installing schemathesis $schemathesis_version (PyPI) into $st_venv"
+  rm -rf "$st_venv"
+  python3 -m venv "$st_venv"
+  "$st_venv/bin/pip" install -q "schemathesis==$schemathesis_version"
+fi
 
 # --- ferry -------------------------------------------------------------------------------
 if [ "${FERRY_SKIP_BUILD:-}" != 1 ]; then

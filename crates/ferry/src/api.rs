@@ -147,7 +147,9 @@ pub struct Migration {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MigrateRequest {
     pub to: String,
+    /// `stop-copy` (default), `lazy`, `pre-copy` or `fork`.
     #[serde(default = "default_mode")]
+    #[schema(pattern = "^(stop-copy|lazy|pre-copy|fork)$")]
     pub mode: String,
     /// For `fork`: the new runtime's name.
     pub name: Option<String>,

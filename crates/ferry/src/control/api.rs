@@ -2,12 +2,12 @@
 //! Every request must carry the control token (`Authorization: Bearer ...`), except the API's own
 //! description, `/api/v1/openapi.json` (generated from these handlers: `control::openapi`).
 
+use super::extract::{Json, Path, Query};
+use super::openapi::{Errors, Removed, RemovedId};
 use super::Control;
 use crate::api::{CheckpointOptions, CreateRequest, ExecRequest, RestoreOptions};
 use crate::{Error, Result};
 use axum::body::Body;
-use super::extract::{Json, Path, Query};
-use super::openapi::{Errors, Removed, RemovedId};
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -15,8 +15,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
 
 type C = State<Arc<Control>>;
 
@@ -322,9 +322,7 @@ async fn baseline_migrate(
     responses((status = 200, description = "OK", body = Vec<crate::api::Operation>), Errors)
 )]
 async fn migrations(State(c): C, Query(q): Query<ListQuery>) -> Result<impl IntoResponse> {
-    let ops =
-        c.db.operations(q.runtime.as_deref(), q.limit.unwrap_or(50))
-            .await?;
+    let ops = c.db.operations(q.runtime.as_deref(), q.limit()?).await?;
     Ok(Json(
         ops.into_iter()
             .filter(|o| o.kind == "migrate" || o.kind == "fork")
@@ -498,8 +496,23 @@ async fn remove_image(
 #[derive(Deserialize, Default, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only these of this runtime.
     runtime: Option<String>,
+    /// How many, newest first (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+}
+
+impl ListQuery {
+    fn limit(&self) -> Result<u32> {
+        match self.limit {
+            None => Ok(50),
+            Some(n @ 1..=1000) => Ok(n),
+            Some(n) => Err(Error::Invalid(format!(
+                "limit={n} is out of range: give 1 to 1000 (default 50)"
+            ))),
+        }
+    }
 }
 #[utoipa::path(
     get,
@@ -511,8 +524,7 @@ struct ListQuery {
 )]
 async fn operations(State(c): C, Query(q): Query<ListQuery>) -> Result<impl IntoResponse> {
     Ok(Json(
-        c.db.operations(q.runtime.as_deref(), q.limit.unwrap_or(50))
-            .await?,
+        c.db.operations(q.runtime.as_deref(), q.limit()?).await?,
     ))
 }
 #[derive(Deserialize, ToSchema)]
@@ -714,10 +726,7 @@ async fn event_stream(State(c): C, Query(q): Query<StreamQuery>) -> impl IntoRes
     responses((status = 200, description = "OK", body = Vec<crate::api::Event>), Errors)
 )]
 async fn events(State(c): C, Query(q): Query<ListQuery>) -> Result<impl IntoResponse> {
-    Ok(Json(
-        c.db.events(q.runtime.as_deref(), q.limit.unwrap_or(50))
-            .await?,
-    ))
+    Ok(Json(c.db.events(q.runtime.as_deref(), q.limit()?).await?))
 }
 
 #[utoipa::path(

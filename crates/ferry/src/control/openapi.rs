@@ -141,7 +141,9 @@ pub fn document() -> utoipa::openapi::OpenApi {
 
 /// The document as pretty JSON, ending in a newline (as kept in `docs/openapi.json`).
 pub fn json() -> String {
-    let mut s = document().to_pretty_json().expect("the document serializes");
+    let mut s = document()
+        .to_pretty_json()
+        .expect("the document serializes");
     s.push('\n');
     s
 }
