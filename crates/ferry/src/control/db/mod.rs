@@ -52,6 +52,8 @@ pub struct RuntimeRow {
     /// The instance whose lease on it has not expired, if any (read-only: leases change through
     /// [`Db::take_lease`] and [`Db::release_lease`]).
     pub leased_by: Option<String>,
+    /// Its own egress policy; `None` = its plan's.
+    pub egress: Option<crate::egress::EgressChoice>,
 }
 
 /// A lease on a runtime: who holds it and the token that proves which claim it is.
@@ -132,6 +134,10 @@ fn runtime_row(r: &AnyRow) -> sqlx::Result<RuntimeRow> {
         last_snapshot: opt(r, "last_snapshot")?,
         auto: int(r, "auto")? != 0,
         leased_by: if leased != 0 { opt(r, "owner")? } else { None },
+        egress: opt(r, "egress")?
+            .map(|s: String| serde_json::from_str(&s))
+            .transpose()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
     })
 }
 
@@ -230,6 +236,7 @@ mod tests {
             last_snapshot: None,
             auto: true,
             leased_by: None,
+            egress: None,
         }
     }
 
