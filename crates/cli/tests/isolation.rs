@@ -160,6 +160,24 @@ fn port_of(f: &Ferry, file: &str) -> u16 {
         .unwrap()
 }
 
+/// `s` without terminal colour sequences (the daemons' logs have them).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn expect(results: &BTreeMap<String, String>, want: &[(&str, &str)], when: &str) {
     for (k, v) in want {
         assert_eq!(
@@ -370,7 +388,8 @@ fn a_runtime_reaches_only_what_its_policy_allows() {
     expect(&r, &blocked, "alice after the agents restarted");
 
     // The rules cost of a runtime's network set-up, as the agent logs it.
-    let log = std::fs::read_to_string(f.state.join("agent-h1.log")).unwrap_or_default();
+    let log =
+        strip_ansi(&std::fs::read_to_string(f.state.join("agent-h1.log")).unwrap_or_default());
     let costs: Vec<f64> = log
         .lines()
         .filter(|l| l.contains("network rules installed"))
@@ -387,7 +406,7 @@ fn a_runtime_reaches_only_what_its_policy_allows() {
     eprintln!("installing a runtime's rules took {costs:?} ms");
 
     // Removing a runtime removes its table.
-    f.ok(&["rm", "bob"]);
+    f.ok(&["rm", "--force", "bob"]);
     assert!(!tables(&f, "h1").contains(&tb), "{:?}", tables(&f, "h1"));
 }
 
@@ -440,7 +459,7 @@ fn the_rules_follow_a_runtime_through_moves_and_hibernation() {
     let host = rt(&f, "rover")["host"].as_str().unwrap().to_string();
     let other = if host == "h1" { "h2" } else { "h1" };
     check(&host, other, "after hibernate and wake");
-    f.ok(&["rm", "rover"]);
+    f.ok(&["rm", "--force", "rover"]);
     assert!(
         tables(&f, "h1").is_empty() && tables(&f, "h2").is_empty(),
         "tables left after rm"
