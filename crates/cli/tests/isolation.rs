@@ -236,6 +236,11 @@ fn a_runtime_reaches_only_what_its_policy_allows() {
         ("bob", bob.to_string(), 8888),
         ("carol", carol.to_string(), 8888),
         ("agent", h1.to_string(), 7701),
+        (
+            "agent2",
+            f.dev_host("h2")["addr"].as_str().unwrap().to_string(),
+            7701,
+        ),
         ("peer", peer.to_string(), 7701),
         ("control", root.to_string(), port_of(&f, "serve.addr")),
         ("proxy", root.to_string(), port_of(&f, "proxy.addr")),
@@ -243,7 +248,7 @@ fn a_runtime_reaches_only_what_its_policy_allows() {
         ("mirror", MIRROR.to_string(), 80),
         ("internet", INTERNET.to_string(), 80),
     ];
-    let blocked: Vec<(&str, &str)> = targets[..8].iter().map(|t| (t.0, "timeout")).collect();
+    let blocked: Vec<(&str, &str)> = targets[..9].iter().map(|t| (t.0, "timeout")).collect();
     let r = probe(&f, "alice", &targets);
     expect(&r, &blocked, "alice under allow");
     expect(&r, &[("internet", "open")], "alice under allow");
@@ -253,7 +258,7 @@ fn a_runtime_reaches_only_what_its_policy_allows() {
         &format!("import urllib.request\ntry:\n    urllib.request.urlopen('http://{METADATA}/latest/meta-data/', timeout=2); print('fetched')\nexcept Exception as e:\n    print('failed', type(e).__name__)"),
     );
     assert!(out.starts_with("failed"), "{out}");
-    let r = probe(&f, "dave", &targets[6..]);
+    let r = probe(&f, "dave", &targets[7..]);
     expect(
         &r,
         &[
@@ -346,6 +351,7 @@ fn a_runtime_reaches_only_what_its_policy_allows() {
             ("bob", "timeout"),
             ("carol", "timeout"),
             ("agent", "open"),
+            ("agent2", "open"),
             ("peer", "refused"),
             ("control", "refused"),
             ("proxy", "refused"),
@@ -412,11 +418,15 @@ fn a_runtime_reaches_only_what_its_policy_allows() {
 
 #[test]
 fn the_rules_follow_a_runtime_through_moves_and_hibernation() {
-    let Some(f) = Ferry::start_dev(2) else { return };
+    // The plan's policy (free: deny) applies to a runtime that sets none.
+    let Some(f) = Ferry::start_dev_with(2, &["--no-auto", "--plan-egress=free=deny"]) else {
+        return;
+    };
     let _inet = StandIn::attach(&f, "inet", INTERNET);
-    f.ok(&[
-        "create", "--name", "rover", "--host", "h1", "--egress", "deny",
-    ]);
+    f.ok(&["create", "--name", "rover", "--host", "h1"]);
+    assert!(f
+        .ok(&["inspect", "rover"])
+        .contains("egress:    deny (the plan's)"));
     f.py("rover", "x = 7");
     let check = |host: &str, other: &str, when: &str| {
         let t = table_of(&f, host, "rover");
