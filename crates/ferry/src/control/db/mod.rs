@@ -325,6 +325,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_runtime_keeps_its_own_egress_policy_and_none_means_its_plans() {
+        let t = tempfile::tempdir().unwrap();
+        let tdb = fresh(&t).await;
+        let db = Db::open(&tdb.url).await.unwrap();
+        let mut own = row("a", "alpha", 0);
+        own.egress = Some(crate::egress::EgressChoice {
+            egress: crate::egress::Egress::Deny,
+            allow: vec!["192.168.77.0/24".into()],
+        });
+        db.insert_runtime(&own).await.unwrap();
+        db.insert_runtime(&row("b", "beta", 1)).await.unwrap();
+        assert_eq!(
+            db.runtime_by_id("a").await.unwrap().unwrap().egress,
+            own.egress
+        );
+        assert_eq!(db.runtime_by_id("b").await.unwrap().unwrap().egress, None);
+    }
+
+    #[tokio::test]
     async fn state_survives_reopen_and_slots_are_reused() {
         let t = tempfile::tempdir().unwrap();
         let tdb = fresh(&t).await;
