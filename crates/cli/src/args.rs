@@ -77,7 +77,11 @@ pub struct ServeArgs {
     pub lease_ttl: std::time::Duration,
     /// Egress policy of a plan's runtimes, PLAN=allow|deny (repeatable; plans not named: allow).
     /// `ferry create --egress` overrides it per runtime.
-    #[arg(long = "plan-egress", value_name = "PLAN=POLICY")]
+    #[arg(
+        long = "plan-egress",
+        value_name = "PLAN=POLICY",
+        value_delimiter = ','
+    )]
     pub plan_egress: Vec<String>,
 }
 

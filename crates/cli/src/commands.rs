@@ -1000,3 +1000,16 @@ fn plan_egress(
     }
     Ok(m)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plan_egress_flags_name_known_plans_and_policies() {
+        let m = super::plan_egress(&["free=deny".into(), "custom=allow".into()]).unwrap();
+        assert_eq!(m["free"], ferry_core::egress::Egress::Deny);
+        assert_eq!(m["custom"], ferry_core::egress::Egress::Allow);
+        for bad in ["free", "gold=deny", "free=maybe"] {
+            assert!(super::plan_egress(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+}
