@@ -75,6 +75,14 @@ pub struct ServeArgs {
     /// An instance's operations are taken over by the others this long after it stops (e.g. 10s).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub lease_ttl: std::time::Duration,
+    /// Egress policy of a plan's runtimes, PLAN=allow|deny (repeatable; plans not named: allow).
+    /// `ferry create --egress` overrides it per runtime.
+    #[arg(
+        long = "plan-egress",
+        value_name = "PLAN=POLICY",
+        value_delimiter = ','
+    )]
+    pub plan_egress: Vec<String>,
 }
 
 /// `90`, `90s`, `15m`, `2h`, `250ms`.
@@ -128,6 +136,10 @@ pub struct AgentArgs {
     /// This host's address in the root namespace's view; runtimes' networks are routed through it.
     #[arg(long, requires = "netns")]
     pub route_via: Option<std::net::Ipv4Addr>,
+    /// A namespace that routes between hosts (the dev topology's fabric): its route to each
+    /// runtime's network is pointed at this host too, as the root namespace's is.
+    #[arg(long, requires = "route_via")]
+    pub fabric_netns: Option<String>,
     /// Serve the agent API over TLS: this PEM certificate chain (with --tls-key).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -168,6 +180,14 @@ pub struct CreateArgs {
     /// Image to run (see `ferry image ls`; default: the server's --image, mrmd-python).
     #[arg(long)]
     pub image: Option<String>,
+    /// Outbound connections to public addresses: allow or deny (default: the plan's policy).
+    #[arg(long, value_parser = ["allow", "deny"])]
+    pub egress: Option<String>,
+    /// Open this private network (IPv4 CIDR, e.g. a package mirror's 10.50.0.0/24) to the
+    /// runtime; repeatable. Never opens the runtime networks, the hosts, the control plane or
+    /// link-local.
+    #[arg(long = "allow-cidr", value_name = "CIDR")]
+    pub allow_cidr: Vec<String>,
 }
 
 #[derive(Args)]
@@ -309,6 +329,16 @@ pub enum DevCmd {
         /// Flags added to the agent's command line, e.g. --agent-arg=--images=/srv/images.
         #[arg(long = "agent-arg", allow_hyphen_values = true)]
         agent_args: Vec<String>,
+    },
+    /// Join a stand-in namespace holding ADDR to the topology's router (for tests: a TEST-NET
+    /// "internet" such as 198.51.100.1, "cloud metadata" at 169.254.169.254, a private "mirror").
+    /// Prints the namespace's name; `dev down` removes it.
+    ///
+    /// Example: ferry --state-dir /tmp/ferry-dev dev attach inet 198.51.100.1
+    Attach {
+        /// Letters and digits; the namespace is PREFIXxNAME.
+        name: String,
+        addr: std::net::Ipv4Addr,
     },
     /// Stop and remove everything `dev up` made in this state dir.
     Down {

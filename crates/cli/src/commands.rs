@@ -50,6 +50,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 default_image: a.image,
                 database: a.database,
                 lease_ttl: a.lease_ttl,
+                plan_egress: plan_egress(&a.plan_egress)?,
                 monitor: ferry_core::control::monitor::MonitorConfig {
                     interval: a.monitor_interval,
                     idle_after: a.idle_after,
@@ -83,6 +84,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 prefix: a.prefix.unwrap_or_else(|| format!("ferry-{}-", a.name)),
                 outer_netns: a.netns,
                 route_via: a.route_via,
+                fabric_netns: a.fabric_netns,
                 tls: match (a.tls_cert, a.tls_key) {
                     (Some(cert), Some(key)) => Some(ferry_core::tls::ServerFiles { cert, key }),
                     _ => None,
@@ -104,6 +106,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 host: a.host,
                 no_auto: a.no_auto,
                 image: a.image,
+                egress: a.egress.as_deref().map(str::parse).transpose()?,
+                allow_cidrs: a.allow_cidr,
             };
             let rt: Runtime = step(json, "creating runtime", c.post("/runtimes", &req)).await?;
             if json {
@@ -165,6 +169,20 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!(
                 "host:      {}\nplan:      {} ({} MB, {} CPU)\nimage:     {}\naddress:   {}",
                 rt.host, rt.plan.name, rt.plan.memory_mb, rt.plan.cpus, rt.image, rt.mrp_url
+            );
+            println!(
+                "egress:    {}{}{}",
+                rt.egress.egress,
+                if rt.egress.allow.is_empty() {
+                    String::new()
+                } else {
+                    format!(", also open: {}", rt.egress.allow.join(", "))
+                },
+                if rt.egress_from_plan {
+                    " (the plan's)"
+                } else {
+                    ""
+                }
             );
             if let Some(s) = rt.stats {
                 println!(
@@ -835,6 +853,16 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Dev {
+            cmd: DevCmd::Attach { name, addr },
+        } => {
+            let ns = ferry_core::dev::attach(&cli.state_dir, &name, addr).await?;
+            if json {
+                print_json(&serde_json::json!({"netns": ns, "addr": addr}))
+            } else {
+                println!("{ns}")
+            }
+        }
+        Cmd::Dev {
             cmd: DevCmd::Down { prefix },
         } => {
             let prefix = prefix
@@ -952,4 +980,36 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--plan-egress PLAN=allow|deny` flags as a map, refusing unknown plans and policies.
+fn plan_egress(
+    flags: &[String],
+) -> Result<std::collections::BTreeMap<String, ferry_core::egress::Egress>> {
+    let mut m = std::collections::BTreeMap::new();
+    for f in flags {
+        let (plan, policy) = f.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!(
+                "--plan-egress {f:?}: give PLAN=allow or PLAN=deny, e.g. --plan-egress free=deny"
+            )
+        })?;
+        if plan != "custom" {
+            ferry_core::plan::Plan::named(plan)?;
+        }
+        m.insert(plan.to_string(), policy.parse()?);
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn plan_egress_flags_name_known_plans_and_policies() {
+        let m = super::plan_egress(&["free=deny".into(), "custom=allow".into()]).unwrap();
+        assert_eq!(m["free"], ferry_core::egress::Egress::Deny);
+        assert_eq!(m["custom"], ferry_core::egress::Egress::Allow);
+        for bad in ["free", "gold=deny", "free=maybe"] {
+            assert!(super::plan_egress(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
 }

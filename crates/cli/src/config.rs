@@ -195,6 +195,32 @@ mod tests {
     }
 
     #[test]
+    fn plan_egress_comes_from_the_file_or_repeated_flags() {
+        let s = serve(
+            parse(
+                "[serve]\nplan-egress = [\"free=deny\", \"team=allow\"]\n",
+                &["ferry", "serve"],
+            )
+            .unwrap(),
+        );
+        assert_eq!(s.plan_egress, ["free=deny", "team=allow"]);
+        let s = serve(
+            parse(
+                "",
+                &[
+                    "ferry",
+                    "serve",
+                    "--plan-egress",
+                    "free=deny",
+                    "--plan-egress=pro=deny",
+                ],
+            )
+            .unwrap(),
+        );
+        assert_eq!(s.plan_egress, ["free=deny", "pro=deny"]);
+    }
+
+    #[test]
     fn precedence_flag_env_file_default() {
         let file = "state_dir = \"/srv/ferry\"\nlog-format = \"json\"\n[serve]\nsubnet = \"10.9.0.0\"\nmonitor-interval = \"7s\"\nno_auto = true\nthresholds = [40, 60, 80, 90]\n";
         // File over default.

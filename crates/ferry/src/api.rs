@@ -19,6 +19,9 @@ pub struct RuntimeSpec {
     pub host_ip: Ipv4Addr,
     pub ip: Ipv4Addr,
     pub prefix: u8,
+    /// Where its code may connect to (enforced by the agent's nftables rules).
+    #[serde(default)]
+    pub net: crate::egress::NetPolicy,
 }
 
 /// A runtime as one agent sees it.
@@ -213,6 +216,12 @@ pub struct Runtime {
     /// Whether the monitor may move or hibernate it.
     #[serde(default)]
     pub auto: bool,
+    /// Its outbound network policy: `allow` or `deny`, and the extra CIDRs opened.
+    #[serde(default)]
+    pub egress: crate::egress::EgressChoice,
+    /// The egress policy comes from its plan (not set for this runtime).
+    #[serde(default)]
+    pub egress_from_plan: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
@@ -228,6 +237,12 @@ pub struct CreateRequest {
     /// The image to run (default: the server's `--image`).
     #[serde(default)]
     pub image: Option<String>,
+    /// Outbound policy, overriding the plan's: `allow` or `deny`.
+    #[serde(default)]
+    pub egress: Option<crate::egress::Egress>,
+    /// Extra destinations (IPv4 CIDRs) opened to the runtime, e.g. a package mirror.
+    #[serde(default)]
+    pub allow_cidrs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

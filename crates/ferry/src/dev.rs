@@ -6,6 +6,12 @@
 //! the host's namespace, runtimes' veths too), starts `ferry serve` in the root namespace and
 //! registers the hosts. Addresses exist only inside namespaces it made. `down` stops every process
 //! it started (by PID) and removes everything it made.
+//!
+//! The fabric namespace is also the router between hosts, as a real network would be: its bridge
+//! has the /24's address .254, hosts route everything not on the /24 to it, and each agent points
+//! the fabric's route for each of its runtimes' /30 at its host (as it does the root namespace's).
+//! It has no default route: nothing it does not know leaves it. `attach` joins a stand-in
+//! namespace to it (a TEST-NET "internet", 169.254.169.254 "metadata", a private "mirror").
 
 use crate::sys::cmd::run;
 use crate::{Error, Result};
@@ -112,6 +118,39 @@ async fn up_inner(o: &DevOptions) -> Result<DevState> {
     )
     .await?;
     run("ip", &["-n", &netns, "link", "set", "br0", "up"]).await?;
+    let router = nth(o.net, 254);
+    run(
+        "ip",
+        &[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{router}/24"),
+            "dev",
+            "br0",
+        ],
+    )
+    .await?;
+    for (k, v) in [
+        ("net.ipv4.ip_forward", "1"),
+        // Hosts talk to each other on the bridge directly: no redirects to teach them that.
+        ("net.ipv4.conf.all.send_redirects", "0"),
+        ("net.ipv4.conf.br0.send_redirects", "0"),
+    ] {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &netns,
+                "sysctl",
+                "-qw",
+                &format!("{k}={v}"),
+            ],
+        )
+        .await?;
+    }
     run(
         "ip",
         &[
@@ -219,7 +258,7 @@ async fn up_inner(o: &DevOptions) -> Result<DevState> {
                 "add",
                 "default",
                 "via",
-                &nth(o.net, 1).to_string(),
+                &router.to_string(),
             ],
         )
         .await?;
@@ -255,6 +294,8 @@ async fn up_inner(o: &DevOptions) -> Result<DevState> {
             hns.clone(),
             "--route-via".into(),
             addr.to_string(),
+            "--fabric-netns".into(),
+            netns.clone(),
             "--token-file".into(),
             token_file.display().to_string(),
             "--agent-state-dir".into(),
@@ -528,6 +569,87 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+/// Joins a stand-in namespace `<prefix>x<name>` holding `addr` (e.g. 198.51.100.1 for "the
+/// internet", 169.254.169.254 for "cloud metadata") to the fabric router, which routes `addr` to
+/// it; returns the namespace's name. It goes with `down`, like everything the topology made.
+pub async fn attach(state_dir: &Path, name: &str, addr: Ipv4Addr) -> Result<String> {
+    let st = load(state_dir).ok_or_else(|| {
+        Error::NotFound(format!(
+            "no dev topology in {}: run `ferry dev up` first",
+            state_dir.display()
+        ))
+    })?;
+    let p = &st.prefix;
+    if name.is_empty()
+        || p.len() + 1 + name.len() > 15
+        || !name.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(Error::Invalid(format!(
+            "stand-in name {name:?}: give letters and digits, at most {} characters (interface names are limited to 15)",
+            15usize.saturating_sub(p.len() + 1)
+        )));
+    }
+    let (fabric, ns) = (format!("{p}net"), format!("{p}x{name}"));
+    if crate::sys::netns::exists(&ns) {
+        return Err(Error::Conflict(format!(
+            "stand-in {name} is already attached"
+        )));
+    }
+    let router = br0_addr(&fabric).await?;
+    let r = async {
+        run("ip", &["netns", "add", &ns]).await?;
+        run(
+            "ip",
+            &[
+                "-n", &fabric, "link", "add", &ns, "type", "veth", "peer", "name", "sx0",
+            ],
+        )
+        .await?;
+        run("ip", &["-n", &fabric, "link", "set", "sx0", "netns", &ns]).await?;
+        run("ip", &["-n", &fabric, "link", "set", &ns, "up"]).await?;
+        let host = format!("{addr}/32");
+        run("ip", &["-n", &fabric, "route", "add", &host, "dev", &ns]).await?;
+        run("ip", &["-n", &ns, "link", "set", "sx0", "name", "eth0"]).await?;
+        run("ip", &["-n", &ns, "addr", "add", &host, "dev", "eth0"]).await?;
+        run("ip", &["-n", &ns, "link", "set", "eth0", "up"]).await?;
+        run("ip", &["-n", &ns, "link", "set", "lo", "up"]).await?;
+        let via = router.to_string();
+        run(
+            "ip",
+            &[
+                "-n", &ns, "route", "add", "default", "via", &via, "dev", "eth0", "onlink",
+            ],
+        )
+        .await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(e) = r {
+        crate::sys::cmd::run_quiet("ip", &["netns", "del", &ns]).await;
+        return Err(e);
+    }
+    Ok(ns)
+}
+
+/// The fabric router's address (on its bridge).
+async fn br0_addr(fabric: &str) -> Result<Ipv4Addr> {
+    let out = run(
+        "ip",
+        &["-n", fabric, "-4", "-o", "addr", "show", "dev", "br0"],
+    )
+    .await?;
+    out.split_whitespace()
+        .skip_while(|t| *t != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next()?.parse().ok())
+        .ok_or_else(|| {
+            Error::Invalid(
+                "this dev topology has no fabric router: run `ferry dev down` and `ferry dev up`"
+                    .into(),
+            )
+        })
 }
 
 /// Stops what `up` started (by PID) and removes every container, mount, netns and cgroup it made.

@@ -15,6 +15,7 @@ pub mod control;
 pub mod dev;
 pub mod doctor;
 pub mod editor;
+pub mod egress;
 pub mod error;
 pub mod image;
 pub mod mrp;

@@ -21,6 +21,8 @@ pub struct AgentOptions {
     pub prefix: String,
     pub outer_netns: Option<String>,
     pub route_via: Option<std::net::Ipv4Addr>,
+    /// A routing namespace whose route to each runtime also points at this host (dev fabric).
+    pub fabric_netns: Option<String>,
     /// Serve the agent API over TLS with this certificate and key.
     pub tls: Option<crate::tls::ServerFiles>,
     /// CA certificates to trust when sending snapshots to `https://` peer agents.
@@ -48,6 +50,7 @@ pub async fn start_agent(o: AgentOptions) -> Result<(Arc<Agent>, SocketAddr)> {
         o.outer_netns.clone(),
         o.route_via,
     );
+    host.fabric_netns = o.fabric_netns.clone();
     if !o.listen.ip().is_unspecified() {
         host.addr = o.listen.ip();
     }
@@ -97,6 +100,8 @@ pub struct ServeOptions {
     pub database: Option<String>,
     /// How long an operation's lease outlives this instance's last heartbeat.
     pub lease_ttl: Duration,
+    /// Egress policy per plan name (`--plan-egress PLAN=allow|deny`).
+    pub plan_egress: std::collections::BTreeMap<String, crate::egress::Egress>,
 }
 
 /// This instance's id: made once per state dir and kept, so that after a restart it recognises
@@ -159,6 +164,7 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
         database: database.clone(),
         instance_id: instance_id.clone(),
         lease_ttl: o.lease_ttl,
+        plan_egress: o.plan_egress.clone(),
     })
     .await?;
     control
@@ -181,6 +187,7 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
             prefix: o.prefix.clone(),
             outer_netns: None,
             route_via: None,
+            fabric_netns: None,
             tls: None,
             peer_ca: None,
         })
@@ -248,6 +255,9 @@ pub async fn purge(state_dir: &std::path::Path, prefix: &str) {
     for m in mount::mounts_under(state_dir) {
         let _ = mount::unmount(&m);
     }
+    // Tables of runtimes whose host end is in the root namespace (simulated hosts' tables go
+    // with their namespaces below).
+    crate::sys::firewall::remove_orphans(None, prefix, &[]).await;
     for ns in netns::list_with_prefix(prefix) {
         cmd::run_quiet("ip", &["netns", "del", &ns]).await;
     }

@@ -511,6 +511,24 @@ pub fn leftovers(state: &Path, prefix: &str) -> Vec<String> {
         .filter(|n| n.starts_with(prefix))
         .map(|n| format!("netns {n}"))
         .collect();
+    // nftables tables of runtimes whose host end is in the root namespace (those of simulated
+    // hosts go with their namespaces, which the check above covers).
+    let tables = Command::new("nft")
+        .args(["list", "tables", "inet"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mine = format!(
+        "ferry_{}",
+        prefix.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    );
+    v.extend(
+        tables
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("table inet "))
+            .filter(|t| t.starts_with(&mine))
+            .map(|t| format!("nft table {t}")),
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let s = state.display().to_string();
     v.extend(

@@ -92,9 +92,35 @@ impl Agent {
                 let _ = crate::container::config::restore_stopped(&c, false);
             }
         }
+        agent.recheck_rules().await;
         let adopted = agent.specs().len();
         tracing::info!(host = %agent.host.name, adopted, "agent ready");
         Ok(agent)
+    }
+
+    /// Re-applies (atomically) the network rules of every runtime whose network exists here, and
+    /// removes the tables of this host's prefix that belong to no such runtime.
+    async fn recheck_rules(&self) {
+        let mut keep = Vec::new();
+        for spec in self.specs() {
+            let net = self.host.container(spec).net();
+            if !crate::sys::netns::exists(&net.netns) {
+                continue;
+            }
+            match net.apply_rules().await {
+                Ok(()) => keep.push(net.table()),
+                Err(e) => {
+                    // Without its rules the runtime must not keep a network: cut it off.
+                    tracing::error!(netns = %net.netns, error = %e, "cannot re-apply network rules: cutting the runtime off");
+                    crate::sys::netns::cut(&net).await;
+                }
+            }
+        }
+        let outer = self.host.outer_netns.as_deref();
+        for t in crate::sys::firewall::remove_orphans(outer, &self.host.prefix, &keep).await {
+            tracing::info!(table = %t, "removed the network rules of a runtime that is gone");
+        }
+        tracing::info!(host = %self.host.name, tables = keep.len(), "network rules checked");
     }
 
     /// One operation at a time per runtime.

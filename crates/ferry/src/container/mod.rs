@@ -33,6 +33,8 @@ pub struct Host {
     pub outer_netns: Option<String>,
     /// This host's address that the root namespace routes its runtimes through (with `outer_netns`).
     pub route_via: Option<std::net::Ipv4Addr>,
+    /// A routing namespace between hosts whose route to each runtime points here too (dev).
+    pub fabric_netns: Option<String>,
     /// The address peers reach this host at (lazy migrations serve memory pages there).
     pub addr: std::net::IpAddr,
 }
@@ -56,6 +58,7 @@ impl Host {
             prefix: prefix.into(),
             outer_netns,
             route_via,
+            fabric_netns: None,
             addr,
         }
     }
@@ -225,6 +228,8 @@ impl Container<'_> {
             prefix: self.spec.prefix,
             outer: self.host.outer_netns.clone(),
             root_route_via: self.host.route_via,
+            fabric: self.host.fabric_netns.clone(),
+            policy: self.spec.net.clone(),
         }
     }
 

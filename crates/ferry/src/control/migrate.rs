@@ -417,6 +417,7 @@ impl Control {
             last_snapshot: None,
             auto: row.auto,
             leased_by: None,
+            egress: row.egress.clone(),
         };
         let lease = self.new_lease();
         self.db

@@ -53,6 +53,8 @@ pub struct ControlConfig {
     pub instance_id: String,
     /// How long an operation's lease outlives its instance's last heartbeat.
     pub lease_ttl: Duration,
+    /// Egress policy per plan name (plans not listed: `allow`); a runtime's own choice wins.
+    pub plan_egress: std::collections::BTreeMap<String, crate::egress::Egress>,
 }
 
 pub struct Control {
@@ -73,6 +75,8 @@ pub struct Control {
     hints: Mutex<HashMap<String, std::collections::BTreeSet<String>>>,
     /// Capacity held for a runtime's expected move (runtime id → host, MB): pre-provisioning.
     reservations: Mutex<HashMap<String, (String, u64)>>,
+    /// This machine's own IPv4 addresses (control API, proxy): no runtime may reach them.
+    local_addrs: Vec<String>,
 }
 
 impl Control {
@@ -99,6 +103,7 @@ impl Control {
             samples: Mutex::new(HashMap::new()),
             hints: Mutex::new(HashMap::new()),
             reservations: Mutex::new(HashMap::new()),
+            local_addrs: local_ipv4_addrs().await,
         });
         let weak = Arc::downgrade(&c);
         let o = weak.clone();
@@ -284,6 +289,59 @@ impl Control {
             host_ip,
             ip,
             prefix: 30,
+            net: self.net_policy(r),
+        }
+    }
+
+    /// The egress a runtime gets: its own choice, or its plan's.
+    pub fn egress_of(&self, r: &RuntimeRow) -> crate::egress::EgressChoice {
+        r.egress
+            .clone()
+            .unwrap_or_else(|| crate::egress::EgressChoice {
+                egress: self
+                    .cfg
+                    .plan_egress
+                    .get(&r.plan.name)
+                    .copied()
+                    .unwrap_or_default(),
+                allow: Vec::new(),
+            })
+    }
+
+    /// The managed runtime networks: the `/16` the slots of `--subnet` are taken from.
+    pub fn runtime_nets(&self) -> Vec<String> {
+        vec![ipnet::Ipv4Net::new(self.cfg.subnet, 16)
+            .expect("16 is a valid prefix")
+            .trunc()
+            .to_string()]
+    }
+
+    /// Destinations no runtime may reach on any host: the runtime networks, every host's address
+    /// (from its agent URL) and this machine's own addresses.
+    pub fn always_denied(&self) -> Vec<String> {
+        let hosts: Vec<String> = self
+            .agents
+            .read()
+            .unwrap()
+            .values()
+            .filter_map(|a| url_ipv4(&a.url))
+            .map(|ip| format!("{ip}/32"))
+            .collect();
+        self.runtime_nets()
+            .into_iter()
+            .chain(hosts)
+            .chain(self.local_addrs.iter().cloned())
+            .collect()
+    }
+
+    /// What the agent enforces for runtime `r`.
+    pub fn net_policy(&self, r: &RuntimeRow) -> crate::egress::NetPolicy {
+        let choice = self.egress_of(r);
+        crate::egress::NetPolicy {
+            egress: choice.egress,
+            allow: choice.allow,
+            deny: self.always_denied(),
+            runtime_nets: self.runtime_nets(),
         }
     }
 
@@ -473,4 +531,27 @@ pub fn new_id(prefix: &str) -> String {
     let mut b = [0u8; 5];
     rand::thread_rng().fill_bytes(&mut b);
     format!("{prefix}{}", hex::encode(b))
+}
+
+/// The IPv4 address in an `http(s)://ADDR:PORT` URL, if it is one.
+fn url_ipv4(url: &str) -> Option<Ipv4Addr> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let hostport = rest.split('/').next()?;
+    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+    host.parse().ok()
+}
+
+/// This machine's IPv4 addresses as `A/32` (from `ip -4 -o addr`; none if it cannot run).
+async fn local_ipv4_addrs() -> Vec<String> {
+    let out = crate::sys::cmd::run("ip", &["-4", "-o", "addr", "show"])
+        .await
+        .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            w.find(|t| *t == "inet")?;
+            let a: Ipv4Addr = w.next()?.split('/').next()?.parse().ok()?;
+            Some(format!("{a}/32"))
+        })
+        .collect()
 }

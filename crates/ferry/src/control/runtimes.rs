@@ -22,6 +22,19 @@ impl Control {
             .clone()
             .unwrap_or_else(|| self.cfg.default_image.clone());
         crate::image::check_name(&image)?;
+        let egress = match (req.egress, req.allow_cidrs.is_empty()) {
+            (None, true) => None,
+            (e, _) => Some(crate::egress::EgressChoice {
+                egress: e.unwrap_or_else(|| {
+                    self.cfg
+                        .plan_egress
+                        .get(&plan.name)
+                        .copied()
+                        .unwrap_or_default()
+                }),
+                allow: crate::egress::check_allow(&req.allow_cidrs, &self.always_denied())?,
+            }),
+        };
         self.ensure_image(&host, &image).await?;
         let mut row = RuntimeRow {
             id: id.clone(),
@@ -37,6 +50,7 @@ impl Control {
             last_snapshot: None,
             auto: !req.no_auto,
             leased_by: None,
+            egress,
         };
         let lease = self.new_lease();
         self.db
@@ -93,6 +107,8 @@ impl Control {
             uptime_s: None,
             phase: self.current_phase(&r.id),
             auto: r.auto,
+            egress: self.egress_of(r),
+            egress_from_plan: r.egress.is_none(),
         }
     }
 

@@ -112,10 +112,13 @@ impl Control {
                     Ok(info) => info.runtime_image.unwrap_or_else(|| self.cfg.default_image.clone()),
                     Err(_) => self.cfg.default_image.clone(),
                 };
-                let id = if self.db.runtimes().await?.iter().any(|r| r.id == snap.runtime_id) || name != snap.runtime_name { new_id("rt") } else { snap.runtime_id.clone() };
+                let original = self.db.runtime_by_id(&snap.runtime_id).await?;
+                // The copy keeps the policy of the runtime it was taken from, while that exists.
+                let egress = original.as_ref().and_then(|r| r.egress.clone());
+                let id = if original.is_some() || name != snap.runtime_name { new_id("rt") } else { snap.runtime_id.clone() };
                 let mut row = RuntimeRow {
                     id, name: name.clone(), host: snap.host.clone(), plan, image, net_index: 0,
-                    state: "restoring".into(), state_reason: None, created_at: now(), started_at: None, last_snapshot: Some(snap.id.clone()), auto: true, leased_by: None,
+                    state: "restoring".into(), state_reason: None, created_at: now(), started_at: None, last_snapshot: Some(snap.id.clone()), auto: true, leased_by: None, egress,
                 };
                 self.db.insert_runtime_new_slot(&mut row, Some(&lease)).await.map_err(|e| Error::Conflict(format!("cannot restore as {name}: {e}")))?;
                 (row, true)

@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod cmd;
 pub mod criu;
 pub mod criu_stats;
+pub mod firewall;
 pub mod host;
 pub mod inns;
 pub mod lazy;

@@ -25,10 +25,36 @@ pub struct NetConfig {
     /// `/30` through (so the control plane and proxy reach it wherever it lives).
     #[serde(default)]
     pub root_route_via: Option<Ipv4Addr>,
+    /// Also routes this runtime's `/30` through `root_route_via` in this namespace (the dev
+    /// topology's fabric, the router between simulated hosts).
+    #[serde(default)]
+    pub fabric: Option<String>,
+    /// Where the runtime's code may connect to, enforced on the host side (`sys::firewall`).
+    #[serde(default)]
+    pub policy: crate::egress::NetPolicy,
 }
 
 impl NetConfig {
     /// The `/30` network of this runtime, e.g. `10.201.0.0/30`.
+    /// The name of this runtime's nftables table (in the namespace `outer`).
+    pub fn table(&self) -> String {
+        super::firewall::table_name(&self.netns)
+    }
+
+    /// Installs, or atomically replaces, this runtime's network rules.
+    pub async fn apply_rules(&self) -> Result<()> {
+        super::firewall::apply(
+            self.outer.as_deref(),
+            &super::firewall::Rules {
+                table: self.table(),
+                host_if: &self.host_if,
+                ip: self.ip,
+                policy: &self.policy,
+            },
+        )
+        .await
+    }
+
     pub fn network(&self) -> String {
         let mask = u32::MAX << (32 - self.prefix as u32);
         format!(
@@ -47,6 +73,21 @@ pub async fn claim_route(c: &NetConfig) -> Result<()> {
             &["route", "replace", &c.network(), "via", &via.to_string()],
         )
         .await?;
+        if let Some(f) = &c.fabric {
+            run(
+                "ip",
+                &[
+                    "-n",
+                    f,
+                    "route",
+                    "replace",
+                    &c.network(),
+                    "via",
+                    &via.to_string(),
+                ],
+            )
+            .await?;
+        }
     }
     Ok(())
 }
@@ -89,6 +130,15 @@ async fn setup_inner(c: &NetConfig) -> Result<()> {
     let cidr = format!("{}/{}", c.ip, c.prefix);
     let host_ip = c.host_ip.to_string();
     run("ip", &["netns", "add", ns]).await?;
+    // The rules come first: they name the veth before it exists, so no packet of the runtime
+    // ever passes unfiltered.
+    let t = std::time::Instant::now();
+    c.apply_rules().await?;
+    tracing::info!(
+        netns = %ns,
+        rules_ms = t.elapsed().as_secs_f64() * 1e3,
+        "network rules installed"
+    );
     ip(ip_in(
         &c.outer,
         &[
@@ -104,6 +154,21 @@ async fn setup_inner(c: &NetConfig) -> Result<()> {
     .await?;
     ip(ip_in(&c.outer, &["link", "set", &c.host_if, "up"])).await?;
     run("ip", &["-n", ns, "link", "set", &ctr_if, "name", "eth0"]).await?;
+    // Runtimes have no IPv6: none of their traffic could be filtered by address.
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+            "net.ipv6.conf.eth0.disable_ipv6=1",
+        ],
+    )
+    .await?;
     run("ip", &["-n", ns, "addr", "add", &cidr, "dev", "eth0"]).await?;
     run("ip", &["-n", ns, "link", "set", "eth0", "up"]).await?;
     run("ip", &["-n", ns, "link", "set", "lo", "up"]).await?;
@@ -132,13 +197,14 @@ pub async fn teardown(c: &NetConfig) {
         run_quiet("ip", &["netns", "del", &c.netns]).await;
     }
     cut(c).await;
+    super::firewall::remove(c.outer.as_deref(), &c.table()).await;
     if let Some(via) = c.root_route_via {
         // Only our own route: after a migration the route points at the new host.
-        run_quiet(
-            "ip",
-            &["route", "del", &c.network(), "via", &via.to_string()],
-        )
-        .await;
+        let (net, via) = (c.network(), via.to_string());
+        run_quiet("ip", &["route", "del", &net, "via", &via]).await;
+        if let Some(f) = &c.fabric {
+            run_quiet("ip", &["-n", f, "route", "del", &net, "via", &via]).await;
+        }
     }
 }
 

@@ -52,6 +52,8 @@ pub struct RuntimeRow {
     /// The instance whose lease on it has not expired, if any (read-only: leases change through
     /// [`Db::take_lease`] and [`Db::release_lease`]).
     pub leased_by: Option<String>,
+    /// Its own egress policy; `None` = its plan's.
+    pub egress: Option<crate::egress::EgressChoice>,
 }
 
 /// A lease on a runtime: who holds it and the token that proves which claim it is.
@@ -132,6 +134,10 @@ fn runtime_row(r: &AnyRow) -> sqlx::Result<RuntimeRow> {
         last_snapshot: opt(r, "last_snapshot")?,
         auto: int(r, "auto")? != 0,
         leased_by: if leased != 0 { opt(r, "owner")? } else { None },
+        egress: opt(r, "egress")?
+            .map(|s: String| serde_json::from_str(&s))
+            .transpose()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
     })
 }
 
@@ -230,6 +236,7 @@ mod tests {
             last_snapshot: None,
             auto: true,
             leased_by: None,
+            egress: None,
         }
     }
 
@@ -315,6 +322,25 @@ mod tests {
         }
         slots.sort();
         assert_eq!(slots, (0..16).collect::<Vec<u32>>());
+    }
+
+    #[tokio::test]
+    async fn a_runtime_keeps_its_own_egress_policy_and_none_means_its_plans() {
+        let t = tempfile::tempdir().unwrap();
+        let tdb = fresh(&t).await;
+        let db = Db::open(&tdb.url).await.unwrap();
+        let mut own = row("a", "alpha", 0);
+        own.egress = Some(crate::egress::EgressChoice {
+            egress: crate::egress::Egress::Deny,
+            allow: vec!["192.168.77.0/24".into()],
+        });
+        db.insert_runtime(&own).await.unwrap();
+        db.insert_runtime(&row("b", "beta", 1)).await.unwrap();
+        assert_eq!(
+            db.runtime_by_id("a").await.unwrap().unwrap().egress,
+            own.egress
+        );
+        assert_eq!(db.runtime_by_id("b").await.unwrap().unwrap().egress, None);
     }
 
     #[tokio::test]

@@ -59,8 +59,8 @@ impl Db {
 
     async fn insert_row(&self, r: &RuntimeRow, lease: Option<&Lease>) -> sqlx::Result<()> {
         let q = self.q(
-            "INSERT INTO runtimes (id, name, host, plan, memory_mb, cpus, image, net_index, state, state_reason, created_at, started_at, last_snapshot, auto, owner, lease_token, lease_until)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, CASE WHEN $15 IS NULL THEN 0 ELSE {now_ms} + $17 END)",
+            "INSERT INTO runtimes (id, name, host, plan, memory_mb, cpus, image, net_index, state, state_reason, created_at, started_at, last_snapshot, auto, owner, lease_token, lease_until, egress)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, CASE WHEN $15 IS NULL THEN 0 ELSE {now_ms} + $17 END, $18)",
         );
         sqlx::query(&q)
             .bind(&r.id)
@@ -80,6 +80,11 @@ impl Db {
             .bind(lease.map(|l| l.owner.clone()))
             .bind(lease.map(|l| l.token.clone()))
             .bind(lease.map(|l| l.ttl.as_millis() as i64).unwrap_or(0))
+            .bind(
+                r.egress
+                    .as_ref()
+                    .map(|e| serde_json::to_string(e).expect("egress serializes")),
+            )
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -52,6 +52,10 @@ ALTER TABLE runtimes ADD COLUMN lease_token TEXT;
 ALTER TABLE runtimes ADD COLUMN lease_until {int} NOT NULL DEFAULT 0;
 ALTER TABLE operations ADD COLUMN owner TEXT;
 "#,
+    // A runtime's own egress policy (JSON of `egress::EgressChoice`); NULL = its plan's.
+    r#"
+ALTER TABLE runtimes ADD COLUMN egress TEXT;
+"#,
 ];
 
 impl Db {
