@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
 /// Outbound connections to public addresses: `allow` (default) or `deny`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Egress {
     #[default]
@@ -41,7 +41,7 @@ impl std::str::FromStr for Egress {
 }
 
 /// What a runtime asked for, as stored with it: the egress mode and the extra CIDRs opened.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EgressChoice {
     pub egress: Egress,
     #[serde(default)]
