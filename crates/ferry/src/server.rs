@@ -248,6 +248,7 @@ pub async fn purge(state_dir: &std::path::Path, prefix: &str) {
     for m in mount::mounts_under(state_dir) {
         let _ = mount::unmount(&m);
     }
+    crate::sys::layer::detach_loops_under(state_dir).await;
     for ns in netns::list_with_prefix(prefix) {
         cmd::run_quiet("ip", &["netns", "del", &ns]).await;
     }

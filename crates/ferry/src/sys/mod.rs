@@ -7,6 +7,7 @@ pub mod criu;
 pub mod criu_stats;
 pub mod host;
 pub mod inns;
+pub mod layer;
 pub mod lazy;
 pub mod mount;
 pub mod netns;
