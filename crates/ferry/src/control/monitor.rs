@@ -58,6 +58,10 @@ const LEVELS: [&str; 4] = [
 ];
 const IDLE_CPU: f64 = 0.01;
 
+/// Python that ends every process of a runtime but its own (PID 1): stopped first, since a
+/// stopped process cannot fork, then killed; the dead, orphaned to PID 1, are reaped by it.
+pub const PIDS_RECOVER: &str = "import os, signal, time\nfor s in [signal.SIGSTOP] * 3 + [signal.SIGKILL]:\n    os.kill(-1, s)\ntime.sleep(0.5)\ntry:\n    while os.waitpid(-1, os.WNOHANG)[0]: pass\nexcept ChildProcessError: pass\n";
+
 #[derive(Default)]
 struct Watch {
     level: usize,
@@ -241,7 +245,7 @@ impl Control {
         }
         w.fired.insert(KIND, now);
         let reason = format!(
-            "it reached its plan's limit of {} tasks (plan {}): {refused} new processes or threads were refused; the host and other runtimes are unaffected. A fork bomb or a runaway pool: interrupt or restart the code (`ferry exec {} 'import os, signal; os.kill(-1, signal.SIGKILL)'` ends every process but the runtime's own), or use a larger plan",
+            "it reached its plan's limit of {} tasks (plan {}): {refused} new processes or threads were refused; the host and other runtimes are unaffected. A fork bomb or a runaway pool: end every process but the runtime's own with `ferry exec {}` running this event's `recover` code (stop all, kill all, reap), restore a snapshot, or use a larger plan",
             row.plan.pids_max(),
             row.plan.name,
             row.name
@@ -250,7 +254,7 @@ impl Control {
             Some(&row.name),
             KIND,
             &reason,
-            serde_json::json!({"pids_current": stats.pids_current, "pids_limit": stats.pids_limit, "refused": refused}),
+            serde_json::json!({"pids_current": stats.pids_current, "pids_limit": stats.pids_limit, "refused": refused, "recover": PIDS_RECOVER}),
         )
         .await;
     }
