@@ -10,9 +10,9 @@ impl Container<'_> {
         let mut stats = cgroup::stats(&self.cgroup_path());
         if let (Some(st), true) = (stats.as_mut(), crate::sys::mount::is_mounted(&self.layer())) {
             if let Ok(fs) = nix::sys::statvfs::statvfs(&self.layer()) {
-                let block = fs.fragment_size() as u64;
-                st.disk_limit_bytes = fs.blocks() as u64 * block;
-                st.disk_used_bytes = (fs.blocks() - fs.blocks_free()) as u64 * block;
+                let block = fs.fragment_size();
+                st.disk_limit_bytes = fs.blocks() * block;
+                st.disk_used_bytes = (fs.blocks() - fs.blocks_free()) * block;
             }
         }
         let oom_killed = stats.as_ref().map(|s| s.oom_kills > 0).unwrap_or(false);
