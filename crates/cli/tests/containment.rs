@@ -152,8 +152,12 @@ fn a_disk_fill_stops_at_the_plan_quota_and_not_the_hosts_disk() {
     let quota = 1024 * MB; // plan free
     let host_free = || df_bytes(&f.state, "avail");
     let before = host_free();
-    // Write 1 MB at a time until the filesystem refuses; report how far it got and why.
-    let out = f.py(
+    // Write 1 MB at a time until the filesystem refuses; report how far it got and why. Synced
+    // every 64 MB: on cgroup v1 dirty pages are not throttled per cgroup, and a runtime that
+    // dirties more than its memory limit can be OOM-killed before its writes reach the disk.
+    let o = f.cli(&[
+        "--json",
+        "exec",
         "filler",
         r#"
 import errno, os
@@ -164,13 +168,24 @@ try:
     with open('/root/work/fill', 'wb') as fh:
         for _ in range(3 * 1024):
             fh.write(block); fh.flush(); n += 1
+            if n % 64 == 0:
+                os.fsync(fh.fileno())
         os.fsync(fh.fileno())
 except OSError as e:
     err = e.errno
 fs = os.statvfs('/root/work')
 print(n, errno.errorcode.get(err, err), fs.f_blocks * fs.f_frsize // 2**20, fs.f_bavail)
 "#,
+    ]);
+    assert!(
+        o.status.success(),
+        "the fill failed: {}\n{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        f.ok(&["inspect", "filler"]),
+        common::tail(&f.log(), 20)
     );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let out = v["stdout"].as_str().unwrap_or_default().to_string();
     let parts: Vec<&str> = out.split_whitespace().collect();
     let written: u64 = parts[0].parse().unwrap();
     assert_eq!(parts[1], "ENOSPC", "{out}");
@@ -186,9 +201,11 @@ print(n, errno.errorcode.get(err, err), fs.f_blocks * fs.f_frsize // 2**20, fs.f
     let img = f.state.join(format!("agent/runtimes/{id}/layer.img"));
     let allocated = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&img).unwrap()) * 512;
     assert!(allocated <= quota, "layer image uses {allocated} bytes");
+    // (Other work on a shared machine moves the host's free space too: the margin allows for it;
+    // the image's allocation above is the exact figure.)
     let lost = before.saturating_sub(host_free());
     assert!(
-        lost <= quota + 256 * MB,
+        lost <= quota + 1024 * MB,
         "the host's free space shrank by {} MB",
         lost / MB
     );
@@ -197,11 +214,16 @@ print(n, errno.errorcode.get(err, err), fs.f_blocks * fs.f_frsize // 2**20, fs.f
         "filler",
         "import subprocess\nprint(subprocess.run(['df', '-m', '/'], capture_output=True, text=True).stdout)",
     );
-    assert!(df.contains(" 1") || df.contains("99"), "{df}");
+    let df_mb: u64 = df
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read df's output: {df}"));
     let host_mb = df_bytes(&f.state, "size") / MB;
     assert!(
-        !df.contains(&host_mb.to_string()),
-        "df shows the host: {df}"
+        (970..=1024).contains(&df_mb) && df_mb < host_mb,
+        "df inside shows {df_mb} MB (host: {host_mb} MB): {df}"
     );
     // Freed again, the runtime writes normally; a full layer did not hurt it.
     assert_eq!(
