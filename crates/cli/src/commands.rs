@@ -191,6 +191,23 @@ pub async fn run(cli: Cli) -> Result<()> {
                     mb(s.memory_limit_bytes),
                     mb(s.memory_peak_bytes)
                 );
+                println!(
+                    "tasks:     {} of {}{}",
+                    s.pids_current,
+                    rt.plan.pids_max(),
+                    if s.pids_max_events > 0 {
+                        format!(" ({} refused at the limit)", s.pids_max_events)
+                    } else {
+                        String::new()
+                    }
+                );
+                if s.disk_limit_bytes > 0 {
+                    println!(
+                        "disk:      {} of {}",
+                        mb(s.disk_used_bytes),
+                        mb(s.disk_limit_bytes)
+                    );
+                }
             }
             if let Some(u) = rt.uptime_s {
                 println!("uptime:    {u:.0} s");
@@ -209,6 +226,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                     o.result,
                     timings(&o.timings)
                 );
+            }
+            let events: Vec<ferry_core::api::Event> =
+                serde_json::from_value(v["events"].clone()).unwrap_or_default();
+            for e in events.iter().take(5) {
+                println!("event:     {} {} {}", e.at, e.kind, e.reason);
             }
         }
         Cmd::Exec { name, code } => {

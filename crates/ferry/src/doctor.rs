@@ -107,6 +107,19 @@ pub async fn checks(images_dir: &std::path::Path) -> Vec<Check> {
             .unwrap_or_else(|e| e.to_string()),
         "install iproute2",
     ));
+    // Every runtime's writable layer is an ext4 image on a loop device (its disk quota).
+    let mkfs = run("mkfs.ext4", &["-V"]).await.is_ok() || which("mkfs.ext4");
+    let loop_ctl = std::path::Path::new("/dev/loop-control").exists();
+    v.push(check(
+        "disk quotas (mkfs.ext4, loop devices)",
+        mkfs && loop_ctl,
+        match (mkfs, loop_ctl) {
+            (true, true) => "mkfs.ext4 and /dev/loop-control present".to_string(),
+            (false, _) => "mkfs.ext4 not found".to_string(),
+            (true, false) => "no /dev/loop-control".to_string(),
+        },
+        "install e2fsprogs and load the loop module (modprobe loop): each runtime's writable layer is a size-limited ext4 image",
+    ));
     let cg = if crate::sys::cgroup::is_v2() {
         "cgroup v2".to_string()
     } else {
@@ -119,6 +132,15 @@ pub async fn checks(images_dir: &std::path::Path) -> Vec<Check> {
         mem_ctl,
         cg,
         "mount the memory controller (cgroup v1 `memory` or cgroup v2)",
+    ));
+    let pids_ctl = std::path::Path::new("/sys/fs/cgroup/pids").exists()
+        || std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+            .is_ok_and(|c| c.split_whitespace().any(|x| x == "pids"));
+    v.push(check(
+        "pids controller",
+        pids_ctl,
+        if pids_ctl { "available" } else { "not mounted" },
+        "enable the pids cgroup controller (cgroup v1 `pids`, or `+pids` in cgroup v2's subtree_control): without it a fork bomb in one runtime can exhaust the host",
     ));
     let images: Vec<String> = crate::image::ImageStore::new(images_dir)
         .list()
@@ -206,4 +228,15 @@ fn mem_available_mb() -> u64 {
         })
         .map(|kb| kb / 1024)
         .unwrap_or(0)
+}
+
+/// Whether `prog` is an executable file on PATH (mkfs.ext4 -V prints to stderr and exits 0 on some
+/// versions, 1 on others).
+fn which(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
+        || ["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|d| std::path::Path::new(d).join(prog).is_file())
 }

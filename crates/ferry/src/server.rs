@@ -258,6 +258,7 @@ pub async fn purge(state_dir: &std::path::Path, prefix: &str) {
     // Tables of runtimes whose host end is in the root namespace (simulated hosts' tables go
     // with their namespaces below).
     crate::sys::firewall::remove_orphans(None, prefix, &[]).await;
+    crate::sys::layer::detach_loops_under(state_dir).await;
     for ns in netns::list_with_prefix(prefix) {
         cmd::run_quiet("ip", &["netns", "del", &ns]).await;
     }

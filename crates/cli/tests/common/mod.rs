@@ -538,6 +538,18 @@ pub fn leftovers(state: &Path, prefix: &str) -> Vec<String> {
             .filter(|m| m.starts_with(&s))
             .map(|m| format!("mount {m}")),
     );
+    // Loop devices backed by a file under the state dir (runtimes' writable layers).
+    for e in std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(b) = std::fs::read_to_string(e.path().join("loop/backing_file")) {
+            if b.starts_with(&s) {
+                v.push(format!("loop device {:?} on {}", e.file_name(), b.trim()));
+            }
+        }
+    }
     v
 }
 

@@ -4,7 +4,8 @@ use super::Container;
 use crate::{internal, Result};
 use oci_spec::runtime::{
     LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespace,
-    LinuxNamespaceType, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec,
+    UserBuilder,
 };
 
 /// The command that runs the MRP server as PID 1, its output appended to a log inside the
@@ -104,6 +105,13 @@ pub fn build(c: &Container) -> Result<Spec> {
                 .build()
                 .map_err(|e| internal!("{e}"))?,
         )
+        // A fork bomb stops at the plan's task limit, far below the host's pid_max.
+        .pids(
+            LinuxPidsBuilder::default()
+                .limit(c.spec.plan.pids_max() as i64)
+                .build()
+                .map_err(|e| internal!("{e}"))?,
+        )
         .build()
         .map_err(|e| internal!("{e}"))?;
 
@@ -118,6 +126,7 @@ pub fn build(c: &Container) -> Result<Spec> {
     spec.set_annotations(Some(annotations));
     let linux = spec.linux_mut().as_mut().expect("default linux");
     linux.set_resources(Some(resources));
+    linux.set_seccomp(Some(super::seccomp::profile()?));
     linux.set_cgroups_path(Some(c.cgroup_path().into()));
     let mut namespaces: Vec<LinuxNamespace> = linux.namespaces().clone().unwrap_or_default();
     for ns in namespaces.iter_mut() {

@@ -5,7 +5,7 @@
 
 use super::{config, ms, Container};
 use crate::api::Timings;
-use crate::sys::{cgroup, mount, netns};
+use crate::sys::{cgroup, layer, mount, netns};
 use crate::{Error, Result};
 use std::time::{Duration, Instant};
 
@@ -68,11 +68,26 @@ impl Container<'_> {
     pub(crate) async fn prepare(&self, upper_from: Option<&std::path::Path>) -> Result<()> {
         std::fs::create_dir_all(self.dir())?;
         self.save_spec()?;
+        mount::unmount(&self.rootfs())?;
+        let _ = std::fs::remove_dir_all(self.dir().join("upper"));
+        let _ = std::fs::remove_dir_all(self.dir().join("overlay-work"));
+        // A fresh filesystem of the plan's disk size for the writable layer, every time: a restore
+        // or a move onto a larger plan gets the larger quota.
+        let disk_mb = self.spec.plan.disk_mb();
+        layer::create(&self.layer_image(), disk_mb, &self.layer()).await?;
         match upper_from {
-            Some(src) => super::copy_tree(src, &self.upper()).await?,
+            Some(src) => super::copy_tree(src, &self.upper()).await.map_err(|e| {
+                if layer::is_full(&e) {
+                    Error::Invalid(format!(
+                        "the snapshot's files do not fit plan {}'s {disk_mb} MB disk: restore it on a larger plan (--plan, or --memory for a custom plan with more disk)",
+                        self.spec.plan.name
+                    ))
+                } else {
+                    e
+                }
+            })?,
             None => std::fs::create_dir_all(self.upper())?,
         }
-        let _ = std::fs::remove_dir_all(self.overlay_work());
         let net = self.net();
         if netns::exists(&net.netns) {
             netns::teardown(&net).await;

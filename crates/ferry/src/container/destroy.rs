@@ -1,11 +1,11 @@
 //! `destroy`: kill the container and release everything it holds on the host (runc state, overlay
-//! mount, netns + veth, cgroup). Idempotent and best effort: it never fails, so it is safe in
+//! mount, the writable layer's mount and loop device, netns + veth, cgroup). Idempotent and best effort: it never fails, so it is safe in
 //! every cleanup path.
 //!
 //! Does not remove the runtime's files (its writable layer); [`Container::remove_files`] does.
 
 use super::Container;
-use crate::sys::{cgroup, mount, netns};
+use crate::sys::{cgroup, layer, mount, netns};
 
 impl Container<'_> {
     pub async fn destroy(&self) {
@@ -29,12 +29,14 @@ impl Container<'_> {
             let _ = runc.delete_force(self.id()).await;
         }
         let _ = mount::unmount(&self.rootfs());
+        layer::release(&self.layer());
         netns::teardown(&self.net()).await;
         cgroup::remove(&self.cgroup_path());
     }
 
     pub fn remove_files(&self) {
         let _ = mount::unmount(&self.rootfs());
+        layer::release(&self.layer());
         let _ = std::fs::remove_dir_all(self.dir());
     }
 }

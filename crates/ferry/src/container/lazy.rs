@@ -28,7 +28,12 @@ impl Container<'_> {
             )));
         }
         self.require_image()?;
-        self.prepare(Some(&snapshot.join("upper"))).await?;
+        if let Err(e) = self.prepare(Some(&snapshot.join("upper"))).await {
+            // Whatever was made (netns, the layer's mount and loop device) goes again.
+            self.destroy().await;
+            self.remove_files();
+            return Err(e);
+        }
         let _ = std::fs::remove_file(self.dir().join("lost"));
         t.insert("prepare_ms".into(), ms(t0));
         let work = self.dir().join("criu-restore");

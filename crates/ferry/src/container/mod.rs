@@ -11,6 +11,7 @@ pub mod destroy;
 pub mod freeze;
 pub mod lazy;
 pub mod restore;
+pub mod seccomp;
 pub mod status;
 
 use crate::api::RuntimeSpec;
@@ -154,11 +155,28 @@ impl Container<'_> {
     pub fn rootfs(&self) -> PathBuf {
         self.bundle().join("rootfs")
     }
+    /// The sparse filesystem image of the writable layer (its size is the plan's disk quota).
+    pub fn layer_image(&self) -> PathBuf {
+        self.dir().join("layer.img")
+    }
+    /// Where the layer image is mounted; holds the overlay's upper and work dirs.
+    pub fn layer(&self) -> PathBuf {
+        self.dir().join("layer")
+    }
+    /// The writable layer (overlay upper). A runtime made before layers had their own filesystem
+    /// keeps its upper directly in its dir.
     pub fn upper(&self) -> PathBuf {
-        self.dir().join("upper")
+        let legacy = self.dir().join("upper");
+        if legacy.is_dir() {
+            return legacy;
+        }
+        self.layer().join("upper")
     }
     pub fn overlay_work(&self) -> PathBuf {
-        self.dir().join("overlay-work")
+        if self.dir().join("upper").is_dir() {
+            return self.dir().join("overlay-work");
+        }
+        self.layer().join("work")
     }
     pub fn runc_log(&self) -> PathBuf {
         self.dir().join("runc.log")

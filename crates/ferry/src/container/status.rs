@@ -7,7 +7,14 @@ use crate::sys::cgroup;
 impl Container<'_> {
     pub async fn status(&self) -> AgentRuntime {
         let state = self.host.runc.state(self.id()).await.ok().flatten();
-        let stats = cgroup::stats(&self.cgroup_path());
+        let mut stats = cgroup::stats(&self.cgroup_path());
+        if let (Some(st), true) = (stats.as_mut(), crate::sys::mount::is_mounted(&self.layer())) {
+            if let Ok(fs) = nix::sys::statvfs::statvfs(&self.layer()) {
+                let block = fs.fragment_size();
+                st.disk_limit_bytes = fs.blocks() * block;
+                st.disk_used_bytes = (fs.blocks() - fs.blocks_free()) * block;
+            }
+        }
         let oom_killed = stats.as_ref().map(|s| s.oom_kills > 0).unwrap_or(false);
         let lost = std::fs::read_to_string(self.dir().join("lost")).ok();
         let status = match (&lost, &state) {

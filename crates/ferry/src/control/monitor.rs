@@ -8,6 +8,8 @@
 //! One crossing is one event: a level fires again only after the debounce and after dropping
 //! below it. CPU below 1 % of a core for the idle window: `idle`, and the runtime is hibernated
 //! (the next request wakes it); busy again: `active`. Every decision is an event with its reason.
+//! Tasks: when the plan's pids limit refused a fork or a thread since the last sample,
+//! `pids.limit` (a fork bomb, or a pool larger than the plan allows), debounced like memory.
 //!
 //! Sampling runs in the control plane over the agents' cgroup readings (cheap file reads there)
 //! rather than in each agent, so that the thresholds, debounce and policy live in one place.
@@ -56,6 +58,10 @@ const LEVELS: [&str; 4] = [
 ];
 const IDLE_CPU: f64 = 0.01;
 
+/// Python that ends every process of a runtime but its own (PID 1): stopped first, since a
+/// stopped process cannot fork, then killed; the dead, orphaned to PID 1, are reaped by it.
+pub const PIDS_RECOVER: &str = "import os, signal, time\nfor s in [signal.SIGSTOP] * 3 + [signal.SIGKILL]:\n    os.kill(-1, s)\ntime.sleep(0.5)\ntry:\n    while os.waitpid(-1, os.WNOHANG)[0]: pass\nexcept ChildProcessError: pass\n";
+
 #[derive(Default)]
 struct Watch {
     level: usize,
@@ -63,6 +69,8 @@ struct Watch {
     last_cpu: Option<(Instant, u64)>,
     busy_at: Option<Instant>,
     idle: bool,
+    /// The pids controller's refusals seen at the last sample.
+    pids_refused: u64,
 }
 
 /// The memory level (0 = below every threshold) of `used` bytes against `limit`.
@@ -174,6 +182,7 @@ impl Control {
             self.release_reservation(&row.id); // it shrank back: the capacity is free again
         }
         w.level = lvl;
+        self.observe_pids(cfg, row, stats, w, now).await;
         // Idle: CPU under 1 % of a core for the whole idle window.
         if let Some((t, ns)) = w.last_cpu {
             let dt = now.duration_since(t).as_secs_f64();
@@ -211,6 +220,43 @@ impl Control {
                 }
             }
         }
+    }
+
+    /// Reports refusals of the runtime's pids limit since the last sample (a fresh cgroup, after a
+    /// restore or move, counts from 0 again).
+    async fn observe_pids(
+        &self,
+        cfg: &MonitorConfig,
+        row: &RuntimeRow,
+        stats: &crate::sys::cgroup::Stats,
+        w: &mut Watch,
+        now: Instant,
+    ) {
+        let refused = stats.pids_max_events;
+        let new = refused > w.pids_refused;
+        w.pids_refused = refused;
+        const KIND: &str = "pids.limit";
+        if !new
+            || w.fired
+                .get(KIND)
+                .is_some_and(|t| now.duration_since(*t) < cfg.debounce)
+        {
+            return;
+        }
+        w.fired.insert(KIND, now);
+        let reason = format!(
+            "it reached its plan's limit of {} tasks (plan {}): {refused} new processes or threads were refused; the host and other runtimes are unaffected. A fork bomb or a runaway pool: end every process but the runtime's own with `ferry exec {}` running this event's `recover` code (stop all, kill all, reap), restore a snapshot, or use a larger plan",
+            row.plan.pids_max(),
+            row.plan.name,
+            row.name
+        );
+        self.event(
+            Some(&row.name),
+            KIND,
+            &reason,
+            serde_json::json!({"pids_current": stats.pids_current, "pids_limit": stats.pids_limit, "refused": refused, "recover": PIDS_RECOVER}),
+        )
+        .await;
     }
 
     /// The host with room for `memory_mb`, other than the runtime's own: among those with every

@@ -8,6 +8,7 @@ pub mod criu_stats;
 pub mod firewall;
 pub mod host;
 pub mod inns;
+pub mod layer;
 pub mod lazy;
 pub mod mount;
 pub mod netns;
