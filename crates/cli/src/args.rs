@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// An instance's operations are taken over by the others this long after it stops (e.g. 10s).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub lease_ttl: std::time::Duration,
+    /// What the proxy asks of a request to /r/NAME/...: `token` (NAME's credential; the default)
+    /// or `none` (anyone who reaches the proxy runs code in every runtime: a laptop only).
+    #[arg(long, default_value = "token", value_parser = ["token", "none"])]
+    pub proxy_auth: String,
 }
 
 /// `90`, `90s`, `15m`, `2h`, `250ms`.

@@ -211,6 +211,10 @@ pub struct Runtime {
     /// Whether the monitor may move or hibernate it.
     #[serde(default)]
     pub auto: bool,
+    /// Its access token for the proxy: only in the answer to `create` (`ferry token NAME` shows
+    /// it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -97,6 +97,8 @@ pub struct ServeOptions {
     pub database: Option<String>,
     /// How long an operation's lease outlives this instance's last heartbeat.
     pub lease_ttl: Duration,
+    /// Whether the proxy asks for runtime credentials (`--proxy-auth token|none`).
+    pub proxy_auth: crate::access::Mode,
 }
 
 /// This instance's id: made once per state dir and kept, so that after a restart it recognises
@@ -144,6 +146,9 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     let tls = o.tls.as_ref().map(crate::tls::server_config).transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let instance_id = instance_id(&o.state_dir)?;
+    if o.proxy_auth == crate::access::Mode::None {
+        tracing::warn!("--proxy-auth none: the proxy lets ANYONE who reaches it run code in EVERY runtime; use it only on a laptop, never on a shared network");
+    }
     let (control, releases) = Control::open(ControlConfig {
         state_dir: o.state_dir.clone(),
         subnet: o.subnet,
@@ -159,6 +164,9 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
         database: database.clone(),
         instance_id: instance_id.clone(),
         lease_ttl: o.lease_ttl,
+        proxy_auth: o.proxy_auth,
+        proxy_tls: tls.is_some(),
+        editor_dir: Some(o.editor_dir.clone()),
     })
     .await?;
     control
@@ -198,6 +206,7 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     tokio::spawn(control.clone().reconcile_loop(Duration::from_secs(1)));
     tokio::spawn(control.clone().monitor_loop(o.monitor.clone()));
     tokio::spawn(control.clone().webhook_loop());
+    tokio::spawn(control.clone().access_loop());
     let proxy_app = crate::proxy::router(control.proxy.clone());
     let proxy_tls = tls.clone();
     tokio::spawn(async move {
@@ -206,6 +215,8 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
         }
     });
     crate::sys::host::write_atomically(&o.state_dir.join("proxy.addr"), proxy_addr.to_string())?;
+    // What `ferry doctor` reads of how this instance serves.
+    crate::sys::host::write_atomically(&o.state_dir.join("proxy.auth"), o.proxy_auth.to_string())?;
     tracing::info!(%proxy_addr, "proxy listening");
     crate::sys::host::write_atomically(
         &o.state_dir.join("serve.url"),

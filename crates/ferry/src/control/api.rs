@@ -55,6 +55,10 @@ pub fn router(c: Arc<Control>) -> Router {
         )
         .route("/api/v1/webhooks/:id/deliveries", get(deliveries))
         .route("/api/v1/runtimes/:name/policy", post(policy))
+        .route("/api/v1/runtimes/:name/token", get(token))
+        .route("/api/v1/runtimes/:name/token/rotate", post(rotate_token))
+        .route("/api/v1/runtimes/:name/token/signed", post(signed_token))
+        .route("/api/v1/access/signing-key", get(signing_key))
         .layer(middleware::from_fn_with_state(c.clone(), auth))
         .route("/metrics", get(metrics))
         .with_state(c)
@@ -114,6 +118,39 @@ async fn inspect(State(c): C, Path(name): Path<String>) -> Result<impl IntoRespo
     v["operations"] = serde_json::to_value(ops).unwrap();
     v["events"] = serde_json::to_value(events).unwrap();
     Ok(Json(v))
+}
+
+async fn token(State(c): C, Path(name): Path<String>) -> Result<impl IntoResponse> {
+    let token = c.access_token(&name).await?;
+    Ok(Json(serde_json::json!({"runtime": name, "token": token})))
+}
+async fn rotate_token(State(c): C, Path(name): Path<String>) -> Result<impl IntoResponse> {
+    let token = c.rotate_access_token(&name).await?;
+    Ok(Json(
+        serde_json::json!({"runtime": name, "token": token, "rotated": true}),
+    ))
+}
+#[derive(Deserialize)]
+struct SignedRequest {
+    ttl_s: u64,
+}
+async fn signed_token(
+    State(c): C,
+    Path(name): Path<String>,
+    Json(r): Json<SignedRequest>,
+) -> Result<impl IntoResponse> {
+    let (token, expires) = c
+        .signed_token(&name, std::time::Duration::from_secs(r.ttl_s))
+        .await?;
+    Ok(Json(
+        serde_json::json!({"runtime": name, "token": token, "expires_at_unix": expires}),
+    ))
+}
+async fn signing_key(State(c): C) -> Result<impl IntoResponse> {
+    Ok(Json(serde_json::json!({
+        "key": c.signing_key().await?,
+        "format": "v1.NAME.EXPIRY.MAC, MAC = hex(HMAC-SHA256(unhex(key), \"ferry-access-v1\\nNAME\\nEXPIRY\"))",
+    })))
 }
 
 #[derive(Deserialize, Default)]

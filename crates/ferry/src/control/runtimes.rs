@@ -65,7 +65,11 @@ impl Control {
                     serde_json::json!({"host": host}),
                 )
                 .await;
-                self.inspect(&name).await
+                let mut rt = self.inspect(&name).await?;
+                let token = self.access_token(&name).await?;
+                self.access.set(&name, &token);
+                rt.access_token = Some(token);
+                Ok(rt)
             }
             Err(e) => {
                 self.db.delete_runtime(&id).await?;
@@ -93,6 +97,7 @@ impl Control {
             uptime_s: None,
             phase: self.current_phase(&r.id),
             auto: r.auto,
+            access_token: None,
         }
     }
 
@@ -209,6 +214,7 @@ impl Control {
         .await?;
         self.db.delete_runtime(&row.id).await?;
         self.proxy.remove(name);
+        self.access.forget(name);
         self.event(
             Some(name),
             "runtime.removed",

@@ -15,6 +15,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::time::Duration;
 
+mod access;
 mod records;
 mod runtimes;
 mod schema;
@@ -212,10 +213,10 @@ impl Db {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn row(id: &str, name: &str, idx: u32) -> RuntimeRow {
+    pub(super) fn row(id: &str, name: &str, idx: u32) -> RuntimeRow {
         RuntimeRow {
             id: id.into(),
             name: name.into(),

@@ -59,8 +59,8 @@ impl Db {
 
     async fn insert_row(&self, r: &RuntimeRow, lease: Option<&Lease>) -> sqlx::Result<()> {
         let q = self.q(
-            "INSERT INTO runtimes (id, name, host, plan, memory_mb, cpus, image, net_index, state, state_reason, created_at, started_at, last_snapshot, auto, owner, lease_token, lease_until)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, CASE WHEN $15 IS NULL THEN 0 ELSE {now_ms} + $17 END)",
+            "INSERT INTO runtimes (id, name, host, plan, memory_mb, cpus, image, net_index, state, state_reason, created_at, started_at, last_snapshot, auto, owner, lease_token, lease_until, access_token)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, CASE WHEN $15 IS NULL THEN 0 ELSE {now_ms} + $17 END, $18)",
         );
         sqlx::query(&q)
             .bind(&r.id)
@@ -80,6 +80,9 @@ impl Db {
             .bind(lease.map(|l| l.owner.clone()))
             .bind(lease.map(|l| l.token.clone()))
             .bind(lease.map(|l| l.ttl.as_millis() as i64).unwrap_or(0))
+            // Every new row is a new tenant's runtime (a create, a fork, a restore under a new
+            // name): it gets an access token of its own.
+            .bind(crate::control::auth::new_token())
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -217,6 +220,12 @@ impl Db {
                 break;
             }
             i += 1;
+        }
+        if i >= crate::dest::SLOTS as i64 {
+            return Err(Error::Conflict(format!(
+                "all {} runtime network slots are taken: remove runtimes you no longer need",
+                crate::dest::SLOTS
+            )));
         }
         Ok(i as u32)
     }

@@ -52,6 +52,10 @@ ALTER TABLE runtimes ADD COLUMN lease_token TEXT;
 ALTER TABLE runtimes ADD COLUMN lease_until {int} NOT NULL DEFAULT 0;
 ALTER TABLE operations ADD COLUMN owner TEXT;
 "#,
+    r#"
+ALTER TABLE runtimes ADD COLUMN access_token TEXT;
+CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL, created_at TEXT NOT NULL);
+"#,
 ];
 
 impl Db {
@@ -96,6 +100,7 @@ impl Db {
         .map_err(|e| Error::Unavailable(format!("cannot open the database {shown}: {e}")))?;
         let db = Db { pool, backend };
         db.migrate().await?;
+        db.fill_access_tokens().await?;
         Ok(db)
     }
 
