@@ -96,12 +96,21 @@ pub struct Access {
     pub mode: Mode,
     control_token: String,
     key: Vec<u8>,
-    tokens: RwLock<HashMap<String, String>>,
+    tokens: RwLock<Tokens>,
     lookup: RwLock<Option<Lookup>>,
     /// The proxy speaks TLS: cookies are `Secure`.
     pub secure: bool,
     /// Where the editor bundle is, for the notebook page under [`RESERVED`].
     pub editor_dir: Option<PathBuf>,
+}
+
+/// The cached tokens, and which names this instance changed when (so that a refresh read from
+/// the database before a local rotation cannot bring the old token back).
+#[derive(Default)]
+struct Tokens {
+    by_name: HashMap<String, String>,
+    changed: HashMap<String, u64>,
+    generation: u64,
 }
 
 /// What to do with a request: forward it, or answer it here.
@@ -288,7 +297,7 @@ impl Access {
             mode,
             control_token: control_token.to_string(),
             key: hex::decode(signing_key).unwrap_or_else(|_| signing_key.as_bytes().to_vec()),
-            tokens: RwLock::new(HashMap::new()),
+            tokens: RwLock::new(Tokens::default()),
             lookup: RwLock::new(None),
             secure: false,
             editor_dir: None,
@@ -300,21 +309,52 @@ impl Access {
         *self.lookup.write().unwrap() = Some(l);
     }
 
-    /// Replaces the cache with every runtime's current token (the refresh loop).
+    /// A mark to take before reading every token from the database, for [`Access::refresh`].
+    pub fn generation(&self) -> u64 {
+        self.tokens.read().unwrap().generation
+    }
+
+    /// Replaces the cache with every runtime's token as read from the database after `since`
+    /// (from [`Access::generation`]); what this instance changed after that mark is kept.
+    pub fn refresh(&self, since: u64, tokens: Vec<(String, String)>) {
+        let mut t = self.tokens.write().unwrap();
+        let mut fresh: HashMap<String, String> = tokens.into_iter().collect();
+        for (name, at) in &t.changed {
+            if *at > since {
+                match t.by_name.get(name) {
+                    Some(v) => fresh.insert(name.clone(), v.clone()),
+                    None => fresh.remove(name),
+                };
+            }
+        }
+        t.by_name = fresh;
+        t.changed.retain(|_, at| *at > since);
+    }
+
+    /// Replaces the cache with `tokens`.
     pub fn replace_all(&self, tokens: Vec<(String, String)>) {
-        *self.tokens.write().unwrap() = tokens.into_iter().collect();
+        let since = self.generation();
+        self.refresh(since, tokens);
+    }
+
+    fn change(&self, name: &str, token: Option<&str>) {
+        let mut t = self.tokens.write().unwrap();
+        t.generation += 1;
+        let g = t.generation;
+        t.changed.insert(name.to_string(), g);
+        match token {
+            Some(v) => t.by_name.insert(name.to_string(), v.to_string()),
+            None => t.by_name.remove(name),
+        };
     }
 
     /// Records `name`'s current token (made or rotated here: effective at once).
     pub fn set(&self, name: &str, token: &str) {
-        self.tokens
-            .write()
-            .unwrap()
-            .insert(name.to_string(), token.to_string());
+        self.change(name, Some(token));
     }
 
     pub fn forget(&self, name: &str) {
-        self.tokens.write().unwrap().remove(name);
+        self.change(name, None);
     }
 
     /// A signed token for `name` valid for `ttl`.
@@ -324,12 +364,17 @@ impl Access {
     }
 
     async fn runtime_token(&self, name: &str) -> Option<String> {
-        if let Some(t) = self.tokens.read().unwrap().get(name) {
+        if let Some(t) = self.tokens.read().unwrap().by_name.get(name) {
             return Some(t.clone());
         }
         let lookup = self.lookup.read().unwrap().clone()?;
         let t = lookup(name.to_string()).await?;
-        self.set(name, &t);
+        self.tokens
+            .write()
+            .unwrap()
+            .by_name
+            .entry(name.to_string())
+            .or_insert(t.clone());
         Some(t)
     }
 
@@ -611,6 +656,29 @@ mod tests {
     async fn mode_none_lets_everything_through() {
         let a = Access::new(Mode::None, "c", KEY);
         assert_eq!(status(&a, "alice", req("/x", None, None)).await, 200);
+    }
+
+    #[tokio::test]
+    async fn a_refresh_read_before_a_local_rotation_does_not_bring_the_old_token_back() {
+        let a = access();
+        let since = a.generation();
+        let stale = vec![("alice".to_string(), "alice-tok".to_string())];
+        a.set("alice", "rotated");
+        a.refresh(since, stale.clone());
+        assert_eq!(a.check_token("alice", "alice-tok").await, None);
+        assert_eq!(a.check_token("alice", "rotated").await, Some(Kind::Runtime));
+        assert_eq!(
+            a.check_token("bob", "bob-tok").await,
+            None,
+            "bob is gone from the DB"
+        );
+        // A later refresh is the database's word again.
+        let since = a.generation();
+        a.refresh(since, stale);
+        assert_eq!(
+            a.check_token("alice", "alice-tok").await,
+            Some(Kind::Runtime)
+        );
     }
 
     #[test]

@@ -60,4 +60,32 @@ mod tests {
             "no overflow"
         );
     }
+
+    /// A route to a real listener outside the managed range is refused with a 502, and that
+    /// listener never sees a connection.
+    #[tokio::test]
+    async fn the_proxy_never_connects_outside_the_managed_range() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let outside = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = outside.local_addr().unwrap();
+        let p = crate::proxy::Proxy::new(std::time::Duration::from_secs(1));
+        p.set_managed(Managed::new("10.201.0.0".parse().unwrap(), SLOTS));
+        p.set("rt", crate::proxy::Route::Open(target));
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front_addr = front.local_addr().unwrap();
+        let app = crate::proxy::router(p);
+        tokio::spawn(async move { axum::serve(front, app).await });
+        for path in ["/r/rt/mrp/v1/capabilities", "/r/rt/mrp/v1/execute"] {
+            let mut s = tokio::net::TcpStream::connect(front_addr).await.unwrap();
+            let req = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+            assert!(out.contains("outside the runtime networks"), "{out}");
+        }
+        let accepted =
+            tokio::time::timeout(std::time::Duration::from_millis(300), outside.accept()).await;
+        assert!(accepted.is_err(), "the proxy connected to {target}");
+    }
 }

@@ -484,6 +484,14 @@ impl Ferry {
         v["stdout"].as_str().unwrap_or("").to_string()
     }
 
+    /// The control (operator) token of this instance.
+    pub fn control_token(&self) -> String {
+        std::fs::read_to_string(self.state.join("token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
     /// Runtime `rt`'s current access token for the proxy (`ferry token RT`).
     pub fn token(&self, rt: &str) -> String {
         self.ok(&["token", rt]).trim().to_string()

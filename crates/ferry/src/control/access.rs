@@ -34,8 +34,9 @@ impl Control {
     pub async fn access_loop(self: Arc<Control>) {
         loop {
             tokio::time::sleep(crate::access::REFRESH).await;
+            let since = self.access.generation();
             match self.db.access_tokens().await {
-                Ok(all) => self.access.replace_all(all),
+                Ok(all) => self.access.refresh(since, all),
                 Err(e) => {
                     tracing::warn!(error = %e, "could not refresh the runtimes' access tokens")
                 }
