@@ -275,6 +275,7 @@ impl Proxy {
 pub fn router(p: Arc<Proxy>) -> Router {
     Router::new()
         .route("/r/:name", any(forward_root))
+        .route("/r/:name/", any(forward_root))
         .route("/r/:name/*rest", any(forward))
         .layer(axum::middleware::from_fn(sandbox))
         .with_state(p)

@@ -118,3 +118,9 @@ async fn credential_check_us() -> f64 {
     }
     median(&lat)
 }
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[((s.len() as f64 - 1.0) * p).round() as usize]
+}
