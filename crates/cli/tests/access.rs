@@ -416,18 +416,15 @@ fn proxy_auth_none_lets_everyone_in_warns_and_doctor_flags_it() {
         return;
     };
     f.ok(&["create", "--name", "open"]);
-    let (status, body, _) = {
-        let (s, h, b) = request(
-            &f.proxy_addr(),
-            "POST",
-            "/r/open/mrp/v1/execute",
-            &[],
-            r#"{"code":"print(6 * 7)"}"#,
-            T,
-        )
-        .unwrap();
-        (s, b, h)
-    };
+    let (status, _, body) = request(
+        &f.proxy_addr(),
+        "POST",
+        "/r/open/mrp/v1/execute",
+        &[],
+        r#"{"code":"print(6 * 7)"}"#,
+        T,
+    )
+    .unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("42"));
     assert!(f.log().contains("--proxy-auth none"), "a warning at start");

@@ -460,7 +460,8 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(hex, 16) {
                 out.push(v);
                 i += 3;
                 continue;
@@ -686,5 +687,10 @@ mod tests {
         assert_eq!(percent_decode("v1.a%2Eb.1.ff"), "v1.a.b.1.ff");
         assert_eq!(percent_decode("abc%"), "abc%");
         assert_eq!(percent_decode("a%zz"), "a%zz");
+        assert_eq!(
+            percent_decode("%aé%é"),
+            "%aé%é",
+            "no panic inside a character"
+        );
     }
 }
