@@ -50,7 +50,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 default_image: a.image,
                 database: a.database,
                 lease_ttl: a.lease_ttl,
-                proxy_auth: a.proxy_auth.parse().map_err(ferry_core::Error::Invalid)?,
+                proxy_auth: a.proxy_auth,
                 monitor: ferry_core::control::monitor::MonitorConfig {
                     interval: a.monitor_interval,
                     idle_after: a.idle_after,

@@ -38,13 +38,16 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// The three kinds of request the proxy carries: plain HTTP, SSE, a WebSocket upgrade.
-fn kinds() -> Vec<(
+/// (method, path under /r/NAME/, body, extra headers).
+type Kind = (
     &'static str,
     &'static str,
     &'static str,
     Vec<(&'static str, &'static str)>,
-)> {
+);
+
+/// The three kinds of request the proxy carries: plain HTTP, SSE, a WebSocket upgrade.
+fn kinds() -> Vec<Kind> {
     vec![
         (
             "POST",

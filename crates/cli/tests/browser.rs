@@ -309,7 +309,7 @@ async fn dashboard_lists_the_fleet_and_migrates_from_the_page() {
     .unwrap();
     assert_eq!(status, 303, "{head}");
     assert!(
-        head.contains(&format!("/r/web/.ferry/notebook?ferry-token=v1.web.")),
+        head.contains("/r/web/.ferry/notebook?ferry-token=v1.web."),
         "{head}"
     );
     // Without the editor bundle, the notebook page says how to get it.

@@ -103,19 +103,18 @@ impl Proxy {
         *self.managed.write().unwrap() = Some(m);
     }
 
-    /// `a` if the proxy may connect there.
-    fn destination(&self, name: &str, a: SocketAddr) -> Result<SocketAddr, Response> {
-        match *self.managed.read().unwrap() {
-            Some(m) if !m.contains(a) => {
-                tracing::error!(runtime = name, addr = %a, managed = %m, "refusing to forward outside the runtime networks");
-                Err(json_error(
-                    StatusCode::BAD_GATEWAY,
-                    "unavailable",
-                    format!("runtime {name}'s address is outside the runtime networks this control plane manages; nothing was sent (check `ferry serve --subnet`)"),
-                ))
-            }
-            _ => Ok(a),
+    /// The refusal, if the proxy may not connect to `a`.
+    fn outside(&self, name: &str, a: SocketAddr) -> Option<Response> {
+        let m = (*self.managed.read().unwrap())?;
+        if m.contains(a) {
+            return None;
         }
+        tracing::error!(runtime = name, addr = %a, managed = %m, "refusing to forward outside the runtime networks");
+        Some(json_error(
+            StatusCode::BAD_GATEWAY,
+            "unavailable",
+            format!("runtime {name}'s address is outside the runtime networks this control plane manages; nothing was sent (check `ferry serve --subnet`)"),
+        ))
     }
 
     pub fn set_observer(&self, o: Observer) {
@@ -199,7 +198,7 @@ impl Proxy {
         };
         let route = rx.borrow_and_update().0.clone();
         match route {
-            Route::Open(a) => return self.destination(name, a),
+            Route::Open(a) => return self.outside(name, a).map_or(Ok(a), Err),
             Route::Down(why) => {
                 return Err(json_error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -240,7 +239,7 @@ impl Proxy {
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         match waited {
             Ok(Ok(r)) => match r.0.clone() {
-                Route::Open(a) => self.destination(name, a),
+                Route::Open(a) => self.outside(name, a).map_or(Ok(a), Err),
                 Route::Down(why) => Err(json_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
