@@ -28,8 +28,9 @@ step ferry restore "$snap"
 step ferry exec demo 'print("after restore: x + 1 =", x + 1)'
 
 step ferry migrate demo --to h2
-printf '\n\033[1m$ curl %s\033[0m\n' "http://$proxy/r/demo/mrp/v1/execute"
-curl -s "http://$proxy/r/demo/mrp/v1/execute" -H 'content-type: application/json' \
+token=$(ferry token demo)
+printf '\n\033[1m$ curl -H "Authorization: Bearer $(ferry token demo)" %s\033[0m\n' "http://$proxy/r/demo/mrp/v1/execute"
+curl -s "http://$proxy/r/demo/mrp/v1/execute" -H "Authorization: Bearer $token" -H 'content-type: application/json' \
   -d '{"code": "print(\"on h2 through the proxy: x + 1 =\", x + 1, \"| rows:\", len(df))"}' \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["stdout"], end="")'
 step ferry migrate demo --to h1 --mode lazy

@@ -125,6 +125,15 @@ impl Api {
         Ok(v)
     }
 
+    /// Runtime `name`'s access token for the proxy.
+    pub async fn token(&self, name: &str) -> Result<String> {
+        let v = self.get(&format!("/runtimes/{name}/token")).await?;
+        v["token"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| anyhow::anyhow!("no token for {name}: {v}"))
+    }
+
     pub async fn remove(&self, name: &str) {
         let _ = self.delete(&format!("/runtimes/{name}?force=true")).await;
     }

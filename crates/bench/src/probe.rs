@@ -20,8 +20,10 @@ pub struct Observed {
 }
 
 impl Probe {
-    pub fn start(proxy: &str, runtime: &str) -> Probe {
+    /// Probes `runtime` through `proxy`, with the runtime's access `token` (as a user would).
+    pub fn start(proxy: &str, runtime: &str, token: &str) -> Probe {
         let url = format!("http://{proxy}/r/{runtime}/mrp/v1/execute");
+        let token = token.to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let task = tokio::spawn(async move {
@@ -35,6 +37,7 @@ impl Probe {
             while !s.load(Ordering::SeqCst) {
                 let r = http
                     .post(&url)
+                    .bearer_auth(&token)
                     .json(&serde_json::json!({"code": "print(counter)"}))
                     .send()
                     .await;

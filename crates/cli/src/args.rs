@@ -83,6 +83,15 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub plan_egress: Vec<String>,
+    /// What the proxy asks of a request to /r/NAME/...: `token` (NAME's credential; the default)
+    /// or `none` (anyone who reaches the proxy runs code in every runtime: a laptop only).
+    #[arg(long, default_value = "token", value_parser = parse_proxy_auth)]
+    pub proxy_auth: ferry_core::access::Mode,
+}
+
+/// `token` or `none`.
+fn parse_proxy_auth(s: &str) -> Result<ferry_core::access::Mode, String> {
+    s.parse()
 }
 
 /// `90`, `90s`, `15m`, `2h`, `250ms`.

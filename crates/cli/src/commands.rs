@@ -51,6 +51,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 database: a.database,
                 lease_ttl: a.lease_ttl,
                 plan_egress: plan_egress(&a.plan_egress)?,
+                proxy_auth: a.proxy_auth,
                 monitor: ferry_core::control::monitor::MonitorConfig {
                     interval: a.monitor_interval,
                     idle_after: a.idle_after,
@@ -117,6 +118,60 @@ pub async fn run(cli: Cli) -> Result<()> {
                     "{} created on {} (plan {}: {} MB, {} CPU), MRP at {}",
                     rt.name, rt.host, rt.plan.name, rt.plan.memory_mb, rt.plan.cpus, rt.mrp_url
                 );
+                if let Some(t) = &rt.access_token {
+                    println!("access token: {t}");
+                    println!(
+                        "  send it to the proxy as `Authorization: Bearer {t}`, or open /r/{}/?ferry-token={t} once in a browser; `ferry token {}` shows it again",
+                        rt.name, rt.name
+                    );
+                }
+            }
+        }
+        Cmd::Token {
+            name,
+            rotate,
+            ttl,
+            signing_key,
+        } => {
+            let c = client()?;
+            let v: serde_json::Value = match (&name, signing_key) {
+                (None, true) => c.get("/access/signing-key").await?,
+                (Some(_), true) => {
+                    return Err(anyhow::anyhow!(ferry_core::Error::Invalid(
+                        "--signing-key takes no runtime name: `ferry token --signing-key`".into(),
+                    )))
+                }
+                (None, false) => {
+                    return Err(anyhow::anyhow!(ferry_core::Error::Invalid(
+                        "name a runtime (`ferry token NAME`), or ask for the signing key with `ferry token --signing-key`".into(),
+                    )))
+                }
+                (Some(n), false) => match (rotate, ttl) {
+                    (true, Some(_)) => {
+                        return Err(anyhow::anyhow!(ferry_core::Error::Invalid(
+                            "--rotate and --ttl do not go together: rotate first, then sign".into(),
+                        )))
+                    }
+                    (true, None) => {
+                        c.post(&format!("/runtimes/{n}/token/rotate"), &serde_json::json!({}))
+                            .await?
+                    }
+                    (false, Some(d)) => {
+                        c.post(
+                            &format!("/runtimes/{n}/token/signed"),
+                            &serde_json::json!({"ttl_s": d.as_secs()}),
+                        )
+                        .await?
+                    }
+                    (false, None) => c.get(&format!("/runtimes/{n}/token")).await?,
+                },
+            };
+            if json {
+                print_json(&v);
+            } else if signing_key {
+                println!("{}", v["key"].as_str().unwrap_or(""));
+            } else {
+                println!("{}", v["token"].as_str().unwrap_or(""));
             }
         }
         Cmd::Image { cmd } => crate::images::run(cmd, json, client).await?,
@@ -926,7 +981,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             ferry_core::server::purge(&cli.state_dir, &prefix).await;
         }
         Cmd::Doctor { images } => {
-            let checks = ferry_core::doctor::checks(&images).await;
+            let mut checks = ferry_core::doctor::checks(&images).await;
+            checks.push(ferry_core::doctor::proxy_auth(&cli.state_dir));
             let required_failed = checks.iter().any(|c| !c.ok && c.required);
             if json {
                 print_json(&checks);

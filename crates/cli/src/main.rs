@@ -69,6 +69,25 @@ pub enum Cmd {
     ///
     /// Example: ferry create --plan pro --name alice
     Create(args::CreateArgs),
+    /// Show a runtime's access token for the proxy, rotate it, or sign an expiring one.
+    ///
+    /// Example: ferry token alice              (its access token)
+    /// Example: ferry token alice --rotate     (a new one; the old one and its browser sessions stop working)
+    /// Example: ferry token alice --ttl 1h     (a signed token, valid for an hour)
+    /// Example: ferry token --signing-key      (the key platforms sign their own tokens with)
+    Token {
+        name: Option<String>,
+        /// Replace the runtime's access token with a new one.
+        #[arg(long)]
+        rotate: bool,
+        /// Print a signed token valid this long (e.g. 1h, 15m) instead.
+        #[arg(long, value_parser = args::parse_duration)]
+        ttl: Option<std::time::Duration>,
+        /// Print the signing key of signed tokens (operators only: whoever has it can mint tokens
+        /// for every runtime).
+        #[arg(long)]
+        signing_key: bool,
+    },
     /// List runtimes.
     ///
     /// Example: ferry ls --json

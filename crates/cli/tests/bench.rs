@@ -114,6 +114,9 @@ fn bench_roundtrip_proxy_soak_smoke() {
     assert!(metric(&v, "ferry", "stop-copy", "total_ms") > 0.0);
     let v = bench("proxy", &[]).unwrap();
     assert!(metric(&v, "ferry", "http", "p50_us") > 0.0);
+    // The proxy's credential check is an in-memory lookup: far under the 0.2 ms budget.
+    let check = metric(&v, "ferry", "http", "credential_check_us");
+    assert!(check > 0.0 && check < 200.0, "credential check: {check} us");
     let v = bench("soak", &["--migrations", "4"]).unwrap();
     assert_eq!(metric(&v, "ferry", "soak", "failures"), 0.0);
     assert_eq!(metric(&v, "ferry", "soak", "lost_updates"), 0.0);

@@ -8,7 +8,7 @@ mod chrome;
 mod common;
 
 use chrome::Browser;
-use common::{http, Ferry, BIN};
+use common::{http, http_as, request, Ferry, BIN};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -94,14 +94,23 @@ async fn real_editor_keeps_working_while_its_runtime_moves() {
         return;
     };
     f.ok(&["create", "--name", "nb", "--host", "h1"]);
-    let serve = serve_addr(&f);
     let proxy = f.proxy_addr();
+    // The user holds only nb's own token: the page is opened through the exchange link.
+    let token = f.token("nb");
 
     let b = Browser::start().await;
     b.client
-        .goto(&format!("http://{serve}/notebook/nb"))
+        .goto(&format!(
+            "http://{proxy}/r/nb/.ferry/notebook?ferry-token={token}"
+        ))
         .await
         .unwrap();
+    let here = b.client.current_url().await.unwrap();
+    assert_eq!(
+        here.as_str(),
+        format!("http://{proxy}/r/nb/.ferry/notebook"),
+        "the token left the URL"
+    );
     let status = b.wait_js("the runtime to answer the page", "const s = document.getElementById('nb-status').textContent; return s.startsWith('ready') && s;", Duration::from_secs(30)).await;
     assert!(status.as_str().unwrap().contains("mrmd-python"), "{status}");
     let url = b.js("return window.ferryNotebook.runtimeUrl").await;
@@ -109,6 +118,17 @@ async fn real_editor_keeps_working_while_its_runtime_moves() {
         url,
         format!("http://{proxy}/r/nb/mrp/v1"),
         "the editor talks to the runtime through the proxy"
+    );
+    assert_eq!(
+        b.js("return document.cookie").await,
+        "",
+        "the session cookie is HttpOnly"
+    );
+    let html = b.js("return document.documentElement.outerHTML").await;
+    let html = html.as_str().unwrap();
+    assert!(
+        !html.contains(&token) && !html.contains(&f.control_token()),
+        "the page holds no token"
     );
 
     // The whole document, set through the editor (CodeMirror) as typing would.
@@ -174,7 +194,15 @@ async fn real_editor_keeps_working_while_its_runtime_moves() {
     let early_path = early
         .strip_prefix(&format!("http://{proxy}"))
         .unwrap_or_else(|| panic!("plot URL {early} is not behind the proxy"));
-    let (status, body) = http(&proxy, "GET", early_path, "", Duration::from_secs(10)).unwrap();
+    let (status, body) = http_as(
+        &proxy,
+        &token,
+        "GET",
+        early_path,
+        "",
+        Duration::from_secs(10),
+    )
+    .unwrap();
     assert_eq!(status, 200, "{early} after the moves");
     assert!(body.contains("<svg"), "{body}");
 
@@ -189,7 +217,7 @@ async fn real_editor_keeps_working_while_its_runtime_moves() {
         "{src}"
     );
     let path = src.strip_prefix(&format!("http://{proxy}")).unwrap();
-    let (status, body) = http(&proxy, "GET", path, "", Duration::from_secs(10)).unwrap();
+    let (status, body) = http_as(&proxy, &token, "GET", path, "", Duration::from_secs(10)).unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("<svg") && body.contains("#2b6cb0"), "{body}");
     // And the editor shows a plot image loaded through the proxy.
@@ -264,8 +292,36 @@ async fn dashboard_lists_the_fleet_and_migrates_from_the_page() {
         .trim()
         .to_string();
 
-    // Without the editor bundle, the notebook page says how to get it.
+    // /notebook/NAME is for a signed-in operator: it redirects to the page the proxy serves,
+    // with a short-lived token for that runtime alone.
     let (status, body) = http(&serve, "GET", "/notebook/web", "", Duration::from_secs(10)).unwrap();
+    assert_eq!(status, 401);
+    assert!(body.contains("Sign in"), "{body}");
+    let bearer = format!("Bearer {token}");
+    let (status, head, _) = request(
+        &serve,
+        "GET",
+        "/notebook/web",
+        &[("Authorization", &bearer)],
+        "",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(status, 303, "{head}");
+    assert!(
+        head.contains("/r/web/.ferry/notebook?ferry-token=v1.web."),
+        "{head}"
+    );
+    // Without the editor bundle, the notebook page says how to get it.
+    let (status, body) = http_as(
+        &f.proxy_addr(),
+        &f.token("web"),
+        "GET",
+        "/r/web/.ferry/notebook",
+        "",
+        Duration::from_secs(10),
+    )
+    .unwrap();
     assert_eq!(status, 404);
     assert!(body.contains("ferry editor install"), "{body}");
 

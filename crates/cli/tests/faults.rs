@@ -6,7 +6,7 @@
 
 mod common;
 use common::{
-    containers, http, in_background, kill9, migrate_in_background, wait_for_stream_at, Ferry, BIG,
+    containers, in_background, kill9, migrate_in_background, wait_for_stream_at, Ferry, BIG,
 };
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -52,14 +52,14 @@ fn assert_settled(f: &Ferry, rt: &str, host: &str, settle: Duration) {
         format!("42 {}", 120 * 1024 * 1024),
         "its state survived"
     );
-    let (status, body) = http(
-        &f.proxy_addr(),
-        "POST",
-        &format!("/r/{rt}/mrp/v1/execute"),
-        r#"{"code":"print(x)"}"#,
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    let (status, body) = f
+        .proxy(
+            "POST",
+            &format!("/r/{rt}/mrp/v1/execute"),
+            r#"{"code":"print(x)"}"#,
+            Duration::from_secs(30),
+        )
+        .unwrap();
     assert!(
         status == 200 && body.contains("41"),
         "the proxy answers for it: {status} {body}"
@@ -206,9 +206,11 @@ fn proxy_killed_during_the_cut_over_clients_see_an_error_never_a_wrong_answer_an
     wait_for_phase(&f, "cut", "restoring on h2");
     // A request arrives during the cut-over and is held by the proxy...
     let addr = f.proxy_addr();
+    let token = f.token("cut");
     let held = std::thread::spawn(move || {
-        http(
+        common::http_as(
             &addr,
+            &token,
             "POST",
             "/r/cut/mrp/v1/execute",
             r#"{"code":"print(x + 1)"}"#,
@@ -445,14 +447,14 @@ fn agent_restarted_with_runtimes_running_adopts_them_and_unknown_hosts_are_refus
     f.py("keep2", "y = 'still here'");
     kill9(f.agent_pid("h1"));
     // Runtimes do not need their agent to answer.
-    let (status, body) = http(
-        &f.proxy_addr(),
-        "POST",
-        "/r/keep2/mrp/v1/execute",
-        r#"{"code":"print(y)"}"#,
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let (status, body) = f
+        .proxy(
+            "POST",
+            "/r/keep2/mrp/v1/execute",
+            r#"{"code":"print(y)"}"#,
+            Duration::from_secs(10),
+        )
+        .unwrap();
     assert!(
         status == 200 && body.contains("still here"),
         "{status} {body}"

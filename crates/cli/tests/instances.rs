@@ -4,7 +4,7 @@
 //! namespaces.
 
 mod common;
-use common::{containers, http, in_background, kill9, wait_for_stream_at, Ferry, BIG};
+use common::{containers, in_background, kill9, wait_for_stream_at, Ferry, BIG};
 use std::time::{Duration, Instant};
 const SERVE: &[&str] = &["--no-auto", "--lease-ttl=3s"];
 
@@ -69,14 +69,14 @@ fn killing_one_instance_mid_migration_lets_the_other_settle_it_within_the_lease_
         b.py("shared", "print(x + 1, blob.size)").trim(),
         format!("42 {}", 120 * 1024 * 1024)
     );
-    let (status, body) = http(
-        &b.proxy_addr(),
-        "GET",
-        "/r/shared/mrp/v1/capabilities",
-        "",
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let (status, body) = b
+        .proxy(
+            "GET",
+            "/r/shared/mrp/v1/capabilities",
+            "",
+            Duration::from_secs(10),
+        )
+        .unwrap();
     assert_eq!(status, 200, "{body}");
     // The journal shows the interruption, and B's recovery as an event.
     let ops = b.json(&["operations", "--runtime", "shared"]);

@@ -3,7 +3,8 @@
 
 mod common;
 use common::{
-    containers, find_process, http, kill9, migrate_in_background, wait_for_stream_at, Ferry, BIG,
+    containers, find_process, http, http_as, kill9, migrate_in_background, wait_for_stream_at,
+    Ferry, BIG,
 };
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,7 @@ const COUNTER: &str = "import threading, time\ncounter = 0\ndef _tick():\n    gl
 /// Polls `print(counter)` through the proxy every 10 ms until stopped; (elapsed ms, result).
 fn poll(
     addr: String,
+    token: String,
     rt: &str,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<Vec<(f64, Result<i64, String>)>> {
@@ -23,8 +25,9 @@ fn poll(
         let t0 = Instant::now();
         let mut out = Vec::new();
         while !stop.load(Ordering::SeqCst) {
-            let r = match http(
+            let r = match http_as(
                 &addr,
+                &token,
                 "POST",
                 &path,
                 r#"{"code":"print(counter)"}"#,
@@ -85,7 +88,7 @@ fn stop_copy_under_a_polling_client_loses_nothing() {
     f.py("live", "import numpy as np, hashlib\nblob = np.random.randint(0, 256, size=64 * 1024 * 1024, dtype=np.uint8)\nh0 = hashlib.sha256(blob.tobytes()).hexdigest()");
     for (to, mode) in [("h2", "stop-copy"), ("h1", "lazy")] {
         let stop = Arc::new(AtomicBool::new(false));
-        let poller = poll(f.proxy_addr(), "live", stop.clone());
+        let poller = poll(f.proxy_addr(), f.token("live"), "live", stop.clone());
         std::thread::sleep(Duration::from_millis(400));
         let m = f.json(&["migrate", "live", "--to", to, "--mode", mode]);
         std::thread::sleep(Duration::from_millis(400));
@@ -173,14 +176,14 @@ fn fork_gives_two_independent_runtimes_and_pre_copy_refuses_clearly() {
     assert_eq!(f.py("base", "print(x)").trim(), "41");
     assert_eq!(f.py("sandbox", "print(x)").trim(), "0");
     // Both answer through the proxy under their own names.
-    let (status, body) = http(
-        &f.proxy_addr(),
-        "POST",
-        "/r/sandbox/mrp/v1/execute",
-        r#"{"code":"print(x)"}"#,
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let (status, body) = f
+        .proxy(
+            "POST",
+            "/r/sandbox/mrp/v1/execute",
+            r#"{"code":"print(x)"}"#,
+            Duration::from_secs(10),
+        )
+        .unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"0\\n\""), "{body}");
 
@@ -228,8 +231,17 @@ fn fork_gives_two_independent_runtimes_and_pre_copy_refuses_clearly() {
         "/r/..%2Fapi/v1/runtimes",
         "/r/10.0.0.1:8888/x",
     ] {
-        let (status, body) =
-            http(&f.proxy_addr(), "GET", path, "", Duration::from_secs(5)).unwrap();
+        // With a credential that passes everywhere (the control token), so the path itself is
+        // what is tested.
+        let (status, body) = http_as(
+            &f.proxy_addr(),
+            &f.control_token(),
+            "GET",
+            path,
+            "",
+            Duration::from_secs(5),
+        )
+        .unwrap();
         assert!(
             !body.contains("\"plan\"") && !body.contains("mrp_url"),
             "{path} reached the control API: {status} {body}"
@@ -237,8 +249,9 @@ fn fork_gives_two_independent_runtimes_and_pre_copy_refuses_clearly() {
         assert_ne!(status, 200, "{path}: {body}");
     }
     // A request for a runtime that does not exist gets a clear JSON error from the proxy.
-    let (status, body) = http(
+    let (status, body) = http_as(
         &f.proxy_addr(),
+        &f.control_token(),
         "GET",
         "/r/nobody/mrp/v1/capabilities",
         "",
@@ -274,14 +287,14 @@ fn killing_the_target_agent_mid_transfer_leaves_the_source_running() {
         f.py("heavy", "print(x + 1, blob.size)").trim(),
         format!("42 {}", 120 * 1024 * 1024)
     );
-    let (status, _) = http(
-        &f.proxy_addr(),
-        "GET",
-        "/r/heavy/mrp/v1/capabilities",
-        "",
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let (status, _) = f
+        .proxy(
+            "GET",
+            "/r/heavy/mrp/v1/capabilities",
+            "",
+            Duration::from_secs(5),
+        )
+        .unwrap();
     assert_eq!(status, 200, "the proxy routes to the source again");
     let left = containers(&f, "h2");
     assert!(
@@ -386,14 +399,14 @@ fn lazy_migration_whose_source_dies_is_reported_lost_with_its_last_snapshot() {
     for h in ["h1", "h2"] {
         assert!(containers(&f, h).is_empty(), "a container is left on {h}");
     }
-    let (status, body) = http(
-        &f.proxy_addr(),
-        "GET",
-        "/r/fragile/mrp/v1/capabilities",
-        "",
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let (status, body) = f
+        .proxy(
+            "GET",
+            "/r/fragile/mrp/v1/capabilities",
+            "",
+            Duration::from_secs(5),
+        )
+        .unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("lost"), "{body}");
     // The offered snapshot restores.
@@ -409,12 +422,14 @@ fn a_streaming_execution_survives_a_migration_through_the_proxy() {
     let Some(f) = Ferry::start_dev(2) else { return };
     f.ok(&["create", "--name", "streamer", "--host", "h1"]);
     let addr = f.proxy_addr();
+    let token = f.token("streamer");
     // A cell that prints a line every 50 ms for 5 s, read as SSE through the proxy while it moves
     // twice (stop-copy, then lazy): the stream goes on across both moves.
     let reader = std::thread::spawn(move || {
         let code = r#"{"code":"import time\nfor i in range(100):\n    print('line', i, flush=True)\n    time.sleep(0.05)\nprint('finished')"}"#;
-        http(
+        http_as(
             &addr,
+            &token,
             "POST",
             "/r/streamer/mrp/v1/execute/stream",
             code,
@@ -512,14 +527,14 @@ fn a_hibernated_runtime_wakes_on_the_next_request_through_the_proxy() {
     assert_eq!(f.json(&["host", "ls"])[0]["used_mb"], 0);
     // A client's request is held, the runtime restored, and the request answered — not failed.
     let t = Instant::now();
-    let (status, body) = http(
-        &f.proxy_addr(),
-        "POST",
-        "/r/sleepy/mrp/v1/execute",
-        r#"{"code":"print(x + 1, int(df.a.sum()))"}"#,
-        Duration::from_secs(60),
-    )
-    .unwrap();
+    let (status, body) = f
+        .proxy(
+            "POST",
+            "/r/sleepy/mrp/v1/execute",
+            r#"{"code":"print(x + 1, int(df.a.sum()))"}"#,
+            Duration::from_secs(60),
+        )
+        .unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("42 499500"), "{body}");
     eprintln!("woken and answered in {} ms", t.elapsed().as_millis());
@@ -602,13 +617,13 @@ fn killing_the_control_plane_mid_migration_then_restarting_it_leaves_one_running
                 && o["error"].as_str().unwrap_or("").contains("interrupted")),
         "{ops}"
     );
-    let (status, _) = http(
-        &f.proxy_addr(),
-        "GET",
-        "/r/orphan/mrp/v1/capabilities",
-        "",
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let (status, _) = f
+        .proxy(
+            "GET",
+            "/r/orphan/mrp/v1/capabilities",
+            "",
+            Duration::from_secs(10),
+        )
+        .unwrap();
     assert_eq!(status, 200);
 }

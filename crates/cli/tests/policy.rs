@@ -183,14 +183,14 @@ fn an_idle_runtime_is_hibernated_and_wakes_on_request() {
         kinds.iter().any(|k| k == "idle") && kinds.iter().any(|k| k == "runtime.hibernated"),
         "{kinds:?}"
     );
-    let (status, body) = http(
-        &f.proxy_addr(),
-        "POST",
-        "/r/idler/mrp/v1/execute",
-        r#"{"code":"print(x + 1)"}"#,
-        Duration::from_secs(60),
-    )
-    .unwrap();
+    let (status, body) = f
+        .proxy(
+            "POST",
+            "/r/idler/mrp/v1/execute",
+            r#"{"code":"print(x + 1)"}"#,
+            Duration::from_secs(60),
+        )
+        .unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"42\\n\""), "{body}");
 }
@@ -256,14 +256,14 @@ fn a_gpu_hint_steers_the_next_move_to_a_gpu_host() {
         "create", "--name", "trainer", "--host", "h1", "--plan", "free",
     ]);
     // The user's notebook imports torch (not installed here: the cell fails, the hint stands).
-    let (status, _) = http(
-        &f.proxy_addr(),
-        "POST",
-        "/r/trainer/mrp/v1/execute",
-        r#"{"code":"import torch"}"#,
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    let (status, _) = f
+        .proxy(
+            "POST",
+            "/r/trainer/mrp/v1/execute",
+            r#"{"code":"import torch"}"#,
+            Duration::from_secs(30),
+        )
+        .unwrap();
     assert_eq!(status, 200);
     let kinds: Vec<String> = f
         .json(&["events", "--runtime", "trainer"])

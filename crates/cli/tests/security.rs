@@ -193,6 +193,10 @@ fn the_control_api_and_the_proxy_speak_tls_when_given_a_certificate() {
     assert_eq!(out["stdout"].as_str().unwrap().trim(), "42");
     // The proxy speaks TLS too.
     let proxy = f.proxy_addr();
+    let auth = format!(
+        "Authorization: Bearer {}",
+        f.ok(&["--ca", ca, "token", "tls1"]).trim()
+    );
     let o = Command::new("curl")
         .args([
             "-sS",
@@ -200,6 +204,8 @@ fn the_control_api_and_the_proxy_speak_tls_when_given_a_certificate() {
             "20",
             "--cacert",
             ca,
+            "-H",
+            &auth,
             "-H",
             "Content-Type: application/json",
             "-d",

@@ -222,6 +222,10 @@ pub struct Runtime {
     /// The egress policy comes from its plan (not set for this runtime).
     #[serde(default)]
     pub egress_from_plan: bool,
+    /// Its access token for the proxy: only in the answer to `create` (`ferry token NAME` shows
+    /// it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]

@@ -205,6 +205,26 @@ pub async fn checks(images_dir: &std::path::Path) -> Vec<Check> {
     v
 }
 
+/// How the `ferry serve` of `state_dir` runs its proxy (it writes `proxy.auth` at start; a
+/// `FERRY_PROXY_AUTH` in this environment counts too): `none` is flagged.
+pub fn proxy_auth(state_dir: &std::path::Path) -> Check {
+    let written = std::fs::read_to_string(state_dir.join("proxy.auth"))
+        .ok()
+        .map(|s| s.trim().to_string());
+    let env = std::env::var("FERRY_PROXY_AUTH").ok();
+    let (mode, whence) = match (written, env) {
+        (Some(m), _) => (m, format!("ferry serve of {}", state_dir.display())),
+        (None, Some(m)) => (m, "FERRY_PROXY_AUTH".to_string()),
+        (None, None) => ("token".into(), "the default".to_string()),
+    };
+    optional(check(
+        "proxy credentials",
+        mode != "none",
+        format!("--proxy-auth {mode} ({whence})"),
+        "the proxy lets anyone who reaches it run code in every runtime: restart `ferry serve` without `--proxy-auth none` (and without FERRY_PROXY_AUTH=none or proxy_auth = \"none\" in ferry.toml)",
+    ))
+}
+
 /// Whether capability `bit` is in this process's bounding set.
 fn capability(bit: u32) -> bool {
     std::fs::read_to_string("/proc/self/status")

@@ -6,12 +6,15 @@
 //! - [`control`]: the control plane: state in SQLite, placement, operations journal, the public API.
 //! - [`mrp`]: a client for the runtime's own HTTP API (MRP).
 //! - [`plan`], [`api`]: plans and the JSON types shared by the APIs and the CLI.
+//! - [`access`], [`dest`]: who may reach a runtime through the proxy, and where it may connect.
 //! - [`ui`], [`editor`]: the dashboard (`/ui`) and the notebook page with the MRMD editor.
 
+pub mod access;
 pub mod agent;
 pub mod api;
 pub mod container;
 pub mod control;
+pub mod dest;
 pub mod dev;
 pub mod doctor;
 pub mod editor;

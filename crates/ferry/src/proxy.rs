@@ -6,6 +6,9 @@
 //! new location when it opens again: a client sees a pause, not an error. Requests already sent to
 //! a runtime that is then frozen and moved complete at the target (CRIU carries their TCP
 //! connections). Connections to runtimes are never pooled.
+//!
+//! Before anything else a request must pass the credential check (`access.rs`); a route's address
+//! must lie in the runtime networks ferry manages (`dest.rs`), or it is never connected to.
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -53,9 +56,11 @@ pub struct Proxy {
     resolver: RwLock<Option<Resolver>>,
     waker: RwLock<Option<Waker>>,
     observer: RwLock<Option<Observer>>,
+    access: RwLock<Option<Arc<crate::access::Access>>>,
+    managed: RwLock<Option<crate::dest::Managed>>,
 }
 
-fn json_error(status: StatusCode, kind: &str, msg: String) -> Response {
+pub(crate) fn json_error(status: StatusCode, kind: &str, msg: String) -> Response {
     let mut r = (
         status,
         axum::Json(serde_json::json!({"error": {"kind": kind, "message": msg}})),
@@ -83,7 +88,33 @@ impl Proxy {
             resolver: RwLock::new(None),
             waker: RwLock::new(None),
             observer: RwLock::new(None),
+            access: RwLock::new(None),
+            managed: RwLock::new(None),
         })
+    }
+
+    /// Every request must then pass `a`'s credential check.
+    pub fn set_access(&self, a: Arc<crate::access::Access>) {
+        *self.access.write().unwrap() = Some(a);
+    }
+
+    /// Routes outside `m` are refused, never connected to.
+    pub fn set_managed(&self, m: crate::dest::Managed) {
+        *self.managed.write().unwrap() = Some(m);
+    }
+
+    /// The refusal, if the proxy may not connect to `a`.
+    fn outside(&self, name: &str, a: SocketAddr) -> Option<Response> {
+        let m = (*self.managed.read().unwrap())?;
+        if m.contains(a) {
+            return None;
+        }
+        tracing::error!(runtime = name, addr = %a, managed = %m, "refusing to forward outside the runtime networks");
+        Some(json_error(
+            StatusCode::BAD_GATEWAY,
+            "unavailable",
+            format!("runtime {name}'s address is outside the runtime networks this control plane manages; nothing was sent (check `ferry serve --subnet`)"),
+        ))
     }
 
     pub fn set_observer(&self, o: Observer) {
@@ -167,7 +198,7 @@ impl Proxy {
         };
         let route = rx.borrow_and_update().0.clone();
         match route {
-            Route::Open(a) => return Ok(a),
+            Route::Open(a) => return self.outside(name, a).map_or(Ok(a), Err),
             Route::Down(why) => {
                 return Err(json_error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -208,7 +239,7 @@ impl Proxy {
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         match waited {
             Ok(Ok(r)) => match r.0.clone() {
-                Route::Open(a) => Ok(a),
+                Route::Open(a) => self.outside(name, a).map_or(Ok(a), Err),
                 Route::Down(why) => Err(json_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
@@ -243,8 +274,36 @@ impl Proxy {
 pub fn router(p: Arc<Proxy>) -> Router {
     Router::new()
         .route("/r/:name", any(forward_root))
+        .route("/r/:name/", any(forward_root))
         .route("/r/:name/*rest", any(forward))
+        .layer(axum::middleware::from_fn(sandbox))
         .with_state(p)
+}
+
+/// Every runtime shares the proxy's origin, so a page a (hostile) runtime serves must not run as
+/// that origin: its answers get a sandbox policy (an opaque origin: no access to the origin's
+/// storage, and other runtimes' SameSite=Strict cookies never go with its requests), added to any
+/// policy it sets itself, and are never sniffed. ferry's own pages under `.ferry/` are not.
+async fn sandbox(req: Request, next: axum::middleware::Next) -> Response {
+    let own_page = req
+        .uri()
+        .path()
+        .splitn(4, '/')
+        .nth(3)
+        .is_some_and(|rest| rest.starts_with(crate::access::RESERVED));
+    let mut r = next.run(req).await;
+    if !own_page {
+        let h = r.headers_mut();
+        h.append(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox allow-scripts"),
+        );
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
+    r
 }
 
 async fn forward_root(
@@ -267,6 +326,12 @@ async fn forward(
 const RETRY_BODY_LIMIT: u64 = 1 << 20;
 
 async fn forward_to(p: Arc<Proxy>, name: String, rest: String, mut req: Request) -> Response {
+    let access = p.access.read().unwrap().clone();
+    if let Some(a) = access {
+        if let crate::access::Gate::Answer(r) = a.gate(&name, &rest, &mut req).await {
+            return r;
+        }
+    }
     let path_q = match req.uri().query() {
         Some(q) => format!("/{rest}?{q}"),
         None => format!("/{rest}"),

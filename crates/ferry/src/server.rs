@@ -102,6 +102,8 @@ pub struct ServeOptions {
     pub lease_ttl: Duration,
     /// Egress policy per plan name (`--plan-egress PLAN=allow|deny`).
     pub plan_egress: std::collections::BTreeMap<String, crate::egress::Egress>,
+    /// Whether the proxy asks for runtime credentials (`--proxy-auth token|none`).
+    pub proxy_auth: crate::access::Mode,
 }
 
 /// This instance's id: made once per state dir and kept, so that after a restart it recognises
@@ -149,6 +151,9 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     let tls = o.tls.as_ref().map(crate::tls::server_config).transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let instance_id = instance_id(&o.state_dir)?;
+    if o.proxy_auth == crate::access::Mode::None {
+        tracing::warn!("--proxy-auth none: the proxy lets ANYONE who reaches it run code in EVERY runtime; use it only on a laptop, never on a shared network");
+    }
     let (control, releases) = Control::open(ControlConfig {
         state_dir: o.state_dir.clone(),
         subnet: o.subnet,
@@ -165,6 +170,9 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
         instance_id: instance_id.clone(),
         lease_ttl: o.lease_ttl,
         plan_egress: o.plan_egress.clone(),
+        proxy_auth: o.proxy_auth,
+        proxy_tls: tls.is_some(),
+        editor_dir: Some(o.editor_dir.clone()),
     })
     .await?;
     control
@@ -205,6 +213,7 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     tokio::spawn(control.clone().reconcile_loop(Duration::from_secs(1)));
     tokio::spawn(control.clone().monitor_loop(o.monitor.clone()));
     tokio::spawn(control.clone().webhook_loop());
+    tokio::spawn(control.clone().access_loop());
     let proxy_app = crate::proxy::router(control.proxy.clone());
     let proxy_tls = tls.clone();
     tokio::spawn(async move {
@@ -213,6 +222,8 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
         }
     });
     crate::sys::host::write_atomically(&o.state_dir.join("proxy.addr"), proxy_addr.to_string())?;
+    // What `ferry doctor` reads of how this instance serves.
+    crate::sys::host::write_atomically(&o.state_dir.join("proxy.auth"), o.proxy_auth.to_string())?;
     tracing::info!(%proxy_addr, "proxy listening");
     crate::sys::host::write_atomically(
         &o.state_dir.join("serve.url"),

@@ -44,7 +44,8 @@ async fn one(
     let result = async {
         env.api.exec(&name, &w.code(size)).await?;
         env.api.exec(&name, COUNTER).await?;
-        let probe = Probe::start(&env.proxy, &name);
+        let token = env.api.token(&name).await?;
+        let probe = Probe::start(&env.proxy, &name, &token);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let m = if mode == "baseline" {
             env.api

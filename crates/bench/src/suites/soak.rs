@@ -19,7 +19,8 @@ pub async fn run(env: &Env, o: &BenchOptions) -> Result<Results> {
     let result = async {
         env.api.exec(name, &w.code(size)).await?;
         env.api.exec(name, COUNTER).await?;
-        let probe = Probe::start(&env.proxy, name);
+        let token = env.api.token(name).await?;
+        let probe = Probe::start(&env.proxy, name, &token);
         let mut failed = 0.0;
         for i in 0..o.migrations {
             let to = if i % 2 == 0 { "h2" } else { "h1" };

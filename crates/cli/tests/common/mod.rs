@@ -484,6 +484,42 @@ impl Ferry {
         v["stdout"].as_str().unwrap_or("").to_string()
     }
 
+    /// The control (operator) token of this instance.
+    pub fn control_token(&self) -> String {
+        std::fs::read_to_string(self.state.join("token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Runtime `rt`'s current access token for the proxy (`ferry token RT`).
+    pub fn token(&self, rt: &str) -> String {
+        self.ok(&["token", rt]).trim().to_string()
+    }
+
+    /// A request through this instance's proxy to `path` (`/r/NAME/...`), with NAME's access
+    /// token: how tests that are not about credentials reach a runtime.
+    pub fn proxy(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        timeout: Duration,
+    ) -> std::io::Result<(u16, String)> {
+        let name = path
+            .strip_prefix("/r/")
+            .and_then(|p| p.split(['/', '?']).next())
+            .expect("a proxy path is /r/NAME/...");
+        http_as(
+            &self.proxy_addr(),
+            &self.token(name),
+            method,
+            path,
+            body,
+            timeout,
+        )
+    }
+
     pub fn state_of(&self, rt: &str) -> String {
         self.json(&["inspect", rt])["state"]
             .as_str()
@@ -572,7 +608,8 @@ impl Drop for Ferry {
 }
 
 /// One HTTP/1.1 request over a fresh connection; returns (status, body). A client of the proxy as
-/// simple as a browser's fetch: no retries.
+/// simple as a browser's fetch: no retries. It sends no credential: for `/r/NAME/...` use
+/// [`Ferry::proxy`] or [`http_as`].
 pub fn http(
     addr: &str,
     method: &str,
@@ -580,10 +617,48 @@ pub fn http(
     body: &str,
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
+    request(addr, method, path, &[], body, timeout).map(|(s, _, b)| (s, b))
+}
+
+/// As [`http`], sending `Authorization: Bearer TOKEN`: the one way tests present a runtime's
+/// credential to the proxy (see [`Ferry::token`]).
+pub fn http_as(
+    addr: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    let auth = format!("Bearer {token}");
+    request(
+        addr,
+        method,
+        path,
+        &[("Authorization", &auth)],
+        body,
+        timeout,
+    )
+    .map(|(s, _, b)| (s, b))
+}
+
+/// One HTTP/1.1 request with extra `headers`; returns (status, response head, body).
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(timeout))?;
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}", body.len())?;
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
     let text = String::from_utf8_lossy(&out).into_owned();
@@ -601,7 +676,7 @@ pub fn http(
     } else {
         rest.to_string()
     };
-    Ok((status, body))
+    Ok((status, head.to_string(), body))
 }
 
 fn dechunk(mut s: &str) -> String {

@@ -59,6 +59,10 @@ pub fn router(c: Arc<Control>) -> Router {
         )
         .route("/api/v1/webhooks/:id/deliveries", get(deliveries))
         .route("/api/v1/runtimes/:name/policy", post(policy))
+        .route("/api/v1/runtimes/:name/token", get(token))
+        .route("/api/v1/runtimes/:name/token/rotate", post(rotate_token))
+        .route("/api/v1/runtimes/:name/token/signed", post(signed_token))
+        .route("/api/v1/access/signing-key", get(signing_key))
         .layer(middleware::from_fn_with_state(c.clone(), auth))
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
@@ -187,6 +191,113 @@ async fn inspect(State(c): C, Path(name): Path<String>) -> Result<Json<RuntimeDe
         runtime: c.inspect(&name).await?,
         operations: c.db.operations(Some(&name), 20).await?,
         events: c.db.events(Some(&name), 20).await?,
+    }))
+}
+
+/// A runtime's access token for the proxy.
+#[derive(Serialize, ToSchema)]
+struct AccessToken {
+    runtime: String,
+    token: String,
+}
+
+/// A runtime's new access token: the old one (and cookies made from it) no longer pass.
+#[derive(Serialize, ToSchema)]
+struct RotatedToken {
+    runtime: String,
+    token: String,
+    rotated: bool,
+}
+
+/// A signed, expiring token for one runtime (format in docs/ACCESS.md).
+#[derive(Serialize, ToSchema)]
+struct SignedToken {
+    runtime: String,
+    token: String,
+    /// When it stops passing (Unix seconds).
+    expires_at_unix: u64,
+}
+
+#[derive(Deserialize, ToSchema)]
+struct SignedRequest {
+    /// How long the token passes, in seconds (1 s to 366 days).
+    #[schema(minimum = 1, maximum = 31622400)]
+    ttl_s: u64,
+}
+
+/// The key platforms mint signed tokens with, and the token format.
+#[derive(Serialize, ToSchema)]
+struct SigningKey {
+    /// Hex of the key's 32 bytes.
+    key: String,
+    format: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/runtimes/{name}/token",
+    tag = "access",
+    summary = "A runtime's access token for the proxy",
+    params(("name" = String, Path, description = "the runtime's name")),
+    responses((status = 200, description = "OK", body = AccessToken), Errors)
+)]
+async fn token(State(c): C, Path(name): Path<String>) -> Result<Json<AccessToken>> {
+    let token = c.access_token(&name).await?;
+    Ok(Json(AccessToken {
+        runtime: name,
+        token,
+    }))
+}
+#[utoipa::path(
+    post,
+    path = "/api/v1/runtimes/{name}/token/rotate",
+    tag = "access",
+    summary = "Replace a runtime's access token (the old one stops passing at once)",
+    params(("name" = String, Path, description = "the runtime's name")),
+    responses((status = 200, description = "OK", body = RotatedToken), Errors)
+)]
+async fn rotate_token(State(c): C, Path(name): Path<String>) -> Result<Json<RotatedToken>> {
+    let token = c.rotate_access_token(&name).await?;
+    Ok(Json(RotatedToken {
+        runtime: name,
+        token,
+        rotated: true,
+    }))
+}
+#[utoipa::path(
+    post,
+    path = "/api/v1/runtimes/{name}/token/signed",
+    tag = "access",
+    summary = "A signed token for a runtime that expires after ttl_s",
+    params(("name" = String, Path, description = "the runtime's name")),
+    request_body = SignedRequest,
+    responses((status = 200, description = "OK", body = SignedToken), Errors)
+)]
+async fn signed_token(
+    State(c): C,
+    Path(name): Path<String>,
+    Json(r): Json<SignedRequest>,
+) -> Result<Json<SignedToken>> {
+    let (token, expires) = c
+        .signed_token(&name, std::time::Duration::from_secs(r.ttl_s))
+        .await?;
+    Ok(Json(SignedToken {
+        runtime: name,
+        token,
+        expires_at_unix: expires,
+    }))
+}
+#[utoipa::path(
+    get,
+    path = "/api/v1/access/signing-key",
+    tag = "access",
+    summary = "The key a platform mints signed runtime tokens with (operator only)",
+    responses((status = 200, description = "OK", body = SigningKey), Errors)
+)]
+async fn signing_key(State(c): C) -> Result<Json<SigningKey>> {
+    Ok(Json(SigningKey {
+        key: c.signing_key().await?,
+        format: "v1.NAME.EXPIRY.MAC, MAC = hex(HMAC-SHA256(unhex(key), \"ferry-access-v1\\nNAME\\nEXPIRY\"))".into(),
     }))
 }
 

@@ -2,6 +2,7 @@
 //! instances), decides placement, drives every operation through the agents and journals it with
 //! its timings, and serves the public API.
 
+mod access;
 pub mod api;
 pub mod auth;
 mod baseline;
@@ -55,12 +56,20 @@ pub struct ControlConfig {
     pub lease_ttl: Duration,
     /// Egress policy per plan name (plans not listed: `allow`); a runtime's own choice wins.
     pub plan_egress: std::collections::BTreeMap<String, crate::egress::Egress>,
+    /// Whether the proxy asks for runtime credentials (`--proxy-auth`).
+    pub proxy_auth: crate::access::Mode,
+    /// The proxy speaks TLS (its cookies are then `Secure`).
+    pub proxy_tls: bool,
+    /// Where the editor bundle is, for the notebook page the proxy serves.
+    pub editor_dir: Option<PathBuf>,
 }
 
 pub struct Control {
     pub cfg: ControlConfig,
     pub db: Db,
     pub proxy: Arc<crate::proxy::Proxy>,
+    /// The proxy's credential check (its cache of runtime tokens).
+    pub access: Arc<crate::access::Access>,
     agents: RwLock<HashMap<String, AgentClient>>,
     busy: Mutex<HashSet<String>>,
     /// Leases of finished claims, for the lease loop to give back.
@@ -90,11 +99,15 @@ impl Control {
         std::fs::create_dir_all(&cfg.state_dir)?;
         let db = Db::open(&cfg.database).await?;
         let proxy = crate::proxy::Proxy::new(std::time::Duration::from_secs(60));
+        proxy.set_managed(crate::dest::Managed::new(cfg.subnet, crate::dest::SLOTS));
+        let access = access::open(&cfg, &db).await?;
+        proxy.set_access(access.clone());
         let (releases, released) = tokio::sync::mpsc::unbounded_channel();
         let c = Arc::new(Control {
             cfg,
             db,
             proxy,
+            access,
             agents: RwLock::new(HashMap::new()),
             busy: Mutex::new(HashSet::new()),
             releases,
@@ -105,6 +118,7 @@ impl Control {
             reservations: Mutex::new(HashMap::new()),
             local_addrs: local_ipv4_addrs().await,
         });
+        c.wire_access();
         let weak = Arc::downgrade(&c);
         let o = weak.clone();
         c.proxy

@@ -79,7 +79,11 @@ impl Control {
                     serde_json::json!({"host": host}),
                 )
                 .await;
-                self.inspect(&name).await
+                let mut rt = self.inspect(&name).await?;
+                let token = self.access_token(&name).await?;
+                self.access.set(&name, &token);
+                rt.access_token = Some(token);
+                Ok(rt)
             }
             Err(e) => {
                 self.db.delete_runtime(&id).await?;
@@ -109,6 +113,7 @@ impl Control {
             auto: r.auto,
             egress: self.egress_of(r),
             egress_from_plan: r.egress.is_none(),
+            access_token: None,
         }
     }
 
@@ -225,6 +230,7 @@ impl Control {
         .await?;
         self.db.delete_runtime(&row.id).await?;
         self.proxy.remove(name);
+        self.access.forget(name);
         self.event(
             Some(name),
             "runtime.removed",

@@ -1,7 +1,9 @@
 //! The browser side of `ferry serve`: the operators' dashboard (`/ui`) and a notebook page with
-//! the real MRMD editor (`/notebook/NAME`). Both are static files embedded in the binary
-//! (`ui/assets/`) whose scripts consume the public API (fetch + EventSource) or the proxy; this
-//! module only serves them and turns the control token into a session cookie.
+//! the real MRMD editor. Both are static files embedded in the binary (`ui/assets/`) whose scripts
+//! consume the public API (fetch + EventSource) or the proxy; this module only serves them and
+//! turns the control token into a session cookie. The notebook page is served by the proxy under
+//! the runtime's own path (`runtime_pages.rs`); `/notebook/NAME` here hands a signed-in operator a
+//! short-lived signed token for that runtime and redirects there.
 //!
 //! Signing in: the page POSTs the token once to `/ui/login`; the answer sets an HttpOnly,
 //! SameSite=Strict cookie holding an HMAC derived from the token (never the token), so no secret
@@ -17,6 +19,12 @@ use axum::{Json, Router};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+pub mod runtime_pages;
+
+/// How long the signed token `/notebook/NAME` puts in its redirect is valid: long enough to follow
+/// a redirect, short enough that a URL left in a history or a log is soon worthless.
+pub const NOTEBOOK_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct UiConfig {
@@ -69,7 +77,6 @@ pub fn router(c: Arc<Control>, cfg: UiConfig) -> Router {
         .route("/ui/bench", get(bench_list))
         .route("/ui/bench/:file", get(bench_plot))
         .route("/notebook/:name", get(notebook))
-        .route("/notebook/editor/mrmd.iife.js", get(bundle))
         .with_state(Arc::new(Ui { c, cfg }))
 }
 
@@ -224,47 +231,58 @@ fn escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-/// The notebook page for runtime `name`: the editor, connected to `PROXY/r/NAME/mrp/v1`.
-async fn notebook(State(ui): S, Path(name): Path<String>) -> Response {
+/// `/notebook/NAME`: for a signed-in operator, a redirect to the notebook page the proxy serves
+/// under `/r/NAME/.ferry/notebook`, through the browser exchange with a short-lived signed token
+/// for NAME alone (the page never sees the control token).
+async fn notebook(
+    State(ui): S,
+    headers: axum::http::HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
     if let Err(e) = crate::control::check_name(&name) {
         return (StatusCode::NOT_FOUND, e.to_string()).into_response();
     }
-    let Some(inst) = crate::editor::installed(&ui.cfg.editor_dir) else {
-        let msg = format!("The notebook editor is not installed in {}: run `ferry editor install` (or start `ferry serve --editor-dir DIR` where it is).", ui.cfg.editor_dir.display());
-        return (
-            StatusCode::NOT_FOUND,
-            Html(format!(
-                "<!doctype html><meta charset=utf-8><title>ferry notebook</title><p>{}</p>",
-                escape(&msg)
-            )),
-        )
-            .into_response();
-    };
-    let page = NOTEBOOK
-        .replace("{{NAME}}", &escape(&name))
-        .replace("{{PROXY}}", &escape(&proxy_base(&ui.cfg)))
-        .replace("{{PROXY_PORT}}", &ui.cfg.proxy_addr.port().to_string())
-        .replace("{{EDITOR_VERSION}}", &escape(&inst.version));
-    no_framing(Html(page).into_response())
-}
-
-async fn bundle(State(ui): S) -> Response {
-    let path = crate::editor::bundle_path(&ui.cfg.editor_dir);
-    match tokio::fs::read(&path).await {
-        Ok(b) => (
-            [
-                (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-                (header::CACHE_CONTROL, "max-age=3600"),
-            ],
-            b,
-        )
-            .into_response(),
-        Err(_) => (
-            StatusCode::NOT_FOUND,
-            "the editor bundle is not installed: run `ferry editor install`",
-        )
-            .into_response(),
+    if !signed_in(&ui, &headers) {
+        return no_framing(
+            (
+                StatusCode::UNAUTHORIZED,
+                Html("<!doctype html><meta charset=utf-8><title>ferry notebook</title><p>Sign in at <a href=\"/ui\">/ui</a> first, then open the notebook again.</p>"),
+            )
+                .into_response(),
+        );
     }
+    if let Err(e) = ui.c.runtime_row(&name).await {
+        return e.into_response();
+    }
+    let (token, _) = ui.c.access.mint(&name, NOTEBOOK_TOKEN_TTL);
+    let mut base = proxy_base(&ui.cfg);
+    if base.is_empty() {
+        // The proxy listens on every address: the host name the browser used, the proxy's port.
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| {
+                h.rsplit_once(':')
+                    .map(|(h, _)| h.to_string())
+                    .or(Some(h.to_string()))
+            })
+            .unwrap_or_else(|| "localhost".into());
+        let scheme = if ui.cfg.proxy_tls { "https" } else { "http" };
+        base = format!("{scheme}://{host}:{}", ui.cfg.proxy_addr.port());
+    }
+    let to = format!(
+        "{base}/r/{name}/{}?{}={token}",
+        runtime_pages::NOTEBOOK_PATH,
+        crate::access::EXCHANGE_PARAM
+    );
+    let mut r = Redirect::to(&to).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
 }
 
 #[cfg(test)]

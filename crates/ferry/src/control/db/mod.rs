@@ -15,6 +15,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::time::Duration;
 
+mod access;
 mod records;
 mod runtimes;
 mod schema;
@@ -218,10 +219,10 @@ impl Db {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn row(id: &str, name: &str, idx: u32) -> RuntimeRow {
+    pub(super) fn row(id: &str, name: &str, idx: u32) -> RuntimeRow {
         RuntimeRow {
             id: id.into(),
             name: name.into(),
@@ -527,7 +528,7 @@ mod tests {
             .execute(&mut *c)
             .await
             .unwrap();
-            sqlx::raw_sql("CREATE TABLE runtimes2 AS SELECT id, name FROM runtimes; ALTER TABLE runtimes DROP COLUMN owner; ALTER TABLE runtimes DROP COLUMN lease_token; ALTER TABLE runtimes DROP COLUMN lease_until; ALTER TABLE operations DROP COLUMN owner; ALTER TABLE runtimes DROP COLUMN egress; DROP TABLE runtimes2;").execute(&mut *c).await.unwrap();
+            sqlx::raw_sql("CREATE TABLE runtimes2 AS SELECT id, name FROM runtimes; ALTER TABLE runtimes DROP COLUMN owner; ALTER TABLE runtimes DROP COLUMN lease_token; ALTER TABLE runtimes DROP COLUMN lease_until; ALTER TABLE operations DROP COLUMN owner; ALTER TABLE runtimes DROP COLUMN egress; ALTER TABLE runtimes DROP COLUMN access_token; DROP TABLE settings; DROP TABLE runtimes2;").execute(&mut *c).await.unwrap();
         }
         let db = Db::open(&url).await.unwrap();
         assert_eq!(

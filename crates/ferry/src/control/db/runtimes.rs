@@ -59,8 +59,8 @@ impl Db {
 
     async fn insert_row(&self, r: &RuntimeRow, lease: Option<&Lease>) -> sqlx::Result<()> {
         let q = self.q(
-            "INSERT INTO runtimes (id, name, host, plan, memory_mb, cpus, image, net_index, state, state_reason, created_at, started_at, last_snapshot, auto, owner, lease_token, lease_until, egress)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, CASE WHEN $15 IS NULL THEN 0 ELSE {now_ms} + $17 END, $18)",
+            "INSERT INTO runtimes (id, name, host, plan, memory_mb, cpus, image, net_index, state, state_reason, created_at, started_at, last_snapshot, auto, owner, lease_token, lease_until, egress, access_token)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, CASE WHEN $15 IS NULL THEN 0 ELSE {now_ms} + $17 END, $18, $19)",
         );
         sqlx::query(&q)
             .bind(&r.id)
@@ -85,6 +85,9 @@ impl Db {
                     .as_ref()
                     .map(|e| serde_json::to_string(e).expect("egress serializes")),
             )
+            // Every new row is a new tenant's runtime (a create, a fork, a restore under a new
+            // name): it gets an access token of its own.
+            .bind(crate::control::auth::new_token())
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -222,6 +225,12 @@ impl Db {
                 break;
             }
             i += 1;
+        }
+        if i >= crate::dest::SLOTS as i64 {
+            return Err(Error::Conflict(format!(
+                "all {} runtime network slots are taken: remove runtimes you no longer need",
+                crate::dest::SLOTS
+            )));
         }
         Ok(i as u32)
     }

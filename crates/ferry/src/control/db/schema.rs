@@ -56,6 +56,11 @@ ALTER TABLE operations ADD COLUMN owner TEXT;
     r#"
 ALTER TABLE runtimes ADD COLUMN egress TEXT;
 "#,
+    // Runtime access tokens for the proxy, and cluster settings (the signing key of signed tokens).
+    r#"
+ALTER TABLE runtimes ADD COLUMN access_token TEXT;
+CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL, created_at TEXT NOT NULL);
+"#,
 ];
 
 impl Db {
@@ -100,6 +105,7 @@ impl Db {
         .map_err(|e| Error::Unavailable(format!("cannot open the database {shown}: {e}")))?;
         let db = Db { pool, backend };
         db.migrate().await?;
+        db.fill_access_tokens().await?;
         Ok(db)
     }
 

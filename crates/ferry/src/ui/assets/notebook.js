@@ -1,11 +1,13 @@
 // The notebook page: the real MRMD editor, its python cells run by one runtime through ferry's
-// proxy (PROXY/r/NAME/mrp/v1), so the runtime can move between hosts under a typing user.
+// proxy (PROXY/r/NAME/mrp/v1), so the runtime can move between hosts under a typing user. The
+// proxy serves this page under /r/NAME/.ferry/, so every call is same-origin and carries the
+// runtime's access cookie.
 // State for tests and curious users: window.ferryNotebook.
 (function () {
   'use strict';
   const body = document.body;
   const name = body.dataset.runtime;
-  const base = body.dataset.proxy || `${location.protocol}//${location.hostname}:${body.dataset.proxyPort}`;
+  const base = location.origin;
   const runtimeUrl = `${base}/r/${encodeURIComponent(name)}/mrp/v1`;
   const status = document.getElementById('nb-status');
   const saved = `ferry.notebook.${name}`;
