@@ -235,6 +235,18 @@ impl Control {
         };
         let restored = target.restore(&restore).await;
         if let Err(e) = restored {
+            if !lazy {
+                // The source is thawed only when no copy at the target can have run.
+                return Err(
+                    match self.restore_failed(row, &source, &target, &sent, to, e).await {
+                        Ok(never_ran) => match source.thaw(&row.id).await {
+                            Ok(_) => rollback(never_ran).await,
+                            Err(te) => self.mark_lost(row, &format!("the restore on {to} failed ({never_ran}) and the source could not be resumed ({te})")).await,
+                        },
+                        Err(settled) => settled,
+                    },
+                );
+            }
             let _ = target.remove(&row.id).await;
             let back = if lazy {
                 source.lazy_abort(&row.id, &snapshot_id).await.map(|_| ())
