@@ -7,7 +7,7 @@
 //! (`ferry dev up`) and removes them afterwards.
 
 mod env;
-mod probe;
+pub mod probe;
 mod report;
 mod stats;
 mod suites;

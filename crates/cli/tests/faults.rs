@@ -142,6 +142,32 @@ fn wait_for_phase(f: &Ferry, rt: &str, what: &str) {
     }
 }
 
+/// Waits until `rt` is running again (after a fault), up to a minute; its host.
+fn wait_running(f: &Ferry, rt: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let v = f.json(&["inspect", rt]);
+        if v["state"] == "running" {
+            return v["host"].as_str().unwrap().to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not settled: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Reads the write probe back: it polled, and no write ran twice or was lost once answered. (Run
+/// before other cells: the runtime mixes up the output of cells run at the same time.)
+fn assert_writes_once(probe: common::WriteProbe) {
+    let seen = probe.finish();
+    eprintln!("{seen:?}");
+    assert!(seen.polls > 0, "the write probe polled");
+    assert_eq!(seen.duplicated, 0.0, "a write ran twice: {seen:?}");
+    assert_eq!(seen.lost_writes, 0.0, "an answered write is gone: {seen:?}");
+}
+
 fn failed(out: std::process::Output) -> String {
     assert!(
         !out.status.success(),
@@ -157,6 +183,8 @@ fn source_agent_killed_mid_transfer_the_runtime_resumes_at_the_source_when_it_is
     let Some(f) = Ferry::start_dev(2) else { return };
     heavy(&f, "src");
     common::slow_link(&f, "h2", "400mbit");
+    let probe = common::WriteProbe::start(&f, "src");
+    std::thread::sleep(Duration::from_millis(200));
     let migration = migrate_in_background(&f, &["src", "--to", "h2"]);
     wait_for_stream_at(&f, "h2");
     kill9(f.agent_pid("h1"));
@@ -169,6 +197,8 @@ fn source_agent_killed_mid_transfer_the_runtime_resumes_at_the_source_when_it_is
     assert_eq!(f.json(&["inspect", "src"])["state"], "migrating");
     assert!(containers(&f, "h2").is_empty());
     f.ok(&["dev", "restart-agent", "h1"]);
+    wait_running(&f, "src");
+    assert_writes_once(probe);
     assert_settled(&f, "src", "h1", Duration::from_secs(30));
     let events = f.json(&["events", "--runtime", "src"]);
     assert!(
@@ -183,18 +213,24 @@ fn source_agent_killed_mid_transfer_the_runtime_resumes_at_the_source_when_it_is
 
 // 2. kill -9 the target agent during the restore.
 #[test]
-fn target_agent_killed_during_restore_leaves_the_runtime_running_once_at_the_source() {
+fn target_agent_killed_during_restore_leaves_the_runtime_running_once() {
     let Some(f) = Ferry::start_dev(2) else { return };
     heavy(&f, "tgt");
+    let probe = common::WriteProbe::start(&f, "tgt");
+    std::thread::sleep(Duration::from_millis(200));
     let migration = migrate_in_background(&f, &["tgt", "--to", "h2"]);
     wait_for_phase(&f, "tgt", "restoring on h2");
     kill9(f.agent_pid("h2"));
     let err = failed(migration.join().unwrap());
-    assert!(err.contains("runs on h1 again"), "{err}");
-    // The restore runc was running may finish without its agent: that copy is a stray, removed
-    // once the target's agent is back.
+    // Whether h2's copy was continued is unknown while h2 is silent: the source is not thawed.
+    assert!(err.contains("is settled when h2 reports"), "{err}");
+    assert_eq!(f.json(&["inspect", "tgt"])["state"], "migrating");
     f.ok(&["dev", "restart-agent", "h2"]);
-    assert_settled(&f, "tgt", "h1", Duration::from_secs(30));
+    // Settled from what h2 reports: a copy never continued (leave-stopped still in its config) is
+    // removed and the source thawed; a copy that runs completes the move. One copy either way.
+    let host = wait_running(&f, "tgt");
+    assert_writes_once(probe);
+    assert_settled(&f, "tgt", &host, Duration::from_secs(30));
 }
 
 // 4. kill the proxy during the cut-over (it runs inside `ferry serve`).
@@ -220,12 +256,15 @@ fn proxy_killed_during_the_cut_over_clients_see_an_error_never_a_wrong_answer_an
     std::thread::sleep(Duration::from_millis(50));
     // ... when the proxy (and the control plane with it) is killed.
     kill9(f.serve_pid());
-    // (A broken connection is fine too: the client knows to retry.)
-    if let Ok((status, body)) = held.join().unwrap() {
-        assert!(
-            status == 0 || (status == 200 && body.contains("42")),
-            "a held request got a wrong answer: {status} {body}"
-        );
+    // A broken connection (the proxy died) is fine: the client knows to retry. An answer must be
+    // the right one; anything else fails.
+    match held.join().unwrap() {
+        Err(_) | Ok((0, _)) => {}
+        Ok((200, body)) => assert!(
+            body.contains("42"),
+            "a held request got a wrong answer: {body}"
+        ),
+        Ok((status, body)) => panic!("a held request got {status}: {body}"),
     }
     assert!(!migration.join().unwrap().status.success());
     f.ok(&["dev", "restart-serve"]);

@@ -4,77 +4,12 @@
 mod common;
 use common::{
     containers, find_process, http, http_as, kill9, migrate_in_background, wait_for_stream_at,
-    Ferry, BIG,
+    Ferry, WriteProbe, BIG,
 };
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const COUNTER: &str = "import threading, time\ncounter = 0\ndef _tick():\n    global counter\n    while True:\n        counter += 1\n        time.sleep(0.01)\nthreading.Thread(target=_tick, daemon=True).start()";
-
-/// Polls `print(counter)` through the proxy every 10 ms until stopped; (elapsed ms, result).
-fn poll(
-    addr: String,
-    token: String,
-    rt: &str,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Vec<(f64, Result<i64, String>)>> {
-    let path = format!("/r/{rt}/mrp/v1/execute");
-    std::thread::spawn(move || {
-        let t0 = Instant::now();
-        let mut out = Vec::new();
-        while !stop.load(Ordering::SeqCst) {
-            let r = match http_as(
-                &addr,
-                &token,
-                "POST",
-                &path,
-                r#"{"code":"print(counter)"}"#,
-                Duration::from_secs(30),
-            ) {
-                Ok((200, body)) => serde_json::from_str::<Value>(&body)
-                    .ok()
-                    .and_then(|v| {
-                        v["stdout"]
-                            .as_str()
-                            .and_then(|s| s.trim().parse::<i64>().ok())
-                    })
-                    .ok_or_else(|| format!("bad answer: {body}")),
-                Ok((status, body)) => Err(format!("{status}: {body}")),
-                Err(e) => Err(e.to_string()),
-            };
-            out.push((t0.elapsed().as_secs_f64() * 1000.0, r));
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        out
-    })
-}
-
-/// Asserts no poll failed and the counter never went backwards; returns the longest gap (ms).
-fn check_continuity(polls: &[(f64, Result<i64, String>)]) -> f64 {
-    let failed: Vec<_> = polls.iter().filter(|p| p.1.is_err()).collect();
-    assert!(
-        failed.is_empty(),
-        "{} polls failed, first: {:?}",
-        failed.len(),
-        failed.first()
-    );
-    let values: Vec<i64> = polls.iter().map(|p| *p.1.as_ref().unwrap()).collect();
-    assert!(values.len() > 20, "too few polls: {}", values.len());
-    for w in values.windows(2) {
-        assert!(
-            w[1] >= w[0],
-            "the counter went backwards ({} -> {}): increments were lost",
-            w[0],
-            w[1]
-        );
-    }
-    polls
-        .windows(2)
-        .map(|w| w[1].0 - w[0].0)
-        .fold(0.0, f64::max)
-}
 
 #[test]
 fn stop_copy_under_a_polling_client_loses_nothing() {
@@ -87,18 +22,29 @@ fn stop_copy_under_a_polling_client_loses_nothing() {
     );
     f.py("live", "import numpy as np, hashlib\nblob = np.random.randint(0, 256, size=64 * 1024 * 1024, dtype=np.uint8)\nh0 = hashlib.sha256(blob.tobytes()).hexdigest()");
     for (to, mode) in [("h2", "stop-copy"), ("h1", "lazy")] {
-        let stop = Arc::new(AtomicBool::new(false));
-        let poller = poll(f.proxy_addr(), f.token("live"), "live", stop.clone());
+        let probe = WriteProbe::start(&f, "live");
         std::thread::sleep(Duration::from_millis(400));
         let m = f.json(&["migrate", "live", "--to", to, "--mode", mode]);
         std::thread::sleep(Duration::from_millis(400));
-        stop.store(true, Ordering::SeqCst);
-        let polls = poller.join().unwrap();
-        let gap = check_continuity(&polls);
-        eprintln!(
-            "{mode}: {} polls, longest gap {gap:.0} ms, server-side downtime {} ms",
-            polls.len(),
-            m["timings"]["downtime_ms"]
+        let seen = probe.finish();
+        let downtime = m["timings"]["downtime_ms"].as_f64().unwrap();
+        eprintln!("{mode}: {seen:?}, server-side downtime {downtime} ms");
+        assert!(seen.polls > 20, "too few polls: {seen:?}");
+        assert_eq!(seen.failures, 0.0, "{mode}: failed polls: {seen:?}");
+        assert_eq!(seen.duplicated, 0.0, "{mode}: a write ran twice: {seen:?}");
+        assert_eq!(
+            seen.lost_writes, 0.0,
+            "{mode}: an answered write is gone: {seen:?}"
+        );
+        assert_eq!(
+            seen.lost_updates, 0.0,
+            "{mode}: the counter went back: {seen:?}"
+        );
+        // What the client saw is the freeze plus a bounded overhead, not an open-ended wait.
+        assert!(
+            seen.downtime_ms < downtime + 3000.0,
+            "{mode}: the client waited {:.0} ms for a {downtime:.0} ms freeze",
+            seen.downtime_ms
         );
         assert_eq!(m["mode"], mode);
         assert_eq!(m["to"], to);
@@ -626,4 +572,63 @@ fn killing_the_control_plane_mid_migration_then_restarting_it_leaves_one_running
         )
         .unwrap();
     assert_eq!(status, 200);
+}
+
+/// A cell that makes the runtime exit at once wherever it is restored (its process's start time
+/// changes) within the next `secs` seconds: a copy that fails right after its processes were
+/// continued, before it answers its readiness check.
+fn exit_when_restored(secs: u32) -> String {
+    format!("import threading, os, time\ndef _born():\n    with open('/proc/self/stat') as f:\n        return f.read().rsplit(')', 1)[1].split()[19]\ndef _trap(deadline):\n    b = _born()\n    while time.time() < deadline:\n        if _born() != b:\n            os._exit(1)\n        time.sleep(0.002)\nthreading.Thread(target=_trap, args=(time.time() + {secs},), daemon=True).start()")
+}
+
+#[test]
+fn a_stop_copy_whose_target_fails_after_continuing_never_resumes_the_source() {
+    let Some(f) = Ferry::start_dev(2) else { return };
+    f.ok(&["create", "--name", "once", "--host", "h1"]);
+    f.py("once", COUNTER);
+    let probe = WriteProbe::start(&f, "once");
+    std::thread::sleep(Duration::from_millis(300));
+    let armed = Instant::now();
+    let trap_secs = 20;
+    f.py("once", &exit_when_restored(trap_secs));
+    let err = f.fails(&["migrate", "once", "--to", "h2"]);
+    assert!(
+        err.contains("lost"),
+        "the move says the runtime is lost: {err}"
+    );
+    let rt = f.json(&["inspect", "once"]);
+    assert_eq!(rt["state"], "lost", "{rt}");
+    // The source was not thawed: no copy runs anywhere (it would run again what the target ran).
+    for h in ["h1", "h2"] {
+        assert!(
+            containers(&f, h).is_empty(),
+            "a copy was left on {h}: {:?}",
+            containers(&f, h)
+        );
+    }
+    let reason = rt["state_reason"].as_str().unwrap_or_default().to_string();
+    let snap = reason
+        .split("ferry restore ")
+        .nth(1)
+        .map(|s| {
+            s.trim_matches(|c: char| c == '`' || c.is_whitespace())
+                .to_string()
+        })
+        .unwrap_or_else(|| panic!("the snapshot is offered: {reason}"));
+    assert!(
+        snap.starts_with("mig"),
+        "the move's own snapshot is offered: {reason}"
+    );
+    // Restored by the user, once the trap has expired: exactly one copy, each write at most once.
+    let wait = Duration::from_secs(trap_secs as u64 + 1).saturating_sub(armed.elapsed());
+    std::thread::sleep(wait);
+    f.ok(&["restore", &snap]);
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = probe.finish();
+    eprintln!("{seen:?}");
+    let running: usize = ["h1", "h2"].iter().map(|h| containers(&f, h).len()).sum();
+    assert_eq!(running, 1, "exactly one running copy");
+    assert!(seen.polls > 10, "{seen:?}");
+    assert_eq!(seen.duplicated, 0.0, "a write ran twice: {seen:?}");
+    assert_eq!(seen.lost_writes, 0.0, "an answered write is gone: {seen:?}");
 }

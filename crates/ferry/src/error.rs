@@ -19,6 +19,11 @@ pub enum Error {
     Snapshot(#[from] ferry_snapshot::SnapshotError),
     #[error("{0}")]
     Internal(String),
+    /// A restored copy's processes were continued (they may have run requests) and then the copy
+    /// failed and was destroyed: whatever it was restored from is no longer the runtime's state,
+    /// so nothing may resume from it silently (see the migration module).
+    #[error("{0}")]
+    Diverged(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -31,7 +36,7 @@ impl Error {
             Error::Invalid(_) | Error::Snapshot(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Internal(_) | Error::Diverged(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -44,6 +49,7 @@ impl Error {
             Error::Unavailable(_) => "unavailable",
             Error::Unauthorized(_) => "unauthorized",
             Error::Internal(_) => "internal",
+            Error::Diverged(_) => "diverged",
         }
     }
 
@@ -57,6 +63,7 @@ impl Error {
             Error::Unavailable(_) => Error::Unavailable(msg),
             Error::Unauthorized(_) => Error::Unauthorized(msg),
             Error::Internal(_) => Error::Internal(msg),
+            Error::Diverged(_) => Error::Diverged(msg),
         }
     }
 
@@ -70,6 +77,7 @@ impl Error {
             }
             ("unavailable", _) | (_, 503) => Error::Unavailable(message),
             ("unauthorized", _) | (_, 401) => Error::Unauthorized(message),
+            ("diverged", _) => Error::Diverged(message),
             _ => Error::Internal(message),
         }
     }

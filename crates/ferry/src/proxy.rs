@@ -325,6 +325,18 @@ async fn forward(
 /// Bodies up to this size are kept so that a request cut off by a cut-over can be sent again.
 const RETRY_BODY_LIMIT: u64 = 1 << 20;
 
+/// A stream (SSE, `Accept: text/event-stream` or MRP's `/execute/stream`) or an upgrade
+/// (WebSocket): sent once, never again, whatever happens to its connection.
+fn streams(req: &Request) -> bool {
+    req.headers().contains_key(header::UPGRADE)
+        || req
+            .headers()
+            .get_all(header::ACCEPT)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains("text/event-stream")))
+        || req.uri().path().ends_with("/stream")
+}
+
 async fn forward_to(p: Arc<Proxy>, name: String, rest: String, mut req: Request) -> Response {
     let access = p.access.read().unwrap().clone();
     if let Some(a) = access {
@@ -337,7 +349,6 @@ async fn forward_to(p: Arc<Proxy>, name: String, rest: String, mut req: Request)
         None => format!("/{rest}"),
     };
     *req.uri_mut() = Uri::try_from(path_q).unwrap_or_else(|_| Uri::from_static("/"));
-    let upgrade = req.headers().contains_key(header::UPGRADE);
     let small = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -346,7 +357,7 @@ async fn forward_to(p: Arc<Proxy>, name: String, rest: String, mut req: Request)
         .is_some_and(|n| n <= RETRY_BODY_LIMIT)
         || (req.method() == axum::http::Method::GET
             && !req.headers().contains_key(header::TRANSFER_ENCODING));
-    if upgrade || !small {
+    if streams(&req) || !small {
         let addr = match p.resolve(&name).await {
             Ok(a) => a,
             Err(r) => return r,
@@ -355,8 +366,6 @@ async fn forward_to(p: Arc<Proxy>, name: String, rest: String, mut req: Request)
             Ok(r) | Err((_, r)) => r,
         };
     }
-    // A request whose connection was cut by a cut-over (CRIU drops connections the runtime had not
-    // accepted yet) never reached the runtime: send it once more to where the runtime is now.
     let (parts, body) = req.into_parts();
     let body = match http_body_util::BodyExt::collect(body).await {
         Ok(b) => b.to_bytes(),
@@ -376,33 +385,84 @@ async fn forward_to(p: Arc<Proxy>, name: String, rest: String, mut req: Request)
             }
         }
     }
+    forward_with_resend(&p, &name, parts, body).await
+}
+
+/// Sends a buffered request, and sends it once more (at most twice more) only when the runtime
+/// provably never read it (`Delivery::Unread`) and a cut-over happened meanwhile — the case of a
+/// connection CRIU's `skip-in-flight` dropped from the runtime's accept queue at a dump. A request
+/// the runtime may have read is never sent again: the client gets the error and decides.
+async fn forward_with_resend(
+    p: &Proxy,
+    name: &str,
+    parts: axum::http::request::Parts,
+    body: axum::body::Bytes,
+) -> Response {
     let mut attempt = 0;
     loop {
-        let epoch = p.epoch(&name);
-        let addr = match p.resolve(&name).await {
+        let epoch = p.epoch(name);
+        let addr = match p.resolve(name).await {
             Ok(a) => a,
             Err(r) => return r,
         };
         let req = Request::from_parts(parts.clone(), Body::from(body.clone()));
-        match send(&name, addr, req).await {
+        match send(name, addr, req).await {
             Ok(r) => return r,
-            Err((unsent, r)) => {
+            Err((delivery, r)) => {
                 attempt += 1;
-                if !(unsent && attempt < 3 && p.epoch(&name) != epoch) {
+                if !resend(delivery, attempt, epoch, p.epoch(name)) {
                     return r;
                 }
-                tracing::debug!(runtime = %name, "request cut by a cut-over; sending it again");
+                tracing::debug!(runtime = %name, "request cut by a cut-over before the runtime read it; sending it again");
             }
         }
     }
 }
 
-/// Sends `req` to `addr`. On failure before any answer: `Err((true, response))`.
+/// Whether a failed send is sent again: only what the runtime never read, only when the runtime
+/// moved meanwhile (`epoch` changed), and at most three sends in all.
+fn resend(delivery: Delivery, attempts: u32, epoch_before: u64, epoch_now: u64) -> bool {
+    delivery == Delivery::Unread && attempts < 3 && epoch_now != epoch_before
+}
+
+/// What a failed send did to the runtime, as far as the proxy can prove it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Delivery {
+    /// The runtime never read the request: the connection was refused, hyper handed the request
+    /// back unwritten, or the runtime's kernel reset the connection before any byte of an answer.
+    /// Linux resets (rather than closes) a connection that is discarded with data still unread in
+    /// it: one never accepted (the listener closed, or CRIU skipped it at a dump) or one whose
+    /// owner exited without reading what was sent. Sending it again cannot run it twice.
+    Unread,
+    /// The request was written and the connection ended without an answer in a way that does not
+    /// prove it unread (closed, timed out, malformed answer): it may have run.
+    MaybeRead,
+}
+
+/// How a `send_request` error shows whether the runtime read the request: only a reset (or a
+/// write into a connection already reset) proves it did not.
+fn delivery_of(e: &hyper::Error) -> Delivery {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ) {
+                return Delivery::Unread;
+            }
+        }
+        source = s.source();
+    }
+    Delivery::MaybeRead
+}
+
+/// Sends `req` to `addr`. On failure before any answer: `Err((delivery, response))`.
 async fn send(
     name: &str,
     addr: SocketAddr,
     mut req: Request,
-) -> Result<Response, (bool, Response)> {
+) -> Result<Response, (Delivery, Response)> {
     req.headers_mut().insert(
         header::HOST,
         HeaderValue::from_str(&addr.to_string()).expect("addr is a valid header"),
@@ -411,48 +471,47 @@ async fn send(
         .headers()
         .contains_key(header::UPGRADE)
         .then(|| hyper::upgrade::on(&mut req));
+    let unread = |e: &dyn std::fmt::Display| {
+        (
+            Delivery::Unread,
+            json_error(
+                StatusCode::BAD_GATEWAY,
+                "unavailable",
+                format!("runtime {name} at {addr} does not answer ({e}); the request did not reach it: retry"),
+            ),
+        )
+    };
     let stream = match tokio::net::TcpStream::connect(addr).await {
         Ok(s) => s,
-        Err(e) => {
-            return Err((
-                true,
-                json_error(
-                    StatusCode::BAD_GATEWAY,
-                    "unavailable",
-                    format!("runtime {name} at {addr} does not answer: {e}"),
-                ),
-            ))
-        }
+        Err(e) => return Err(unread(&e)),
     };
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     {
         Ok(x) => x,
-        Err(e) => {
-            return Err((
-                true,
-                json_error(
-                    StatusCode::BAD_GATEWAY,
-                    "unavailable",
-                    format!("runtime {name}: {e}"),
-                ),
-            ))
-        }
+        Err(e) => return Err(unread(&e)),
     };
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
-    let mut resp = match sender.send_request(req).await {
+    let mut resp = match sender.try_send_request(req).await {
         Ok(r) => r,
-        Err(e) => {
-            return Err((
-                true,
-                json_error(
-                    StatusCode::BAD_GATEWAY,
-                    "unavailable",
-                    format!("runtime {name} broke off the request: {e}"),
+        Err(mut e) => {
+            if e.take_message().is_some() {
+                return Err(unread(e.error()));
+            }
+            let e = e.into_error();
+            return Err(match delivery_of(&e) {
+                Delivery::Unread => unread(&e),
+                Delivery::MaybeRead => (
+                    Delivery::MaybeRead,
+                    json_error(
+                        StatusCode::BAD_GATEWAY,
+                        "interrupted",
+                        format!("runtime {name} broke off the request after receiving it ({e}): it may have run, so ferry did not send it again; check the runtime's state (or `ferry events --runtime {name}`) before you retry it"),
+                    ),
                 ),
-            ))
+            });
         }
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -502,6 +561,200 @@ mod tests {
         assert_eq!(p.epoch("rt"), e0 + 1, "one cut-over, one epoch");
         p.hold("rt");
         assert_eq!(p.epoch("rt"), e0 + 2);
+    }
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn post(path: &str, extra: &[(&str, &str)]) -> (axum::http::request::Parts, axum::body::Bytes) {
+        let body = axum::body::Bytes::from_static(br#"{"code":"x.append(1)"}"#);
+        let mut b = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header(header::CONTENT_LENGTH, body.len());
+        for (k, v) in extra {
+            b = b.header(*k, *v);
+        }
+        (b.body(Body::empty()).unwrap().into_parts().0, body)
+    }
+
+    /// Reads one request (headers and a content-length body) from `s`.
+    async fn read_request(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = s.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                return buf;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    return buf;
+                }
+            }
+        }
+    }
+
+    /// A runtime that answers every request with 200 and counts them.
+    async fn answering() -> (SocketAddr, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let n = Arc::new(AtomicUsize::new(0));
+        let count = n.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                read_request(&mut s).await;
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            }
+        });
+        (addr, n)
+    }
+
+    /// A runtime frozen with the request in its accept queue, then moved (the route switches to
+    /// `to`) and its listener closed, as CRIU's `skip-in-flight` does at a dump: the kernel resets
+    /// the connection the runtime never accepted.
+    async fn dropped_from_the_backlog(p: &Arc<Proxy>, to: SocketAddr) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let p = p.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            p.hold("rt");
+            p.set("rt", Route::Open(to));
+            drop(l);
+        });
+        addr
+    }
+
+    async fn error_kind(r: Response) -> String {
+        let b = http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        v["error"]["kind"].as_str().unwrap_or_default().to_string()
+    }
+
+    #[tokio::test]
+    async fn a_request_the_runtime_read_is_never_sent_again() {
+        let p = Proxy::new(Duration::from_secs(5));
+        let (elsewhere, answered) = answering().await;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        p.set("rt", Route::Open(l.local_addr().unwrap()));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let (p2, r2) = (p.clone(), reads.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                read_request(&mut s).await;
+                r2.fetch_add(1, Ordering::SeqCst);
+                // The runtime moved while it ran the request, then its connection closed.
+                p2.hold("rt");
+                p2.set("rt", Route::Open(elsewhere));
+                drop(s);
+            }
+        });
+        let (parts, body) = post("/mrp/v1/execute", &[]);
+        let r = forward_with_resend(&p, "rt", parts, body).await;
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(error_kind(r).await, "interrupted");
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "read once");
+        assert_eq!(answered.load(Ordering::SeqCst), 0, "and never sent again");
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_unaccepted_at_a_cut_over_is_sent_again() {
+        let p = Proxy::new(Duration::from_secs(5));
+        let (target, answered) = answering().await;
+        let source = dropped_from_the_backlog(&p, target).await;
+        p.set("rt", Route::Open(source));
+        let (parts, body) = post("/mrp/v1/execute", &[]);
+        let r = forward_with_resend(&p, "rt", parts, body).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            answered.load(Ordering::SeqCst),
+            1,
+            "sent once more, to the target"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_unread_and_resent_only_after_a_cut_over() {
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let (parts, body) = post("/mrp/v1/execute", &[]);
+        let req = Request::from_parts(parts.clone(), Body::from(body.clone()));
+        let (delivery, r) = send("rt", refused, req).await.unwrap_err();
+        assert_eq!(delivery, Delivery::Unread);
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+        assert!(resend(Delivery::Unread, 1, 0, 1));
+        assert!(!resend(Delivery::Unread, 1, 1, 1), "no cut-over: no resend");
+        assert!(!resend(Delivery::MaybeRead, 1, 0, 1), "maybe read: never");
+        assert!(!resend(Delivery::Unread, 3, 0, 1), "bounded");
+        // Refused with no cut-over: the runtime is down, the client hears so at once.
+        let p = Proxy::new(Duration::from_secs(5));
+        p.set("rt", Route::Open(refused));
+        let r = forward_with_resend(&p, "rt", parts, body).await;
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(error_kind(r).await, "unavailable");
+    }
+
+    #[tokio::test]
+    async fn streams_and_upgrades_are_never_sent_again() {
+        for extra in [
+            vec![("accept", "text/event-stream")],
+            vec![("connection", "upgrade"), ("upgrade", "websocket")],
+        ] {
+            let p = Proxy::new(Duration::from_secs(5));
+            let (target, answered) = answering().await;
+            let source = dropped_from_the_backlog(&p, target).await;
+            p.set("rt", Route::Open(source));
+            let (parts, body) = post("/mrp/v1/execute", &extra);
+            let r = forward_to(
+                p.clone(),
+                "rt".into(),
+                "mrp/v1/execute".into(),
+                Request::from_parts(parts, Body::from(body)),
+            )
+            .await;
+            assert_eq!(r.status(), StatusCode::BAD_GATEWAY, "{extra:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(answered.load(Ordering::SeqCst), 0, "{extra:?} sent again");
+        }
+        let p = Proxy::new(Duration::from_secs(5));
+        let (target, answered) = answering().await;
+        let source = dropped_from_the_backlog(&p, target).await;
+        p.set("rt", Route::Open(source));
+        let (parts, body) = post("/mrp/v1/execute/stream", &[]);
+        let r = forward_to(
+            p.clone(),
+            "rt".into(),
+            "mrp/v1/execute/stream".into(),
+            Request::from_parts(parts, Body::from(body)),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            answered.load(Ordering::SeqCst),
+            0,
+            "a streamed execute is sent once"
+        );
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! `migrate`: ferry's modes (stop-copy, lazy; pre-copy where the kernel allows) against the seed's
-//! method (`--baseline`), host h1 → h2, with a client probing through the proxy every 10 ms and a
-//! counter incremented in the runtime every 10 ms.
+//! method (`--baseline`), host h1 → h2, with a client writing through the proxy every 10 ms (the
+//! write probe) and a counter incremented in the runtime every 10 ms. A requested mode that is
+//! refused fails the run.
 
 use super::progress;
 use crate::env::{ms, Env};
@@ -8,7 +9,7 @@ use crate::probe::Probe;
 use crate::stats::Results;
 use crate::workload::COUNTER;
 use crate::BenchOptions;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::time::Duration;
 
 pub async fn run(env: &Env, o: &BenchOptions) -> Result<Results> {
@@ -63,21 +64,14 @@ async fn one(
                 .await
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let seen = probe.finish().await;
-        let (system, m) = match m {
-            Ok(m) => (
-                if mode == "baseline" {
-                    "baseline"
-                } else {
-                    "ferry"
-                },
-                m,
-            ),
-            Err(e) if mode == "pre-copy" => {
-                tracing::warn!(error = %e, "pre-copy refused on this machine");
-                return anyhow::Ok(());
-            }
-            Err(e) => return Err(e),
+        let seen = probe.finish().await?;
+        // A mode that was asked for and refused (pre-copy without soft-dirty) fails the run: a
+        // table without its rows would read as if it had been measured.
+        let m = m.with_context(|| format!("migrate --mode {mode} of {name}"))?;
+        let system = if mode == "baseline" {
+            "baseline"
+        } else {
+            "ferry"
         };
         let t = &m["timings"];
         let (checkpoint, transfer, restore) = if system == "baseline" {
@@ -101,6 +95,9 @@ async fn one(
         r.add(system, mode, wl, size, "downtime_ms", seen.downtime_ms);
         r.add(system, mode, wl, size, "lost_updates", seen.lost_updates);
         r.add(system, mode, wl, size, "failures", seen.failures);
+        r.add(system, mode, wl, size, "duplicated", seen.duplicated);
+        r.add(system, mode, wl, size, "lost_writes", seen.lost_writes);
+        r.add(system, mode, wl, size, "polls", seen.polls as f64);
         r.add(
             system,
             mode,

@@ -1,5 +1,6 @@
 //! `soak`: many migrations back and forth (h1 ↔ h2, cycling through the modes) of one runtime under
-//! a polling client; counts failed migrations, failed polls, lost updates and leftovers.
+//! the write probe; counts failed migrations, failed polls, lost updates, duplicated and lost
+//! writes, and leftovers.
 
 use super::progress;
 use crate::env::{ms, Env};
@@ -48,7 +49,7 @@ pub async fn run(env: &Env, o: &BenchOptions) -> Result<Results> {
             }
             pb.inc(1);
         }
-        let seen = probe.finish().await;
+        let seen = probe.finish().await?;
         r.add(
             "ferry",
             "soak",
@@ -82,6 +83,22 @@ pub async fn run(env: &Env, o: &BenchOptions) -> Result<Results> {
             o.migrations as f64,
         );
         r.add("ferry", "soak", w.name(), size, "polls", seen.polls as f64);
+        r.add(
+            "ferry",
+            "soak",
+            w.name(),
+            size,
+            "duplicated",
+            seen.duplicated,
+        );
+        r.add(
+            "ferry",
+            "soak",
+            w.name(),
+            size,
+            "lost_writes",
+            seen.lost_writes,
+        );
         // Leftovers: containers beyond the one runtime, runtime netns beyond its one.
         let containers: usize = ["h1", "h2", "h3"]
             .iter()

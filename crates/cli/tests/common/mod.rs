@@ -679,6 +679,94 @@ pub fn request(
     Ok((status, head.to_string(), body))
 }
 
+/// The bench's write probe as a test client of the proxy (`ferry_bench::probe`): every 10 ms a
+/// cell appends its own sequence number to a list in the runtime; `finish` reads the list back
+/// and counts duplicated and lost writes, failed polls and the longest gap.
+pub struct WriteProbe {
+    addr: String,
+    token: String,
+    path: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    polls: std::thread::JoinHandle<Vec<ferry_bench::probe::Poll>>,
+}
+
+/// Runs `code` through the proxy at `addr` with a runtime's `token`: its stdout, or why not.
+pub fn proxy_exec(addr: &str, token: &str, path: &str, code: &str) -> Result<String, String> {
+    let body = serde_json::json!({ "code": code }).to_string();
+    match http_as(addr, token, "POST", path, &body, Duration::from_secs(30)) {
+        Ok((200, b)) => {
+            let v: Value = serde_json::from_str(&b).map_err(|e| format!("{e}: {b}"))?;
+            if !v["error"].is_null() {
+                return Err(format!("python error: {}", v["error"]));
+            }
+            Ok(v["stdout"].as_str().unwrap_or_default().to_string())
+        }
+        Ok((status, b)) => Err(format!("{status}: {b}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl WriteProbe {
+    pub fn start(f: &Ferry, rt: &str) -> WriteProbe {
+        use ferry_bench::probe::{parse_answer, setup_code, write_code, Poll};
+        let addr = f.proxy_addr();
+        let token = f.token(rt);
+        let path = format!("/r/{rt}/mrp/v1/execute");
+        proxy_exec(&addr, &token, &path, &setup_code()).expect("the write probe creates its list");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (a, t, p, s) = (addr.clone(), token.clone(), path.clone(), stop.clone());
+        let polls = std::thread::spawn(move || {
+            let t0 = std::time::Instant::now();
+            let mut out = Vec::new();
+            let mut seq = 0;
+            while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                seq += 1;
+                let sent_ms = t0.elapsed().as_secs_f64() * 1000.0;
+                let answer = proxy_exec(&a, &t, &p, &write_code(seq))
+                    .ok()
+                    .and_then(|o| parse_answer(&o));
+                out.push(Poll {
+                    sent_ms,
+                    done_ms: t0.elapsed().as_secs_f64() * 1000.0,
+                    seq,
+                    answer,
+                });
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            out
+        });
+        WriteProbe {
+            addr,
+            token,
+            path,
+            stop,
+            polls,
+        }
+    }
+
+    /// Stops polling and reads the list back (a failure to do so fails the test).
+    pub fn finish(self) -> ferry_bench::probe::Observed {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let polls = self.polls.join().expect("the write probe's thread");
+        assert!(!polls.is_empty(), "the write probe made no poll");
+        let list = proxy_exec(
+            &self.addr,
+            &self.token,
+            &self.path,
+            &ferry_bench::probe::read_code(),
+        )
+        .expect("the write probe reads its list back");
+        let list = ferry_bench::probe::parse_list(&list).expect("the list the probe wrote");
+        ferry_bench::probe::observe(&polls, &list)
+    }
+
+    /// Stops polling without reading the list (the runtime is gone): the polls only.
+    pub fn polls(self) -> Vec<ferry_bench::probe::Poll> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.polls.join().expect("the write probe's thread")
+    }
+}
+
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {

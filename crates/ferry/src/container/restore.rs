@@ -6,7 +6,10 @@
 //! left stopped → once every sha256 matched, continue them → wait until MRP answers. Verification
 //! and CRIU's restore read the same files at the same time; nothing of the snapshot runs before it
 //! verified (a mismatch kills the stopped processes). On failure everything made is removed again
-//! and the snapshot is untouched.
+//! and the snapshot is untouched. A failure after the processes were continued (they may have
+//! run something: a request carried in a restored connection, a background thread) is reported
+//! as [`Error::Diverged`], so that the caller never resumes another copy of the same state as if
+//! nothing had run.
 //!
 //! Does not (yet): lazy restore (post-copy); see the migration module.
 
@@ -35,6 +38,7 @@ impl Container<'_> {
                 (r, ms(t0))
             })
         });
+        let continued = std::sync::atomic::AtomicBool::new(false);
         let result = async {
             let t1 = Instant::now();
             self.prepare(Some(&snapshot.join("upper"))).await?;
@@ -65,9 +69,12 @@ impl Container<'_> {
                 t.insert("verify_ms".into(), verify_ms);
             }
             restored?;
+            // Without leave-stopped, the processes run as soon as runc restore returns.
+            continued.store(!verify, std::sync::atomic::Ordering::SeqCst);
             t.insert("restore_ms".into(), ms(t2));
             t.extend(crate::sys::criu_stats::read(&work));
             if verify {
+                continued.store(true, std::sync::atomic::Ordering::SeqCst);
                 self.resume_stopped()?;
                 config::restore_stopped(self, false)?;
             }
@@ -81,6 +88,12 @@ impl Container<'_> {
         if let Err(e) = result {
             self.destroy().await;
             self.remove_files();
+            if continued.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(Error::Diverged(format!(
+                    "runtime {}: the restored copy on host {} was continued, then failed ({e}); it was destroyed",
+                    self.spec.name, self.host.name
+                )));
+            }
             return Err(e);
         }
         t.insert("total_ms".into(), ms(t0));

@@ -12,9 +12,14 @@
 //!   4. switch: the runtime's host becomes the target, the proxy route opens, held requests go;
 //!   5. destroy the frozen source and its local dump.
 //!
-//!   Any failure before 4 thaws the source (the route follows it back) and removes what the target
-//!   made: the runtime runs exactly once, never twice, never nowhere. Requests in flight at the
-//!   freeze complete at the target: CRIU carries their TCP connections (`--tcp-established`).
+//!   A failure before the target's processes were continued thaws the source (the route follows
+//!   it back) and removes what the target made. Once they were continued, the source is never
+//!   thawed: the copy may have run a request in flight at the freeze, which the source would run
+//!   again. Then the runtime is `lost` with the move's snapshot offered (the target failed after
+//!   continuing) or stays `migrating` until the target reports whether its copy ran (its agent
+//!   does not answer): exactly once, or `lost` with the snapshot offered — never twice. Requests in
+//!   flight at the freeze complete at the target: CRIU carries their TCP connections
+//!   (`--tcp-established`); the proxy resends only those the runtime never read.
 //!
 //! `fork`: the same stream, but the source is thawed right after the dump and the copy starts as a
 //!   new runtime (new id, name and addresses) — the seed design's "leave-running", named honestly.
@@ -230,6 +235,18 @@ impl Control {
         };
         let restored = target.restore(&restore).await;
         if let Err(e) = restored {
+            if !lazy {
+                // The source is thawed only when no copy at the target can have run.
+                return Err(
+                    match self.restore_failed(row, &source, &target, &sent, to, e).await {
+                        Ok(never_ran) => match source.thaw(&row.id).await {
+                            Ok(_) => rollback(never_ran).await,
+                            Err(te) => self.mark_lost(row, &format!("the restore on {to} failed ({never_ran}) and the source could not be resumed ({te})")).await,
+                        },
+                        Err(settled) => settled,
+                    },
+                );
+            }
             let _ = target.remove(&row.id).await;
             let back = if lazy {
                 source.lazy_abort(&row.id, &snapshot_id).await.map(|_| ())
@@ -310,6 +327,66 @@ impl Control {
             archive_bytes: sent.archive_bytes,
             timings: t,
         })
+    }
+
+    /// A stop-copy restore at the target failed with `e`, the source still frozen. `Ok(e)`: the
+    /// target made no copy that ran (its agent says so: no container left), so thawing the source
+    /// is safe. `Err`: the source must not be thawed, and this is the error to return:
+    ///
+    /// - the target's processes were continued before the failure (`Error::Diverged`): they may
+    ///   have run a request carried over in a restored connection, so resuming the source would run
+    ///   it a second time. The frozen source is destroyed and the runtime is `lost`, with the move's
+    ///   snapshot (the state at the freeze) offered: restoring it is the user's decision.
+    /// - the target agent does not answer (or still has a copy): whether that copy was continued is
+    ///   unknown. The runtime stays `migrating`, frozen at the source with its requests held, until
+    ///   the reconcile loop settles it from what the target reports once it answers: a copy that
+    ///   runs there becomes the runtime; a copy never continued (`leave-stopped` still in its CRIU
+    ///   config) is removed at that agent's start, and the source is thawed.
+    ///
+    /// Either way the runtime runs exactly once, or is `lost` with its snapshot offered.
+    async fn restore_failed(
+        &self,
+        row: &RuntimeRow,
+        source: &crate::agent::client::AgentClient,
+        target: &crate::agent::client::AgentClient,
+        sent: &crate::api::SendResult,
+        to: &str,
+        e: Error,
+    ) -> std::result::Result<Error, Error> {
+        if let Error::Diverged(_) = e {
+            let _ = target.remove(&row.id).await;
+            if let Err(se) = source.remove(&row.id).await {
+                tracing::error!(runtime = %row.name, error = %se, "the frozen source could not be removed; it stays frozen");
+            }
+            let _ = source.remove_snapshot(&sent.snapshot.id).await;
+            let snap = super::snapshots::to_snapshot(&sent.snapshot);
+            let mut lost = row.clone();
+            if self.db.insert_snapshot(&snap).await.is_ok() {
+                let _ = self.db.set_last_snapshot(&row.id, &snap.id).await;
+                lost.last_snapshot = Some(snap.id.clone());
+            }
+            let why = format!("its copy on {to} ran and then failed ({e}), so the frozen source on {} was not resumed (that would run again what the copy ran) and was removed", row.host);
+            return Err(self.mark_lost(&lost, &why).await);
+        }
+        match target.runtime_settled(&row.id).await {
+            Err(Error::NotFound(_)) => Ok(e),
+            other => {
+                let seen = match other {
+                    Ok(a) => format!("it still has a copy ({})", a.status),
+                    Err(te) => format!("its agent does not answer ({te})"),
+                };
+                let why = format!("the restore on {to} failed ({e}) and {seen}: the runtime stays frozen on {} and is settled when {to} reports whether its copy ran", row.host);
+                let _ = self.set_state(row, "migrating", Some(&why)).await;
+                self.event(
+                    Some(&row.name),
+                    "migration.failed",
+                    &why,
+                    serde_json::json!({}),
+                )
+                .await;
+                Err(Error::Unavailable(why))
+            }
+        }
     }
 
     /// A migration (or hibernation) leaves a full snapshot (the runtime's newest, offered if it is
