@@ -36,7 +36,7 @@ if [ ! -f "$img/.complete" ]; then
   touch "$img/.debootstrap-done"
   fi
   # debootstrap can leave its /proc (and other) mounts inside the rootfs: release them.
-  findmnt -rno TARGET | grep -F "$rootfs/" | sort -r | while read -r m; do umount -l "$m"; done
+  { findmnt -rno TARGET | grep -F "$rootfs/" || true; } | sort -r | while read -r m; do umount -l "$m"; done
   cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
   cp -L /etc/resolv.conf "$rootfs/etc/resolv.conf"
   pip_env=()
