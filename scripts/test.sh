@@ -10,7 +10,7 @@ cd "$here"
 # The house style, enforced: the tree is rustfmt-clean and clippy-clean on the pinned toolchain.
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked -- --test-threads=2 "$@"
+cargo test --workspace --locked --no-fail-fast -- --test-threads=2 "$@"
 if [ $# -eq 0 ]; then
   export FERRY_TEST_DATABASE=postgres
   cargo test --locked -p ferry-core --lib -- control::db

@@ -222,6 +222,7 @@ struct SignedToken {
 struct SignedRequest {
     /// How long the token passes, in seconds (1 s to 366 days).
     #[schema(minimum = 1, maximum = 31622400)]
+    #[serde(deserialize_with = "super::extract::integral_u64")]
     ttl_s: u64,
 }
 

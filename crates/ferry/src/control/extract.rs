@@ -82,3 +82,38 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
         axum::Json(self.0).into_response()
     }
 }
+
+/// Reads a JSON integer as a `u64`, accepting an integral number written with a fraction
+/// (`5795.0`): JSON Schema, and so every generated client, calls that an integer too.
+pub fn integral_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(u) = n.as_u64() {
+        return Ok(u);
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f) => Ok(f as u64),
+        _ => Err(serde::de::Error::custom(format!(
+            "{n} is not a whole number of 0 or more"
+        ))),
+    }
+}
+
+use serde::Deserialize as _;
+
+#[cfg(test)]
+mod tests {
+    #[derive(serde::Deserialize)]
+    struct T {
+        #[serde(deserialize_with = "super::integral_u64")]
+        n: u64,
+    }
+
+    #[test]
+    fn integral_numbers_with_a_fraction_are_integers() {
+        let v: T = serde_json::from_str(r#"{"n": 5795.0}"#).unwrap();
+        assert_eq!(v.n, 5795);
+        assert_eq!(serde_json::from_str::<T>(r#"{"n": 7}"#).unwrap().n, 7);
+        assert!(serde_json::from_str::<T>(r#"{"n": 1.5}"#).is_err());
+        assert!(serde_json::from_str::<T>(r#"{"n": -1}"#).is_err());
+    }
+}
