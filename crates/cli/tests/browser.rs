@@ -49,8 +49,24 @@ fn notebook_doc() -> String {
 ```python\nimport pandas as pd\ndf = pd.DataFrame({{'a': range(1000), 'b': [i * i for i in range(1000)]}})\nprint('rows', len(df))\n```\n\n\
 ```python\nimport time\nfor i in range({STREAM_TICKS}):\n    print('tick', i, flush=True)\n    time.sleep(0.25)\nprint('stream done')\n```\n\n\
 ```python\nprint('sum', int(df.b.sum()), 'rows', len(df))\n```\n\n\
-```python\nfrom IPython.display import SVG, display\ndisplay(SVG(data='<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"48\" height=\"32\"><rect width=\"48\" height=\"32\" fill=\"#2b6cb0\"/></svg>'))\n```\n"
+```python\nimport io\nimport matplotlib.pyplot as plt\nfrom IPython.display import Image, display\nfig, ax = plt.subplots(figsize=(1.2, 0.8), dpi=40)\nax.plot([0, 1, 2, 3], [0, 1, 4, 9], color='#2b6cb0')\nbuf = io.BytesIO()\nfig.savefig(buf, format='png')\nplt.close(fig)\ndisplay(Image(data=buf.getvalue()))\n```\n"
     )
+}
+
+/// The bytes of `path` through the proxy at `addr`, with a runtime's token (curl: assets are binary).
+fn fetch_bytes(addr: &str, token: &str, path: &str) -> Vec<u8> {
+    let o = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "10", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("curl");
+    assert!(
+        o.status.success(),
+        "GET {path}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
 }
 
 /// The text of cell `i`'s output block in the editor's document.
@@ -144,7 +160,8 @@ async fn real_editor_keeps_working_while_its_runtime_moves() {
     wait_cell(&b, 0, Duration::from_secs(60)).await;
     assert_eq!(output_of(&b, 0).await.trim(), "rows 1000");
 
-    // A plot made before the moves: its file lives in the runtime's writable layer.
+    // A matplotlib figure (an inline PNG) drawn before the moves: its file lives in the
+    // runtime's writable layer.
     run_cell(&b, 3).await;
     wait_cell(&b, 3, Duration::from_secs(60)).await;
     let early = b.wait_js("the first plot", "const d = window.ferryNotebook.editor.getContent(); const m = d.match(/!\\[plot-1\\]\\(([^)]+)\\)/); return m && m[1];", Duration::from_secs(20)).await;
@@ -194,17 +211,12 @@ async fn real_editor_keeps_working_while_its_runtime_moves() {
     let early_path = early
         .strip_prefix(&format!("http://{proxy}"))
         .unwrap_or_else(|| panic!("plot URL {early} is not behind the proxy"));
-    let (status, body) = http_as(
-        &proxy,
-        &token,
-        "GET",
-        early_path,
-        "",
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{early} after the moves");
-    assert!(body.contains("<svg"), "{body}");
+    let png = fetch_bytes(&proxy, &token, early_path);
+    assert!(
+        png.starts_with(b"\x89PNG\r\n"),
+        "{early} after the moves is the PNG matplotlib drew: {:?}",
+        &png[..png.len().min(16)]
+    );
 
     // A plot: the asset URL the runtime gives (/mrp/v1/assets/F) works behind /r/nb.
     run_cell(&b, 3).await;
@@ -217,9 +229,12 @@ async fn real_editor_keeps_working_while_its_runtime_moves() {
         "{src}"
     );
     let path = src.strip_prefix(&format!("http://{proxy}")).unwrap();
-    let (status, body) = http_as(&proxy, &token, "GET", path, "", Duration::from_secs(10)).unwrap();
-    assert_eq!(status, 200);
-    assert!(body.contains("<svg") && body.contains("#2b6cb0"), "{body}");
+    let png = fetch_bytes(&proxy, &token, path);
+    assert!(
+        png.starts_with(b"\x89PNG\r\n"),
+        "a PNG drawn by matplotlib: {:?}",
+        &png[..png.len().min(16)]
+    );
     // And the editor shows a plot image loaded through the proxy.
     // (The editor renders only what is near the viewport: scroll to the plot at the end.)
     let img = b.wait_js("a plot image to load", &format!("window.scrollTo(0, document.documentElement.scrollHeight); const i = [...document.querySelectorAll('img')].find(i => i.src.startsWith({}) && i.complete && i.naturalWidth > 0); return i ? [i.src, i.naturalWidth, i.naturalHeight] : null;", serde_json::to_string(&format!("http://{proxy}/r/nb/mrp/v1/assets/")).unwrap()), Duration::from_secs(20)).await;

@@ -12,12 +12,13 @@ impl Control {
     /// Every host's images (hosts that do not answer are left out, with a warning in the log).
     pub async fn images(&self, host: Option<&str>) -> Result<Vec<HostImage>> {
         let mut out = Vec::new();
-        for (name, ..) in self
+        for name in self
             .db
             .hosts()
             .await?
             .into_iter()
-            .filter(|h| host.is_none_or(|w| w == h.0))
+            .map(|h| h.name)
+            .filter(|n| host.is_none_or(|w| w == n))
         {
             match self.agent(&name)?.images().await {
                 Ok(v) => out.extend(v.into_iter().map(|image| HostImage {
@@ -43,8 +44,8 @@ impl Control {
         let hosts = self.db.hosts().await?;
         let host = match host {
             Some(h) => h.to_string(),
-            None if hosts.len() == 1 => hosts[0].0.clone(),
-            None if hosts.iter().any(|h| h.0 == "local") => "local".into(),
+            None if hosts.len() == 1 => hosts[0].name.clone(),
+            None if hosts.iter().any(|h| h.name == "local") => "local".into(),
             None => return Err(Error::Invalid("several hosts: say which one gets the image with --host (the others receive it when a runtime needs it)".into())),
         };
         let image = self.agent(&host)?.import_image(name, body).await?;

@@ -126,7 +126,7 @@ impl Control {
             return;
         };
         let mut agents = self.agents.write().unwrap();
-        for (name, url, _, _) in hosts {
+        for super::db::HostRow { name, url, .. } in hosts {
             if agents.get(&name).is_none_or(|a| a.url != url) {
                 agents.insert(
                     name,

@@ -90,8 +90,8 @@ impl Control {
             .hosts()
             .await?
             .into_iter()
-            .find(|h| h.0 == req.to)
-            .map(|h| h.3)
+            .find(|h| h.name == req.to)
+            .map(|h| h.capacity_mb)
             .unwrap_or(0);
         let used = self.used_mb_for(&req.to, &row.id).await?;
         if used + need > cap {

@@ -244,28 +244,28 @@ impl Control {
     }
 
     pub async fn host(&self, name: &str) -> Result<Host> {
-        let (n, url, labels, capacity_mb) = self
+        let h = self
             .db
             .hosts()
             .await?
             .into_iter()
-            .find(|h| h.0 == name)
+            .find(|h| h.name == name)
             .ok_or_else(|| Error::NotFound(format!("unknown host {name:?}")))?;
-        let healthy = self.agent(&n)?.info().await.is_ok();
+        let healthy = self.agent(&h.name)?.info().await.is_ok();
         Ok(Host {
-            used_mb: self.used_mb(&n).await?,
-            name: n,
-            url,
-            labels,
-            capacity_mb,
+            used_mb: self.used_mb(&h.name).await?,
+            name: h.name,
+            url: h.url,
+            labels: h.labels,
+            capacity_mb: h.capacity_mb,
             healthy,
         })
     }
 
     pub async fn hosts(&self) -> Result<Vec<Host>> {
         let mut v = Vec::new();
-        for (name, ..) in self.db.hosts().await? {
-            v.push(self.host(&name).await?);
+        for h in self.db.hosts().await? {
+            v.push(self.host(&h.name).await?);
         }
         Ok(v)
     }
@@ -277,7 +277,8 @@ impl Control {
             return Err(Error::Unavailable("no hosts: start `ferry serve` with its local agent, or add one with `ferry host add`".into()));
         }
         let mut best: Option<(String, u64)> = None;
-        for (name, _, _, cap) in hosts.iter().filter(|h| wanted.is_none_or(|w| w == h.0)) {
+        for h in hosts.iter().filter(|h| wanted.is_none_or(|w| w == h.name)) {
+            let (name, cap) = (&h.name, h.capacity_mb);
             let free = cap.saturating_sub(self.used_mb(name).await?);
             if wanted.is_some() && free < memory_mb {
                 return Err(Error::Conflict(format!("host {name} has {free} MB free of {cap} MB, not enough for {memory_mb} MB: choose a smaller plan or another host")));

@@ -265,12 +265,12 @@ impl Control {
         let wanted = self.hinted_labels(&row.id);
         let hosts = self.db.hosts().await.ok()?;
         let mut fits: Vec<(String, Vec<String>, u64)> = Vec::new();
-        for h in hosts.into_iter().filter(|h| h.0 != row.host) {
-            let Ok(used) = self.used_mb_for(&h.0, &row.id).await else {
+        for h in hosts.into_iter().filter(|h| h.name != row.host) {
+            let Ok(used) = self.used_mb_for(&h.name, &row.id).await else {
                 continue;
             };
-            match h.3.checked_sub(used) {
-                Some(free) if free >= memory_mb => fits.push((h.0, h.2, free)),
+            match h.capacity_mb.checked_sub(used) {
+                Some(free) if free >= memory_mb => fits.push((h.name, h.labels, free)),
                 _ => {}
             }
         }

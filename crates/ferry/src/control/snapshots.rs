@@ -145,8 +145,8 @@ impl Control {
                 .hosts()
                 .await?
                 .into_iter()
-                .find(|h| h.0 == row.host)
-                .map(|h| h.3)
+                .find(|h| h.name == row.host)
+                .map(|h| h.capacity_mb)
                 .unwrap_or(0);
             // A fresh row already counts (it is "restoring") with the snapshot's plan.
             let used = self.used_mb(&row.host).await?.saturating_sub(if fresh {

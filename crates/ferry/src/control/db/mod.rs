@@ -58,6 +58,16 @@ pub struct RuntimeRow {
 }
 
 /// A lease on a runtime: who holds it and the token that proves which claim it is.
+/// A registered host, as the database keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRow {
+    pub name: String,
+    /// Its agent's URL.
+    pub url: String,
+    pub labels: Vec<String>,
+    pub capacity_mb: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Lease {
     pub owner: String,

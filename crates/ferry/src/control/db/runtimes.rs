@@ -21,23 +21,23 @@ impl Db {
         Ok(())
     }
 
-    pub async fn hosts(&self) -> Result<Vec<(String, String, Vec<String>, u64)>> {
+    pub async fn hosts(&self) -> Result<Vec<HostRow>> {
         let rows = sqlx::query("SELECT name, url, labels, capacity_mb FROM hosts ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
             .map(|r| {
                 let labels = text(r, "labels")?;
-                Ok((
-                    text(r, "name")?,
-                    text(r, "url")?,
-                    labels
+                Ok(HostRow {
+                    name: text(r, "name")?,
+                    url: text(r, "url")?,
+                    labels: labels
                         .split(',')
                         .filter(|s| !s.is_empty())
                         .map(String::from)
                         .collect(),
-                    int(r, "capacity_mb")? as u64,
-                ))
+                    capacity_mb: int(r, "capacity_mb")? as u64,
+                })
             })
             .collect::<sqlx::Result<_>>()
             .map_err(Error::from)
