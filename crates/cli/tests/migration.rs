@@ -582,6 +582,37 @@ fn exit_when_restored(secs: u32) -> String {
 }
 
 #[test]
+fn a_lazy_move_whose_target_fails_after_continuing_never_resumes_the_source() {
+    let Some(f) = Ferry::start_dev(2) else { return };
+    f.ok(&["create", "--name", "lazy1", "--host", "h1"]);
+    f.py("lazy1", COUNTER);
+    let snap = f.json(&["checkpoint", "lazy1", "--leave-running"]);
+    let snap = snap["id"].as_str().unwrap().to_string();
+    f.py("lazy1", &exit_when_restored(20));
+    let err = f.fails(&["migrate", "lazy1", "--to", "h2", "--mode", "lazy"]);
+    assert!(
+        err.contains("lost"),
+        "the move says the runtime is lost: {err}"
+    );
+    let rt = f.json(&["inspect", "lazy1"]);
+    assert_eq!(rt["state"], "lost", "{rt}");
+    assert!(
+        rt["state_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&snap) && r.contains("not resumed")),
+        "the reason says the source was not resumed and offers the last full snapshot: {rt}"
+    );
+    // The source was not resumed: no copy runs anywhere.
+    for h in ["h1", "h2"] {
+        assert!(
+            containers(&f, h).is_empty(),
+            "a copy was left on {h}: {:?}",
+            containers(&f, h)
+        );
+    }
+}
+
+#[test]
 fn a_stop_copy_whose_target_fails_after_continuing_never_resumes_the_source() {
     let Some(f) = Ferry::start_dev(2) else { return };
     f.ok(&["create", "--name", "once", "--host", "h1"]);

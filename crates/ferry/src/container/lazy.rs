@@ -60,6 +60,9 @@ impl Container<'_> {
             ..Default::default()
         };
         let mut daemon = daemon;
+        // Set once `runc restore` returned: from then on the runtime's processes run, and a
+        // failure must be reported as `Error::Diverged` (its source must never be resumed).
+        let mut continued = false;
         let restored = async {
             let t = &mut t;
             // The restore itself faults pages in: if the page source dies meanwhile, the daemon
@@ -82,6 +85,7 @@ impl Container<'_> {
             if !st.success() {
                 return Err(Error::Internal(format!("runc restore --lazy-pages failed ({st}):\n{}", crate::sys::cmd::tail(&work.join("restore.log"), 8))));
             }
+            continued = true;
             crate::sys::netns::claim_route(&self.net()).await?;
             t.insert("runc_restore_ms".into(), ms(t1));
             let ready = self.wait_ready();
@@ -101,6 +105,12 @@ impl Container<'_> {
             lazy::kill_group(&daemon);
             self.destroy().await;
             self.remove_files();
+            if continued {
+                return Err(Error::Diverged(format!(
+                    "runtime {}: the lazily restored copy on host {} was continued, then failed ({e}); it was destroyed",
+                    self.spec.name, self.host.name
+                )));
+            }
             return Err(e);
         }
         t.insert("restore_ms".into(), ms(t1));

@@ -248,6 +248,16 @@ impl Control {
                 );
             }
             let _ = target.remove(&row.id).await;
+            if let Error::Diverged(_) = e {
+                // The lazy copy ran and then failed: resuming the source would run again what it
+                // ran. The frozen source goes; the runtime is lost with its last full snapshot.
+                if let Err(se) = source.remove(&row.id).await {
+                    tracing::error!(runtime = %row.name, error = %se, "the frozen source could not be removed; it stays frozen");
+                }
+                let _ = source.remove_snapshot(&snapshot_id).await;
+                let why = format!("its copy on {to} ran and then failed ({e}), so the frozen source on {} was not resumed (that would run again what the copy ran) and was removed", row.host);
+                return Err(self.mark_lost(row, &why).await);
+            }
             let back = if lazy {
                 source.lazy_abort(&row.id, &snapshot_id).await.map(|_| ())
             } else {
