@@ -26,7 +26,14 @@ impl Control {
         };
         self.refresh_routes(&rows);
         let mut seen_by_host = std::collections::BTreeMap::new();
-        for host in self.db.hosts().await.unwrap_or_default().into_iter().map(|h| h.name) {
+        for host in self
+            .db
+            .hosts()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|h| h.name)
+        {
             let Ok(agent) = self.agent(&host) else {
                 continue;
             };

@@ -188,7 +188,14 @@ impl Control {
     pub(crate) async fn settle(&self, row: &RuntimeRow) -> bool {
         let mut copies: Vec<(String, AgentRuntime)> = Vec::new();
         let mut silent: Vec<String> = Vec::new();
-        for host in self.db.hosts().await.unwrap_or_default().into_iter().map(|h| h.name) {
+        for host in self
+            .db
+            .hosts()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|h| h.name)
+        {
             let Ok(agent) = self.agent(&host) else {
                 continue;
             };
