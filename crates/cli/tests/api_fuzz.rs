@@ -65,7 +65,9 @@ parameters = {{ "path.id" = "{snap_id}" }}
     )
     .unwrap();
     let report = f.state.join("schemathesis-report");
+    // Run in the state dir: schemathesis keeps its cache in the working directory.
     let out = Command::new(&st)
+        .current_dir(&f.state)
         .arg("--config-file")
         .arg(&config)
         .args([
