@@ -219,12 +219,7 @@ fn bearer(req: &Request) -> Option<&str> {
 }
 
 fn cookie(req: &Request) -> Option<String> {
-    req.headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
+    crate::control::auth::cookie_pairs(req.headers())
         .find(|(k, _)| *k == COOKIE)
         .map(|(_, v)| v.to_string())
 }

@@ -32,16 +32,20 @@ pub fn ui_session(token: &str) -> String {
     hex::encode(m.finalize().into_bytes())
 }
 
-/// Whether `headers` carry the dashboard's session cookie for `token`.
-pub fn cookie_ok(headers: &axum::http::HeaderMap, token: &str) -> bool {
-    let want = ui_session(token);
+/// The `name=value` pairs of every `Cookie` header in `headers`.
+pub fn cookie_pairs(headers: &axum::http::HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .any(|(k, v)| k == UI_COOKIE && constant_eq(v, &want))
+}
+
+/// Whether `headers` carry the dashboard's session cookie for `token`.
+pub fn cookie_ok(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    let want = ui_session(token);
+    cookie_pairs(headers).any(|(k, v)| k == UI_COOKIE && constant_eq(v, &want))
 }
 
 /// A new random token (128 bits, hex).
