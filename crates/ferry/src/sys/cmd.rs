@@ -6,16 +6,31 @@ use tokio::process::Command;
 
 /// Runs `prog args`, returning stdout; on failure the error holds the command and its stderr.
 pub async fn run(prog: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(prog)
+    run_with_input(prog, args, None).await
+}
+
+/// As [`run`], with `input` written to the program's stdin (none: stdin is `/dev/null`).
+pub async fn run_with_input(prog: &str, args: &[&str], input: Option<&str>) -> Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new(prog)
         .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| {
             Error::Unavailable(format!(
                 "cannot run {prog}: {e}; is it installed? (scripts/setup.sh installs it)"
             ))
         })?;
+    if let (Some(text), Some(mut w)) = (input, child.stdin.take()) {
+        w.write_all(text.as_bytes()).await?;
+    }
+    let out = child.wait_with_output().await?;
     if !out.status.success() {
         return Err(Error::Internal(format!(
             "{prog} {} failed ({}): {}",

@@ -17,8 +17,6 @@
 use crate::egress::{normalise, parse_cidr, Egress, NetPolicy, ALWAYS_DENIED, PRIVATE};
 use crate::{Error, Result};
 use std::net::Ipv4Addr;
-use std::process::Stdio;
-use tokio::io::AsyncWriteExt;
 
 /// The MRP server's port, the only one a runtime accepts new connections on.
 pub const MRP_PORT: u16 = 8888;
@@ -107,40 +105,16 @@ impl Rules<'_> {
 
 /// `nft ARGS` in `netns` (`None`: the root namespace), with `stdin` as its input.
 async fn nft(netns: Option<&str>, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let mut cmd = match netns {
+    match netns {
         Some(ns) => {
-            let mut c = tokio::process::Command::new("ip");
-            c.args(["netns", "exec", ns, "nft"]);
-            c
+            let full: Vec<&str> = ["netns", "exec", ns, "nft"]
+                .into_iter()
+                .chain(args.iter().copied())
+                .collect();
+            super::cmd::run_with_input("ip", &full, stdin).await
         }
-        None => tokio::process::Command::new("nft"),
-    };
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| {
-        Error::Unavailable(format!(
-            "cannot run nft: {e}; install nftables (apt-get install nftables)"
-        ))
-    })?;
-    if let (Some(text), Some(mut w)) = (stdin, child.stdin.take()) {
-        w.write_all(text.as_bytes()).await?;
+        None => super::cmd::run_with_input("nft", args, stdin).await,
     }
-    let out = child.wait_with_output().await?;
-    if !out.status.success() {
-        return Err(Error::Internal(format!(
-            "nft {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Installs (or atomically replaces) a runtime's table in `netns`.
