@@ -283,6 +283,8 @@ fn link_cut_mid_transfer_fails_the_move_and_the_source_runs_on() {
     let link = format!("{}h2b", f.prefix);
     let bridge = format!("{}net", f.prefix);
     common::slow_link(&f, "h2", "400mbit");
+    let probe = common::WriteProbe::start(&f, "link");
+    std::thread::sleep(Duration::from_millis(200));
     let migration = migrate_in_background(&f, &["link", "--to", "h2"]);
     wait_for_stream_at(&f, "h2");
     let t = Instant::now();
@@ -300,6 +302,7 @@ fn link_cut_mid_transfer_fails_the_move_and_the_source_runs_on() {
         t.elapsed() < Duration::from_secs(60),
         "a dead link must not hang the move"
     );
+    assert_writes_once(probe);
     assert_settled(&f, "link", "h1", Duration::from_secs(10));
     ip(&["-n", &bridge, "link", "set", &link, "up"]);
     // Once the link is back, the target abandoned its stalled import (checked above) and a new
@@ -348,12 +351,15 @@ fn full_disk_on_the_target_fails_the_move_clearly_and_the_source_runs_on() {
     let Some(f) = Ferry::start_dev(2) else { return };
     heavy(&f, "disk");
     let _disk = SmallDisk::mount(f.state.join("agents/h2/snapshots"), "32m");
+    let probe = common::WriteProbe::start(&f, "disk");
+    std::thread::sleep(Duration::from_millis(200));
     let err = f.fails(&["migrate", "disk", "--to", "h2"]);
     assert!(
         err.contains("no space left") && err.contains("choose another host"),
         "{err}"
     );
     assert!(err.contains("runs on h1 again"), "{err}");
+    assert_writes_once(probe);
     assert_settled(&f, "disk", "h1", Duration::from_secs(10));
     assert_target_kept_no_snapshot(&f);
 }
@@ -436,11 +442,14 @@ fn archive_corrupted_in_flight_is_rejected_by_the_target_and_the_source_runs_on(
         "h2-via-bad-link",
         &format!("http://{}", relay.addr),
     ]);
+    let probe = common::WriteProbe::start(&f, "bits");
+    std::thread::sleep(Duration::from_millis(200));
     let err = f.fails(&["migrate", "bits", "--to", "h2-via-bad-link"]);
     assert!(
         err.contains("corrupt") && err.contains("runs on h1 again"),
         "{err}"
     );
+    assert_writes_once(probe);
     assert_settled(&f, "bits", "h1", Duration::from_secs(10));
     assert_target_kept_no_snapshot(&f);
 }
@@ -465,6 +474,8 @@ fn restore_failing_on_the_target_rolls_back_to_the_source() {
         &format!("--agent-arg=--images={}", images.display()),
     ]);
     common::slow_link(&f, "h2", "400mbit");
+    let probe = common::WriteProbe::start(&f, "noimg");
+    std::thread::sleep(Duration::from_millis(200));
     let migration = migrate_in_background(&f, &["noimg", "--to", "h2"]);
     wait_for_stream_at(&f, "h2");
     std::fs::remove_file(images.join("mrmd-python")).unwrap();
@@ -473,6 +484,7 @@ fn restore_failing_on_the_target_rolls_back_to_the_source() {
         err.contains("image \"mrmd-python\" is not on host h2") && err.contains("runs on h1 again"),
         "{err}"
     );
+    assert_writes_once(probe);
     assert_settled(&f, "noimg", "h1", Duration::from_secs(10));
     assert_target_kept_no_snapshot(&f);
 }
@@ -522,7 +534,10 @@ fn agent_restarted_with_runtimes_running_adopts_them_and_unknown_hosts_are_refus
         "{err}"
     );
     assert_eq!(f.json(&["inspect", "keep"])["state"], "running");
+    let probe = common::WriteProbe::start(&f, "keep");
+    std::thread::sleep(Duration::from_millis(200));
     f.ok(&["migrate", "keep", "--to", "h2"]);
+    assert_writes_once(probe);
     assert_settled(&f, "keep", "h2", Duration::from_secs(10));
 }
 

@@ -81,6 +81,16 @@ fn stop_copy_under_a_polling_client_loses_nothing() {
     assert!(migs[0]["timings"]["downtime_ms"].as_f64().unwrap() > 0.0);
 }
 
+/// Reads a write probe back after a failed or interrupted move: it polled, and no write it saw
+/// answered ran twice or is gone.
+fn assert_writes_once(probe: WriteProbe) {
+    let seen = probe.finish();
+    eprintln!("{seen:?}");
+    assert!(seen.polls > 0, "the write probe polled");
+    assert_eq!(seen.duplicated, 0.0, "a write ran twice: {seen:?}");
+    assert_eq!(seen.lost_writes, 0.0, "an answered write is gone: {seen:?}");
+}
+
 #[test]
 fn round_trip_across_three_hosts_keeps_state_at_every_hop() {
     let Some(f) = Ferry::start_dev(3) else { return };
@@ -90,7 +100,19 @@ fn round_trip_across_three_hosts_keeps_state_at_every_hop() {
         "hops = ['h1']\nopen('/root/work/log.txt', 'w').write('h1\\n')",
     );
     for to in ["h2", "h3", "h1"] {
-        f.ok(&["migrate", "rover", "--to", to]);
+        let probe = WriteProbe::start(&f, "rover");
+        std::thread::sleep(Duration::from_millis(200));
+        let m = f.json(&["migrate", "rover", "--to", to]);
+        let seen = probe.finish();
+        let downtime = m["timings"]["downtime_ms"].as_f64().unwrap();
+        assert_eq!(seen.failures, 0.0, "to {to}: failed polls: {seen:?}");
+        assert_eq!(seen.duplicated, 0.0, "to {to}: a write ran twice: {seen:?}");
+        assert_eq!(seen.lost_writes, 0.0, "to {to}: a write is gone: {seen:?}");
+        assert!(
+            seen.downtime_ms < downtime + 3000.0,
+            "to {to}: the client waited {:.0} ms for a {downtime:.0} ms freeze",
+            seen.downtime_ms
+        );
         let code = format!("hops.append('{to}')\nopen('/root/work/log.txt', 'a').write('{to}\\n')\nprint(','.join(hops), open('/root/work/log.txt').read().split())");
         let out = f.py("rover", &code);
         assert!(
@@ -214,6 +236,8 @@ fn killing_the_target_agent_mid_transfer_leaves_the_source_running() {
     f.ok(&["create", "--name", "heavy", "--host", "h1", "--plan", "pro"]);
     f.py("heavy", BIG);
     common::slow_link(&f, "h2", "400mbit");
+    let probe = WriteProbe::start(&f, "heavy");
+    std::thread::sleep(Duration::from_millis(200));
     let migration = migrate_in_background(&f, &["heavy", "--to", "h2"]);
     // Wait until the stream has begun arriving at the target, then kill its agent.
     wait_for_stream_at(&f, "h2");
@@ -226,6 +250,7 @@ fn killing_the_target_agent_mid_transfer_leaves_the_source_running() {
         err.contains("thawed") || err.contains("runs on h1 again") || err.contains("broke off"),
         "{err}"
     );
+    assert_writes_once(probe);
     let rt = f.json(&["inspect", "heavy"]);
     assert_eq!(rt["host"], "h1");
     assert_eq!(rt["state"], "running");
@@ -526,6 +551,8 @@ fn killing_the_control_plane_mid_migration_then_restarting_it_leaves_one_running
     ]);
     f.py("orphan", BIG);
     common::slow_link(&f, "h2", "400mbit");
+    let probe = WriteProbe::start(&f, "orphan");
+    std::thread::sleep(Duration::from_millis(200));
     let migration = migrate_in_background(&f, &["orphan", "--to", "h2"]);
     // Once the stream reaches the target, the control plane dies (SIGKILL).
     wait_for_stream_at(&f, "h2");
@@ -534,6 +561,8 @@ fn killing_the_control_plane_mid_migration_then_restarting_it_leaves_one_running
     f.ok(&["dev", "restart-serve"]);
     let rt = f.json(&["inspect", "orphan"]);
     assert_eq!(rt["state"], "running", "{rt}");
+    // Polls failed while the proxy was down; none that was answered is gone or ran twice.
+    assert_writes_once(probe);
     assert_eq!(
         f.py("orphan", "print(x + 1, blob.size)").trim(),
         format!("42 {}", 120 * 1024 * 1024)

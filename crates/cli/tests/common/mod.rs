@@ -681,9 +681,10 @@ pub fn request(
 
 /// The bench's write probe as a test client of the proxy (`ferry_bench::probe`): every 10 ms a
 /// cell appends its own sequence number to a list in the runtime; `finish` reads the list back
-/// and counts duplicated and lost writes, failed polls and the longest gap.
+/// and counts duplicated and lost writes, failed polls and the longest gap. It finds the proxy
+/// where `ferry serve` last recorded it, so it follows a control plane restarted by a test.
 pub struct WriteProbe {
-    addr: String,
+    state: PathBuf,
     token: String,
     path: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -709,12 +710,13 @@ pub fn proxy_exec(addr: &str, token: &str, path: &str, code: &str) -> Result<Str
 impl WriteProbe {
     pub fn start(f: &Ferry, rt: &str) -> WriteProbe {
         use ferry_bench::probe::{parse_answer, setup_code, write_code, Poll};
-        let addr = f.proxy_addr();
         let token = f.token(rt);
         let path = format!("/r/{rt}/mrp/v1/execute");
-        proxy_exec(&addr, &token, &path, &setup_code()).expect("the write probe creates its list");
+        proxy_exec(&f.proxy_addr(), &token, &path, &setup_code())
+            .expect("the write probe creates its list");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (a, t, p, s) = (addr.clone(), token.clone(), path.clone(), stop.clone());
+        let state = f.state.clone();
+        let (st, t, p, s) = (state.clone(), token.clone(), path.clone(), stop.clone());
         let polls = std::thread::spawn(move || {
             let t0 = std::time::Instant::now();
             let mut out = Vec::new();
@@ -722,6 +724,7 @@ impl WriteProbe {
             while !s.load(std::sync::atomic::Ordering::SeqCst) {
                 seq += 1;
                 let sent_ms = t0.elapsed().as_secs_f64() * 1000.0;
+                let a = probe_proxy_addr(&st);
                 let answer = proxy_exec(&a, &t, &p, &write_code(seq))
                     .ok()
                     .and_then(|o| parse_answer(&o));
@@ -736,7 +739,7 @@ impl WriteProbe {
             out
         });
         WriteProbe {
-            addr,
+            state,
             token,
             path,
             stop,
@@ -750,7 +753,7 @@ impl WriteProbe {
         let polls = self.polls.join().expect("the write probe's thread");
         assert!(!polls.is_empty(), "the write probe made no poll");
         let list = proxy_exec(
-            &self.addr,
+            &probe_proxy_addr(&self.state),
             &self.token,
             &self.path,
             &ferry_bench::probe::read_code(),
@@ -765,6 +768,13 @@ impl WriteProbe {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         self.polls.join().expect("the write probe's thread")
     }
+}
+
+/// Where the proxy listens now (`ferry serve` rewrites the file when it starts).
+fn probe_proxy_addr(state: &Path) -> String {
+    std::fs::read_to_string(state.join("proxy.addr"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn dechunk(mut s: &str) -> String {
