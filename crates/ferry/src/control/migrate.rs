@@ -505,6 +505,7 @@ impl Control {
             auto: row.auto,
             leased_by: None,
             egress: row.egress.clone(),
+            addrs: None,
         };
         let lease = self.new_lease();
         self.db
