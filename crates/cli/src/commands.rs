@@ -800,7 +800,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 rows.push(vec![
                     i.id,
                     if i.alive { "yes".into() } else { "no".into() },
-                    if i.decider { "decider".into() } else { "-".into() },
+                    if i.decider {
+                        "decider".into()
+                    } else {
+                        "-".into()
+                    },
                     i.api_url,
                     i.proxy_url,
                     i.started_at,

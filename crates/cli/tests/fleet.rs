@@ -33,7 +33,10 @@ fn a_move_by_one_instance_holds_and_releases_requests_in_the_other_instances_pro
         let freeze = m["timings"]["downtime_ms"].as_f64().unwrap();
         eprintln!("{mode} by A, polled through B: {seen:?}, freeze {freeze:.0} ms");
         assert!(seen.polls > 20, "too few polls: {seen:?}");
-        assert_eq!(seen.failures, 0.0, "{mode}: failed polls through B: {seen:?}");
+        assert_eq!(
+            seen.failures, 0.0,
+            "{mode}: failed polls through B: {seen:?}"
+        );
         assert_eq!(seen.duplicated, 0.0, "{mode}: a write ran twice: {seen:?}");
         assert_eq!(
             seen.lost_writes, 0.0,
@@ -134,8 +137,12 @@ fn instances(f: &Ferry) -> Vec<Value> {
     f.json(&["instances"]).as_array().unwrap().clone()
 }
 
-/// The id of the one alive decider, once there is exactly one.
+/// The id of the one alive decider, once there is exactly one (and it is not `not`).
 fn decider(f: &Ferry, limit: Duration) -> String {
+    decider_but(f, limit, "")
+}
+
+fn decider_but(f: &Ferry, limit: Duration, not: &str) -> String {
     let start = Instant::now();
     loop {
         let all = instances(f);
@@ -145,7 +152,9 @@ fn decider(f: &Ferry, limit: Duration) -> String {
             .collect();
         assert!(deciders.len() <= 1, "two deciders at once: {all:?}");
         if let [d] = deciders[..] {
-            return d["id"].as_str().unwrap().to_string();
+            if d["id"] != not {
+                return d["id"].as_str().unwrap().to_string();
+            }
         }
         assert!(
             start.elapsed() < limit,
@@ -192,7 +201,8 @@ fn decided_once(f: &Ferry, rt: &str) {
     std::thread::sleep(Duration::from_secs(2)); // a second decider would have acted by now
     let k = kinds(f, rt);
     let count = |kind: &str| k.iter().filter(|x| *x == kind).count();
-    assert_eq!(count("memory.migrate"), 1, "{k:?}");
+    let crossings = count("memory.migrate") + count("memory.urgent") + count("memory.critical");
+    assert_eq!(crossings, 1, "one threshold crossing reported: {k:?}");
     assert_eq!(count("policy.migrating"), 1, "{k:?}");
     assert_eq!(count("runtime.migrated"), 1, "{k:?}");
     assert_eq!(count("policy.failed"), 0, "{k:?}");
@@ -214,7 +224,11 @@ fn one_instance_decides_for_the_monitor_and_another_takes_over_when_it_dies() {
     };
     let b = a.second_instance(&flags);
     let first = decider(&a, Duration::from_secs(10));
-    assert_eq!(decider(&b, Duration::from_secs(1)), first, "both see one decider");
+    assert_eq!(
+        decider(&b, Duration::from_secs(1)),
+        first,
+        "both see one decider"
+    );
     // Both instances sample the same runtimes' thresholds: only the decider acts.
     grow_until_moved(&b, "first");
     decided_once(&a, "first");
@@ -227,10 +241,9 @@ fn one_instance_decides_for_the_monitor_and_another_takes_over_when_it_dies() {
     };
     kill9(dead);
     let killed = Instant::now();
-    let next = decider(survivor, Duration::from_secs(20));
+    let next = decider_but(survivor, Duration::from_secs(20), &first);
     let took = killed.elapsed();
     eprintln!("{next} took over from {first} {took:?} after it was killed");
-    assert_ne!(next, first);
     assert!(
         took >= Duration::from_secs(1),
         "taken over after {took:?}, before the dead decider's lease could expire"

@@ -827,7 +827,10 @@ mod tests {
         let p2 = p.clone();
         let waiter = tokio::spawn(async move { p2.resolve("new").await.map_err(|r| r.status()) });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiter.is_finished(), "a route resolved while suspended must wait");
+        assert!(
+            !waiter.is_finished(),
+            "a route resolved while suspended must wait"
+        );
         let b: SocketAddr = "10.0.0.6:8888".parse().unwrap();
         p.set("new", Route::Open(b));
         p.set("rt", Route::Open(a));

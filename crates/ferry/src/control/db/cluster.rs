@@ -51,9 +51,10 @@ impl Db {
 
     /// Stores the addresses of rows that have none (made before addresses were stored).
     async fn fill_addresses(&self, subnet: Ipv4Addr) -> Result<()> {
-        let rows = sqlx::query("SELECT id, net_index FROM runtimes WHERE ip IS NULL OR host_ip IS NULL")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT id, net_index FROM runtimes WHERE ip IS NULL OR host_ip IS NULL")
+                .fetch_all(&self.pool)
+                .await?;
         for r in rows {
             let (id, idx) = (text(&r, "id")?, int(&r, "net_index")?);
             let (host_ip, ip) = crate::sys::netns::slot_addresses(subnet, idx as u32);
@@ -97,7 +98,12 @@ impl Db {
     /// Takes or renews the cluster lease `name` for `holder` when it is free, expired, or already
     /// `holder`'s. Atomic: of instances trying at once, one gets it. Returns whether `holder`
     /// holds it now (for `ttl`, on the database's clock).
-    pub async fn take_cluster_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+    pub async fn take_cluster_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
         let q = self.q(
             "INSERT INTO cluster_leases (name, holder, token, until_ms, since) VALUES ($1, $2, $3, {now_ms} + $4, $5)
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token, until_ms = excluded.until_ms,
@@ -129,7 +135,10 @@ impl Db {
     /// Who holds the cluster lease `name`, if anyone ever took it.
     pub async fn cluster_lease(&self, name: &str) -> Result<Option<ClusterLease>> {
         let q = self.q("SELECT holder, since, CAST(CASE WHEN until_ms >= {now_ms} THEN 1 ELSE 0 END AS BIGINT) AS valid FROM cluster_leases WHERE name = $1");
-        let row = sqlx::query(&q).bind(name).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&q)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| {
             Ok(ClusterLease {
                 holder: text(&r, "holder")?,
@@ -159,12 +168,18 @@ mod tests {
         let a = db.runtime_by_id("a").await.unwrap().unwrap();
         assert_eq!(
             a.addrs,
-            Some(("10.249.0.13".parse().unwrap(), "10.249.0.14".parse().unwrap()))
+            Some((
+                "10.249.0.13".parse().unwrap(),
+                "10.249.0.14".parse().unwrap()
+            ))
         );
         // A second instance with another network hears which one the cluster uses.
         let other = Db::open(&tdb.url).await.unwrap();
         assert_eq!(
-            other.settle_subnet("10.201.0.0".parse().unwrap()).await.unwrap(),
+            other
+                .settle_subnet("10.201.0.0".parse().unwrap())
+                .await
+                .unwrap(),
             first
         );
         let mut b = row("b", "beta", 0);
@@ -186,18 +201,28 @@ mod tests {
         assert_eq!(db.cluster_lease("monitor").await.unwrap(), None);
         assert!(db.take_cluster_lease("monitor", "i-a", ttl).await.unwrap());
         assert!(!db.take_cluster_lease("monitor", "i-b", ttl).await.unwrap());
-        assert!(db.take_cluster_lease("monitor", "i-a", ttl).await.unwrap(), "renewed");
+        assert!(
+            db.take_cluster_lease("monitor", "i-a", ttl).await.unwrap(),
+            "renewed"
+        );
         let held = db.cluster_lease("monitor").await.unwrap().unwrap();
         assert_eq!((held.holder.as_str(), held.valid), ("i-a", true));
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert!(!db.cluster_lease("monitor").await.unwrap().unwrap().valid);
-        assert!(db.take_cluster_lease("monitor", "i-b", ttl).await.unwrap(), "taken over once expired");
+        assert!(
+            db.take_cluster_lease("monitor", "i-b", ttl).await.unwrap(),
+            "taken over once expired"
+        );
         assert!(!db.take_cluster_lease("monitor", "i-a", ttl).await.unwrap());
         let now_b = db.cluster_lease("monitor").await.unwrap().unwrap();
         assert_eq!(now_b.holder, "i-b");
         assert_ne!(now_b.since, held.since, "a new term");
         db.release_cluster_lease("monitor", "i-a").await.unwrap();
-        assert_eq!(db.cluster_lease("monitor").await.unwrap().unwrap().holder, "i-b", "only the holder gives it up");
+        assert_eq!(
+            db.cluster_lease("monitor").await.unwrap().unwrap().holder,
+            "i-b",
+            "only the holder gives it up"
+        );
         db.release_cluster_lease("monitor", "i-b").await.unwrap();
         assert_eq!(db.cluster_lease("monitor").await.unwrap(), None);
     }
