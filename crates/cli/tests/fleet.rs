@@ -56,6 +56,58 @@ fn a_move_by_one_instance_holds_and_releases_requests_in_the_other_instances_pro
 }
 
 #[test]
+fn an_instance_whose_route_listener_is_cut_holds_and_rereads_instead_of_forwarding_stale() {
+    let Some(a) = Ferry::start_dev_on(2, SERVE, true) else {
+        return;
+    };
+    let b = a.second_instance(SERVE);
+    a.ok(&["create", "--name", "cut", "--host", "h1", "--plan", "pro"]);
+    a.py("cut", common::BIG);
+    let url = a.database.as_ref().unwrap().url();
+    let (server, db) = url.rsplit_once('/').unwrap();
+    let (server, db) = (server.to_string(), db.to_string());
+    // Ends every instance's LISTEN connection (the server closes them, as a failover would).
+    let cut = move || {
+        common::psql(
+            &server,
+            &db,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .unwrap()
+    };
+    let probe = WriteProbe::start(&b, "cut");
+    std::thread::sleep(Duration::from_millis(300));
+    let cuts = std::thread::spawn(move || {
+        let mut n = 0;
+        for _ in 0..12 {
+            n += cut().parse::<u32>().unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        n
+    });
+    let m = a.json(&["migrate", "cut", "--to", "h2"]);
+    let terminated = cuts.join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = probe.finish();
+    let freeze = m["timings"]["downtime_ms"].as_f64().unwrap();
+    eprintln!(
+        "stop-copy with {terminated} listener connections cut: {seen:?}, freeze {freeze:.0} ms"
+    );
+    assert!(terminated >= 2, "the listeners were cut while A moved it");
+    assert_eq!(seen.failures, 0.0, "failed polls through B: {seen:?}");
+    assert_eq!(seen.duplicated, 0.0, "a write ran twice: {seen:?}");
+    assert_eq!(seen.lost_writes, 0.0, "an answered write is gone: {seen:?}");
+    // Each cut holds B's routes until it listens again and re-read them: short pauses, bounded.
+    assert!(
+        seen.downtime_ms < freeze + 3000.0,
+        "the client waited {:.0} ms for a {freeze:.0} ms freeze",
+        seen.downtime_ms
+    );
+    assert_eq!(b.json(&["inspect", "cut"])["host"], "h2");
+    assert_eq!(b.py("cut", "print(x + 1)").trim(), "42");
+}
+
+#[test]
 fn an_instance_started_with_another_subnet_is_refused_and_says_what_to_do() {
     let Some(a) = Ferry::start_dev_on(1, SERVE, true) else {
         return;
