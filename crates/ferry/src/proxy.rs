@@ -7,6 +7,9 @@
 //! a runtime that is then frozen and moved complete at the target (CRIU carries their TCP
 //! connections). Connections to runtimes are never pooled.
 //!
+//! When routes may be stale (the control plane lost its feed of other instances' changes), the
+//! proxy is suspended: every open route is held until the routes have been read afresh.
+//!
 //! Before anything else a request must pass the credential check (`access.rs`); a route's address
 //! must lie in the runtime networks ferry manages (`dest.rs`), or it is never connected to.
 
@@ -39,7 +42,6 @@ pub type Waker = Arc<dyn Fn(String) + Send + Sync>;
 /// Sees the code of every execution sent to a runtime (runtime name, code), for hints.
 pub type Observer = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
-/// Looks a runtime up when the proxy has no route for it yet.
 /// Looks a runtime up (in the database) when the proxy has no route for it yet.
 pub type Resolver =
     Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, Option<Route>> + Send + Sync>;

@@ -1,7 +1,8 @@
 //! One view of routes across the instances sharing a PostgreSQL database: every change of a
 //! runtime's state (`Db::set_state`, a removal) is followed by a `NOTIFY` with its name on
-//! `ferry_routes`; each instance LISTENs and re-reads that runtime's row, so a move, hibernation,
-//! wake or restore run by any instance holds and releases requests in every instance's proxy.
+//! `ferry_routes`; each instance LISTENs and re-reads that runtime's row, so a move, wake or
+//! restore run by any instance holds and releases requests in every instance's proxy, and a
+//! hibernation makes every proxy wake the runtime on its next request.
 //!
 //! Fail-safe: a notification carries only a name, and the row is read afresh, so a late one
 //! never applies an old state. While the listening connection is down (or not yet up at start),
