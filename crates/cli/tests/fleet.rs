@@ -42,8 +42,12 @@ fn a_move_by_one_instance_holds_and_releases_requests_in_the_other_instances_pro
             seen.lost_writes, 0.0,
             "{mode}: an answered write is gone: {seen:?}"
         );
+        // Stop-copy: the freeze plus 300 ms. Lazy: the first polls after the switch also wait
+        // for memory pages from the source (~0.9 s more on this machine, the same when polling
+        // through A's own proxy), which is the move's cost, not the proxy's.
+        let allowed = if mode == "lazy" { 1500.0 } else { 300.0 };
         assert!(
-            seen.downtime_ms < freeze + 300.0,
+            seen.downtime_ms < freeze + allowed,
             "{mode}: the client waited {:.0} ms through B for a {freeze:.0} ms freeze on A",
             seen.downtime_ms
         );
