@@ -43,9 +43,10 @@ fn a_move_by_one_instance_holds_and_releases_requests_in_the_other_instances_pro
             "{mode}: an answered write is gone: {seen:?}"
         );
         // Stop-copy: the freeze plus 300 ms. Lazy: the first polls after the switch also wait
-        // for memory pages from the source (~0.9 s more on this machine, the same when polling
-        // through A's own proxy), which is the move's cost, not the proxy's.
-        let allowed = if mode == "lazy" { 1500.0 } else { 300.0 };
+        // for memory pages from the source while the rest streams (0.4-2.3 s more on this
+        // loaded machine, as through A's own proxy: `migration.rs` allows the same), which is the
+        // move's cost, not the proxy's.
+        let allowed = if mode == "lazy" { 3000.0 } else { 300.0 };
         assert!(
             seen.downtime_ms < freeze + allowed,
             "{mode}: the client waited {:.0} ms through B for a {freeze:.0} ms freeze on A",

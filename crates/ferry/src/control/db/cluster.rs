@@ -95,6 +95,43 @@ impl Db {
         }
     }
 
+    /// Records that `instance`'s proxy points runtime `id`'s route as epoch `epoch` of its row
+    /// says (PostgreSQL only: one instance needs no acknowledgements).
+    pub async fn ack_route(&self, id: &str, instance: &str, epoch: i64) -> Result<()> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO route_acks (runtime_id, instance, epoch) VALUES ($1, $2, $3)
+             ON CONFLICT (runtime_id, instance) DO UPDATE SET epoch = excluded.epoch WHERE route_acks.epoch < excluded.epoch",
+        )
+        .bind(id)
+        .bind(instance)
+        .bind(epoch)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The live instances but `me` whose proxies have not applied epoch `epoch` of runtime `id`'s
+    /// route yet.
+    pub async fn unacked_route(&self, id: &str, me: &str, epoch: i64) -> Result<Vec<String>> {
+        let q = self.q(
+            "SELECT i.id FROM instances i LEFT JOIN route_acks a ON a.runtime_id = $1 AND a.instance = i.id
+             WHERE i.id <> $2 AND i.heartbeat_ms + i.ttl_ms >= {now_ms} AND (a.epoch IS NULL OR a.epoch < $3)",
+        );
+        let rows = sqlx::query(&q)
+            .bind(id)
+            .bind(me)
+            .bind(epoch)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| text(r, "id"))
+            .collect::<sqlx::Result<_>>()?)
+    }
+
     /// Takes or renews the cluster lease `name` for `holder` when it is free, expired, or already
     /// `holder`'s. Atomic: of instances trying at once, one gets it. Returns whether `holder`
     /// holds it now (for `ttl`, on the database's clock).

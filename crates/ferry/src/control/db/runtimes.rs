@@ -164,7 +164,7 @@ impl Db {
 
     pub async fn set_state(&self, id: &str, state: &str, reason: Option<&str>) -> Result<()> {
         let started = (state == "running").then(now);
-        sqlx::query("UPDATE runtimes SET state = $2, state_reason = $3, started_at = CASE WHEN $4 IS NOT NULL AND state != 'running' THEN $4 ELSE started_at END WHERE id = $1")
+        sqlx::query("UPDATE runtimes SET route_epoch = route_epoch + 1, state = $2, state_reason = $3, started_at = CASE WHEN $4 IS NOT NULL AND state != 'running' THEN $4 ELSE started_at END WHERE id = $1")
             .bind(id).bind(state).bind(reason).bind(started)
             .execute(&self.pool)
             .await?;
@@ -213,6 +213,10 @@ impl Db {
     pub async fn delete_runtime(&self, id: &str) -> Result<()> {
         let name = self.runtime_by_id(id).await?.map(|r| r.name);
         sqlx::query("DELETE FROM runtimes WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM route_acks WHERE runtime_id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
