@@ -791,6 +791,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let mut rows = vec![vec![
                 "ID".into(),
                 "ALIVE".into(),
+                "MONITOR".into(),
                 "API".into(),
                 "PROXY".into(),
                 "STARTED".into(),
@@ -799,6 +800,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 rows.push(vec![
                     i.id,
                     if i.alive { "yes".into() } else { "no".into() },
+                    if i.decider {
+                        "decider".into()
+                    } else {
+                        "-".into()
+                    },
                     i.api_url,
                     i.proxy_url,
                     i.started_at,

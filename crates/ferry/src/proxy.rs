@@ -7,6 +7,9 @@
 //! a runtime that is then frozen and moved complete at the target (CRIU carries their TCP
 //! connections). Connections to runtimes are never pooled.
 //!
+//! When routes may be stale (the control plane lost its feed of other instances' changes), the
+//! proxy is suspended: every open route is held until the routes have been read afresh.
+//!
 //! Before anything else a request must pass the credential check (`access.rs`); a route's address
 //! must lie in the runtime networks ferry manages (`dest.rs`), or it is never connected to.
 
@@ -39,7 +42,6 @@ pub type Waker = Arc<dyn Fn(String) + Send + Sync>;
 /// Sees the code of every execution sent to a runtime (runtime name, code), for hints.
 pub type Observer = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
-/// Looks a runtime up when the proxy has no route for it yet.
 /// Looks a runtime up (in the database) when the proxy has no route for it yet.
 pub type Resolver =
     Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, Option<Route>> + Send + Sync>;
@@ -58,6 +60,9 @@ pub struct Proxy {
     observer: RwLock<Option<Observer>>,
     access: RwLock<Option<Arc<crate::access::Access>>>,
     managed: RwLock<Option<crate::dest::Managed>>,
+    /// Routes cannot be trusted now (another instance's changes may be missed): every route is
+    /// held, and so is any route resolved meanwhile, until [`Proxy::resume`].
+    suspended: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) fn json_error(status: StatusCode, kind: &str, msg: String) -> Response {
@@ -90,6 +95,7 @@ impl Proxy {
             observer: RwLock::new(None),
             access: RwLock::new(None),
             managed: RwLock::new(None),
+            suspended: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -159,6 +165,43 @@ impl Proxy {
         self.set(name, Route::Held)
     }
 
+    /// Fails safe while the routes may be stale: holds every open route (requests wait instead of
+    /// going to a place a runtime may have left), and routes resolved from now on start held.
+    pub fn suspend(&self) {
+        self.suspend_except(&[])
+    }
+
+    /// As [`Proxy::suspend`], leaving the routes of `keep` as they are (this instance's own
+    /// operations on them point them).
+    pub fn suspend_except(&self, keep: &[String]) {
+        self.suspended.store(true, Ordering::SeqCst);
+        for (name, tx) in self.routes.read().unwrap().iter() {
+            if keep.contains(name) {
+                continue;
+            }
+            tx.send_modify(|(r, epoch)| {
+                if matches!(r, Route::Open(_)) {
+                    *r = Route::Held;
+                    *epoch += 1;
+                }
+            });
+        }
+    }
+
+    /// Ends [`Proxy::suspend`]: the caller has just set every route afresh.
+    pub fn resume(&self) {
+        self.suspended.store(false, Ordering::SeqCst);
+    }
+
+    pub fn suspended(&self) -> bool {
+        self.suspended.load(Ordering::SeqCst)
+    }
+
+    /// The runtimes the proxy has a route for.
+    pub fn names(&self) -> Vec<String> {
+        self.routes.read().unwrap().keys().cloned().collect()
+    }
+
     pub fn remove(&self, name: &str) {
         if let Some(tx) = self.routes.write().unwrap().remove(name) {
             tx.send_modify(|(r, _)| *r = Route::Down(format!("runtime {name} was removed")));
@@ -178,7 +221,10 @@ impl Proxy {
             return Some(tx.subscribe());
         }
         let resolver = self.resolver.read().unwrap().clone()?;
-        let resolved = resolver(name.to_string()).await?;
+        let mut resolved = resolver(name.to_string()).await?;
+        if self.suspended() && matches!(resolved, Route::Open(_)) {
+            resolved = Route::Held;
+        }
         self.set(name, resolved);
         self.routes
             .read()
@@ -196,36 +242,59 @@ impl Proxy {
                 format!("no runtime named {name:?}"),
             ));
         };
-        let route = rx.borrow_and_update().0.clone();
-        match route {
-            Route::Open(a) => return self.outside(name, a).map_or(Ok(a), Err),
-            Route::Down(why) => {
-                return Err(json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    why,
-                ))
-            }
-            Route::Held => {}
-            Route::Asleep => {
-                // First request for a hibernated runtime: hold everyone and wake it once.
-                let waker = self.waker.read().unwrap().clone();
-                match waker {
-                    Some(w) => {
-                        self.hold(name);
-                        tracing::info!(runtime = name, "waking on request");
-                        w(name.to_string());
-                    }
-                    None => {
-                        return Err(json_error(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "unavailable",
-                            format!("runtime {name} is hibernated"),
-                        ))
+        let mut route = rx.borrow_and_update().0.clone();
+        let mut woken = false;
+        loop {
+            match route {
+                Route::Open(a) => return self.outside(name, a).map_or(Ok(a), Err),
+                Route::Down(why) => {
+                    return Err(json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        why,
+                    ))
+                }
+                Route::Held => {}
+                // Hibernated (found so, or it went to sleep while this request was held): hold
+                // everyone and wake it once.
+                Route::Asleep => {
+                    let waker = self.waker.read().unwrap().clone();
+                    match waker {
+                        Some(w) if !woken => {
+                            woken = true;
+                            self.hold(name);
+                            tracing::info!(runtime = name, "waking on request");
+                            w(name.to_string());
+                        }
+                        Some(_) => {
+                            return Err(json_error(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "unavailable",
+                                format!(
+                                    "runtime {name} could not be woken; see `ferry events --runtime {name}`"
+                                ),
+                            ))
+                        }
+                        None => {
+                            return Err(json_error(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "unavailable",
+                                format!("runtime {name} is hibernated"),
+                            ))
+                        }
                     }
                 }
             }
+            route = self.wait_held(name, &mut rx).await?;
         }
+    }
+
+    /// Waits (bounded in time and in the number waiting) until `name`'s route is not held.
+    async fn wait_held(
+        &self,
+        name: &str,
+        rx: &mut watch::Receiver<Versioned>,
+    ) -> Result<Route, Response> {
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(json_error(
@@ -238,22 +307,7 @@ impl Proxy {
             tokio::time::timeout(self.hold_timeout, rx.wait_for(|r| r.0 != Route::Held)).await;
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         match waited {
-            Ok(Ok(r)) => match r.0.clone() {
-                Route::Open(a) => self.outside(name, a).map_or(Ok(a), Err),
-                Route::Down(why) => Err(json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    why,
-                )),
-                Route::Asleep => Err(json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    format!(
-                        "runtime {name} could not be woken; see `ferry events --runtime {name}`"
-                    ),
-                )),
-                Route::Held => unreachable!(),
-            },
+            Ok(Ok(r)) => Ok(r.0.clone()),
             Ok(Err(_)) => Err(json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -755,6 +809,36 @@ mod tests {
             0,
             "a streamed execute is sent once"
         );
+    }
+
+    #[tokio::test]
+    async fn a_suspended_proxy_holds_every_open_route_until_they_are_set_again() {
+        let p = Proxy::new(Duration::from_secs(5));
+        let a: SocketAddr = "10.0.0.2:8888".parse().unwrap();
+        p.set("rt", Route::Open(a));
+        p.set("gone", Route::Down("stopped".into()));
+        let e0 = p.epoch("rt");
+        p.suspend();
+        assert_eq!(p.route("rt"), Some(Route::Held));
+        assert_eq!(p.epoch("rt"), e0 + 1, "a suspension is a cut-over");
+        assert_eq!(p.route("gone"), Some(Route::Down("stopped".into())));
+        // Resolved while suspended: held too.
+        p.set_resolver(Arc::new(move |_| {
+            Box::pin(async move { Some(Route::Open("10.0.0.6:8888".parse().unwrap())) })
+        }));
+        let p2 = p.clone();
+        let waiter = tokio::spawn(async move { p2.resolve("new").await.map_err(|r| r.status()) });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiter.is_finished(),
+            "a route resolved while suspended must wait"
+        );
+        let b: SocketAddr = "10.0.0.6:8888".parse().unwrap();
+        p.set("new", Route::Open(b));
+        p.set("rt", Route::Open(a));
+        p.resume();
+        assert_eq!(waiter.await.unwrap().unwrap(), b);
+        assert_eq!(p.resolve("rt").await.unwrap(), a);
     }
 
     #[tokio::test]

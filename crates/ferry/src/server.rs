@@ -211,6 +211,7 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     control.reconcile_all().await;
     tokio::spawn(control.clone().recovery_loop());
     tokio::spawn(control.clone().reconcile_loop(Duration::from_secs(1)));
+    tokio::spawn(control.clone().route_watch_loop());
     tokio::spawn(control.clone().monitor_loop(o.monitor.clone()));
     tokio::spawn(control.clone().webhook_loop());
     tokio::spawn(control.clone().access_loop());

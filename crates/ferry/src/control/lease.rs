@@ -49,7 +49,13 @@ impl Control {
 
     /// As [`Control::claim`], with a lease already taken in the database (a row inserted leased).
     pub(crate) async fn claim_with(&self, id: &str, name: &str, lease: Lease) -> Result<Busy<'_>> {
-        if !self.busy.lock().unwrap().insert(id.to_string()) {
+        if self
+            .busy
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), name.to_string())
+            .is_some()
+        {
             return Err(Error::Conflict(format!("runtime {name} is busy with another operation; try again when it finishes (see `ferry operations`)")));
         }
         let busy = Busy {
@@ -90,6 +96,7 @@ impl Control {
                         Ok(_) => {}
                         Err(e) => tracing::error!(error = %e, "could not renew this instance's leases; other instances take over its runtimes once they expire"),
                     }
+                    self.renew_decider().await;
                     self.refresh_agents().await;
                 }
             }

@@ -162,6 +162,8 @@ impl Control {
             Some(&format!("moving from {} to {to}", row.host)),
         )
         .await?;
+        // Every instance's proxy holds before the freeze (`routes.rs`).
+        self.await_holds(&row.id).await;
         self.phase(
             &row.id,
             &format!("freezing and dumping on {}, streaming to {to}", row.host),
@@ -505,6 +507,7 @@ impl Control {
             auto: row.auto,
             leased_by: None,
             egress: row.egress.clone(),
+            addrs: None, route_epoch: 0,
         };
         let lease = self.new_lease();
         self.db

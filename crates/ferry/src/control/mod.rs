@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 mod baseline;
 pub mod db;
+pub mod decider;
 pub mod extract;
 mod hibernate;
 pub mod hints;
@@ -18,6 +19,7 @@ pub mod monitor;
 pub mod openapi;
 mod reconcile;
 mod recover;
+mod routes;
 mod runtimes;
 mod snapshots;
 pub mod webhooks;
@@ -26,7 +28,7 @@ use crate::agent::client::AgentClient;
 use crate::api::{Host, RuntimeSpec, Timings};
 use crate::{Error, Result};
 use db::{Db, RuntimeRow};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -71,7 +73,8 @@ pub struct Control {
     /// The proxy's credential check (its cache of runtime tokens).
     pub access: Arc<crate::access::Access>,
     agents: RwLock<HashMap<String, AgentClient>>,
-    busy: Mutex<HashSet<String>>,
+    /// Runtimes this instance runs an operation on (id → name).
+    busy: Mutex<HashMap<String, String>>,
     /// Leases of finished claims, for the lease loop to give back.
     releases: tokio::sync::mpsc::UnboundedSender<(String, String)>,
     /// What a long operation on a runtime is doing right now (shown by `inspect` and the CLI).
@@ -86,6 +89,8 @@ pub struct Control {
     reservations: Mutex<HashMap<String, (String, u64)>>,
     /// This machine's own IPv4 addresses (control API, proxy): no runtime may reach them.
     local_addrs: Vec<String>,
+    /// Until when (this machine's clock) this instance holds the monitor's decider lease.
+    decider_until: Mutex<Option<std::time::Instant>>,
 }
 
 impl Control {
@@ -98,7 +103,19 @@ impl Control {
     )> {
         std::fs::create_dir_all(&cfg.state_dir)?;
         let db = Db::open(&cfg.database).await?;
+        let recorded = db.settle_subnet(cfg.subnet).await?;
+        if recorded != cfg.subnet {
+            return Err(Error::Invalid(format!(
+                "this database's runtime network is {recorded} (recorded by the first control-plane instance that used it), but this instance was started with --subnet {}: it would compute other addresses for the same runtimes. Start it with --subnet {recorded} (or FERRY_SUBNET / `subnet` in ferry.toml), or give it a database of its own",
+                cfg.subnet
+            )));
+        }
         let proxy = crate::proxy::Proxy::new(std::time::Duration::from_secs(60));
+        if db.backend() == db::Backend::Postgres {
+            // Other instances may move runtimes: no route is trusted until the route watcher
+            // listens for their changes (`routes.rs`).
+            proxy.suspend();
+        }
         proxy.set_managed(crate::dest::Managed::new(cfg.subnet, crate::dest::SLOTS));
         let access = access::open(&cfg, &db).await?;
         proxy.set_access(access.clone());
@@ -109,7 +126,7 @@ impl Control {
             proxy,
             access,
             agents: RwLock::new(HashMap::new()),
-            busy: Mutex::new(HashSet::new()),
+            busy: Mutex::new(HashMap::new()),
             releases,
             phases: Mutex::new(HashMap::new()),
             events: tokio::sync::broadcast::channel(1024).0,
@@ -117,6 +134,7 @@ impl Control {
             hints: Mutex::new(HashMap::new()),
             reservations: Mutex::new(HashMap::new()),
             local_addrs: local_ipv4_addrs().await,
+            decider_until: Mutex::new(None),
         });
         c.wire_access();
         let weak = Arc::downgrade(&c);
@@ -295,7 +313,11 @@ impl Control {
     }
 
     pub fn spec_of(&self, r: &RuntimeRow) -> RuntimeSpec {
-        let (host_ip, ip) = crate::sys::netns::slot_addresses(self.cfg.subnet, r.net_index);
+        // Stored with the row; computed only for a row not inserted yet (never the case for one
+        // read from the database, whose addresses are filled when the network is settled).
+        let (host_ip, ip) = r
+            .addrs
+            .unwrap_or_else(|| crate::sys::netns::slot_addresses(self.cfg.subnet, r.net_index));
         RuntimeSpec {
             id: r.id.clone(),
             name: r.name.clone(),
@@ -431,7 +453,7 @@ impl Control {
     }
 
     fn is_busy(&self, id: &str) -> bool {
-        self.busy.lock().unwrap().contains(id)
+        self.busy.lock().unwrap().contains_key(id)
     }
 
     /// Whether another instance holds `row` for an operation (its lease has not expired).

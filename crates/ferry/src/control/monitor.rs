@@ -14,6 +14,8 @@
 //! Sampling runs in the control plane over the agents' cgroup readings (cheap file reads there)
 //! rather than in each agent, so that the thresholds, debounce and policy live in one place.
 //!
+//! Of several instances on one database only the decider (`decider.rs`) samples and acts.
+//!
 //! Automatic actions can be turned off globally (`ferry serve --no-auto`) or per runtime
 //! (`ferry create --no-auto`, `ferry policy NAME --auto false`); events are reported regardless.
 
@@ -92,6 +94,12 @@ impl Control {
     }
 
     async fn monitor_pass(&self, cfg: &MonitorConfig, watches: &mut HashMap<String, Watch>) {
+        if !self.is_decider() {
+            // Another instance samples and acts (`decider.rs`); what was seen here is stale.
+            watches.clear();
+            self.samples.lock().unwrap().clear();
+            return;
+        }
         let Ok(rows) = self.db.runtimes().await else {
             return;
         };
@@ -171,9 +179,11 @@ impl Control {
                 let pct = 100.0 * stats.memory_bytes as f64 / stats.memory_limit_bytes as f64;
                 let reason = format!("memory at {pct:.0}% of its {} MB limit", row.plan.memory_mb);
                 self.event(Some(&row.name), kind, &reason, serde_json::json!({"memory_bytes": stats.memory_bytes, "limit_bytes": stats.memory_limit_bytes})).await;
+                // Acts only while still the decider (its lease may have lapsed during the pass).
+                let act = cfg.auto && row.auto && self.is_decider();
                 if lvl == 1 {
-                    self.pre_provision(row, cfg.auto && row.auto).await;
-                } else if cfg.auto && row.auto {
+                    self.pre_provision(row, act).await;
+                } else if act {
                     self.move_up(cfg, row, &reason).await;
                 }
             }
@@ -208,7 +218,7 @@ impl Control {
             let reason = format!("CPU below 1% of a core for {} s", cfg.idle_after.as_secs());
             self.event(Some(&row.name), "idle", &reason, serde_json::json!({}))
                 .await;
-            if cfg.auto && row.auto {
+            if cfg.auto && row.auto && self.is_decider() {
                 if let Err(e) = self.hibernate(&row.name, &format!("idle: {reason}")).await {
                     self.event(
                         Some(&row.name),

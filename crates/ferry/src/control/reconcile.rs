@@ -132,6 +132,9 @@ impl Control {
 
     fn refresh_routes(&self, rows: &[RuntimeRow]) {
         use crate::proxy::Route;
+        if self.proxy.suspended() {
+            return; // the route watcher re-reads them all once it listens again
+        }
         for row in rows.iter().filter(|r| !self.is_busy(&r.id)) {
             let want = self.route_for(row, &row.state);
             match self.proxy.route(&row.name) {

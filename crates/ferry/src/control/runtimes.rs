@@ -51,6 +51,7 @@ impl Control {
             auto: !req.no_auto,
             leased_by: None,
             egress,
+            addrs: None, route_epoch: 0,
         };
         let lease = self.new_lease();
         self.db

@@ -118,7 +118,7 @@ impl Control {
                 let id = if original.is_some() || name != snap.runtime_name { new_id("rt") } else { snap.runtime_id.clone() };
                 let mut row = RuntimeRow {
                     id, name: name.clone(), host: snap.host.clone(), plan, image, net_index: 0,
-                    state: "restoring".into(), state_reason: None, created_at: now(), started_at: None, last_snapshot: Some(snap.id.clone()), auto: true, leased_by: None, egress,
+                    state: "restoring".into(), state_reason: None, created_at: now(), started_at: None, last_snapshot: Some(snap.id.clone()), auto: true, leased_by: None, egress, addrs: None, route_epoch: 0,
                 };
                 self.db.insert_runtime_new_slot(&mut row, Some(&lease)).await.map_err(|e| Error::Conflict(format!("cannot restore as {name}: {e}")))?;
                 (row, true)

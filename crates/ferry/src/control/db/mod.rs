@@ -15,7 +15,10 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::time::Duration;
 
+pub use cluster::{ClusterLease, ROUTES_CHANNEL};
+
 mod access;
+mod cluster;
 mod records;
 mod runtimes;
 mod schema;
@@ -55,6 +58,11 @@ pub struct RuntimeRow {
     pub leased_by: Option<String>,
     /// Its own egress policy; `None` = its plan's.
     pub egress: Option<crate::egress::EgressChoice>,
+    /// Its addresses (host end, runtime end of its `/30`) as stored with it; `None` until the row
+    /// is inserted (the slot's addresses in the cluster's network are stored then).
+    pub addrs: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+    /// Grows at every change of its state: what an instance acknowledges once its proxy applied it.
+    pub route_epoch: i64,
 }
 
 /// A lease on a runtime: who holds it and the token that proves which claim it is.
@@ -106,11 +114,17 @@ pub struct Instance {
     pub started_at: String,
     /// Its heartbeat is recent (within its lease time).
     pub alive: bool,
+    /// It holds the monitor's lease: it samples runtimes and acts on thresholds and idleness.
+    #[serde(default)]
+    pub decider: bool,
 }
 
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// The cluster's runtime network, once settled ([`Db::settle_subnet`]): new rows store their
+    /// slot's addresses in it.
+    subnet: std::sync::OnceLock<std::net::Ipv4Addr>,
 }
 
 fn text(r: &AnyRow, col: &str) -> sqlx::Result<String> {
@@ -149,6 +163,14 @@ fn runtime_row(r: &AnyRow) -> sqlx::Result<RuntimeRow> {
             .map(|s: String| serde_json::from_str(&s))
             .transpose()
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        route_epoch: int(r, "route_epoch")?,
+        addrs: match (opt(r, "host_ip")?, opt(r, "ip")?) {
+            (Some(h), Some(i)) => Some((
+                h.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                i.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            )),
+            _ => None,
+        },
     })
 }
 
@@ -248,6 +270,7 @@ pub(super) mod tests {
             auto: true,
             leased_by: None,
             egress: None,
+            addrs: None, route_epoch: 0,
         }
     }
 
@@ -538,7 +561,7 @@ pub(super) mod tests {
             .execute(&mut *c)
             .await
             .unwrap();
-            sqlx::raw_sql("CREATE TABLE runtimes2 AS SELECT id, name FROM runtimes; ALTER TABLE runtimes DROP COLUMN owner; ALTER TABLE runtimes DROP COLUMN lease_token; ALTER TABLE runtimes DROP COLUMN lease_until; ALTER TABLE operations DROP COLUMN owner; ALTER TABLE runtimes DROP COLUMN egress; ALTER TABLE runtimes DROP COLUMN access_token; DROP TABLE settings; DROP TABLE runtimes2;").execute(&mut *c).await.unwrap();
+            sqlx::raw_sql("CREATE TABLE runtimes2 AS SELECT id, name FROM runtimes; ALTER TABLE runtimes DROP COLUMN owner; ALTER TABLE runtimes DROP COLUMN lease_token; ALTER TABLE runtimes DROP COLUMN lease_until; ALTER TABLE operations DROP COLUMN owner; ALTER TABLE runtimes DROP COLUMN egress; ALTER TABLE runtimes DROP COLUMN access_token; ALTER TABLE runtimes DROP COLUMN host_ip; ALTER TABLE runtimes DROP COLUMN ip; ALTER TABLE runtimes DROP COLUMN route_epoch; DROP TABLE route_acks; DROP TABLE cluster_leases; DROP TABLE settings; DROP TABLE runtimes2;").execute(&mut *c).await.unwrap();
         }
         let db = Db::open(&url).await.unwrap();
         assert_eq!(

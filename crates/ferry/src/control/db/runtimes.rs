@@ -59,9 +59,10 @@ impl Db {
 
     async fn insert_row(&self, r: &RuntimeRow, lease: Option<&Lease>) -> sqlx::Result<()> {
         let q = self.q(
-            "INSERT INTO runtimes (id, name, host, plan, memory_mb, cpus, image, net_index, state, state_reason, created_at, started_at, last_snapshot, auto, owner, lease_token, lease_until, egress, access_token)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, CASE WHEN $15 IS NULL THEN 0 ELSE {now_ms} + $17 END, $18, $19)",
+            "INSERT INTO runtimes (id, name, host, plan, memory_mb, cpus, image, net_index, state, state_reason, created_at, started_at, last_snapshot, auto, owner, lease_token, lease_until, egress, access_token, host_ip, ip)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, CASE WHEN $15 IS NULL THEN 0 ELSE {now_ms} + $17 END, $18, $19, $20, $21)",
         );
+        let addrs = self.addresses_for(r, r.net_index);
         sqlx::query(&q)
             .bind(&r.id)
             .bind(&r.name)
@@ -88,6 +89,8 @@ impl Db {
             // Every new row is a new tenant's runtime (a create, a fork, a restore under a new
             // name): it gets an access token of its own.
             .bind(crate::control::auth::new_token())
+            .bind(addrs.map(|a| a.0.to_string()))
+            .bind(addrs.map(|a| a.1.to_string()))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -104,7 +107,10 @@ impl Db {
         for _ in 0..64 {
             r.net_index = self.free_net_index().await?;
             match self.insert_row(r, lease).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    r.addrs = self.addresses_for(r, r.net_index);
+                    return Ok(());
+                }
                 Err(e) if is_unique_violation(&e) => {
                     if self.runtime_by_name(&r.name).await?.is_some()
                         || self.runtime_by_id(&r.id).await?.is_some()
@@ -158,10 +164,11 @@ impl Db {
 
     pub async fn set_state(&self, id: &str, state: &str, reason: Option<&str>) -> Result<()> {
         let started = (state == "running").then(now);
-        sqlx::query("UPDATE runtimes SET state = $2, state_reason = $3, started_at = CASE WHEN $4 IS NOT NULL AND state != 'running' THEN $4 ELSE started_at END WHERE id = $1")
+        sqlx::query("UPDATE runtimes SET route_epoch = route_epoch + 1, state = $2, state_reason = $3, started_at = CASE WHEN $4 IS NOT NULL AND state != 'running' THEN $4 ELSE started_at END WHERE id = $1")
             .bind(id).bind(state).bind(reason).bind(started)
             .execute(&self.pool)
             .await?;
+        self.notify_route_of(id).await;
         Ok(())
     }
 
@@ -204,11 +211,34 @@ impl Db {
     }
 
     pub async fn delete_runtime(&self, id: &str) -> Result<()> {
+        let name = self.runtime_by_id(id).await?.map(|r| r.name);
         sqlx::query("DELETE FROM runtimes WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
+        sqlx::query("DELETE FROM route_acks WHERE runtime_id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if let Some(n) = name {
+            self.notify_route(&n).await;
+        }
         Ok(())
+    }
+
+    /// As [`Db::notify_route`], for the runtime with id `id`.
+    async fn notify_route_of(&self, id: &str) {
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        let r = sqlx::query("SELECT CAST(pg_notify($1, name) AS TEXT) FROM runtimes WHERE id = $2")
+            .bind(super::ROUTES_CHANNEL)
+            .bind(id)
+            .execute(&self.pool)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(runtime = id, error = %e, "could not notify the other instances of a route change; they see it at their next pass");
+        }
     }
 
     /// The smallest network slot no runtime holds.
@@ -303,12 +333,18 @@ impl Db {
     }
 
     pub async fn instances(&self) -> Result<Vec<Instance>> {
-        let q = self.q("SELECT id, api_url, proxy_url, started_at, CAST(CASE WHEN heartbeat_ms + ttl_ms >= {now_ms} THEN 1 ELSE 0 END AS BIGINT) AS alive FROM instances ORDER BY started_at, id");
-        let rows = sqlx::query(&q).fetch_all(&self.pool).await?;
+        let q = self.q("SELECT id, api_url, proxy_url, started_at, CAST(CASE WHEN heartbeat_ms + ttl_ms >= {now_ms} THEN 1 ELSE 0 END AS BIGINT) AS alive,
+            CAST(CASE WHEN EXISTS (SELECT 1 FROM cluster_leases l WHERE l.name = $1 AND l.holder = instances.id AND l.until_ms >= {now_ms}) THEN 1 ELSE 0 END AS BIGINT) AS decider
+            FROM instances ORDER BY started_at, id");
+        let rows = sqlx::query(&q)
+            .bind(crate::control::decider::MONITOR_LEASE)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .iter()
             .map(|r| {
                 Ok(Instance {
+                    decider: int(r, "decider")? != 0,
                     id: text(r, "id")?,
                     api_url: text(r, "api_url")?,
                     proxy_url: text(r, "proxy_url")?,

@@ -61,6 +61,24 @@ ALTER TABLE runtimes ADD COLUMN egress TEXT;
 ALTER TABLE runtimes ADD COLUMN access_token TEXT;
 CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL, created_at TEXT NOT NULL);
 "#,
+    // A runtime's addresses stored with it (host end, runtime end of its /30), and cluster-wide
+    // leases held by one instance at a time (the monitor's decider): holder, token, expiry on the
+    // database's clock. A route epoch per runtime (grows at every state change) and each
+    // instance's acknowledgement of the epoch its proxy applied, so that a move waits until every
+    // instance holds before it freezes.
+    r#"
+ALTER TABLE runtimes ADD COLUMN host_ip TEXT;
+ALTER TABLE runtimes ADD COLUMN ip TEXT;
+ALTER TABLE runtimes ADD COLUMN route_epoch {int} NOT NULL DEFAULT 0;
+CREATE TABLE route_acks (
+  runtime_id TEXT NOT NULL, instance TEXT NOT NULL, epoch {int} NOT NULL,
+  PRIMARY KEY (runtime_id, instance)
+);
+CREATE TABLE cluster_leases (
+  name TEXT PRIMARY KEY, holder TEXT NOT NULL, token TEXT NOT NULL,
+  until_ms {int} NOT NULL, since TEXT NOT NULL
+);
+"#,
 ];
 
 impl Db {
@@ -103,7 +121,11 @@ impl Db {
             Backend::Postgres => opts.max_connections(8).connect(&url).await,
         }
         .map_err(|e| Error::Unavailable(format!("cannot open the database {shown}: {e}")))?;
-        let db = Db { pool, backend };
+        let db = Db {
+            pool,
+            backend,
+            subnet: std::sync::OnceLock::new(),
+        };
         db.migrate().await?;
         db.fill_access_tokens().await?;
         Ok(db)
