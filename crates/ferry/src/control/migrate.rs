@@ -507,7 +507,8 @@ impl Control {
             auto: row.auto,
             leased_by: None,
             egress: row.egress.clone(),
-            addrs: None, route_epoch: 0,
+            addrs: None,
+            route_epoch: 0,
         };
         let lease = self.new_lease();
         self.db

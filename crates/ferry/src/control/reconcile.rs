@@ -25,6 +25,16 @@ impl Control {
             return;
         };
         self.refresh_routes(&rows);
+        // A move another instance runs waits for this acknowledgement before it freezes: given
+        // here too, so a listener that died silently delays it by one pass at most.
+        if !self.proxy.suspended() {
+            for row in rows
+                .iter()
+                .filter(|r| r.state == "migrating" && !self.is_busy(&r.id))
+            {
+                self.ack(row).await;
+            }
+        }
         let mut seen_by_host = std::collections::BTreeMap::new();
         for host in self
             .db

@@ -116,7 +116,8 @@ impl Control {
         Ok(())
     }
 
-    async fn ack(&self, row: &super::db::RuntimeRow) {
+    /// Acknowledges the route epoch of `row` (as read) for this instance.
+    pub(super) async fn ack(&self, row: &super::db::RuntimeRow) {
         if let Err(e) = self
             .db
             .ack_route(&row.id, &self.cfg.instance_id, row.route_epoch)

@@ -51,7 +51,8 @@ impl Control {
             auto: !req.no_auto,
             leased_by: None,
             egress,
-            addrs: None, route_epoch: 0,
+            addrs: None,
+            route_epoch: 0,
         };
         let lease = self.new_lease();
         self.db

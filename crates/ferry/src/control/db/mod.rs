@@ -270,7 +270,8 @@ pub(super) mod tests {
             auto: true,
             leased_by: None,
             egress: None,
-            addrs: None, route_epoch: 0,
+            addrs: None,
+            route_epoch: 0,
         }
     }
 
