@@ -14,6 +14,7 @@ mod images;
 mod lease;
 pub mod metrics;
 mod migrate;
+pub mod placement;
 pub mod monitor;
 pub mod openapi;
 mod reconcile;
