@@ -66,6 +66,8 @@ pub struct HostRow {
     pub url: String,
     pub labels: Vec<String>,
     pub capacity_mb: u64,
+    /// `ready`, `cordoned` or `draining`.
+    pub state: String,
 }
 
 #[derive(Debug, Clone)]

@@ -61,6 +61,10 @@ ALTER TABLE runtimes ADD COLUMN egress TEXT;
 ALTER TABLE runtimes ADD COLUMN access_token TEXT;
 CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL, created_at TEXT NOT NULL);
 "#,
+    // A host's lifecycle state: `ready`, `cordoned` (nothing new placed there) or `draining`.
+    r#"
+ALTER TABLE hosts ADD COLUMN state TEXT NOT NULL DEFAULT 'ready';
+"#,
 ];
 
 impl Db {
