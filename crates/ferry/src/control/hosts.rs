@@ -107,7 +107,7 @@ impl Control {
             .map(|r| format!("{} ({})", r.name, r.state))
             .collect();
         if force {
-            if h.state == "ready" {
+            if h.state == "ready" && !(runtimes.is_empty() && snapshots.is_empty()) {
                 return Err(Error::Conflict(format!("host {name} is not cordoned: --force only applies after a drain; run `ferry host drain {name}` first")));
             }
             if !live.is_empty() {
