@@ -585,7 +585,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                     table(rows);
                 }
                 HostCmd::Cordon { name } => {
-                    let h: Host = c.post(&format!("/hosts/{name}/cordon"), &Value::Null).await?;
+                    let h: Host = c
+                        .post(&format!("/hosts/{name}/cordon"), &Value::Null)
+                        .await?;
                     if json {
                         print_json(&h)
                     } else {
@@ -593,7 +595,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                     }
                 }
                 HostCmd::Uncordon { name } => {
-                    let h: Host = c.post(&format!("/hosts/{name}/uncordon"), &Value::Null).await?;
+                    let h: Host = c
+                        .post(&format!("/hosts/{name}/uncordon"), &Value::Null)
+                        .await?;
                     if json {
                         print_json(&h)
                     } else {
@@ -614,7 +618,17 @@ pub async fn run(cli: Cli) -> Result<()> {
                         c.post(&path, &body),
                         || async {
                             let v: Vec<Runtime> = c.get("/runtimes").await.ok()?;
-                            Some(v.iter().filter(|r| r.host == name && matches!(r.state.as_str(), "running" | "migrating" | "paused")).count() as u64)
+                            Some(
+                                v.iter()
+                                    .filter(|r| {
+                                        r.host == name
+                                            && matches!(
+                                                r.state.as_str(),
+                                                "running" | "migrating" | "paused"
+                                            )
+                                    })
+                                    .count() as u64,
+                            )
                         },
                     )
                     .await?;
@@ -625,30 +639,61 @@ pub async fn run(cli: Cli) -> Result<()> {
                     for o in rep["outcomes"].as_array().into_iter().flatten() {
                         let s = |k: &str| o[k].as_str().unwrap_or("").to_string();
                         match s("action").as_str() {
-                            "moved" => println!("{} moved to {} ({:.1} s)", s("runtime"), s("to"), o["ms"].as_f64().unwrap_or(0.0) / 1000.0),
+                            "moved" => println!(
+                                "{} moved to {} ({:.1} s)",
+                                s("runtime"),
+                                s("to"),
+                                o["ms"].as_f64().unwrap_or(0.0) / 1000.0
+                            ),
                             a => println!("{} {a}: {}", s("runtime"), s("reason")),
                         }
                     }
-                    let remaining: Vec<&str> = rep["remaining"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+                    let remaining: Vec<&str> = rep["remaining"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| v.as_str())
+                        .collect();
                     println!(
                         "host {name} is cordoned{} ({:.1} s; move rate {:.0} MB/s, {})",
-                        if remaining.is_empty() { " and empty".to_string() } else { format!("; still there: {}", remaining.join(", ")) },
+                        if remaining.is_empty() {
+                            " and empty".to_string()
+                        } else {
+                            format!("; still there: {}", remaining.join(", "))
+                        },
                         rep["total_ms"].as_f64().unwrap_or(0.0) / 1000.0,
                         rep["rate_mb_per_s"].as_f64().unwrap_or(0.0),
-                        if rep["rate_measured"].as_bool().unwrap_or(false) { "measured" } else { "assumed" }
+                        if rep["rate_measured"].as_bool().unwrap_or(false) {
+                            "measured"
+                        } else {
+                            "assumed"
+                        }
                     );
                     if !remaining.is_empty() {
-                        anyhow::bail!("the drain of {name} left {} runtime(s) there: see the lines above", remaining.len());
+                        anyhow::bail!(
+                            "the drain of {name} left {} runtime(s) there: see the lines above",
+                            remaining.len()
+                        );
                     }
                 }
                 HostCmd::Rm { name, force } => {
-                    let v: Value = c.send(c.request(reqwest::Method::DELETE, &format!("/hosts/{name}?force={force}"))).await?;
+                    let v: Value = c
+                        .send(c.request(
+                            reqwest::Method::DELETE,
+                            &format!("/hosts/{name}?force={force}"),
+                        ))
+                        .await?;
                     if json {
                         print_json(&v)
                     } else {
                         println!("host {name} removed");
                         for k in ["forgot_runtimes", "forgot_snapshots"] {
-                            let items: Vec<&str> = v[k].as_array().into_iter().flatten().filter_map(|x| x.as_str()).collect();
+                            let items: Vec<&str> = v[k]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|x| x.as_str())
+                                .collect();
                             if !items.is_empty() {
                                 println!("{}: {}", k.replace('_', " "), items.join(", "));
                             }

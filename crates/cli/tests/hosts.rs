@@ -18,7 +18,10 @@ fn host_state(f: &Ferry, name: &str) -> String {
 }
 
 fn host_of(f: &Ferry, rt: &str) -> String {
-    f.json(&["inspect", rt])["host"].as_str().unwrap().to_string()
+    f.json(&["inspect", rt])["host"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]

@@ -86,7 +86,9 @@ impl Control {
             .await?
             .into_iter()
             .find(|h| h.name == name)
-            .ok_or_else(|| Error::NotFound(format!("unknown host {name:?}: see `ferry host ls`")))?;
+            .ok_or_else(|| {
+                Error::NotFound(format!("unknown host {name:?}: see `ferry host ls`"))
+            })?;
         let runtimes: Vec<_> = self
             .db
             .runtimes()
@@ -142,8 +144,13 @@ impl Control {
             "forgot_runtimes": runtimes.iter().map(|r| &r.name).collect::<Vec<_>>(),
             "forgot_snapshots": snapshots.iter().map(|s| &s.id).collect::<Vec<_>>(),
         });
-        self.event(None, "host.removed", &format!("host {name} removed"), forgot.clone())
-            .await;
+        self.event(
+            None,
+            "host.removed",
+            &format!("host {name} removed"),
+            forgot.clone(),
+        )
+        .await;
         Ok(forgot)
     }
 
@@ -172,9 +179,7 @@ impl Control {
         let mode: DrainMode = mode_s.parse().map_err(Error::Invalid)?;
         let parallel = req.parallel.unwrap_or(2);
         if parallel == 0 || parallel > 64 {
-            return Err(Error::Invalid(
-                "--parallel must be between 1 and 64".into(),
-            ));
+            return Err(Error::Invalid("--parallel must be between 1 and 64".into()));
         }
         let within = match req.within_s {
             Some(s) if !(s > 0.0 && s < 86_400.0) => {
@@ -188,7 +193,9 @@ impl Control {
         let detail = serde_json::json!({"host": name, "mode": mode_s, "parallel": parallel, "within_s": req.within_s});
         let r = self
             .journal_with("drain", None, detail, async {
-                let rep = self.run_drain(name, mode, &mode_s, parallel, within).await?;
+                let rep = self
+                    .run_drain(name, mode, &mode_s, parallel, within)
+                    .await?;
                 let mut t = Timings::new();
                 t.insert("total_ms".into(), rep.total_ms);
                 let d = serde_json::to_value(&rep).ok();

@@ -388,7 +388,10 @@ mod tests {
         assert_eq!(place(&hs, &n, None, None), Ok(0));
         hs[0].images = Some(BTreeSet::new());
         n.image = Some("py:3.12".into());
-        assert_eq!(place(&hs, &n, None, None), Err(Refusal::NoneFits { need_mb: 2000 }));
+        assert_eq!(
+            place(&hs, &n, None, None),
+            Err(Refusal::NoneFits { need_mb: 2000 })
+        );
         assert!(matches!(
             place(&hs, &n, Some("a"), None),
             Err(Refusal::MissingImage { .. })
@@ -397,7 +400,11 @@ mod tests {
 
     #[test]
     fn drain_moves_then_hibernates_what_does_not_fit() {
-        let hs = vec![host("src", 4000, 3000), host("a", 1000, 0), host("b", 1000, 200)];
+        let hs = vec![
+            host("src", 4000, 3000),
+            host("a", 1000, 0),
+            host("b", 1000, 200),
+        ];
         let items: Vec<DrainItem> = [("x", 900), ("y", 700), ("z", 600)]
             .iter()
             .map(|(n, mb)| DrainItem {
@@ -436,9 +443,15 @@ mod tests {
             .iter()
             .map(|s| (s.runtime.as_str(), &s.action))
             .collect();
-        assert!(matches!(by["s1"], Action::Move { finish, .. } if *finish == Duration::from_secs(2)));
-        assert!(matches!(by["s2"], Action::Move { finish, .. } if *finish == Duration::from_secs(2)));
-        assert!(matches!(by["m"], Action::Move { finish, .. } if *finish == Duration::from_secs(13)));
+        assert!(
+            matches!(by["s1"], Action::Move { finish, .. } if *finish == Duration::from_secs(2))
+        );
+        assert!(
+            matches!(by["s2"], Action::Move { finish, .. } if *finish == Duration::from_secs(2))
+        );
+        assert!(
+            matches!(by["m"], Action::Move { finish, .. } if *finish == Duration::from_secs(13))
+        );
         assert!(matches!(by["big"], Action::Hibernate { why } if why.contains("deadline")));
     }
 
@@ -486,7 +499,12 @@ mod tests {
 
     /// Checks a drain plan against the fleet: every runtime once, moves only to uncordoned other
     /// hosts that have the image, and no host over its capacity.
-    fn check_plan(hosts: &[HostView], items: &[DrainItem], steps: &[Step], within: Option<Duration>) {
+    fn check_plan(
+        hosts: &[HostView],
+        items: &[DrainItem],
+        steps: &[Step],
+        within: Option<Duration>,
+    ) {
         assert_eq!(steps.len(), items.len());
         let mut added: HashMap<&str, u64> = HashMap::new();
         let by_name: HashMap<&str, &DrainItem> =
@@ -556,7 +574,11 @@ mod tests {
                 name: format!("h{i:04}"),
                 capacity_mb: cap,
                 used_mb: used,
-                labels: if i % 10 == 0 { vec!["gpu".into()] } else { vec![] },
+                labels: if i % 10 == 0 {
+                    vec!["gpu".into()]
+                } else {
+                    vec![]
+                },
                 cordoned: i % 50 == 7,
                 images: if i % 4 == 0 {
                     None
@@ -586,7 +608,11 @@ mod tests {
             let i = r.expect("the fleet has room");
             assert!(!hosts[i].cordoned);
             assert!(hosts[i].used_mb + n.memory_mb <= hosts[i].capacity_mb);
-            if k % 5 == 0 && hosts.iter().any(|h| !h.cordoned && h.labels.contains(&"gpu".into()) && h.free_mb() >= n.memory_mb) {
+            if k % 5 == 0
+                && hosts.iter().any(|h| {
+                    !h.cordoned && h.labels.contains(&"gpu".into()) && h.free_mb() >= n.memory_mb
+                })
+            {
                 assert!(hosts[i].labels.contains(&"gpu".into()));
             }
             hosts[i].used_mb += n.memory_mb;
@@ -639,7 +665,12 @@ mod tests {
                 }
             }
             if o.within.is_none() {
-                assert!(steps.iter().all(|s| matches!(s.action, Action::Move { .. })), "a roomy fleet takes every runtime of {src}");
+                assert!(
+                    steps
+                        .iter()
+                        .all(|s| matches!(s.action, Action::Move { .. })),
+                    "a roomy fleet takes every runtime of {src}"
+                );
             }
         }
         assert!(worst < budget, "drain plan took {worst:?}");

@@ -540,7 +540,7 @@ pub(super) mod tests {
             .execute(&mut *c)
             .await
             .unwrap();
-            sqlx::raw_sql("CREATE TABLE runtimes2 AS SELECT id, name FROM runtimes; ALTER TABLE runtimes DROP COLUMN owner; ALTER TABLE runtimes DROP COLUMN lease_token; ALTER TABLE runtimes DROP COLUMN lease_until; ALTER TABLE operations DROP COLUMN owner; ALTER TABLE runtimes DROP COLUMN egress; ALTER TABLE runtimes DROP COLUMN access_token; DROP TABLE settings; DROP TABLE runtimes2;").execute(&mut *c).await.unwrap();
+            sqlx::raw_sql("CREATE TABLE runtimes2 AS SELECT id, name FROM runtimes; ALTER TABLE runtimes DROP COLUMN owner; ALTER TABLE runtimes DROP COLUMN lease_token; ALTER TABLE runtimes DROP COLUMN lease_until; ALTER TABLE operations DROP COLUMN owner; ALTER TABLE runtimes DROP COLUMN egress; ALTER TABLE runtimes DROP COLUMN access_token; DROP TABLE settings; ALTER TABLE hosts DROP COLUMN state; DROP TABLE runtimes2;").execute(&mut *c).await.unwrap();
         }
         let db = Db::open(&url).await.unwrap();
         assert_eq!(

@@ -22,9 +22,10 @@ impl Db {
     }
 
     pub async fn hosts(&self) -> Result<Vec<HostRow>> {
-        let rows = sqlx::query("SELECT name, url, labels, capacity_mb, state FROM hosts ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT name, url, labels, capacity_mb, state FROM hosts ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 let labels = text(r, "labels")?;
