@@ -405,7 +405,36 @@ pub enum HostCmd {
         #[arg(long)]
         capacity_mb: Option<u64>,
     },
+    /// The hosts, their memory and state (ready, cordoned, draining).
     Ls,
+    /// Stop placing anything new on a host (creates, restores, wakes, automatic moves); an
+    /// explicit --to/--host naming it is refused. Its runtimes keep running.
+    Cordon { name: String },
+    /// Let placement use a cordoned host again.
+    Uncordon { name: String },
+    /// Cordon a host and move every running runtime off it, hibernating what cannot be moved
+    /// (no room elsewhere, or not within --within). A runtime whose move fails keeps running there.
+    ///
+    /// Example: ferry host drain h2 --mode lazy --parallel 4 --within 90s
+    Drain {
+        name: String,
+        #[arg(long, default_value = "stop-copy", value_parser = ["stop-copy", "lazy", "hibernate"])]
+        mode: String,
+        /// Moves at a time.
+        #[arg(long, default_value_t = 2)]
+        parallel: usize,
+        /// Deadline: what the plan says cannot be moved in time is hibernated.
+        #[arg(long, value_parser = parse_duration)]
+        within: Option<std::time::Duration>,
+    },
+    /// Remove a host. Refused while runtimes or snapshots live there; with --force, after a
+    /// drain (host cordoned, nothing running), the records of its stopped/hibernated runtimes and
+    /// of its snapshots are forgotten (the files on that host are not touched).
+    Rm {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -569,6 +569,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                         "CAPACITY".into(),
                         "LABELS".into(),
                         "HEALTHY".into(),
+                        "STATE".into(),
                     ]];
                     for h in v {
                         rows.push(vec![
@@ -578,9 +579,126 @@ pub async fn run(cli: Cli) -> Result<()> {
                             format!("{} MB", h.capacity_mb),
                             h.labels.join(","),
                             h.healthy.to_string(),
+                            h.state,
                         ]);
                     }
                     table(rows);
+                }
+                HostCmd::Cordon { name } => {
+                    let h: Host = c
+                        .post(&format!("/hosts/{name}/cordon"), &Value::Null)
+                        .await?;
+                    if json {
+                        print_json(&h)
+                    } else {
+                        println!("host {} cordoned: nothing new is placed there (its runtimes keep running; `ferry host drain {}` moves them off)", h.name, h.name)
+                    }
+                }
+                HostCmd::Uncordon { name } => {
+                    let h: Host = c
+                        .post(&format!("/hosts/{name}/uncordon"), &Value::Null)
+                        .await?;
+                    if json {
+                        print_json(&h)
+                    } else {
+                        println!("host {} is ready: placement may use it again", h.name)
+                    }
+                }
+                HostCmd::Drain {
+                    name,
+                    mode,
+                    parallel,
+                    within,
+                } => {
+                    let body = serde_json::json!({"mode": mode, "parallel": parallel, "within_s": within.map(|d| d.as_secs_f64())});
+                    let path = format!("/hosts/{name}/drain");
+                    let rep: Value = crate::progress::counted(
+                        json,
+                        &format!("draining {name}"),
+                        c.post(&path, &body),
+                        || async {
+                            let v: Vec<Runtime> = c.get("/runtimes").await.ok()?;
+                            Some(
+                                v.iter()
+                                    .filter(|r| {
+                                        r.host == name
+                                            && matches!(
+                                                r.state.as_str(),
+                                                "running" | "migrating" | "paused"
+                                            )
+                                    })
+                                    .count() as u64,
+                            )
+                        },
+                    )
+                    .await?;
+                    if json {
+                        print_json(&rep);
+                        return Ok(());
+                    }
+                    for o in rep["outcomes"].as_array().into_iter().flatten() {
+                        let s = |k: &str| o[k].as_str().unwrap_or("").to_string();
+                        match s("action").as_str() {
+                            "moved" => println!(
+                                "{} moved to {} ({:.1} s)",
+                                s("runtime"),
+                                s("to"),
+                                o["ms"].as_f64().unwrap_or(0.0) / 1000.0
+                            ),
+                            a => println!("{} {a}: {}", s("runtime"), s("reason")),
+                        }
+                    }
+                    let remaining: Vec<&str> = rep["remaining"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| v.as_str())
+                        .collect();
+                    println!(
+                        "host {name} is cordoned{} ({:.1} s; move rate {:.0} MB/s, {})",
+                        if remaining.is_empty() {
+                            " and empty".to_string()
+                        } else {
+                            format!("; still there: {}", remaining.join(", "))
+                        },
+                        rep["total_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+                        rep["rate_mb_per_s"].as_f64().unwrap_or(0.0),
+                        if rep["rate_measured"].as_bool().unwrap_or(false) {
+                            "measured"
+                        } else {
+                            "assumed"
+                        }
+                    );
+                    if !remaining.is_empty() {
+                        anyhow::bail!(
+                            "the drain of {name} left {} runtime(s) there: see the lines above",
+                            remaining.len()
+                        );
+                    }
+                }
+                HostCmd::Rm { name, force } => {
+                    let v: Value = c
+                        .send(c.request(
+                            reqwest::Method::DELETE,
+                            &format!("/hosts/{name}?force={force}"),
+                        ))
+                        .await?;
+                    if json {
+                        print_json(&v)
+                    } else {
+                        println!("host {name} removed");
+                        for k in ["forgot_runtimes", "forgot_snapshots"] {
+                            let items: Vec<&str> = v[k]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|x| x.as_str())
+                                .collect();
+                            if !items.is_empty() {
+                                println!("{}: {}", k.replace('_', " "), items.join(", "));
+                            }
+                        }
+                    }
                 }
             }
         }

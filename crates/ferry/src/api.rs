@@ -319,4 +319,53 @@ pub struct Host {
     pub capacity_mb: u64,
     pub used_mb: u64,
     pub healthy: bool,
+    /// `ready`, `cordoned` (nothing new is placed there) or `draining`.
+    #[serde(default = "ready")]
+    pub state: String,
+}
+
+fn ready() -> String {
+    "ready".into()
+}
+
+/// `POST /api/v1/hosts/{name}/drain`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DrainRequest {
+    /// `stop-copy` (default), `lazy` or `hibernate`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Moves at a time (default 2).
+    #[serde(default)]
+    pub parallel: Option<usize>,
+    /// Deadline in seconds: what cannot be moved in time is hibernated.
+    #[serde(default)]
+    pub within_s: Option<f64>,
+}
+
+/// What a drain did with one runtime.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DrainOutcome {
+    pub runtime: String,
+    /// `moved`, `hibernated`, `failed` (it still runs on the drained host) or `skipped`.
+    pub action: String,
+    /// The host it moved to.
+    pub to: Option<String>,
+    /// The plan's estimate (moves), seconds after the start.
+    pub estimate_s: Option<f64>,
+    pub ms: f64,
+    /// Why it was hibernated, failed or skipped.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DrainReport {
+    pub host: String,
+    pub mode: String,
+    /// The move rate the plan assumed (MB/s) and whether it was measured.
+    pub rate_mb_per_s: f64,
+    pub rate_measured: bool,
+    pub outcomes: Vec<DrainOutcome>,
+    pub total_ms: f64,
+    /// Runtimes still on the host (failed or skipped moves): empty when the drain succeeded.
+    pub remaining: Vec<String>,
 }

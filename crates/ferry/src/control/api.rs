@@ -24,6 +24,10 @@ pub fn router(c: Arc<Control>) -> Router {
     Router::new()
         .route("/api/v1/info", get(info))
         .route("/api/v1/hosts", get(hosts).post(add_host))
+        .route("/api/v1/hosts/:name", axum::routing::delete(remove_host))
+        .route("/api/v1/hosts/:name/cordon", post(cordon_host))
+        .route("/api/v1/hosts/:name/uncordon", post(uncordon_host))
+        .route("/api/v1/hosts/:name/drain", post(drain_host))
         .route("/api/v1/runtimes", get(list).post(create))
         .route("/api/v1/runtimes/:name", get(inspect).delete(remove))
         .route("/api/v1/runtimes/:name/exec", post(exec))
@@ -156,6 +160,59 @@ async fn add_host(State(c): C, Json(h): Json<AddHost>) -> Result<impl IntoRespon
         c.add_host(&h.name, &h.url, &h.labels, h.capacity_mb)
             .await?,
     ))
+}
+#[utoipa::path(
+    post,
+    path = "/api/v1/hosts/{name}/cordon",
+    tag = "hosts",
+    summary = "Cordon a host: creates, restores, wakes and automatic moves skip it; an explicit --to/--host naming it is refused",
+    params(("name" = String, Path, description = "the host's name")),
+    responses((status = 200, description = "OK", body = crate::api::Host), Errors)
+)]
+async fn cordon_host(State(c): C, Path(name): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(c.cordon(&name).await?))
+}
+#[utoipa::path(
+    post,
+    path = "/api/v1/hosts/{name}/uncordon",
+    tag = "hosts",
+    summary = "Uncordon a host: placement may use it again",
+    params(("name" = String, Path, description = "the host's name")),
+    responses((status = 200, description = "OK", body = crate::api::Host), Errors)
+)]
+async fn uncordon_host(State(c): C, Path(name): Path<String>) -> Result<impl IntoResponse> {
+    Ok(Json(c.uncordon(&name).await?))
+}
+#[utoipa::path(
+    post,
+    path = "/api/v1/hosts/{name}/drain",
+    tag = "hosts",
+    summary = "Drain a host: cordon it, move every running runtime off (capacity and images respected), hibernate what cannot move (in time); answers when done",
+    params(("name" = String, Path, description = "the host's name")),
+    request_body = crate::api::DrainRequest,
+    responses((status = 200, description = "OK", body = crate::api::DrainReport), Errors)
+)]
+async fn drain_host(
+    State(c): C,
+    Path(name): Path<String>,
+    Json(req): Json<crate::api::DrainRequest>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(c.drain(&name, &req).await?))
+}
+#[utoipa::path(
+    delete,
+    path = "/api/v1/hosts/{name}",
+    tag = "hosts",
+    summary = "Remove a host: refused while runtimes or snapshots live there; with force (after a drain) their records are forgotten",
+    params(("name" = String, Path, description = "the host's name"), RemoveQuery),
+    responses((status = 200, description = "What was removed and forgotten"), Errors)
+)]
+async fn remove_host(
+    State(c): C,
+    Path(name): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(c.remove_host(&name, q.force).await?))
 }
 #[utoipa::path(
     get,

@@ -69,6 +69,9 @@ impl Control {
         let row = self.runtime_row(name).await?;
         self.require_running(&row)?;
         let target = self.agent_fresh(&req.to).await?;
+        if mode != Mode::Fork || req.to != row.host {
+            self.refuse_cordoned(&req.to).await?;
+        }
         if req.to == row.host && mode != Mode::Fork {
             return Err(Error::Invalid(format!(
                 "runtime {name} already runs on host {}: choose another host (`ferry host ls`)",

@@ -11,12 +11,14 @@ pub mod decider;
 pub mod extract;
 mod hibernate;
 pub mod hints;
+mod hosts;
 mod images;
 mod lease;
 pub mod metrics;
 mod migrate;
 pub mod monitor;
 pub mod openapi;
+pub mod placement;
 mod reconcile;
 mod recover;
 mod routes;
@@ -277,6 +279,7 @@ impl Control {
             labels: h.labels,
             capacity_mb: h.capacity_mb,
             healthy,
+            state: h.state,
         })
     }
 
@@ -288,28 +291,17 @@ impl Control {
         Ok(v)
     }
 
-    /// Picks a host with room for `memory_mb` (the requested one, or the one with most room).
+    /// Picks a host with room for `memory_mb` (the requested one, or the uncordoned one with most
+    /// room; see [`placement::place`]).
     async fn place(&self, wanted: Option<&str>, memory_mb: u64) -> Result<String> {
-        let hosts = self.db.hosts().await?;
-        if hosts.is_empty() {
-            return Err(Error::Unavailable("no hosts: start `ferry serve` with its local agent, or add one with `ferry host add`".into()));
-        }
-        let mut best: Option<(String, u64)> = None;
-        for h in hosts.iter().filter(|h| wanted.is_none_or(|w| w == h.name)) {
-            let (name, cap) = (&h.name, h.capacity_mb);
-            let free = cap.saturating_sub(self.used_mb(name).await?);
-            if wanted.is_some() && free < memory_mb {
-                return Err(Error::Conflict(format!("host {name} has {free} MB free of {cap} MB, not enough for {memory_mb} MB: choose a smaller plan or another host")));
-            }
-            if free >= memory_mb && best.as_ref().is_none_or(|b| free > b.1) {
-                best = Some((name.clone(), free));
-            }
-        }
-        match (best, wanted) {
-            (Some((n, _)), _) => Ok(n),
-            (None, Some(w)) => Err(Error::NotFound(format!("unknown host {w:?}: see `ferry host ls`"))),
-            (None, None) => Err(Error::Conflict(format!("no host has {memory_mb} MB free: choose a smaller plan, free some runtimes, or add a host"))),
-        }
+        let hosts = self.fleet_view(None).await?;
+        let need = placement::Need {
+            memory_mb,
+            ..Default::default()
+        };
+        placement::place(&hosts, &need, wanted, None)
+            .map(|i| hosts[i].name.clone())
+            .map_err(placement_error)
     }
 
     pub fn spec_of(&self, r: &RuntimeRow) -> RuntimeSpec {
@@ -534,6 +526,16 @@ impl Control {
             }
             Err(e) => tracing::warn!(error = %e, "could not record event"),
         }
+    }
+}
+
+/// A placement refusal as the API's error.
+pub(crate) fn placement_error(r: placement::Refusal) -> Error {
+    use placement::Refusal::*;
+    match r {
+        NoHosts => Error::Unavailable(r.to_string()),
+        Unknown(_) => Error::NotFound(r.to_string()),
+        _ => Error::Conflict(r.to_string()),
     }
 }
 

@@ -272,30 +272,13 @@ impl Control {
     /// The host with room for `memory_mb`, other than the runtime's own: among those with every
     /// label the runtime's code hinted at if any has them, the one with the most room.
     async fn roomiest_other_host(&self, row: &RuntimeRow, memory_mb: u64) -> Option<String> {
-        let wanted = self.hinted_labels(&row.id);
-        let hosts = self.db.hosts().await.ok()?;
-        let mut fits: Vec<(String, Vec<String>, u64)> = Vec::new();
-        for h in hosts.into_iter().filter(|h| h.name != row.host) {
-            let Ok(used) = self.used_mb_for(&h.name, &row.id).await else {
-                continue;
-            };
-            match h.capacity_mb.checked_sub(used) {
-                Some(free) if free >= memory_mb => fits.push((h.name, h.labels, free)),
-                _ => {}
-            }
-        }
-        let labelled: Vec<&(String, Vec<String>, u64)> = fits
-            .iter()
-            .filter(|(_, labels, _)| wanted.iter().all(|w| labels.contains(w)))
-            .collect();
-        let pool: Vec<&(String, Vec<String>, u64)> = if labelled.is_empty() {
-            fits.iter().collect()
-        } else {
-            labelled
+        let hosts = self.fleet_view(Some(&row.id)).await.ok()?;
+        let need = super::placement::Need {
+            memory_mb,
+            image: None,
+            prefer_labels: self.hinted_labels(&row.id).into_iter().collect(),
         };
-        pool.into_iter()
-            .max_by_key(|(_, _, free)| *free)
-            .map(|(h, _, _)| h.clone())
+        super::placement::move_target(&hosts, &need, &row.host).map(|i| hosts[i].name.clone())
     }
 
     /// Picks the host the runtime would move to and, with `reserve`, holds that capacity for it.

@@ -22,9 +22,10 @@ impl Db {
     }
 
     pub async fn hosts(&self) -> Result<Vec<HostRow>> {
-        let rows = sqlx::query("SELECT name, url, labels, capacity_mb FROM hosts ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT name, url, labels, capacity_mb, state FROM hosts ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 let labels = text(r, "labels")?;
@@ -37,10 +38,29 @@ impl Db {
                         .map(String::from)
                         .collect(),
                     capacity_mb: int(r, "capacity_mb")? as u64,
+                    state: text(r, "state")?,
                 })
             })
             .collect::<sqlx::Result<_>>()
             .map_err(Error::from)
+    }
+
+    /// Sets a host's lifecycle state; false if there is no such host.
+    pub async fn set_host_state(&self, name: &str, state: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE hosts SET state = $1 WHERE name = $2")
+            .bind(state)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn delete_host(&self, name: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM hosts WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
     }
 
     // ---- runtimes

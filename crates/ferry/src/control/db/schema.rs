@@ -79,6 +79,10 @@ CREATE TABLE cluster_leases (
   until_ms {int} NOT NULL, since TEXT NOT NULL
 );
 "#,
+    // A host's lifecycle state: `ready`, `cordoned` (nothing new placed there) or `draining`.
+    r#"
+ALTER TABLE hosts ADD COLUMN state TEXT NOT NULL DEFAULT 'ready';
+"#,
 ];
 
 impl Db {

@@ -103,8 +103,37 @@
         el('td', {}, el('span', { class: `pill health ${h.healthy ? 'ok' : 'bad'}`, text: h.healthy ? 'healthy' : 'unreachable' })),
         el('td', { class: 'mem' }, el('span', { class: 'meter' }, el('span', { style: { width: `${(share * 100).toFixed(1)}%` } })), ` ${h.used_mb} / ${h.capacity_mb} MB`),
         el('td', { class: 'labels' }, h.labels.length ? h.labels.map((l) => el('span', { class: 'label', text: l })) : el('span', { class: 'muted', text: '–' })),
-        el('td', { class: 'muted', text: h.url }));
+        el('td', { class: 'muted', text: h.url }),
+        el('td', {}, el('span', { class: `pill hoststate ${h.state === 'ready' ? 'ok' : 'busy'}`, text: h.state || 'ready' })),
+        el('td', { class: 'actions' }, hostActions(h)));
     }));
+  }
+
+  function hostActions(h) {
+    const b = (action, text) => el('button', { type: 'button', 'data-host-action': action, disabled: h.state === 'draining', text, onclick: () => actHost(action, h) });
+    if (h.state === 'ready') return [b('drain', 'drain'), b('cordon', 'cordon')];
+    return [b('drain', 'drain'), b('uncordon', 'uncordon')];
+  }
+
+  async function actHost(action, h) {
+    const n = encodeURIComponent(h.name);
+    let req;
+    if (action === 'drain') {
+      const here = state.runtimes.filter((r) => r.host === h.name && r.state === 'running').length;
+      const f = await ask(`Drain host ${h.name}?`, [el('p', { text: `It is cordoned, then its ${here} running runtime(s) move to other hosts; what cannot move is hibernated. A runtime whose move fails keeps running here.` }),
+        el('label', {}, 'mode ', el('select', { name: 'mode' },
+          el('option', { value: 'stop-copy', text: 'stop-copy' }), el('option', { value: 'lazy', text: 'lazy' }), el('option', { value: 'hibernate', text: 'hibernate all' }))),
+        el('label', {}, ' moves at a time ', el('input', { name: 'parallel', type: 'number', min: 1, max: 64, value: 2 }))], 'Drain');
+      if (!f) return;
+      req = { title: `drain host ${h.name} (${f.get('mode')})`, call: () => api('POST', `/hosts/${n}/drain`, { mode: f.get('mode'), parallel: Number(f.get('parallel')) || 2 }) };
+    } else if (action === 'cordon' || action === 'uncordon') {
+      const what = action === 'cordon' ? 'Nothing new is placed on it; its runtimes keep running.' : 'Placement may use it again.';
+      if (!await ask(`${action[0].toUpperCase()}${action.slice(1)} host ${h.name}?`, [el('p', { text: what })], action)) return;
+      req = { title: `${action} host ${h.name}`, call: () => api('POST', `/hosts/${n}/${action}`) };
+    } else {
+      return;
+    }
+    run(`host:${h.name}`, action, req);
   }
 
   function memGraph(rt) {
@@ -309,7 +338,7 @@
   function hostSelect(rt) {
     const others = state.hosts.filter((h) => h.name !== rt.host);
     return el('label', {}, 'to host ', el('select', { name: 'to', required: true },
-      others.map((h) => el('option', { value: h.name, disabled: !h.healthy, text: `${h.name} (${h.capacity_mb - h.used_mb} MB free${h.healthy ? '' : ', unreachable'})` }))));
+      others.map((h) => el('option', { value: h.name, disabled: !h.healthy || (h.state && h.state !== 'ready'), text: `${h.name} (${h.capacity_mb - h.used_mb} MB free${h.healthy ? '' : ', unreachable'}${h.state && h.state !== 'ready' ? `, ${h.state}` : ''})` }))));
   }
 
   async function act(action, rt) {
