@@ -314,7 +314,7 @@ fn doctor_checks_the_host_and_says_what_to_fix() {
     assert_eq!(by("runc")["ok"], true);
     for name in [
         "lazy pages (userfaultfd)",
-        "soft-dirty tracking",
+        "write tracker (pre-copy)",
         "cgroups",
         "iptables",
         "free memory",

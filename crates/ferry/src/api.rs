@@ -55,6 +55,9 @@ pub struct AgentInfo {
     /// The same images with their digests and configs.
     #[serde(default)]
     pub image_records: Vec<crate::image::ImageRecord>,
+    /// Which write tracker this host offers for pre-copy migration.
+    #[serde(default)]
+    pub write_tracker: crate::sys::memtrack::WriteTracker,
 }
 
 /// Send an image to a peer agent.

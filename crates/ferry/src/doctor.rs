@@ -76,15 +76,12 @@ pub async fn checks(images_dir: &std::path::Path) -> Vec<Check> {
         },
         "lazy (post-copy) migration is refused on this host; stop-copy and fork work",
     )));
+    let tracker = crate::sys::memtrack::WriteTracker::detect(criu.mem_dirty_track);
     v.push(optional(check(
-        "soft-dirty tracking",
-        criu.mem_dirty_track,
-        if criu.mem_dirty_track {
-            "available"
-        } else {
-            "not available"
-        },
-        "pre-copy migration is refused on this host; stop-copy, lazy and fork work",
+        "write tracker (pre-copy)",
+        tracker.kind == crate::sys::memtrack::TrackerKind::PagemapScan,
+        tracker.describe(),
+        "pre-copy migration is refused on this host (it needs Linux >= 6.7 for the PAGEMAP_SCAN tracker); stop-copy, lazy and fork work",
     )));
     let pipe_max: u64 = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
         .ok()

@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex};
 pub struct Agent {
     pub host: Host,
     pub criu: Criu,
+    /// Which write tracker this host offers (pre-copy), detected at start.
+    pub write_tracker: crate::sys::memtrack::WriteTracker,
     pub versions: Versions,
     pub token: String,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -72,9 +74,12 @@ impl Agent {
             runc: crate::sys::runc::version().await,
             kernel: crate::sys::host::kernel_release(),
         };
+        let write_tracker = crate::sys::memtrack::WriteTracker::detect(criu.mem_dirty_track);
+        tracing::info!(write_tracker = %write_tracker.kind, "write tracker for pre-copy");
         let agent = Agent {
             host,
             criu,
+            write_tracker,
             versions,
             token,
             locks: Mutex::new(HashMap::new()),
@@ -140,6 +145,7 @@ impl Agent {
             name: self.host.name.clone(),
             version: crate::VERSION.into(),
             criu: self.criu.clone(),
+            write_tracker: self.write_tracker.clone(),
             runc_version: self.versions.runc.clone(),
             kernel: self.versions.kernel.clone(),
             mem_total_mb: crate::sys::host::mem_total_mb(),

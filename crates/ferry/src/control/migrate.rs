@@ -30,8 +30,10 @@
 //!   page has arrived; if it dies first, the target kills the half-restored runtime and ferry
 //!   reports it `lost`, offering its last full snapshot (see `container/lazy.rs`).
 //!
-//! `pre-copy` needs soft-dirty memory tracking (iterative pre-dumps); on kernels without it the
-//!   request is refused with the modes that do work.
+//! `pre-copy` is checked against both hosts' write trackers (`sys/memtrack.rs`: the PAGEMAP_SCAN
+//!   tracker of `ferry-tracker`, soft-dirty, or none) and refused before anything is frozen,
+//!   naming what is missing; the rounds themselves are not streamed yet, so it is refused even
+//!   where both hosts offer the tracker, with the modes that do work.
 
 use super::db::{now, RuntimeRow};
 use super::{check_name, new_id, Control};
@@ -79,12 +81,16 @@ impl Control {
             )));
         }
         if mode == Mode::PreCopy {
-            let info = self.agent(&row.host)?.info().await?;
-            let why = if info.criu.mem_dirty_track {
-                "ferry does not implement iterative pre-dumps yet"
-            } else {
-                "this kernel has no soft-dirty memory tracking (`criu check --feature mem_dirty_track` fails), which iterative pre-dumps need"
-            };
+            // Both sides must offer the same tracker; refused before anything is frozen.
+            let source = self.agent(&row.host)?.info().await?.write_tracker;
+            let theirs = target
+                .info()
+                .await
+                .map(|i| i.write_tracker)
+                .unwrap_or_default();
+            let why = crate::sys::memtrack::precopy_refusal(&source, &theirs).unwrap_or_else(|| {
+                "both hosts offer the PAGEMAP_SCAN write tracker (`ferry-tracker`), but ferry does not stream pre-copy rounds to the target yet".into()
+            });
             return Err(Error::Invalid(format!("pre-copy migration is not available: {why}. Use --mode stop-copy (consistent; the default), --mode lazy (post-copy: the shortest freeze) or --mode fork (a copy that leaves the source running)")));
         }
         let need = req.plan.as_ref().unwrap_or(&row.plan).memory_mb;

@@ -10,6 +10,7 @@ pub mod host;
 pub mod inns;
 pub mod layer;
 pub mod lazy;
+pub mod memtrack;
 pub mod mount;
 pub mod netns;
 pub mod runc;
