@@ -287,9 +287,21 @@ impl Agent {
         let dir = self.snapshot_dir(snapshot_id)?;
         let _g = self.lock(&spec.id).await;
         let c = self.host.container(spec);
-        let timings: Timings = match lazy_from {
-            Some(ps) => c.restore_lazy(&dir, ps).await?,
-            None => c.restore(&dir, verify).await?,
+        let restored = match lazy_from {
+            Some(ps) => c.restore_lazy(&dir, ps).await,
+            None => c.restore(&dir, verify).await,
+        };
+        let timings: Timings = match restored {
+            Ok(t) => t,
+            // Refused before the restore took the prepared target over (no image, say): what
+            // was prepared for it goes, as the restore's own failures remove what they made.
+            Err(e) => {
+                if c.only_prepared() {
+                    c.destroy().await;
+                    c.remove_files();
+                }
+                return Err(e);
+            }
         };
         let mut st = c.status().await;
         st.timings = timings;
