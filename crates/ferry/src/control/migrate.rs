@@ -2,12 +2,17 @@
 //! The whole data path reads top to bottom here; the agents do the local steps.
 //!
 //! `stop-copy` (default, consistent):
+//!   0. prepare the target while the source still runs (`POST /agent/v1/prepare`): the runtime's
+//!      netns with its addresses and rules, and its writable layer's fresh filesystem — what the
+//!      restore needs that does not depend on the dump (timed as `target_ahead_*`, outside the
+//!      downtime). A failure here changes nothing; a later rollback removes it with the rest;
 //!   1. hold: the proxy queues new requests for the runtime;
 //!   2. source agent: freeze (cgroup freezer) → CRIU dump with the processes left in place (the
 //!      page images hashed as CRIU writes them) → stream the snapshot (tar, zstd where it
 //!      compresses, produced while sent, with those sha256s) into the target agent's store; the
 //!      runtime stays frozen at the source;
-//!   3. target agent: restore (same id, same addresses) while verifying every sha256, the
+//!   3. target agent: restore into what step 0 prepared (same id, same addresses; the snapshot's
+//!      files copied into the layer, the overlay mounted, config.json written) while verifying every sha256, the
 //!      processes held stopped until it passed, and wait until MRP answers;
 //!   4. switch: the runtime's host becomes the target, the proxy route opens, held requests go;
 //!   5. destroy the frozen source and its local dump.
