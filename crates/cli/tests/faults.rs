@@ -487,6 +487,17 @@ fn restore_failing_on_the_target_rolls_back_to_the_source() {
     assert_writes_once(probe);
     assert_settled(&f, "noimg", "h1", Duration::from_secs(10));
     assert_target_kept_no_snapshot(&f);
+    assert_target_prepared_nothing_left(&f, "noimg");
+}
+
+/// What the failed move prepared on the target before the freeze (the runtime's dir, netns,
+/// writable layer's loop device and mounts) is gone.
+fn assert_target_prepared_nothing_left(f: &Ferry, rt: &str) {
+    let id = f.json(&["inspect", rt])["id"].as_str().unwrap().to_string();
+    let dir = f.state.join("agents/h2/runtimes").join(&id);
+    assert!(!dir.exists(), "the target kept {}", dir.display());
+    let left = common::leftovers(&f.state.join("agents/h2"), &format!("{}h2-", f.prefix));
+    assert!(left.is_empty(), "the target kept {left:?}");
 }
 
 // 10 and 12: an agent restarted with runtimes running adopts them; unknown hosts are refused.

@@ -28,6 +28,13 @@ fn stop_copy_under_a_polling_client_loses_nothing() {
         std::thread::sleep(Duration::from_millis(400));
         let seen = probe.finish();
         let downtime = m["timings"]["downtime_ms"].as_f64().unwrap();
+        // The target was prepared (netns, writable layer) before the freeze, timed on its own.
+        assert!(
+            m["timings"]["target_ahead_ms"].as_f64().unwrap_or(0.0) > 0.0
+                && m["timings"]["target_ahead_netns_ms"].as_f64().is_some(),
+            "{mode}: no preparation ahead of the freeze in {}",
+            m["timings"]
+        );
         eprintln!("{mode}: {seen:?}, server-side downtime {downtime} ms");
         assert!(seen.polls > 20, "too few polls: {seen:?}");
         assert_eq!(seen.failures, 0.0, "{mode}: failed polls: {seen:?}");

@@ -32,6 +32,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/agent/v1/runtimes/:id/thaw", post(thaw))
         .route("/agent/v1/runtimes/:id/checkpoint", post(checkpoint))
         .route("/agent/v1/restore", post(restore))
+        .route("/agent/v1/prepare", post(prepare))
         .route("/agent/v1/runtimes/:id/send", post(send))
         .route(
             "/agent/v1/runtimes/:id/baseline-export",
@@ -127,6 +128,9 @@ async fn checkpoint(
     Ok(Json(
         detached(async move { a.checkpoint(&id, &r.snapshot_id, r.leave_running).await }).await?,
     ))
+}
+async fn prepare(State(a): A, Json(spec): Json<RuntimeSpec>) -> Result<impl IntoResponse> {
+    Ok(Json(detached(async move { a.prepare(spec).await }).await?))
 }
 async fn restore(State(a): A, Json(r): Json<RestoreRequest>) -> Result<impl IntoResponse> {
     Ok(Json(

@@ -118,6 +118,10 @@ impl AgentClient {
     pub async fn checkpoint(&self, id: &str, req: &CheckpointRequest) -> Result<SnapshotInfo> {
         self.post(&format!("/runtimes/{id}/checkpoint"), req).await
     }
+    /// Prepares the target of a migration before the freeze (see `Agent::prepare`).
+    pub async fn prepare(&self, spec: &RuntimeSpec) -> Result<crate::api::Timings> {
+        self.post("/prepare", spec).await
+    }
     pub async fn restore(&self, req: &RestoreRequest) -> Result<AgentRuntime> {
         self.post("/restore", req).await
     }

@@ -97,6 +97,16 @@ impl Agent {
                 let _ = crate::container::config::restore_stopped(&c, false);
             }
         }
+        // A target prepared for a migration whose restore never came (the control plane died
+        // in between) belongs to no one: remove it.
+        for spec in agent.specs() {
+            let c = agent.host.container(spec);
+            if c.only_prepared() && agent.host.runc.state(c.id()).await.ok().flatten().is_none() {
+                tracing::info!(runtime = %c.spec.name, "removing a target prepared for a migration that never restored here");
+                c.destroy().await;
+                c.remove_files();
+            }
+        }
         agent.recheck_rules().await;
         let adopted = agent.specs().len();
         tracing::info!(host = %agent.host.name, adopted, "agent ready");
@@ -202,6 +212,31 @@ impl Agent {
         Ok(st)
     }
 
+    /// Prepares this host ahead of a migration's restore of `spec` (netns, writable layer), while
+    /// the source still runs. Refused where the runtime already has a container or files here,
+    /// unless those are an earlier preparation for it (replaced). On failure nothing stays.
+    pub async fn prepare(&self, spec: RuntimeSpec) -> Result<Timings> {
+        check_id(&spec.id)?;
+        let _g = self.lock(&spec.id).await;
+        let c = self.host.container(spec);
+        if self.host.runc.state(c.id()).await?.is_some()
+            || (c.dir().join("runtime.json").exists() && !c.only_prepared())
+        {
+            return Err(Error::Conflict(format!(
+                "runtime {} already exists on host {}",
+                c.spec.id, self.host.name
+            )));
+        }
+        match c.prepare_ahead().await {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                c.destroy().await;
+                c.remove_files();
+                Err(e)
+            }
+        }
+    }
+
     /// Stops the container and frees its host resources; its files stay (see [`Agent::remove`]).
     pub async fn stop(&self, id: &str) -> Result<AgentRuntime> {
         let _g = self.lock(id).await;
@@ -258,9 +293,21 @@ impl Agent {
         let dir = self.snapshot_dir(snapshot_id)?;
         let _g = self.lock(&spec.id).await;
         let c = self.host.container(spec);
-        let timings: Timings = match lazy_from {
-            Some(ps) => c.restore_lazy(&dir, ps).await?,
-            None => c.restore(&dir, verify).await?,
+        let restored = match lazy_from {
+            Some(ps) => c.restore_lazy(&dir, ps).await,
+            None => c.restore(&dir, verify).await,
+        };
+        let timings: Timings = match restored {
+            Ok(t) => t,
+            // Refused before the restore took the prepared target over (no image, say): what
+            // was prepared for it goes, as the restore's own failures remove what they made.
+            Err(e) => {
+                if c.only_prepared() {
+                    c.destroy().await;
+                    c.remove_files();
+                }
+                return Err(e);
+            }
         };
         let mut st = c.status().await;
         st.timings = timings;

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 /// How long a new or restored runtime may take before its MRP server answers.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// In a runtime's dir: the spec it was prepared ahead for (removed when a restore takes it over).
+const PREPARED: &str = "prepared.json";
+
 impl Container<'_> {
     pub async fn create(&self) -> Result<Timings> {
         self.require_image()?;
@@ -65,7 +68,53 @@ impl Container<'_> {
 
     /// Lays out the runtime's dir, network and root filesystem. With `upper_from`, the writable
     /// layer starts as a copy of that directory (a snapshot's), otherwise empty.
+    /// Made ahead (see [`Container::prepare_ahead`]) for exactly this spec: the layer's fresh
+    /// filesystem and the netns are there already and are kept.
+    fn prepared_ahead(&self) -> bool {
+        let marker = self.dir().join(PREPARED);
+        let ours = std::fs::read(&marker)
+            .ok()
+            .zip(serde_json::to_vec(&self.spec).ok())
+            .is_some_and(|(a, b)| a == b);
+        let _ = std::fs::remove_file(marker);
+        ours && netns::exists(&self.net().netns) && mount::is_mounted(&self.layer())
+    }
+
+    /// What a restore needs that does not depend on the snapshot, made while the source still
+    /// runs: the runtime's dir and spec, the writable layer's fresh filesystem (of the plan's disk
+    /// size) and the netns with its addresses and rules. The restore then only copies the
+    /// snapshot's files in, mounts the overlay and writes config.json. Undone by
+    /// [`Container::destroy`] + [`Container::remove_files`] like any other state.
+    pub async fn prepare_ahead(&self) -> Result<Timings> {
+        let t0 = Instant::now();
+        let mut t = Timings::new();
+        std::fs::create_dir_all(self.dir())?;
+        self.save_spec()?;
+        mount::unmount(&self.rootfs())?;
+        layer::create(&self.layer_image(), self.spec.plan.disk_mb(), &self.layer()).await?;
+        t.insert("layer_ms".into(), ms(t0));
+        let t1 = Instant::now();
+        let net = self.net();
+        if netns::exists(&net.netns) {
+            netns::teardown(&net).await;
+        }
+        netns::setup(&net).await?;
+        t.insert("netns_ms".into(), ms(t1));
+        std::fs::write(
+            self.dir().join(PREPARED),
+            serde_json::to_vec(&self.spec).map_err(|e| Error::Internal(e.to_string()))?,
+        )?;
+        t.insert("total_ms".into(), ms(t0));
+        Ok(t)
+    }
+
+    /// Whether this runtime's files are only a target prepared ahead of a restore that never came.
+    pub fn only_prepared(&self) -> bool {
+        self.dir().join(PREPARED).exists()
+    }
+
     pub(crate) async fn prepare(&self, upper_from: Option<&std::path::Path>) -> Result<()> {
+        let ahead = self.prepared_ahead();
         std::fs::create_dir_all(self.dir())?;
         self.save_spec()?;
         mount::unmount(&self.rootfs())?;
@@ -74,7 +123,9 @@ impl Container<'_> {
         // A fresh filesystem of the plan's disk size for the writable layer, every time: a restore
         // or a move onto a larger plan gets the larger quota.
         let disk_mb = self.spec.plan.disk_mb();
-        layer::create(&self.layer_image(), disk_mb, &self.layer()).await?;
+        if !ahead {
+            layer::create(&self.layer_image(), disk_mb, &self.layer()).await?;
+        }
         match upper_from {
             Some(src) => super::copy_tree(src, &self.upper()).await.map_err(|e| {
                 if layer::is_full(&e) {
@@ -89,10 +140,12 @@ impl Container<'_> {
             None => std::fs::create_dir_all(self.upper())?,
         }
         let net = self.net();
-        if netns::exists(&net.netns) {
-            netns::teardown(&net).await;
+        if !ahead {
+            if netns::exists(&net.netns) {
+                netns::teardown(&net).await;
+            }
+            netns::setup(&net).await?;
         }
-        netns::setup(&net).await?;
         mount::mount_overlay(
             &self.host.image_rootfs(&self.spec.image),
             &self.upper(),

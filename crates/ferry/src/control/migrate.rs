@@ -2,12 +2,17 @@
 //! The whole data path reads top to bottom here; the agents do the local steps.
 //!
 //! `stop-copy` (default, consistent):
+//!   0. prepare the target while the source still runs (`POST /agent/v1/prepare`): the runtime's
+//!      netns with its addresses and rules, and its writable layer's fresh filesystem — what the
+//!      restore needs that does not depend on the dump (timed as `target_ahead_*`, outside the
+//!      downtime). A failure here changes nothing; a later rollback removes it with the rest;
 //!   1. hold: the proxy queues new requests for the runtime;
 //!   2. source agent: freeze (cgroup freezer) → CRIU dump with the processes left in place (the
 //!      page images hashed as CRIU writes them) → stream the snapshot (tar, zstd where it
 //!      compresses, produced while sent, with those sha256s) into the target agent's store; the
 //!      runtime stays frozen at the source;
-//!   3. target agent: restore (same id, same addresses) while verifying every sha256, the
+//!   3. target agent: restore into what step 0 prepared (same id, same addresses; the snapshot's
+//!      files copied into the layer, the overlay mounted, config.json written) while verifying every sha256, the
 //!      processes held stopped until it passed, and wait until MRP answers;
 //!   4. switch: the runtime's host becomes the target, the proxy route opens, held requests go;
 //!   5. destroy the frozen source and its local dump.
@@ -163,6 +168,27 @@ impl Control {
         let mode = if lazy { "lazy" } else { "stop-copy" };
         let source = self.agent(&row.host)?;
         let target = self.agent(to)?;
+        // A move to a larger plan arrives with the new limits (CRIU restores into the new cgroup).
+        let mut arriving = row.clone();
+        if let Some(p) = &plan {
+            arriving.plan = p.clone();
+        }
+        // 0. prepare the target while the source still runs: what the restore needs that does not
+        //    depend on the dump (netns with addresses and rules, the writable layer's filesystem).
+        self.phase(&row.id, &format!("preparing {to}")).await;
+        let t_ahead = Instant::now();
+        let ahead = match target.prepare(&self.spec_of(&arriving)).await {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = target.remove(&row.id).await;
+                self.phases.lock().unwrap().remove(&row.id);
+                return Err(e.context(&format!(
+                    "cannot prepare {to} for {}; nothing was changed, it runs on {}",
+                    row.name, row.host
+                )));
+            }
+        };
+        let ahead_ms = ms(t_ahead);
         let t0 = Instant::now();
         // 1. hold
         self.set_state(
@@ -180,6 +206,8 @@ impl Control {
         .await;
         let (target_ref, snapshot_ref) = (&target, &snapshot_id);
         let rollback = |why: Error| async move {
+            // Called only where no copy at the target can have run: what it prepared goes too.
+            let _ = target_ref.remove(&row.id).await;
             let _ = target_ref.remove_snapshot(snapshot_ref).await;
             let _ = self.set_state(row, "running", None).await;
             let context = format!(
@@ -211,6 +239,7 @@ impl Control {
             // reconcile loop settles it — thawed where it is, never started twice.
             Err(e) => match source.runtime(&row.id).await {
                 Err(crate::Error::Unavailable(_)) => {
+                    let _ = target_ref.remove(&row.id).await;
                     let _ = target_ref.remove_snapshot(snapshot_ref).await;
                     let why = format!("the source host {}'s agent stopped answering during the transfer ({e}); the runtime stays on {} and is resumed when that agent is back", row.host, row.host);
                     let _ = self.set_state(row, "migrating", Some(&why)).await;
@@ -233,11 +262,6 @@ impl Control {
         // 3. restore at the target, same identity and addresses (lazy: pages come on fault)
         self.phase(&row.id, &format!("restoring on {to}")).await;
         let t_restore = Instant::now();
-        // A move to a larger plan arrives with the new limits (CRIU restores into the new cgroup).
-        let mut arriving = row.clone();
-        if let Some(p) = &plan {
-            arriving.plan = p.clone();
-        }
         let restore = RestoreRequest {
             snapshot_id: snapshot_id.clone(),
             spec: self.spec_of(&arriving),
@@ -326,6 +350,9 @@ impl Control {
         let mut t = phases(&sent.timings, "");
         t.insert("restore_ms".into(), restore_ms);
         t.extend(target_phases);
+        // Before the freeze, so not part of downtime_ms or total_ms.
+        t.insert("target_ahead_ms".into(), ahead_ms);
+        t.extend(phases(&ahead, "target_ahead_"));
         t.insert("downtime_ms".into(), downtime_ms);
         t.insert("total_ms".into(), total_ms);
         t.insert("cleanup_ms".into(), ms(t_cleanup));
