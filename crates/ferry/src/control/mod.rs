@@ -9,6 +9,7 @@ mod baseline;
 pub mod db;
 pub mod extract;
 mod hibernate;
+mod hostloss;
 pub mod hints;
 mod images;
 mod lease;
@@ -54,6 +55,8 @@ pub struct ControlConfig {
     pub instance_id: String,
     /// How long an operation's lease outlives its instance's last heartbeat.
     pub lease_ttl: Duration,
+    /// How long a host's agent may not answer before the host counts as dead (`--host-dead-after`).
+    pub host_dead_after: Duration,
     /// Egress policy per plan name (plans not listed: `allow`); a runtime's own choice wins.
     pub plan_egress: std::collections::BTreeMap<String, crate::egress::Egress>,
     /// Whether the proxy asks for runtime credentials (`--proxy-auth`).

@@ -61,6 +61,13 @@ ALTER TABLE runtimes ADD COLUMN egress TEXT;
 ALTER TABLE runtimes ADD COLUMN access_token TEXT;
 CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL, created_at TEXT NOT NULL);
 "#,
+    // Copies of snapshots kept on a second host (host loss), verified by sha256 on arrival.
+    r#"
+CREATE TABLE snapshot_replicas (
+  snapshot_id TEXT NOT NULL, host TEXT NOT NULL, verified_at TEXT NOT NULL,
+  PRIMARY KEY (snapshot_id, host)
+);
+"#,
 ];
 
 impl Db {
