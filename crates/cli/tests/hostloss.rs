@@ -71,7 +71,10 @@ fn a_dead_hosts_running_runtime_is_lost_restored_elsewhere_from_its_replica_and_
     // Restored from the replica: h1 does not answer.
     f.ok(&["restore", &snap]);
     let v = f.json(&["inspect", "a"]);
-    assert_eq!((v["state"].as_str(), v["host"].as_str()), (Some("running"), Some("h2")));
+    assert_eq!(
+        (v["state"].as_str(), v["host"].as_str()),
+        (Some("running"), Some("h2"))
+    );
     assert!(f.py("a", "print(x)").contains("before the loss"));
     // h1 comes back with its old copy still running: fenced.
     assert!(containers(&f, "h1").iter().any(|(_, s)| s == "running"));
@@ -113,4 +116,73 @@ fn a_hibernated_runtime_on_a_dead_host_wakes_elsewhere_from_its_replica() {
         has_event(&f, "host.returned")
     });
     assert!(containers(&f, "h1").is_empty());
+}
+
+/// Flips one byte in the largest file of a snapshot on `host`'s disk.
+fn corrupt_snapshot(f: &Ferry, host: &str, snap: &str) {
+    let dir = f.state.join(format!("agents/{host}/snapshots/{snap}"));
+    let mut largest: Option<(u64, std::path::PathBuf)> = None;
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let len = e.metadata().unwrap().len();
+                if largest.as_ref().is_none_or(|(l, _)| len > *l) {
+                    largest = Some((len, p));
+                }
+            }
+        }
+    }
+    let (len, path) = largest.unwrap_or_else(|| panic!("no files in {}", dir.display()));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[(len / 2) as usize] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+#[test]
+fn a_replica_corrupted_on_arrival_is_rejected_and_not_recorded() {
+    let Some(f) = start() else { return };
+    f.ok(&["create", "--name", "c", "--host", "h1"]);
+    // No second host answers while the snapshot is taken and its bytes are damaged on h1.
+    kill9(f.agent_pid("h2"));
+    let snap = f.json(&["checkpoint", "c", "--leave-running"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    corrupt_snapshot(&f, "h1", &snap);
+    f.ok(&["dev", "restart-agent", "h2"]);
+    wait_until("the copy refused", Duration::from_secs(60), || {
+        f.json(&["events", "--runtime", "c"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| {
+                e["kind"] == "snapshot.replication_failed"
+                    && e["reason"].as_str().unwrap_or("").contains("h2")
+            })
+    });
+    let events = f.json(&["events", "--runtime", "c"]);
+    assert!(
+        !events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "snapshot.replicated"),
+        "{events}"
+    );
+    // Nothing stays at h2: neither the snapshot nor a partial import.
+    let at_h2 = f.state.join(format!("agents/h2/snapshots/{snap}"));
+    assert!(!at_h2.exists(), "{} kept", at_h2.display());
+    // h2 refused it for its content, not for being out of reach: an intact snapshot taken now is
+    // taken there.
+    let good = f.json(&["checkpoint", "c", "--leave-running"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reason = replicated(&f, "c");
+    assert!(reason.contains(&good) && reason.contains("h2"), "{reason}");
+    assert!(!at_h2.exists(), "the corrupt copy appeared at h2");
 }

@@ -77,7 +77,9 @@ impl Control {
         .await;
         let rows = self.db.runtimes().await.unwrap_or_default();
         for row in rows.into_iter().filter(|r| {
-            r.host == host && matches!(r.state.as_str(), "running" | "paused") && !self.is_busy(&r.id)
+            r.host == host
+                && matches!(r.state.as_str(), "running" | "paused")
+                && !self.is_busy(&r.id)
         }) {
             let Ok(_busy) = self.claim(&row.id, &row.name).await else {
                 continue;
@@ -209,8 +211,7 @@ impl Control {
             if replicas.iter().any(|(s, _, _)| *s == snap_id) {
                 continue;
             }
-            if w
-                .failed
+            if w.failed
                 .get(&snap_id)
                 .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
             {
@@ -273,7 +274,9 @@ impl Control {
         let resp = src.export(&snap.id).await?;
         let body = reqwest::Body::wrap_stream(resp.bytes_stream());
         // The import verifies every file's sha256 against the manifest before it answers.
-        dst.import(&snap.id, body).await?;
+        dst.import(&snap.id, body).await.map_err(|e| {
+            crate::Error::Unavailable(format!("{target} did not take the copy: {e}"))
+        })?;
         if let Err(e) = self.db.insert_replica(&snap.id, &target).await {
             let _ = dst.remove_snapshot(&snap.id).await;
             return Err(e);
