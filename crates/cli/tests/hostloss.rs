@@ -51,13 +51,37 @@ fn start() -> Option<Ferry> {
 fn a_dead_hosts_running_runtime_is_lost_restored_elsewhere_from_its_replica_and_fenced_on_return() {
     let Some(f) = start() else { return };
     f.ok(&["create", "--name", "a", "--host", "h1"]);
+    let old = f.json(&["checkpoint", "a", "--leave-running"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reason = replicated(&f, "a");
+    assert!(reason.contains(&old) && reason.contains("h2"), "{reason}");
+    let old_copy = f.state.join(format!("agents/h2/snapshots/{old}"));
+    assert!(old_copy.exists());
     f.py("a", "x = 'before the loss'");
     let snap = f.json(&["checkpoint", "a", "--leave-running"])["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let reason = replicated(&f, "a");
-    assert!(reason.contains(&snap) && reason.contains("h2"), "{reason}");
+    // The newer snapshot replaces the older one's copy once it verified at h2.
+    wait_until(
+        "the newer snapshot replicated",
+        Duration::from_secs(60),
+        || {
+            f.json(&["events", "--runtime", "a"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| {
+                    e["kind"] == "snapshot.replicated"
+                        && e["reason"].as_str().unwrap_or("").contains(&snap)
+                })
+        },
+    );
+    wait_until("the older copy removed", Duration::from_secs(30), || {
+        !old_copy.exists()
+    });
     kill9(f.agent_pid("h1"));
     wait_until("a marked lost", Duration::from_secs(30), || {
         f.state_of("a") == "lost"

@@ -33,8 +33,7 @@ impl Control {
         }
     }
 
-    /// Whether `host` was declared dead by the host-loss loop (an event says so; recorded in the
-    /// reason of the runtimes it held). Hosts are answered for from the agents directly.
+    /// Whether `host`'s agent answers now (within 3 s).
     async fn answers(&self, host: &str) -> bool {
         match self.agent(host) {
             Ok(a) => tokio::time::timeout(Duration::from_secs(3), a.info())
@@ -284,17 +283,19 @@ impl Control {
         Ok(target)
     }
 
-    /// Replicas of the runtime's older snapshots, once a newer one verified.
+    /// Replicas of the runtime's older snapshots, once a newer one verified, and replicas whose
+    /// snapshot was removed meanwhile.
     async fn drop_older_replicas(&self, runtime_id: &str, keep: &str) {
         let snaps = self.db.snapshots().await.unwrap_or_default();
         for (s, host, _) in self.db.replicas().await.unwrap_or_default() {
             if s == keep {
                 continue;
             }
-            if !snaps
+            let gone = !snaps.iter().any(|x| x.id == s);
+            let older = snaps
                 .iter()
-                .any(|x| x.id == s && x.runtime_id == runtime_id)
-            {
+                .any(|x| x.id == s && x.runtime_id == runtime_id);
+            if !gone && !older {
                 continue;
             }
             if let Ok(a) = self.agent(&host) {

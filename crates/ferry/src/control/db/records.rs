@@ -113,10 +113,6 @@ impl Db {
             .bind(id)
             .execute(&self.pool)
             .await?;
-        sqlx::query("DELETE FROM snapshot_replicas WHERE snapshot_id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
         Ok(())
     }
 
