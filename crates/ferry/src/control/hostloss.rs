@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 struct Watch {
     last_seen: BTreeMap<String, Instant>,
     dead: BTreeSet<String>,
-    /// Snapshot → when its replication last failed (retried after a pause).
-    failed: BTreeMap<String, Instant>,
+    /// Snapshot → when its replication last failed (retried after a pause), and why.
+    failed: BTreeMap<String, (Instant, String)>,
 }
 
 impl Control {
@@ -201,6 +201,10 @@ impl Control {
 
     /// For each runtime's newest full snapshot without a verified replica: copy it to a second host.
     async fn replicate_newest(&self, w: &mut Watch) {
+        // A single host has nowhere to keep a copy: nothing to do, nothing to report.
+        if self.db.hosts().await.map(|h| h.len()).unwrap_or(0) < 2 {
+            return;
+        }
         let rows = self.db.runtimes().await.unwrap_or_default();
         let replicas = self.db.replicas().await.unwrap_or_default();
         for row in rows {
@@ -212,7 +216,7 @@ impl Control {
             }
             if w.failed
                 .get(&snap_id)
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+                .is_some_and(|(t, _)| t.elapsed() < Duration::from_secs(10))
             {
                 continue;
             }
@@ -235,7 +239,12 @@ impl Control {
                     self.drop_older_replicas(&row.id, &snap_id).await;
                 }
                 Err(e) => {
-                    w.failed.insert(snap_id.clone(), Instant::now());
+                    let why = e.to_string();
+                    let again = w.failed.get(&snap_id).is_some_and(|(_, w)| *w == why);
+                    w.failed.insert(snap_id.clone(), (Instant::now(), why));
+                    if again {
+                        continue; // reported already; tried again quietly
+                    }
                     self.event(
                         Some(&row.name),
                         "snapshot.replication_failed",
