@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// An instance's operations are taken over by the others this long after it stops (e.g. 10s).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub lease_ttl: std::time::Duration,
+    /// A host whose agent does not answer for this long is dead: its running runtimes are marked
+    /// `lost` (their replicated snapshot offered) and its hibernated ones wake elsewhere (e.g. 60s).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub host_dead_after: std::time::Duration,
     /// Egress policy of a plan's runtimes, PLAN=allow|deny (repeatable; plans not named: allow).
     /// `ferry create --egress` overrides it per runtime.
     #[arg(

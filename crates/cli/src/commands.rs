@@ -50,6 +50,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 default_image: a.image,
                 database: a.database,
                 lease_ttl: a.lease_ttl,
+                host_dead_after: a.host_dead_after,
                 plan_egress: plan_egress(&a.plan_egress)?,
                 proxy_auth: a.proxy_auth,
                 monitor: ferry_core::control::monitor::MonitorConfig {

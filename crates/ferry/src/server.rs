@@ -100,6 +100,8 @@ pub struct ServeOptions {
     pub database: Option<String>,
     /// How long an operation's lease outlives this instance's last heartbeat.
     pub lease_ttl: Duration,
+    /// How long a host's agent may not answer before the host counts as dead.
+    pub host_dead_after: Duration,
     /// Egress policy per plan name (`--plan-egress PLAN=allow|deny`).
     pub plan_egress: std::collections::BTreeMap<String, crate::egress::Egress>,
     /// Whether the proxy asks for runtime credentials (`--proxy-auth token|none`).
@@ -169,6 +171,7 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
         database: database.clone(),
         instance_id: instance_id.clone(),
         lease_ttl: o.lease_ttl,
+        host_dead_after: o.host_dead_after,
         plan_egress: o.plan_egress.clone(),
         proxy_auth: o.proxy_auth,
         proxy_tls: tls.is_some(),
@@ -213,6 +216,7 @@ pub async fn serve(o: ServeOptions) -> Result<()> {
     tokio::spawn(control.clone().reconcile_loop(Duration::from_secs(1)));
     tokio::spawn(control.clone().route_watch_loop());
     tokio::spawn(control.clone().monitor_loop(o.monitor.clone()));
+    tokio::spawn(control.clone().host_loss_loop(Duration::from_secs(1)));
     tokio::spawn(control.clone().webhook_loop());
     tokio::spawn(control.clone().access_loop());
     let proxy_app = crate::proxy::router(control.proxy.clone());

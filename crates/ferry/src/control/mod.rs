@@ -11,6 +11,7 @@ pub mod decider;
 pub mod extract;
 mod hibernate;
 pub mod hints;
+mod hostloss;
 mod hosts;
 mod images;
 mod lease;
@@ -58,6 +59,8 @@ pub struct ControlConfig {
     pub instance_id: String,
     /// How long an operation's lease outlives its instance's last heartbeat.
     pub lease_ttl: Duration,
+    /// How long a host's agent may not answer before the host counts as dead (`--host-dead-after`).
+    pub host_dead_after: Duration,
     /// Egress policy per plan name (plans not listed: `allow`); a runtime's own choice wins.
     pub plan_egress: std::collections::BTreeMap<String, crate::egress::Egress>,
     /// Whether the proxy asks for runtime credentials (`--proxy-auth`).

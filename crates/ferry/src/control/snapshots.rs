@@ -93,7 +93,9 @@ impl Control {
         name: Option<&str>,
         plan: Option<crate::plan::Plan>,
     ) -> Result<Runtime> {
-        let snap = self.snapshot(snapshot).await?;
+        let mut snap = self.snapshot(snapshot).await?;
+        // From a verified replica on another host when the snapshot's own host is dead.
+        snap.host = self.snapshot_source(&snap, None).await;
         let name = name.unwrap_or(&snap.runtime_name).to_string();
         check_name(&name)?;
         let existing = self.db.runtime_by_name(&name).await?;
@@ -270,6 +272,11 @@ impl Control {
         match self.agent(&snap.host)?.remove_snapshot(&snap.id).await {
             Ok(_) | Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e),
+        }
+        for host in self.replica_hosts(Some(&snap.id)).await {
+            if let Ok(a) = self.agent(&host) {
+                let _ = a.remove_snapshot(&snap.id).await;
+            }
         }
         self.db.delete_snapshot(id).await
     }

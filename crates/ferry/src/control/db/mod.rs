@@ -564,7 +564,7 @@ pub(super) mod tests {
             .execute(&mut *c)
             .await
             .unwrap();
-            sqlx::raw_sql("CREATE TABLE runtimes2 AS SELECT id, name FROM runtimes; ALTER TABLE runtimes DROP COLUMN owner; ALTER TABLE runtimes DROP COLUMN lease_token; ALTER TABLE runtimes DROP COLUMN lease_until; ALTER TABLE operations DROP COLUMN owner; ALTER TABLE runtimes DROP COLUMN egress; ALTER TABLE runtimes DROP COLUMN access_token; ALTER TABLE runtimes DROP COLUMN host_ip; ALTER TABLE runtimes DROP COLUMN ip; ALTER TABLE runtimes DROP COLUMN route_epoch; DROP TABLE route_acks; DROP TABLE cluster_leases; DROP TABLE settings; ALTER TABLE hosts DROP COLUMN state; DROP TABLE runtimes2;").execute(&mut *c).await.unwrap();
+            sqlx::raw_sql("CREATE TABLE runtimes2 AS SELECT id, name FROM runtimes; ALTER TABLE runtimes DROP COLUMN owner; ALTER TABLE runtimes DROP COLUMN lease_token; ALTER TABLE runtimes DROP COLUMN lease_until; ALTER TABLE operations DROP COLUMN owner; ALTER TABLE runtimes DROP COLUMN egress; ALTER TABLE runtimes DROP COLUMN access_token; ALTER TABLE runtimes DROP COLUMN host_ip; ALTER TABLE runtimes DROP COLUMN ip; ALTER TABLE runtimes DROP COLUMN route_epoch; DROP TABLE route_acks; DROP TABLE cluster_leases; DROP TABLE settings; DROP TABLE snapshot_replicas; ALTER TABLE hosts DROP COLUMN state; DROP TABLE runtimes2;").execute(&mut *c).await.unwrap();
         }
         let db = Db::open(&url).await.unwrap();
         assert_eq!(

@@ -116,6 +116,52 @@ impl Db {
         Ok(())
     }
 
+    // ---- snapshot replicas (copies on a second host)
+    /// Records that `host` holds a copy of `snapshot` that verified just now.
+    pub async fn insert_replica(&self, snapshot: &str, host: &str) -> Result<()> {
+        sqlx::query("DELETE FROM snapshot_replicas WHERE snapshot_id = $1 AND host = $2")
+            .bind(snapshot)
+            .bind(host)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO snapshot_replicas (snapshot_id, host, verified_at) VALUES ($1, $2, $3)",
+        )
+        .bind(snapshot)
+        .bind(host)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every recorded replica: (snapshot id, host, verified at).
+    pub async fn replicas(&self) -> Result<Vec<(String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT snapshot_id, host, verified_at FROM snapshot_replicas ORDER BY verified_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    text(r, "snapshot_id")?,
+                    text(r, "host")?,
+                    text(r, "verified_at")?,
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn delete_replica(&self, snapshot: &str, host: &str) -> Result<()> {
+        sqlx::query("DELETE FROM snapshot_replicas WHERE snapshot_id = $1 AND host = $2")
+            .bind(snapshot)
+            .bind(host)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     // ---- operations journal
     /// Records an operation as running, owned by instance `owner`.
     pub async fn begin_op(

@@ -83,6 +83,13 @@ CREATE TABLE cluster_leases (
     r#"
 ALTER TABLE hosts ADD COLUMN state TEXT NOT NULL DEFAULT 'ready';
 "#,
+    // Copies of snapshots kept on a second host (host loss), verified by sha256 on arrival.
+    r#"
+CREATE TABLE snapshot_replicas (
+  snapshot_id TEXT NOT NULL, host TEXT NOT NULL, verified_at TEXT NOT NULL,
+  PRIMARY KEY (snapshot_id, host)
+);
+"#,
 ];
 
 impl Db {
