@@ -142,6 +142,25 @@ fn a_hibernated_runtime_on_a_dead_host_wakes_elsewhere_from_its_replica() {
     assert!(containers(&f, "h1").is_empty());
 }
 
+/// A wake skips a cordoned host too: a runtime hibernated there wakes from its verified replica on
+/// another host, with its state.
+#[test]
+fn a_hibernated_runtime_on_a_cordoned_host_wakes_from_its_replica_elsewhere() {
+    let Some(f) = start() else { return };
+    f.ok(&["create", "--name", "nap", "--host", "h1"]);
+    f.py("nap", "y = 41 + 1");
+    f.ok(&["hibernate", "nap"]);
+    replicated(&f, "nap");
+    f.ok(&["host", "cordon", "h1"]);
+    f.ok(&["wake", "nap"]);
+    assert_eq!(f.json(&["inspect", "nap"])["host"], "h2");
+    assert_eq!(f.py("nap", "print(y)").trim(), "42");
+    assert!(
+        containers(&f, "h1").is_empty(),
+        "nothing runs on the cordoned host"
+    );
+}
+
 /// Flips one byte in the largest file of a snapshot on `host`'s disk.
 fn corrupt_snapshot(f: &Ferry, host: &str, snap: &str) {
     let dir = f.state.join(format!("agents/{host}/snapshots/{snap}"));

@@ -336,12 +336,18 @@ fn ready() -> String {
 pub struct DrainRequest {
     /// `stop-copy` (default), `lazy` or `hibernate`.
     #[serde(default)]
+    #[schema(pattern = "^(stop-copy|lazy|hibernate)$")]
     pub mode: Option<String>,
     /// Moves at a time (default 2).
-    #[serde(default)]
-    pub parallel: Option<usize>,
+    #[serde(
+        default,
+        deserialize_with = "crate::control::extract::opt_integral_u64"
+    )]
+    #[schema(minimum = 1, maximum = 64)]
+    pub parallel: Option<u64>,
     /// Deadline in seconds: what cannot be moved in time is hibernated.
     #[serde(default)]
+    #[schema(exclusive_minimum = 0.0, exclusive_maximum = 86400.0)]
     pub within_s: Option<f64>,
 }
 

@@ -195,8 +195,15 @@ async fn uncordon_host(State(c): C, Path(name): Path<String>) -> Result<impl Int
 async fn drain_host(
     State(c): C,
     Path(name): Path<String>,
-    Json(req): Json<crate::api::DrainRequest>,
+    Json(req): Json<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<impl IntoResponse> {
+    // Read as an object first: serde would take a JSON array for the struct's fields in order.
+    let req: crate::api::DrainRequest = serde_json::from_value(serde_json::Value::Object(req))
+        .map_err(|e| {
+            crate::Error::Invalid(format!(
+                "the JSON body does not have the fields this call takes (see /api/v1/openapi.json): {e}"
+            ))
+        })?;
     Ok(Json(c.drain(&name, &req).await?))
 }
 #[utoipa::path(

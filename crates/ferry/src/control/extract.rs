@@ -98,6 +98,13 @@ pub fn integral_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Er
     }
 }
 
+/// [`integral_u64`] for an optional field: absent or `null` is `None`.
+pub fn opt_integral_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Whole(#[serde(deserialize_with = "integral_u64")] u64);
+    Ok(Option::<Whole>::deserialize(d)?.map(|w| w.0))
+}
+
 use serde::Deserialize as _;
 
 #[cfg(test)]

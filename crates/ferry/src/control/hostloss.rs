@@ -128,12 +128,22 @@ impl Control {
         if let Some(w) = want.filter(|w| *w == snap.host || replicas.iter().any(|r| r == w)) {
             return w.to_string();
         }
-        if self.answers(&snap.host).await {
+        // A cordoned (or draining) host takes nothing new, a wake or restore included, while a
+        // verified copy answers on an open host; its own copy is used when there is no other.
+        let home_answers = self.answers(&snap.host).await;
+        if home_answers && self.refuse_cordoned(&snap.host).await.is_ok() {
             return snap.host.clone();
         }
-        for r in replicas {
-            if self.answers(&r).await {
-                return r;
+        for r in &replicas {
+            if self.refuse_cordoned(r).await.is_ok() && self.answers(r).await {
+                return r.clone();
+            }
+        }
+        if !home_answers {
+            for r in replicas {
+                if self.answers(&r).await {
+                    return r;
+                }
             }
         }
         snap.host.clone()

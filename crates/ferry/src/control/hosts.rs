@@ -177,7 +177,7 @@ impl Control {
     pub async fn drain(&self, name: &str, req: &DrainRequest) -> Result<DrainReport> {
         let mode_s = req.mode.clone().unwrap_or_else(|| "stop-copy".into());
         let mode: DrainMode = mode_s.parse().map_err(Error::Invalid)?;
-        let parallel = req.parallel.unwrap_or(2);
+        let parallel = req.parallel.unwrap_or(2) as usize;
         if parallel == 0 || parallel > 64 {
             return Err(Error::Invalid("--parallel must be between 1 and 64".into()));
         }
