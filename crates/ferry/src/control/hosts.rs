@@ -80,15 +80,7 @@ impl Control {
     /// Removes a host from the fleet. Refused while runtimes or snapshots live there, unless
     /// `force` and the host is cordoned (drained): then its remaining rows are forgotten.
     pub async fn remove_host(&self, name: &str, force: bool) -> Result<serde_json::Value> {
-        let h = self
-            .db
-            .hosts()
-            .await?
-            .into_iter()
-            .find(|h| h.name == name)
-            .ok_or_else(|| {
-                Error::NotFound(format!("unknown host {name:?}: see `ferry host ls`"))
-            })?;
+        let h = self.host_row(name).await?;
         let runtimes: Vec<_> = self
             .db
             .runtimes()

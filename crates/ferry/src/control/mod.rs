@@ -266,14 +266,18 @@ impl Control {
         self.reservations.lock().unwrap().remove(runtime_id);
     }
 
-    pub async fn host(&self, name: &str) -> Result<Host> {
-        let h = self
-            .db
+    /// The database's row of host `name`, or a not-found error that says where to look.
+    pub(crate) async fn host_row(&self, name: &str) -> Result<db::HostRow> {
+        self.db
             .hosts()
             .await?
             .into_iter()
             .find(|h| h.name == name)
-            .ok_or_else(|| Error::NotFound(format!("unknown host {name:?}")))?;
+            .ok_or_else(|| Error::NotFound(format!("unknown host {name:?}: see `ferry host ls`")))
+    }
+
+    pub async fn host(&self, name: &str) -> Result<Host> {
+        let h = self.host_row(name).await?;
         let healthy = self.agent(&h.name)?.info().await.is_ok();
         Ok(Host {
             used_mb: self.used_mb(&h.name).await?,
