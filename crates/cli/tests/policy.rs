@@ -237,7 +237,10 @@ fn without_auto_the_monitor_only_reports() {
             .iter()
             .map(|e| e["kind"].as_str().unwrap().to_string())
             .collect();
-        if kinds.iter().any(|k| k == "memory.migrate") && kinds.iter().any(|k| k == "idle") {
+        // A sample may see the runtime jump past 75 % straight to 90 % or 95 %: one event then
+        // fires for the highest level crossed, and any of the three would have moved it.
+        let moving = ["memory.migrate", "memory.urgent", "memory.critical"];
+        if kinds.iter().any(|k| moving.contains(&k.as_str())) && kinds.iter().any(|k| k == "idle") {
             break;
         }
         assert!(

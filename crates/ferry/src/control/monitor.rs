@@ -5,7 +5,8 @@
 //! for the next plan is named), ≥ 75 % `memory.migrate` and ≥ 90 % `memory.urgent` (the runtime
 //! moves to a host with room for the next plan up and arrives with its larger limit), ≥ 95 %
 //! `memory.critical` (the same move; stop-copy freezes it first, so it cannot grow meanwhile).
-//! One crossing is one event: a level fires again only after the debounce and after dropping
+//! One crossing is one event, for the highest level reached (a jump from 50 % to 92 % fires only
+//! `memory.urgent`): a level fires again only after the debounce and after dropping
 //! below it. CPU below 1 % of a core for the idle window: `idle`, and the runtime is hibernated
 //! (the next request wakes it); busy again: `active`. Every decision is an event with its reason.
 //! Tasks: when the plan's pids limit refused a fork or a thread since the last sample,
