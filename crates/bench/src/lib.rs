@@ -33,6 +33,9 @@ pub struct BenchOptions {
     pub bin: PathBuf,
     pub images_dir: PathBuf,
     pub quiet: bool,
+    /// How long the migrate suite's probe keeps writing after the move returned (the window of
+    /// `p99_after_ms`).
+    pub observe_after: std::time::Duration,
 }
 
 pub const SUITES: [&str; 5] = ["local", "migrate", "roundtrip", "proxy", "soak"];

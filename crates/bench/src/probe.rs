@@ -8,7 +8,10 @@
 //! - `lost_updates`: how far `counter` went back (a copy resumed from an older state);
 //! - `duplicated`: sequence numbers present more than once in the list (a request run twice);
 //! - `lost_writes`: sequence numbers whose answer the client saw but that the list lacks;
-//! - `failures`: polls without an answer.
+//! - `failures`: polls without an answer;
+//! - `p99_after_ms`: the 99th percentile of the request latency over a window after the longest
+//!   gap ended (the switch, for a migration), so that a short freeze paid for with slow requests
+//!   afterwards shows as what it is (failed polls count with the time they took).
 //!
 //! The probe's own failure (it could not set up its list, made no poll, or could not read the
 //! list back) is an error, never zeros.
@@ -33,6 +36,9 @@ pub struct Poll {
 }
 
 pub struct Probe {
+    t0: Instant,
+    /// When the move was asked for, in µs since `t0` (0: not marked).
+    marked_us: Arc<std::sync::atomic::AtomicU64>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<Result<(Vec<Poll>, Vec<u64>)>>,
 }
@@ -45,7 +51,11 @@ pub struct Observed {
     pub polls: usize,
     pub duplicated: f64,
     pub lost_writes: f64,
+    pub p99_after_ms: f64,
 }
+
+/// How long after the longest gap `p99_after_ms` looks.
+pub const AFTER_WINDOW_MS: f64 = 10_000.0;
 
 /// The cell a poll runs.
 pub fn write_code(seq: u64) -> String {
@@ -105,6 +115,7 @@ impl Probe {
         let token = token.to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
+        let t0 = Instant::now();
         let task = tokio::spawn(async move {
             let http = reqwest::Client::builder()
                 .pool_max_idle_per_host(0)
@@ -113,7 +124,6 @@ impl Probe {
             run(&http, &url, &token, &setup_code())
                 .await
                 .context("the write probe could not create its list")?;
-            let t0 = Instant::now();
             let mut out = Vec::new();
             let mut seq = 0;
             while !s.load(Ordering::SeqCst) {
@@ -136,7 +146,19 @@ impl Probe {
                 .context("the write probe could not read its list back")?;
             Ok((out, parse_list(&list)?))
         });
-        Probe { stop, task }
+        Probe {
+            t0,
+            marked_us: Default::default(),
+            stop,
+            task,
+        }
+    }
+
+    /// Records that the move is being asked for now (where `p99_after_ms` starts looking for the
+    /// switch).
+    pub fn mark(&self) {
+        let us = self.t0.elapsed().as_micros() as u64;
+        self.marked_us.store(us, Ordering::SeqCst);
     }
 
     pub async fn finish(self) -> Result<Observed> {
@@ -148,7 +170,8 @@ impl Probe {
         if polls.is_empty() {
             bail!("the write probe made no poll");
         }
-        Ok(observe(&polls, &list))
+        let moved_at = self.marked_us.load(Ordering::SeqCst) as f64 / 1000.0;
+        Ok(observe(&polls, &list, moved_at))
     }
 }
 
@@ -170,6 +193,16 @@ pub fn count_writes(answered: impl IntoIterator<Item = u64>, list: &[u64]) -> (u
 /// The longest time without an answer: between answered polls, and from the probe's first poll
 /// (or to its last) where the polls there failed.
 pub fn longest_gap(polls: &[Poll]) -> f64 {
+    gap(polls).0
+}
+
+/// The longest gap's length and the time it ended.
+fn gap(polls: &[Poll]) -> (f64, f64) {
+    gaps(polls).fold((0.0, 0.0), |a, b| if b.0 > a.0 { b } else { a })
+}
+
+/// Every gap between answers: (length, the time it ended), in order.
+fn gaps(polls: &[Poll]) -> impl Iterator<Item = (f64, f64)> {
     let mut marks: Vec<f64> = Vec::new();
     if let Some(first) = polls.first().filter(|p| p.answer.is_none()) {
         marks.push(first.sent_ms);
@@ -183,10 +216,42 @@ pub fn longest_gap(polls: &[Poll]) -> f64 {
     if let Some(last) = polls.last().filter(|p| p.answer.is_none()) {
         marks.push(last.done_ms);
     }
-    marks.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
+    let v: Vec<(f64, f64)> = marks.windows(2).map(|w| (w[1] - w[0], w[1])).collect();
+    v.into_iter()
 }
 
-pub fn observe(polls: &[Poll], list: &[u64]) -> Observed {
+/// Where the switch is taken to be: the end of the first gap after `from_ms` (when the move was
+/// asked for) at least half as long as the longest one after it — the freeze, even when slow
+/// requests after it took a little longer. `from_ms` itself when no poll was answered after it.
+pub fn switch_at(polls: &[Poll], from_ms: f64) -> f64 {
+    let after: Vec<(f64, f64)> = gaps(polls).filter(|g| g.1 - g.0 >= from_ms).collect();
+    let longest = after.iter().map(|g| g.0).fold(0.0, f64::max);
+    after
+        .iter()
+        .find(|g| g.0 >= longest / 2.0)
+        .map(|g| g.1)
+        .unwrap_or(from_ms)
+}
+
+/// The 99th percentile of the latency of the polls sent within `window_ms` after `start_ms`
+/// (0 when none were).
+pub fn p99_after(polls: &[Poll], start_ms: f64, window_ms: f64) -> f64 {
+    let mut lat: Vec<f64> = polls
+        .iter()
+        .filter(|p| p.sent_ms >= start_ms && p.sent_ms < start_ms + window_ms)
+        .map(|p| p.done_ms - p.sent_ms)
+        .collect();
+    if lat.is_empty() {
+        return 0.0;
+    }
+    lat.sort_by(f64::total_cmp);
+    let i = ((lat.len() as f64 * 0.99).ceil() as usize).clamp(1, lat.len()) - 1;
+    lat[i]
+}
+
+/// What the polls show; `moved_at_ms` is when the move was asked for (for `p99_after_ms`; 0 when
+/// unknown: the whole run is looked at).
+pub fn observe(polls: &[Poll], list: &[u64], moved_at_ms: f64) -> Observed {
     let mut max_seen = i64::MIN;
     let mut lost = 0i64;
     for (_, counter) in polls.iter().filter_map(|p| p.answer) {
@@ -204,6 +269,7 @@ pub fn observe(polls: &[Poll], list: &[u64]) -> Observed {
         polls: polls.len(),
         duplicated: duplicated as f64,
         lost_writes: lost_writes as f64,
+        p99_after_ms: p99_after(polls, switch_at(polls, moved_at_ms), AFTER_WINDOW_MS),
     }
 }
 
@@ -232,7 +298,7 @@ mod tests {
             (300.0, Some(3)),
             (310.0, Some(4)),
         ]);
-        let o = observe(&p, &[1, 2, 3, 4, 5]);
+        let o = observe(&p, &[1, 2, 3, 4, 5], 0.0);
         assert_eq!(
             (o.downtime_ms, o.lost_updates, o.failures),
             (290.0, 0.0, 1.0)
@@ -244,7 +310,7 @@ mod tests {
             (20.0, Some(20)),
             (30.0, Some(21)),
         ]);
-        assert_eq!(observe(&p, &[1, 2, 3, 4]).lost_updates, 30.0);
+        assert_eq!(observe(&p, &[1, 2, 3, 4], 0.0).lost_updates, 30.0);
     }
 
     #[test]
@@ -259,6 +325,57 @@ mod tests {
         );
     }
 
+    /// Sequential polls (each sent 10 ms after the previous answer) taking `took[i]` ms.
+    fn seq(took: &[f64]) -> Vec<Poll> {
+        let mut t = 0.0;
+        took.iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let p = Poll {
+                    sent_ms: t,
+                    done_ms: t + d,
+                    seq: i as u64 + 1,
+                    answer: Some((i as u64 + 1, 0)),
+                };
+                t += d + 10.0;
+                p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_p99_after_the_switch_sees_slow_requests_after_a_short_freeze() {
+        // 20 fast polls, the move asked for, a 300 ms freeze, then 200 polls of which 4 took 400 ms
+        // (longer than the freeze).
+        let mut took = vec![2.0; 20];
+        took.push(300.0);
+        for i in 0..200 {
+            took.push(if i % 50 == 7 { 400.0 } else { 2.0 });
+        }
+        let p = seq(&took);
+        let moved_at = p[19].done_ms;
+        let switch = switch_at(&p, moved_at);
+        assert_eq!(
+            switch, p[20].done_ms,
+            "the freeze, not a later slow request"
+        );
+        assert_eq!(
+            p99_after(&p, switch, AFTER_WINDOW_MS),
+            400.0,
+            "4 of 200 slow: p99 sees them"
+        );
+        let o = observe(&p, &[], moved_at);
+        assert_eq!(o.p99_after_ms, 400.0);
+        // Only 1 slow of 200: below the 99th percentile.
+        let mut took = vec![2.0; 20];
+        took.push(300.0);
+        took.extend((0..200).map(|i| if i == 7 { 400.0 } else { 2.0 }));
+        let p = seq(&took);
+        assert_eq!(observe(&p, &[], p[19].done_ms).p99_after_ms, 2.0);
+        // Nothing after the window's start: 0.
+        assert_eq!(p99_after(&p, 1e9, AFTER_WINDOW_MS), 0.0);
+    }
+
     #[test]
     fn duplicated_and_lost_writes() {
         // 2 ran twice, 4 was answered but is gone, 5 failed (its absence is no lost write).
@@ -269,7 +386,7 @@ mod tests {
             (30.0, Some(0)),
             (40.0, None),
         ]);
-        let o = observe(&p, &[1, 2, 2, 3]);
+        let o = observe(&p, &[1, 2, 2, 3], 0.0);
         assert_eq!((o.duplicated, o.lost_writes, o.failures), (1.0, 1.0, 1.0));
         assert_eq!(count_writes([1, 2, 3], &[1, 2, 3]), (0, 0));
         assert_eq!(

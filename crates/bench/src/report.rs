@@ -117,7 +117,7 @@ fn markdown(r: &Results, o: &BenchOptions) -> String {
         }
         "migrate" => {
             let _ = writeln!(s, "## Against the baseline (the seed's method, same machine, same run) and the seed report\n");
-            let _ = writeln!(s, "| MB | mode | total ferry / baseline | downtime ferry / baseline | lost updates ferry / baseline | duplicated ferry / baseline | lost writes ferry / baseline | failed polls ferry / baseline | seed total |\n|---|---|---|---|---|---|---|---|---|");
+            let _ = writeln!(s, "| MB | mode | total ferry / baseline | downtime ferry / baseline | lost updates ferry / baseline | duplicated ferry / baseline | lost writes ferry / baseline | failed polls ferry / baseline | p99 latency after the switch ferry / baseline | seed total |\n|---|---|---|---|---|---|---|---|---|---|");
             let sizes: std::collections::BTreeSet<u64> = r.rows.iter().map(|x| x.size_mb).collect();
             for size in sizes {
                 let seed = SEED_MIGRATE
@@ -141,13 +141,14 @@ fn markdown(r: &Results, o: &BenchOptions) -> String {
                     };
                     let _ = writeln!(
                         s,
-                        "| {size} | {mode} | {} | {} | {} | {} | {} | {} | {seed} |",
+                        "| {size} | {mode} | {} | {} | {} | {} | {} | {} | {} | {seed} |",
                         ratio("total_ms"),
                         ratio("downtime_ms"),
                         ratio("lost_updates"),
                         count("duplicated"),
                         count("lost_writes"),
-                        count("failures")
+                        count("failures"),
+                        count("p99_after_ms")
                     );
                 }
             }

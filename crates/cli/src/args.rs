@@ -290,6 +290,10 @@ pub struct BenchArgs {
     /// Migrations in the soak suite.
     #[arg(long, default_value_t = 100)]
     pub migrations: usize,
+    /// migrate: how long the client keeps writing after the move (the window of the p99 latency
+    /// after the switch), e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub observe_after: std::time::Duration,
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, default_value = "/var/cache/ferry/images", env = "FERRY_IMAGES")]

@@ -1088,6 +1088,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 bin: std::env::current_exe()?,
                 images_dir: a.images,
                 quiet: json,
+                observe_after: a.observe_after,
             };
             let r = ferry_bench::run(&o).await?;
             if json {

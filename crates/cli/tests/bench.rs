@@ -90,7 +90,7 @@ fn bench_local_and_migrate_smoke() {
         metric(&v, "ferry", "local", "image_bytes") > 64.0 * 1024.0 * 1024.0,
         "a 64 MB random workload makes a >64 MB image"
     );
-    let v = bench("migrate", &["--baseline"]).unwrap();
+    let v = bench("migrate", &["--baseline", "--observe-after", "2s"]).unwrap();
     for mode in ["stop-copy", "lazy"] {
         assert!(
             metric(&v, "ferry", mode, "polls") > 0.0,
@@ -99,6 +99,12 @@ fn bench_local_and_migrate_smoke() {
         for m in ["lost_updates", "failures", "duplicated", "lost_writes"] {
             assert_eq!(metric(&v, "ferry", mode, m), 0.0, "{mode} {m}");
         }
+        // The latency after the switch was measured, from polls made after it.
+        let p99 = metric(&v, "ferry", mode, "p99_after_ms");
+        assert!(
+            p99 > 0.0 && p99 < 10_000.0,
+            "{mode} p99 after the switch: {p99}"
+        );
         // The freeze the client saw is bounded.
         assert!(
             metric(&v, "ferry", mode, "downtime_ms") < 10_000.0,

@@ -48,6 +48,7 @@ async fn one(
         let token = env.api.token(&name).await?;
         let probe = Probe::start(&env.proxy, &name, &token);
         tokio::time::sleep(Duration::from_millis(300)).await;
+        probe.mark();
         let m = if mode == "baseline" {
             env.api
                 .post(
@@ -63,7 +64,8 @@ async fn one(
                 )
                 .await
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The probe keeps writing for the window after the switch that `p99_after_ms` covers.
+        tokio::time::sleep(o.observe_after).await;
         let seen = probe.finish().await?;
         // A mode that was asked for and refused (pre-copy without soft-dirty) fails the run: a
         // table without its rows would read as if it had been measured.
@@ -98,6 +100,7 @@ async fn one(
         r.add(system, mode, wl, size, "duplicated", seen.duplicated);
         r.add(system, mode, wl, size, "lost_writes", seen.lost_writes);
         r.add(system, mode, wl, size, "polls", seen.polls as f64);
+        r.add(system, mode, wl, size, "p99_after_ms", seen.p99_after_ms);
         r.add(
             system,
             mode,

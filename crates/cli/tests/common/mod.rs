@@ -760,7 +760,7 @@ impl WriteProbe {
         )
         .expect("the write probe reads its list back");
         let list = ferry_bench::probe::parse_list(&list).expect("the list the probe wrote");
-        ferry_bench::probe::observe(&polls, &list)
+        ferry_bench::probe::observe(&polls, &list, 0.0)
     }
 
     /// Stops polling without reading the list (the runtime is gone): the polls only.
