@@ -25,6 +25,20 @@ const STORE_MAGIC: &[u8; 8] = b"FERRYPG1";
 const DIRTY_MAGIC: &[u8; 8] = b"FERRYDL1";
 const RECORD_HEAD: u64 = 16;
 
+/// Size of a record's head (`pid`, `vaddr`, `nr_pages`), before its page data.
+pub const RECORD_HEAD_LEN: usize = RECORD_HEAD as usize;
+
+/// A record's head as the store and the dirty list frame it (also the framing of page runs
+/// streamed between agents): `pid: u32`, `vaddr: u64`, `nr_pages: u32`, little-endian.
+pub fn record_head(pid: u32, vaddr: u64, nr_pages: u32) -> [u8; RECORD_HEAD_LEN] {
+    head(pid, vaddr, nr_pages)
+}
+
+/// `(pid, vaddr, nr_pages)` of a record head made by [`record_head`].
+pub fn parse_record_head(h: &[u8; RECORD_HEAD_LEN]) -> (u32, u64, u32) {
+    parse_head(h)
+}
+
 /// Why a store or dirty list could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
