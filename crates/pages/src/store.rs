@@ -104,7 +104,7 @@ impl Writer {
 
     /// Appends `data` (a whole number of pages) as the memory of `pid` at `vaddr`.
     pub fn append(&mut self, pid: u32, vaddr: u64, data: &[u8]) -> Result<()> {
-        if vaddr % PAGE != 0 || data.len() as u64 % PAGE != 0 {
+        if !vaddr.is_multiple_of(PAGE) || !(data.len() as u64).is_multiple_of(PAGE) {
             return Err(Error::Format {
                 path: self.path.display().to_string(),
                 what: format!("unaligned run at {vaddr:#x} of {} bytes", data.len()),
@@ -166,7 +166,7 @@ impl Index {
             let (pid, vaddr, n) = parse_head(&h);
             let data = off + RECORD_HEAD;
             let end = data + n as u64 * PAGE;
-            if end > len || vaddr % PAGE != 0 {
+            if end > len || !vaddr.is_multiple_of(PAGE) {
                 return Err(bad(format!("record at {off} is cut short or unaligned")));
             }
             for i in 0..n as u64 {
