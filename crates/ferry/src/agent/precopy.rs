@@ -23,6 +23,7 @@
 use super::Agent;
 use crate::api::{SendRequest, Timings};
 use crate::container::{ms, Container};
+use crate::sys::criu_pages;
 use crate::{Error, Result};
 use ferry_pages::store;
 use ferry_tracker::{ProcessRound, Tracker};
@@ -375,7 +376,9 @@ impl Agent {
     /// Target, after the restore: checks the store against migration `snapshot`'s dump (made at the
     /// freeze) and removes it. Counts, over the dump's pages: `held` (in the store, not dirty:
     /// what a restore would serve from the store), `stale` (those of them whose bytes differ from
-    /// the dump's: must be 0), `dirty` (on the dirty list) and `from_source` (neither).
+    /// the dump's: must be 0), `rseq` (differing only in the kernel-owned fields of a thread's
+    /// `struct rseq`, which the kernel rewrites before the thread runs user code), `dirty` (on the
+    /// dirty list) and `from_source` (neither).
     pub fn precopy_verify(&self, runtime: &str, snapshot: &str) -> Result<Timings> {
         let c = self.host.container(self.spec(runtime)?);
         let d = dir(&c, snapshot);
@@ -391,7 +394,8 @@ impl Agent {
             let mut count: BTreeMap<&str, f64> = BTreeMap::new();
             let mut first_stale = None;
             let (mut ours, mut theirs) = (vec![0u8; PAGE as usize], vec![0u8; PAGE as usize]);
-            for p in crate::sys::criu_pages::read_dir(&images)? {
+            let rseq = criu_pages::rseq_areas(&images)?;
+            for p in criu_pages::read_dir(&images)? {
                 let pages = std::fs::File::open(&p.pages_file)?;
                 for run in &p.runs {
                     let Some(off) = run.offset else { continue };
@@ -401,15 +405,27 @@ impl Agent {
                             "dirty"
                         } else if index.read(p.pid, a, &mut ours)? {
                             pages.read_exact_at(&mut theirs, off + i * PAGE)?;
-                            if ours == theirs {
+                            let differ: Vec<usize> =
+                                (0..ours.len()).filter(|&i| ours[i] != theirs[i]).collect();
+                            if differ.is_empty() {
                                 "held"
+                            } else if differ
+                                .iter()
+                                .all(|&i| criu_pages::kernel_owned(&rseq, a + i as u64))
+                            {
+                                // Only fields the kernel rewrites on every return to user space
+                                // (CRIU ran the frozen tasks after the last scan).
+                                "rseq"
                             } else {
                                 tracing::error!(
                                     pid = p.pid,
                                     addr = a,
                                     "pre-copy store page differs from the dump"
                                 );
-                                first_stale.get_or_insert((p.pid, a));
+                                if first_stale.is_none() {
+                                    first_stale =
+                                        Some((p.pid, a, differ[0], differ[differ.len() - 1]));
+                                }
                                 "stale"
                             }
                         } else {
@@ -420,17 +436,20 @@ impl Agent {
                 }
             }
             let mut t = Timings::new();
-            for k in ["held", "stale", "dirty", "from_source"] {
+            for k in ["held", "stale", "dirty", "from_source", "rseq"] {
                 t.insert(
                     format!("precopy_{k}_pages"),
                     count.get(k).copied().unwrap_or(0.0),
                 );
             }
             t.insert("precopy_store_pages".into(), index.len() as f64);
-            if let Some((pid, a)) = first_stale {
-                // Where to look (an address below 2^53 is exact as a float).
+            if let Some((pid, a, from, to)) = first_stale {
+                // Where to look (an address below 2^53 is exact as a float), and which bytes of
+                // that page differ (first and last offset).
                 t.insert("precopy_first_stale_pid".into(), pid as f64);
                 t.insert("precopy_first_stale_addr".into(), a as f64);
+                t.insert("precopy_first_stale_diff_from".into(), from as f64);
+                t.insert("precopy_first_stale_diff_to".into(), to as f64);
             }
             Ok(t)
         })();

@@ -3,7 +3,8 @@
 //! `pagemap_entry` per run of pages) and `pages-ID.img` (the raw pages of the runs flagged present,
 //! in order). PID is the process's pid inside the runtime's pid namespace.
 //!
-//! Used to check a pre-copy page store against the dump made at the freeze. Shared memory
+//! Used to check a pre-copy page store against the dump made at the freeze (and `core-TID.img`
+//! for where each thread's `struct rseq` lies). Shared memory
 //! (`pagemap-shmem-*`) and pages kept in a parent image are not read.
 
 use prost::Message;
@@ -12,6 +13,7 @@ use std::path::Path;
 
 const IMG_COMMON_MAGIC: u32 = 0x5456_4319;
 const PAGEMAP_MAGIC: u32 = 0x5608_4025;
+const CORE_MAGIC: u32 = 0x5505_3847;
 /// `PE_PRESENT`: the run's pages are in the pages image.
 const PE_PRESENT: u32 = 1 << 2;
 /// `PE_PARENT`: the run's pages are in a parent dump.
@@ -105,6 +107,69 @@ pub fn parse_pagemap(bytes: &[u8]) -> io::Result<(u32, Vec<Run>)> {
     Ok((head.pages_id, runs))
 }
 
+#[derive(Clone, PartialEq, Message)]
+struct RseqEntry {
+    #[prost(uint64, optional, tag = "1")]
+    rseq_abi_pointer: Option<u64>,
+    #[prost(uint32, optional, tag = "2")]
+    rseq_abi_size: Option<u32>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ThreadCore {
+    #[prost(message, optional, tag = "15")]
+    rseq_entry: Option<RseqEntry>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct CoreEntry {
+    #[prost(message, optional, tag = "5")]
+    thread_core: Option<ThreadCore>,
+}
+
+/// The `struct rseq` areas `(address, size)` of every thread in the image dir `dir` (from its
+/// `core-TID.img`s). The kernel rewrites their `cpu_id_start`, `cpu_id`, `node_id` and `mm_cid`
+/// whenever a registered thread returns to user space — CRIU's own work on a frozen task does —
+/// so those bytes are not the process's writes.
+pub fn rseq_areas(dir: &Path) -> io::Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("core-") && name.ends_with(".img")) {
+            continue;
+        }
+        let b = std::fs::read(dir.join(&name))?;
+        let word = |i: usize| {
+            b.get(i..i + 4)
+                .map(|x| u32::from_le_bytes(x.try_into().unwrap()))
+        };
+        if word(0) != Some(IMG_COMMON_MAGIC) || word(4) != Some(CORE_MAGIC) {
+            return Err(bad(format!("{name}: not a CRIU core image")));
+        }
+        let n = word(8).ok_or_else(|| bad(format!("{name}: cut short")))? as usize;
+        let body = b
+            .get(12..12 + n)
+            .ok_or_else(|| bad(format!("{name}: cut short")))?;
+        let core = CoreEntry::decode(body).map_err(|e| bad(format!("{name}: {e}")))?;
+        if let Some(r) = core.thread_core.and_then(|t| t.rseq_entry) {
+            if let (Some(p), Some(n)) = (r.rseq_abi_pointer, r.rseq_abi_size) {
+                if p != 0 && n != 0 {
+                    out.push((p, n as u64));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether byte `addr` is one of the kernel-owned fields of a `struct rseq` in `areas`
+/// (`cpu_id_start`, `cpu_id`: offsets 0..8; `node_id`, `mm_cid`: 20..28).
+pub fn kernel_owned(areas: &[(u64, u64)], addr: u64) -> bool {
+    areas
+        .iter()
+        .any(|&(p, n)| addr >= p && addr < p + n && matches!(addr - p, 0..8 | 20..28))
+}
+
 /// Every process's pages in the CRIU image dir `dir`.
 pub fn read_dir(dir: &Path) -> io::Result<Vec<ProcessPages>> {
     let mut out = Vec::new();
@@ -163,5 +228,14 @@ mod tests {
         assert_eq!(runs[2].nr_pages, 3);
         assert!(parse_pagemap(&img[..img.len() - 1]).is_err(), "cut short");
         assert!(parse_pagemap(b"12345678").is_err(), "bad magic");
+    }
+
+    #[test]
+    fn only_the_kernel_owned_rseq_fields_are_exempt() {
+        let a = [(0x1000u64, 32u64)];
+        assert!(kernel_owned(&a, 0x1000) && kernel_owned(&a, 0x1007));
+        assert!(!kernel_owned(&a, 0x1008), "rseq_cs is the process's");
+        assert!(kernel_owned(&a, 0x1014) && kernel_owned(&a, 0x101b));
+        assert!(!kernel_owned(&a, 0x101c) && !kernel_owned(&a, 0x0fff));
     }
 }
