@@ -11,7 +11,7 @@ pub mod probe;
 mod report;
 mod stats;
 mod suites;
-mod workload;
+pub mod workload;
 
 pub use stats::{Results, Row};
 pub use workload::Workload;
@@ -26,6 +26,8 @@ pub struct BenchOptions {
     pub workload: Workload,
     pub modes: Vec<String>,
     pub baseline: bool,
+    /// migrate: MB/s the runtime rewrites of its memory during the move (0: none).
+    pub write_rate_mb_s: f64,
     pub out: PathBuf,
     /// Migrations per run of the soak suite.
     pub migrations: usize,

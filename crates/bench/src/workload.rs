@@ -55,3 +55,32 @@ impl Workload {
 
 /// A thread in the runtime that increments `counter` every 10 ms: its values show lost updates.
 pub const COUNTER: &str = "import threading, time\ncounter = 0\ndef _tick():\n    global counter\n    while True:\n        counter += 1\n        time.sleep(0.01)\nthreading.Thread(target=_tick, daemon=True).start()";
+
+/// Python that starts a thread rewriting `blob` (the workload's array) at `mb_s` MB/s, 1 MiB at a
+/// time in order, wrapping around.
+pub fn writer(mb_s: f64) -> String {
+    format!(
+        "import threading, time, numpy as np\n_w = np.asarray(blob).reshape(-1).view(np.uint8)\ndef _rewrite():\n    i, n = 0, 0\n    step = 1 << 20\n    while True:\n        t = time.monotonic()\n        if i + step > _w.size:\n            i = 0\n        _w[i:i + step] = n & 255\n        i += step\n        n += 1\n        time.sleep(max(0.0, step / ({mb_s} * 1e6) - (time.monotonic() - t)))\nthreading.Thread(target=_rewrite, daemon=True).start()"
+    )
+}
+
+/// `50MB/s`, `50` (MB/s) or `0`.
+pub fn parse_rate(s: &str) -> anyhow::Result<f64> {
+    let v = s.trim().trim_end_matches("/s").trim_end_matches("MB");
+    match v.trim().parse::<f64>() {
+        Ok(r) if r >= 0.0 && r.is_finite() => Ok(r),
+        _ => anyhow::bail!("bad --write-rate {s:?}: give MB/s, e.g. 50MB/s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rates_parse() {
+        assert_eq!(super::parse_rate("50MB/s").unwrap(), 50.0);
+        assert_eq!(super::parse_rate("12.5").unwrap(), 12.5);
+        assert_eq!(super::parse_rate("0").unwrap(), 0.0);
+        assert!(super::parse_rate("fast").is_err());
+        assert!(super::parse_rate("-3MB/s").is_err());
+    }
+}

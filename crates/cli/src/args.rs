@@ -287,6 +287,10 @@ pub struct BenchArgs {
     /// Also run the seed's method (leave-running checkpoint, zstd archive, copy, restore).
     #[arg(long)]
     pub baseline: bool,
+    /// migrate: a thread in the runtime rewrites its memory at this rate during the move
+    /// (e.g. `50MB/s`; 0, the default, writes nothing but the counter).
+    #[arg(long, default_value = "0")]
+    pub write_rate: String,
     /// Migrations in the soak suite.
     #[arg(long, default_value_t = 100)]
     pub migrations: usize,

@@ -1083,6 +1083,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 workload: a.workload.parse()?,
                 modes: a.modes,
                 baseline: a.baseline,
+                write_rate_mb_s: ferry_bench::workload::parse_rate(&a.write_rate)?,
                 out: a.out.clone(),
                 migrations: a.migrations,
                 bin: std::env::current_exe()?,

@@ -150,12 +150,12 @@ fn bench_migrate_fails_loudly_on_a_refused_mode() {
     if !common::environment_ready() {
         return;
     }
-    // pre-copy is refused on every machine today (soft-dirty or not): the run must fail, not
+    // A mode the control plane refuses (here one it does not know): the run must fail, not
     // write a table without its rows.
     let out = std::env::temp_dir().join(format!("ferry-bench-refused-{}", std::process::id()));
     let o = Command::new(common::BIN)
         .args([
-            "bench", "migrate", "--sizes", "64", "--runs", "1", "--modes", "pre-copy",
+            "bench", "migrate", "--sizes", "64", "--runs", "1", "--modes", "sideways",
         ])
         .arg("--out")
         .arg(&out)
@@ -164,5 +164,5 @@ fn bench_migrate_fails_loudly_on_a_refused_mode() {
     let _ = std::fs::remove_dir_all(&out);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "a refused mode fails the run");
-    assert!(err.contains("pre-copy"), "and says which: {err}");
+    assert!(err.contains("sideways"), "and says which: {err}");
 }

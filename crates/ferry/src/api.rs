@@ -111,6 +111,10 @@ pub struct SendRequest {
     /// Lazy (post-copy): dump everything but memory and serve the pages from a page server.
     #[serde(default)]
     pub lazy: bool,
+    /// Pre-copy: stream memory to the target's page store in rounds while the runtime runs, and
+    /// send the last dirty set at the freeze (`agent/precopy.rs`).
+    #[serde(default)]
+    pub precopy: bool,
 }
 
 /// The source side of a lazy migration: still serving pages, done, or failed.

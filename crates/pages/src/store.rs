@@ -25,6 +25,20 @@ const STORE_MAGIC: &[u8; 8] = b"FERRYPG1";
 const DIRTY_MAGIC: &[u8; 8] = b"FERRYDL1";
 const RECORD_HEAD: u64 = 16;
 
+/// Size of a record's head (`pid`, `vaddr`, `nr_pages`), before its page data.
+pub const RECORD_HEAD_LEN: usize = RECORD_HEAD as usize;
+
+/// A record's head as the store and the dirty list frame it (also the framing of page runs
+/// streamed between agents): `pid: u32`, `vaddr: u64`, `nr_pages: u32`, little-endian.
+pub fn record_head(pid: u32, vaddr: u64, nr_pages: u32) -> [u8; RECORD_HEAD_LEN] {
+    head(pid, vaddr, nr_pages)
+}
+
+/// `(pid, vaddr, nr_pages)` of a record head made by [`record_head`].
+pub fn parse_record_head(h: &[u8; RECORD_HEAD_LEN]) -> (u32, u64, u32) {
+    parse_head(h)
+}
+
 /// Why a store or dirty list could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -90,7 +104,7 @@ impl Writer {
 
     /// Appends `data` (a whole number of pages) as the memory of `pid` at `vaddr`.
     pub fn append(&mut self, pid: u32, vaddr: u64, data: &[u8]) -> Result<()> {
-        if vaddr % PAGE != 0 || data.len() as u64 % PAGE != 0 {
+        if !vaddr.is_multiple_of(PAGE) || !(data.len() as u64).is_multiple_of(PAGE) {
             return Err(Error::Format {
                 path: self.path.display().to_string(),
                 what: format!("unaligned run at {vaddr:#x} of {} bytes", data.len()),
@@ -152,7 +166,7 @@ impl Index {
             let (pid, vaddr, n) = parse_head(&h);
             let data = off + RECORD_HEAD;
             let end = data + n as u64 * PAGE;
-            if end > len || vaddr % PAGE != 0 {
+            if end > len || !vaddr.is_multiple_of(PAGE) {
                 return Err(bad(format!("record at {off} is cut short or unaligned")));
             }
             for i in 0..n as u64 {

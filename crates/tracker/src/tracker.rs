@@ -96,6 +96,31 @@ impl Tracker {
         Ok(out)
     }
 
+    /// The last round, over processes that may be frozen (a cgroup freezer holds them, so none
+    /// can be ptrace-attached): tracked processes report what they wrote since the last round,
+    /// untracked ones are reported whole (`new`: every private writable area in `dirty`, the
+    /// other writable ones in `untracked`) without attaching to them.
+    pub fn last_round(&mut self, pids: &[i32]) -> Result<Vec<ProcessRound>> {
+        self.procs
+            .retain(|pid, p| pids.contains(pid) && start_time(*pid).ok() == Some(p.start_time));
+        let mut out = Vec::new();
+        for &pid in pids {
+            let r = if self.procs.contains_key(&pid) {
+                self.scan(pid)
+            } else {
+                whole(pid)
+            };
+            match r {
+                Ok(r) => out.push(r),
+                Err(e) if gone(&e) || !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+                    self.procs.remove(&pid);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Stop tracking: close every descriptor, which unregisters all areas in the processes.
     pub fn stop(self) {}
 
@@ -176,6 +201,23 @@ impl Tracker {
         }
         Ok(r)
     }
+}
+
+/// A process reported whole, without attaching to it.
+fn whole(pid: i32) -> Result<ProcessRound> {
+    let mut r = ProcessRound {
+        pid,
+        new: true,
+        ..Default::default()
+    };
+    for v in maps::read(pid).ctx(pid, "read smaps")? {
+        if v.trackable() {
+            r.dirty.push((v.start, v.end));
+        } else if v.writable {
+            r.untracked.push((v.start, v.end));
+        }
+    }
+    Ok(r)
 }
 
 fn take_fd(pid: i32, fd: i32) -> Result<OwnedFd> {

@@ -218,6 +218,32 @@ fn a_child_forked_during_tracking_is_tracked_from_its_first_round() {
 }
 
 #[test]
+fn the_last_round_reports_a_process_not_yet_tracked_whole_without_attaching() {
+    if !can_run() {
+        return;
+    }
+    let mut t = Testee::start();
+    let a = t.alloc(32);
+    let mut tr = Tracker::new();
+    tr.round(&[t.pid()]).unwrap();
+    let child: i32 = t.cmd("fork 9").parse().unwrap();
+    t.extra.push(child);
+    assert_eq!(t.cmd("write 0 4"), "ok");
+    let rs = tr.last_round(&[t.pid(), child]).unwrap();
+    assert_eq!(pages_in(for_pid(&rs, t.pid()), a, 32), vec![4]);
+    let c = for_pid(&rs, child);
+    assert!(c.new);
+    assert_eq!(pages_in(c, a, 32).len(), 32, "the child whole");
+    assert!(
+        !has_uffd(child) && registered_areas(child) == 0,
+        "the child was not attached"
+    );
+    assert_eq!(tr.pids(), vec![t.pid()]);
+    tr.stop();
+    assert!(!has_uffd(t.pid()) && registered_areas(t.pid()) == 0);
+}
+
+#[test]
 fn a_killed_tracker_leaves_nothing_in_the_process() {
     if !can_run() {
         return;

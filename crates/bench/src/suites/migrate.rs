@@ -1,7 +1,9 @@
-//! `migrate`: ferry's modes (stop-copy, lazy; pre-copy where the kernel allows) against the seed's
-//! method (`--baseline`), host h1 → h2, with a client writing through the proxy every 10 ms (the
-//! write probe) and a counter incremented in the runtime every 10 ms. A requested mode that is
-//! refused fails the run.
+//! `migrate`: ferry's modes (stop-copy, lazy; pre-copy where both hosts have the PAGEMAP_SCAN
+//! tracker) against the seed's method (`--baseline`), host h1 → h2, with a client writing through
+//! the proxy every 10 ms (the write probe), a counter incremented in the runtime every 10 ms and,
+//! with `--write-rate`, a thread rewriting the runtime's array at that rate. Pre-copy rows add its
+//! rounds, what they sent, the final dirty set and the stale pages found at the target. A
+//! requested mode that is refused fails the run.
 
 use super::progress;
 use crate::env::{ms, Env};
@@ -45,6 +47,11 @@ async fn one(
     let result = async {
         env.api.exec(&name, &w.code(size)).await?;
         env.api.exec(&name, COUNTER).await?;
+        if o.write_rate_mb_s > 0.0 {
+            env.api
+                .exec(&name, &crate::workload::writer(o.write_rate_mb_s))
+                .await?;
+        }
         let token = env.api.token(&name).await?;
         let probe = Probe::start(&env.proxy, &name, &token);
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -101,6 +108,46 @@ async fn one(
         r.add(system, mode, wl, size, "lost_writes", seen.lost_writes);
         r.add(system, mode, wl, size, "polls", seen.polls as f64);
         r.add(system, mode, wl, size, "p99_after_ms", seen.p99_after_ms);
+        if mode == "pre-copy" {
+            let rounds = ms(t, "precopy_rounds");
+            let later: f64 = (2..=rounds as usize)
+                .map(|i| ms(t, &format!("precopy_round{i}_bytes")))
+                .sum();
+            r.add(system, mode, wl, size, "precopy_rounds", rounds);
+            r.add(
+                system,
+                mode,
+                wl,
+                size,
+                "precopy_round1_mb",
+                ms(t, "precopy_round1_bytes") / 1e6,
+            );
+            r.add(
+                system,
+                mode,
+                wl,
+                size,
+                "precopy_later_rounds_mb",
+                later / 1e6,
+            );
+            r.add(
+                system,
+                mode,
+                wl,
+                size,
+                "precopy_final_dirty_mb",
+                ms(t, "precopy_final_dirty_bytes") / 1e6,
+            );
+            r.add(system, mode, wl, size, "precopy_ms", ms(t, "precopy_ms"));
+            r.add(
+                system,
+                mode,
+                wl,
+                size,
+                "precopy_stale_pages",
+                ms(t, "precopy_stale_pages"),
+            );
+        }
         r.add(
             system,
             mode,

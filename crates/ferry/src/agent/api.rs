@@ -34,6 +34,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/agent/v1/restore", post(restore))
         .route("/agent/v1/prepare", post(prepare))
         .route("/agent/v1/runtimes/:id/send", post(send))
+        .route("/agent/v1/runtimes/:id/precopy", post(precopy))
         .route(
             "/agent/v1/runtimes/:id/baseline-export",
             post(baseline_export),
@@ -47,6 +48,15 @@ pub fn router(agent: Arc<Agent>) -> Router {
             "/agent/v1/baseline/:snapshot/restore",
             post(baseline_restore),
         )
+        .route(
+            "/agent/v1/precopy/:snapshot/pages",
+            axum::routing::put(precopy_pages),
+        )
+        .route(
+            "/agent/v1/precopy/:snapshot/dirty",
+            axum::routing::put(precopy_dirty),
+        )
+        .route("/agent/v1/precopy/:snapshot/verify", post(precopy_verify))
         .route("/agent/v1/lazy/:snapshot", get(lazy_status))
         .route("/agent/v1/lazy/:snapshot/abort", post(lazy_abort))
         .route("/agent/v1/images", get(images))
@@ -148,6 +158,15 @@ async fn send(
 ) -> Result<impl IntoResponse> {
     Ok(Json(detached(async move { a.send(&id, &r).await }).await?))
 }
+async fn precopy(
+    State(a): A,
+    Path(id): Path<String>,
+    Json(r): Json<crate::api::SendRequest>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(
+        detached(async move { a.precopy(&id, &r).await }).await?,
+    ))
+}
 async fn baseline_export(
     State(a): A,
     Path(id): Path<String>,
@@ -179,6 +198,60 @@ async fn baseline_restore(
 ) -> Result<impl IntoResponse> {
     Ok(Json(a.baseline_restore(&snap, spec).await?))
 }
+#[derive(serde::Deserialize)]
+struct PrecopyQuery {
+    runtime: String,
+}
+
+/// A pre-copy round's page runs, appended to the store of a migration this host prepared.
+async fn precopy_pages(
+    State(a): A,
+    Path(snap): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<PrecopyQuery>,
+    body: Body,
+) -> Result<impl IntoResponse> {
+    a.precopy_target(&q.runtime, &snap).await?;
+    let stream = stall_guard(
+        body.into_data_stream().map_err(std::io::Error::other),
+        crate::sys::inns::STALL * 2,
+    );
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let answer =
+        tokio::task::spawn_blocking(move || a.precopy_receive_blocking(&q.runtime, &snap, reader))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+    Ok(Json(answer))
+}
+
+/// The dirty list sent at the freeze.
+async fn precopy_dirty(
+    State(a): A,
+    Path(snap): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<PrecopyQuery>,
+    body: Body,
+) -> Result<impl IntoResponse> {
+    a.precopy_target(&q.runtime, &snap).await?;
+    let body = axum::body::to_bytes(body, 256 << 20)
+        .await
+        .map_err(|e| Error::Invalid(format!("the dirty list: {e}")))?;
+    a.precopy_dirty(&q.runtime, &snap, &body)?;
+    Ok(Json(serde_json::json!({"dirty": snap})))
+}
+
+/// Checks the store against the migration's dump, then removes it.
+async fn precopy_verify(
+    State(a): A,
+    Path(snap): Path<String>,
+    Json(runtime): Json<String>,
+) -> Result<impl IntoResponse> {
+    super::check_id(&runtime)?;
+    super::check_id(&snap)?;
+    let t = tokio::task::spawn_blocking(move || a.precopy_verify(&runtime, &snap))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    Ok(Json(t))
+}
+
 async fn lazy_status(State(a): A, Path(snap): Path<String>) -> Result<impl IntoResponse> {
     Ok(Json(a.lazy_status(&snap)?))
 }

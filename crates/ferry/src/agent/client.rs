@@ -162,6 +162,15 @@ impl AgentClient {
     pub async fn verify_snapshot(&self, id: &str) -> Result<SnapshotInfo> {
         self.post(&format!("/snapshots/{id}/verify"), &()).await
     }
+    /// Runs a pre-copy move's rounds at the source (the tracker stays for the `send` that follows).
+    pub async fn precopy(&self, id: &str, req: &SendRequest) -> Result<Timings> {
+        self.post(&format!("/runtimes/{id}/precopy"), req).await
+    }
+    /// Checks a pre-copy move's page store against its dump (see `agent/precopy.rs`).
+    pub async fn precopy_verify(&self, runtime: &str, snapshot: &str) -> Result<Timings> {
+        self.post(&format!("/precopy/{snapshot}/verify"), &runtime)
+            .await
+    }
     pub async fn remove_snapshot(&self, id: &str) -> Result<serde_json::Value> {
         self.send(
             self.req(reqwest::Method::DELETE, &format!("/snapshots/{id}"))

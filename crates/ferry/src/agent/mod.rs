@@ -6,6 +6,7 @@ pub mod api;
 mod baseline;
 pub mod client;
 mod images;
+mod precopy;
 mod store;
 mod transfer;
 
@@ -25,6 +26,9 @@ pub struct Agent {
     pub versions: Versions,
     pub token: String,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Pre-copy moves whose rounds ran and whose freeze (`send`) has not come yet, by snapshot
+    /// id: the tracker that still follows the runtime's writes.
+    pub(crate) precopy_jobs: Arc<Mutex<HashMap<String, ferry_tracker::Tracker>>>,
     /// Lazy migrations this host is the source of, by snapshot id.
     pub(crate) lazy_jobs: Arc<Mutex<HashMap<String, crate::api::LazyStatus>>>,
     /// How to check `https://` peers' certificates when sending them snapshots.
@@ -84,6 +88,7 @@ impl Agent {
             token,
             locks: Mutex::new(HashMap::new()),
             lazy_jobs: Default::default(),
+            precopy_jobs: Default::default(),
             peer_tls,
         };
         // A restore whose sha256 check had not passed when this agent died left its processes

@@ -27,8 +27,14 @@ impl Agent {
         let c = self.host.container(self.spec(id)?);
         std::fs::create_dir_all(self.host.scratch_dir())?;
         let dest = self.host.scratch_dir().join(&r.snapshot_id);
-        let t0 = Instant::now();
         let mut t = Timings::new();
+        // Pre-copy: the tracker its rounds left (`Agent::precopy`), taken before the freeze.
+        let tracker = if r.precopy {
+            Some(self.precopy_take(&r.snapshot_id)?)
+        } else {
+            None
+        };
+        let t0 = Instant::now();
         c.freeze_for_checkpoint().await?;
         t.insert("freeze_ms".into(), ms(t0));
         let mut page_server = None;
@@ -37,6 +43,9 @@ impl Agent {
         // on arrival.
         let verify_on_restore = !r.lazy;
         let result = async {
+            if let Some(tracker) = tracker {
+                self.precopy_final(&c, r, tracker, &mut t).await?;
+            }
             if r.lazy {
                 page_server = Some(self.dump_lazy(&c, &dest, &r.snapshot_id, &mut t).await?);
             } else {

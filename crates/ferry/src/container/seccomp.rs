@@ -4,7 +4,7 @@
 //!
 //! Left out on purpose (so EPERM): namespaces (`unshare`, `setns`; `clone` with a `CLONE_NEW*`
 //! flag), mounts, the kernel keyring (`keyctl`, `add_key`, `request_key`), `bpf`,
-//! `perf_event_open`, `userfaultfd`, modules, `kexec_*`, `reboot`, swap, clock setting,
+//! `perf_event_open`, `userfaultfd` without `UFFD_USER_MODE_ONLY`, modules, `kexec_*`, `reboot`, swap, clock setting,
 //! `open_by_handle_at`, `io_uring_*` (as Docker since 2023), and — stricter than Docker —
 //! `ptrace`, `process_vm_readv/writev` and `kcmp` (a traced task cannot be checkpointed by CRIU)
 //! and every non-native ABI (32-bit `int 0x80` calls are refused by architecture).
@@ -320,6 +320,9 @@ pub const PERSONALITIES: &[u64] = &[0x0, 0x0008, 0x0002_0000, 0x0002_0008, 0xfff
 /// processes, never namespaces.
 pub const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
 
+/// `UFFD_USER_MODE_ONLY`, the flag every userfaultfd created in a runtime must carry.
+pub const UFFD_USER_MODE_ONLY: u64 = 1;
+
 const EPERM: u32 = 1;
 const ENOSYS: u32 = 38;
 
@@ -339,6 +342,13 @@ pub fn profile() -> Result<LinuxSeccomp> {
     syscalls.push(serde_json::json!({
         "names": ["clone"], "action": "SCMP_ACT_ALLOW",
         "args": [{"index": 0, "value": CLONE_NAMESPACE_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
+    }));
+    // Only user-mode userfaultfds (`UFFD_USER_MODE_ONLY`: no faults from kernel accesses, the
+    // kind an unprivileged process may create): the pre-copy write tracker injects one into each
+    // process (`ferry-tracker`) and takes it over at once.
+    syscalls.push(serde_json::json!({
+        "names": ["userfaultfd"], "action": "SCMP_ACT_ALLOW",
+        "args": [{"index": 0, "value": UFFD_USER_MODE_ONLY, "valueTwo": UFFD_USER_MODE_ONLY, "op": "SCMP_CMP_MASKED_EQ"}],
     }));
     syscalls.push(serde_json::json!({
         "names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS,
@@ -409,5 +419,25 @@ mod tests {
         assert_eq!(names.len(), ALLOWED.len(), "duplicate names in the list");
         let json = serde_json::to_value(&p).unwrap();
         assert!(json.to_string().contains("SCMP_CMP_MASKED_EQ"), "{json}");
+        // userfaultfd only with UFFD_USER_MODE_ONLY set (the write tracker's kind).
+        let uffd: Vec<&serde_json::Value> = json["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| {
+                s["names"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|n| n == "userfaultfd")
+            })
+            .collect();
+        assert_eq!(uffd.len(), 1, "{json}");
+        let arg = &uffd[0]["args"][0];
+        assert_eq!(arg["op"], "SCMP_CMP_MASKED_EQ");
+        assert_eq!(
+            (&arg["index"], &arg["value"], &arg["valueTwo"]),
+            (&0.into(), &1.into(), &1.into())
+        );
     }
 }

@@ -37,8 +37,14 @@
 //!
 //! `pre-copy` is checked against both hosts' write trackers (`sys/memtrack.rs`: the PAGEMAP_SCAN
 //!   tracker of `ferry-tracker`, soft-dirty, or none) and refused before anything is frozen,
-//!   naming what is missing; the rounds themselves are not streamed yet, so it is refused even
-//!   where both hosts offer the tracker, with the modes that do work.
+//!   naming what is missing. Where both offer the PAGEMAP_SCAN tracker it runs as stop-copy with
+//!   rounds ahead of the hold and the freeze (`agent/precopy.rs`): the source streams the runtime's memory into
+//!   a page store at the target while it runs, then what it wrote since, until a round is small
+//!   enough or the round/time bound is reached (the timings say which); at the freeze the last
+//!   dirty set goes to the target as its dirty list. What it does not do yet: restore from that
+//!   store (that needs the lazy-pages server reading it). The freeze still makes a full dump and
+//!   the target restores from it, so the downtime is stop-copy's; after the switch the target
+//!   checks the store against that dump (`precopy_stale_pages`, which must be 0).
 
 use super::db::{now, RuntimeRow};
 use super::{check_name, new_id, Control};
@@ -93,10 +99,9 @@ impl Control {
                 .await
                 .map(|i| i.write_tracker)
                 .unwrap_or_default();
-            let why = crate::sys::memtrack::precopy_refusal(&source, &theirs).unwrap_or_else(|| {
-                "both hosts offer the PAGEMAP_SCAN write tracker (`ferry-tracker`), but ferry does not stream pre-copy rounds to the target yet".into()
-            });
-            return Err(Error::Invalid(format!("pre-copy migration is not available: {why}. Use --mode stop-copy (consistent; the default), --mode lazy (post-copy: the shortest freeze) or --mode fork (a copy that leaves the source running)")));
+            if let Some(why) = crate::sys::memtrack::precopy_refusal(&source, &theirs) {
+                return Err(Error::Invalid(format!("pre-copy migration is not available: {why}. Use --mode stop-copy (consistent; the default), --mode lazy (post-copy: the shortest freeze) or --mode fork (a copy that leaves the source running)")));
+            }
         }
         let need = req.plan.as_ref().unwrap_or(&row.plan).memory_mb;
         let cap = self
@@ -142,8 +147,7 @@ impl Control {
         let moved = self.journal_with(kind, Some(name), detail, async {
             let m = match mode {
                 Mode::Fork => self.fork(&row, &req.to, req.name.as_deref(), snapshot_id).await?,
-                Mode::Lazy => self.move_runtime(&row, &req.to, true, req.plan.clone(), snapshot_id).await?,
-                _ => self.move_runtime(&row, &req.to, false, req.plan.clone(), snapshot_id).await?,
+                _ => self.move_runtime(&row, &req.to, mode, req.plan.clone(), snapshot_id).await?,
             };
             let t = m.timings.clone();
             let d = serde_json::json!({"mode": m.mode, "from": m.from, "to": m.to, "archive_bytes": m.archive_bytes, "snapshot": m.snapshot, "runtime": m.runtime, "plan": req.plan});
@@ -156,16 +160,23 @@ impl Control {
         moved
     }
 
-    /// `stop-copy` and `lazy`: the runtime moves; it runs at the source until the switch.
+    /// `stop-copy`, `lazy` and `pre-copy`: the runtime moves; it runs at the source until the
+    /// switch.
     async fn move_runtime(
         &self,
         row: &RuntimeRow,
         to: &str,
-        lazy: bool,
+        mode: Mode,
         plan: Option<crate::plan::Plan>,
         snapshot_id: String,
     ) -> Result<Migration> {
-        let mode = if lazy { "lazy" } else { "stop-copy" };
+        let lazy = mode == Mode::Lazy;
+        let precopy = mode == Mode::PreCopy;
+        let mode = match mode {
+            Mode::Lazy => "lazy",
+            Mode::PreCopy => "pre-copy",
+            _ => "stop-copy",
+        };
         let source = self.agent(&row.host)?;
         let target = self.agent(to)?;
         // A move to a larger plan arrives with the new limits (CRIU restores into the new cgroup).
@@ -189,6 +200,43 @@ impl Control {
             }
         };
         let ahead_ms = ms(t_ahead);
+        let req = SendRequest {
+            snapshot_id: snapshot_id.clone(),
+            target_url: target.url.clone(),
+            target_token: self.cfg.agent_token.clone(),
+            thaw_after_dump: false,
+            lazy,
+            precopy,
+        };
+        // 0b. pre-copy: the rounds, while the runtime runs and answers (not held). A failure
+        //     here leaves it running at the source, untracked; what the target made goes.
+        let mut rounds = Timings::new();
+        if precopy {
+            self.phase(
+                &row.id,
+                &format!("pre-copy rounds from {} to {to}", row.host),
+            )
+            .await;
+            match source.precopy(&row.id, &req).await {
+                Ok(t) => rounds = t,
+                Err(e) => {
+                    let _ = target.remove(&row.id).await;
+                    self.phases.lock().unwrap().remove(&row.id);
+                    let context = format!(
+                        "pre-copy of {} to {to} failed before the freeze; nothing was frozen, it runs on {}",
+                        row.name, row.host
+                    );
+                    self.event(
+                        Some(&row.name),
+                        "migration.failed",
+                        &format!("{context}: {e}"),
+                        serde_json::json!({}),
+                    )
+                    .await;
+                    return Err(e.context(&context));
+                }
+            }
+        }
         let t0 = Instant::now();
         // 1. hold
         self.set_state(
@@ -225,13 +273,6 @@ impl Control {
         };
         // 2. freeze, dump (lazy: all but memory, which the source then serves), stream; the source
         //    stays frozen
-        let req = SendRequest {
-            snapshot_id: snapshot_id.clone(),
-            target_url: target.url.clone(),
-            target_token: self.cfg.agent_token.clone(),
-            thaw_after_dump: false,
-            lazy,
-        };
         let sent = match source.send_runtime(&row.id, &req).await {
             Ok(s) => s,
             // The source agent thawed it, unless the agent itself is gone: then the runtime stays
@@ -348,6 +389,7 @@ impl Control {
             Some(snap.id)
         };
         let mut t = phases(&sent.timings, "");
+        t.extend(rounds);
         t.insert("restore_ms".into(), restore_ms);
         t.extend(target_phases);
         // Before the freeze, so not part of downtime_ms or total_ms.
@@ -356,6 +398,24 @@ impl Control {
         t.insert("downtime_ms".into(), downtime_ms);
         t.insert("total_ms".into(), total_ms);
         t.insert("cleanup_ms".into(), ms(t_cleanup));
+        if precopy {
+            // After the switch (not part of the move): the page store the target received must
+            // match the dump made at the freeze, page for page, wherever it is not dirty.
+            let t_verify = Instant::now();
+            match target.precopy_verify(&row.id, &snapshot_id).await {
+                Ok(v) => {
+                    let stale = v.get("precopy_stale_pages").copied().unwrap_or(0.0);
+                    if stale > 0.0 {
+                        tracing::error!(runtime = %row.name, stale, "pre-copy store holds stale pages");
+                    }
+                    t.extend(v);
+                }
+                Err(e) => {
+                    tracing::error!(runtime = %row.name, error = %e, "pre-copy store check failed")
+                }
+            }
+            t.insert("precopy_verify_ms".into(), ms(t_verify));
+        }
         self.event(
             Some(&row.name),
             "runtime.migrated",
@@ -558,6 +618,7 @@ impl Control {
             target_token: self.cfg.agent_token.clone(),
             thaw_after_dump: true,
             lazy: false,
+            precopy: false,
         };
         let result = async {
             self.phase(
