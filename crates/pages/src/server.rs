@@ -155,14 +155,15 @@ impl Server {
             procs.insert(t.pid, Proc::new(t.pid, &runs));
             lazy.insert(t.pid, runs);
         }
-        // The socket first: the restore may start as soon as it exists.
+        // The source first (fetching starts at once), then the socket: the restore may start as
+        // soon as it exists. Bound by its relative name, as CRIU does, from inside the work dir.
+        let link = Link::connect(&cfg.source)
+            .map_err(|e| format!("cannot connect to the page server at {}: {e}", cfg.source))?;
         std::env::set_current_dir(&cfg.work)
             .map_err(|e| format!("cannot enter {}: {e}", cfg.work.display()))?;
         let _ = std::fs::remove_file("lazy-pages.socket");
         let listener = UnixListener::bind("lazy-pages.socket")
             .map_err(|e| format!("cannot listen on lazy-pages.socket: {e}"))?;
-        let link = Link::connect(&cfg.source)
-            .map_err(|e| format!("cannot connect to the page server at {}: {e}", cfg.source))?;
         let _ = writeln!(
             log,
             "[{:8.3}] ferry-pages: {} processes, {} lazy pages, source {}",
