@@ -431,6 +431,7 @@ fn a_lazy_move_keeps_a_200_mb_array_intact_and_the_next_move_fetches_its_first_f
         );
         let dir = f.state.join(format!("agents/{to}/runtimes/{id}"));
         let log = std::fs::read_to_string(dir.join("criu-restore/lazy-pages.log")).unwrap();
+        eprintln!("{log}");
         assert!(log.contains("ferry-pages:"), "served by ferry-pages: {log}");
         assert!(
             log.contains("all lazy pages delivered; the source was told to finish"),

@@ -1,7 +1,7 @@
 //! What the server holds and still has to fetch for one process of the images: the lazy runs not
 //! yet asked for (`todo`, image addresses), the runs asked for and not yet answered, and the pages
 //! already here (`cache`, by image address). Decides what to ask the source for next: a fault's
-//! neighbourhood first, then the hot list, then the rest in address order in small chunks.
+//! neighbourhood first, then the hot list, then the rest in small chunks, smallest runs first.
 
 use crate::ranges::{Run, Runs};
 use crate::PAGE;
@@ -41,9 +41,11 @@ impl Proc {
         Some((lo, (hi - lo) / PAGE))
     }
 
-    /// Takes the next `pages`-page chunk in address order out of `todo`.
+    /// Takes the next `pages`-page chunk out of `todo`: from the smallest run left (lowest address
+    /// among equals), in address order within it. Small runs are the interpreter's heap, stacks
+    /// and libraries' data, which a resumed process touches first; big ones are its bulk data.
     pub fn take_next(&mut self, pages: u64) -> Option<(u64, u64)> {
-        let r = self.todo.first()?;
+        let r = self.todo.iter().min_by_key(|r| (r.end - r.start, r.start)).copied()?;
         let hi = r.end.min(r.start + pages * PAGE);
         self.todo.drop_range(r.start, hi);
         Some((r.start, (hi - r.start) / PAGE))
@@ -123,9 +125,14 @@ mod tests {
         assert_eq!(p.take_around(0x4000, 16), Some((0x3000, 13)));
         assert_eq!(p.take_next(4), Some((0x20000, 4)));
         p.give_back(0x22000, 0x24000);
+        // The smallest run first: the two pages given back, then the rest.
         assert_eq!(p.take_next(64), Some((0x22000, 2)));
         assert_eq!(p.take_next(64), Some((0x24000, 28)));
         assert_eq!(p.take_next(64), None);
+        let mut q = proc_with(&[(0x1000, 0x9000), (0x20000, 0x22000), (0x30000, 0x32000)]);
+        assert_eq!(q.take_next(64), Some((0x20000, 2)));
+        assert_eq!(q.take_next(64), Some((0x30000, 2)));
+        assert_eq!(q.take_next(4), Some((0x1000, 4)));
     }
 
     #[test]
