@@ -376,10 +376,9 @@ fn lazy_migration_whose_source_dies_is_reported_lost_with_its_last_snapshot() {
     let rt = f.json(&["inspect", "fragile"]);
     assert_eq!(rt["state"], "lost", "{rt}");
     // The lazy-pages daemon said why it stopped.
-    let log = std::fs::read_to_string(
-        f.state
-            .join(format!("agents/h2/runtimes/{id}/criu-restore/lazy-pages.log")),
-    )
+    let log = std::fs::read_to_string(f.state.join(format!(
+        "agents/h2/runtimes/{id}/criu-restore/lazy-pages.log"
+    )))
     .unwrap_or_default();
     assert!(
         log.contains("the page source went away before every page was delivered"),

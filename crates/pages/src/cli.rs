@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "ferry-pages", about = "ferry's lazy-pages server (replaces `criu lazy-pages --page-server`)")]
+#[command(
+    name = "ferry-pages",
+    about = "ferry's lazy-pages server (replaces `criu lazy-pages --page-server`)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -45,7 +45,11 @@ impl Proc {
     /// among equals), in address order within it. Small runs are the interpreter's heap, stacks
     /// and libraries' data, which a resumed process touches first; big ones are its bulk data.
     pub fn take_next(&mut self, pages: u64) -> Option<(u64, u64)> {
-        let r = self.todo.iter().min_by_key(|r| (r.end - r.start, r.start)).copied()?;
+        let r = self
+            .todo
+            .iter()
+            .min_by_key(|r| (r.end - r.start, r.start))
+            .copied()?;
         let hi = r.end.min(r.start + pages * PAGE);
         self.todo.drop_range(r.start, hi);
         Some((r.start, (hi - r.start) / PAGE))

@@ -91,9 +91,7 @@ pub fn entries(bytes: &[u8], magic: u32) -> Result<Vec<&[u8]>, String> {
     let mut off = 8;
     while off < bytes.len() {
         let len = word(off).ok_or("entry length cut short")? as usize;
-        let body = bytes
-            .get(off + 4..off + 4 + len)
-            .ok_or("entry cut short")?;
+        let body = bytes.get(off + 4..off + 4 + len).ok_or("entry cut short")?;
         out.push(body);
         off += 4 + len;
     }

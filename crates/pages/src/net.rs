@@ -32,8 +32,9 @@ impl Link {
     pub fn connect(addr: &str) -> std::io::Result<Link> {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
-        let (wake_rd, wake_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-            .map_err(std::io::Error::from)?;
+        let (wake_rd, wake_wr) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+                .map_err(std::io::Error::from)?;
         let (etx, erx) = channel();
         let (atx, arx) = channel();
         let rd = stream.try_clone()?;
@@ -79,7 +80,9 @@ fn reader(mut s: TcpStream, expect: Receiver<Expect>, out: Sender<Arrival>, wake
             Expect::Pages(req) => {
                 let mut h = [0u8; IOV_LEN];
                 if let Err(e) = s.read_exact(&mut h) {
-                    return send(Arrival::Broken(format!("reading from the page server: {e}")));
+                    return send(Arrival::Broken(format!(
+                        "reading from the page server: {e}"
+                    )));
                 }
                 let a = Iov::decode(&h);
                 if let Err(e) = a.check_answer(&req) {
@@ -87,7 +90,9 @@ fn reader(mut s: TcpStream, expect: Receiver<Expect>, out: Sender<Arrival>, wake
                 }
                 let mut data = vec![0u8; (a.nr_pages * crate::PAGE) as usize];
                 if let Err(e) = s.read_exact(&mut data) {
-                    return send(Arrival::Broken(format!("reading pages from the page server: {e}")));
+                    return send(Arrival::Broken(format!(
+                        "reading pages from the page server: {e}"
+                    )));
                 }
                 send(Arrival::Pages {
                     pid: a.dst_id as u32,
@@ -99,7 +104,9 @@ fn reader(mut s: TcpStream, expect: Receiver<Expect>, out: Sender<Arrival>, wake
                 let mut b = [0u8; 4];
                 match s.read_exact(&mut b) {
                     Ok(()) => send(Arrival::CloseAck(i32::from_le_bytes(b))),
-                    Err(e) => send(Arrival::Broken(format!("the page server did not acknowledge the end: {e}"))),
+                    Err(e) => send(Arrival::Broken(format!(
+                        "the page server did not acknowledge the end: {e}"
+                    ))),
                 }
                 return;
             }

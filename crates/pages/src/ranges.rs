@@ -163,7 +163,10 @@ mod tests {
 
     #[test]
     fn drop_splits_and_trims() {
-        let mut r = Runs::new(vec![run(0x1000, 0x5000, 0x1000), run(0x8000, 0x9000, 0x8000)]);
+        let mut r = Runs::new(vec![
+            run(0x1000, 0x5000, 0x1000),
+            run(0x8000, 0x9000, 0x8000),
+        ]);
         r.drop_range(0x2000, 0x3000);
         assert_eq!(
             r.iter().copied().collect::<Vec<_>>(),
@@ -174,7 +177,10 @@ mod tests {
             ]
         );
         r.drop_range(0x0, 0x8800);
-        assert_eq!(r.iter().copied().collect::<Vec<_>>(), vec![run(0x8800, 0x9000, 0x8800)]);
+        assert_eq!(
+            r.iter().copied().collect::<Vec<_>>(),
+            vec![run(0x8800, 0x9000, 0x8800)]
+        );
         assert_eq!(r.find(0x8800), Some(run(0x8800, 0x9000, 0x8800)));
         assert_eq!(r.find(0x8000), None);
         assert_eq!(r.bytes(), 0x800);
@@ -193,7 +199,10 @@ mod tests {
             ]
         );
         assert_eq!(r.by_image(0x2000, 0x3800).len(), 2);
-        assert_eq!(r.by_image(0x2000, 0x2800), vec![run(0x10000, 0x10800, 0x2000)]);
+        assert_eq!(
+            r.by_image(0x2000, 0x2800),
+            vec![run(0x10000, 0x10800, 0x2000)]
+        );
     }
 
     #[test]

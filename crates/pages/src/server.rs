@@ -206,11 +206,7 @@ impl Server {
     }
 
     fn say(&mut self, msg: &str) {
-        let _ = writeln!(
-            self.log,
-            "[{:8.3}] {msg}",
-            self.t0.elapsed().as_secs_f64()
-        );
+        let _ = writeln!(self.log, "[{:8.3}] {msg}", self.t0.elapsed().as_secs_f64());
     }
 
     fn summary(&mut self) {
@@ -258,9 +254,13 @@ impl Server {
             self.schedule()?;
             if self.done() && !self.closing && self.inflight.is_empty() {
                 self.say("every process has its pages; closing the page server connection");
-                self.link
-                    .close()
-                    .map_err(|e| format!("telling the page server to finish: {e}"))?;
+                if let Err(e) = self.link.close() {
+                    // Every page is in: the source's end no longer matters to the processes.
+                    self.say(&format!(
+                        "warning: after every page was delivered, telling the page server to finish failed: {e}"
+                    ));
+                    return Ok(());
+                }
                 self.closing = true;
             }
             let mut fds: Vec<libc::pollfd> = Vec::new();
@@ -388,7 +388,8 @@ impl Server {
             self.say(&format!("zombie {}", -pid));
             return Ok(());
         }
-        let fd = recv_fd(c.as_raw_fd()).map_err(|e| format!("receiving the userfaultfd of {pid}: {e}"))?;
+        let fd = recv_fd(c.as_raw_fd())
+            .map_err(|e| format!("receiving the userfaultfd of {pid}: {e}"))?;
         let pid = pid as u32;
         let owed = self.lazy.get(&pid).cloned().unwrap_or_default();
         self.say(&format!(
@@ -418,7 +419,10 @@ impl Server {
                         self.tasks[i].gone = true;
                         return Ok(());
                     }
-                    return Err(format!("reading events of process {}: {e}", self.tasks[i].pid));
+                    return Err(format!(
+                        "reading events of process {}: {e}",
+                        self.tasks[i].pid
+                    ));
                 }
             };
             match ev {
@@ -487,7 +491,10 @@ impl Server {
             return Ok(());
         }
         let fa = self.cfg.fault_around;
-        let Some((vaddr, pages)) = self.procs.get_mut(&pid).and_then(|p| p.take_around(img, fa))
+        let Some((vaddr, pages)) = self
+            .procs
+            .get_mut(&pid)
+            .and_then(|p| p.take_around(img, fa))
         else {
             return Err(format!(
                 "process {pid}: page {img:#x} is owed but neither here nor asked for"
@@ -519,7 +526,11 @@ impl Server {
         while self.inflight.iter().filter(|r| !r.fault).count() < self.cfg.in_flight {
             let mut next = None;
             while let Some((pid, a)) = self.hot.pop_front() {
-                if let Some(w) = self.procs.get_mut(&pid).and_then(|p| p.take_around(a, chunk)) {
+                if let Some(w) = self
+                    .procs
+                    .get_mut(&pid)
+                    .and_then(|p| p.take_around(a, chunk))
+                {
                     next = Some((pid, w));
                     break;
                 }
@@ -549,7 +560,10 @@ impl Server {
                     .ok_or("the page server sent pages nobody asked for")?;
                 let got = data.len() as u64 / PAGE;
                 self.n.fetched_pages += got;
-                let p = self.procs.get_mut(&pid).ok_or("pages of an unknown process")?;
+                let p = self
+                    .procs
+                    .get_mut(&pid)
+                    .ok_or("pages of an unknown process")?;
                 if got < req.pages {
                     p.give_back(vaddr + got * PAGE, req.vaddr + req.pages * PAGE);
                 }
@@ -562,10 +576,11 @@ impl Server {
                         continue;
                     }
                     let owed = &t.owed;
-                    let hit = t
-                        .waiting
-                        .iter()
-                        .any(|w| owed.find(*w).map(|r| r.img_of(*w)).is_some_and(|g| g >= vaddr && g < end));
+                    let hit = t.waiting.iter().any(|w| {
+                        owed.find(*w)
+                            .map(|r| r.img_of(*w))
+                            .is_some_and(|g| g >= vaddr && g < end)
+                    });
                     if hit {
                         self.copy_chunk_at(i, vaddr)?;
                     }
@@ -574,7 +589,9 @@ impl Server {
                 Ok(false)
             }
             Arrival::CloseAck(st) => {
-                self.say(&format!("the page server acknowledged the end (status {st})"));
+                self.say(&format!(
+                    "the page server acknowledged the end (status {st})"
+                ));
                 Ok(true)
             }
             Arrival::Broken(e) => {

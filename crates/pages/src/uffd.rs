@@ -25,12 +25,26 @@ const UFFDIO_ZEROPAGE: u64 = iowr(0x04, 32);
 /// A userfaultfd event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
-    PageFault { addr: u64 },
-    Fork { ufd: RawFd },
-    Remap { from: u64, to: u64, len: u64 },
+    PageFault {
+        addr: u64,
+    },
+    Fork {
+        ufd: RawFd,
+    },
+    Remap {
+        from: u64,
+        to: u64,
+        len: u64,
+    },
     /// `MADV_DONTNEED`/`MADV_REMOVE`: the VMA stays, its pages are gone.
-    Remove { start: u64, end: u64 },
-    Unmap { start: u64, end: u64 },
+    Remove {
+        start: u64,
+        end: u64,
+    },
+    Unmap {
+        start: u64,
+        end: u64,
+    },
     Other(u8),
 }
 
@@ -75,7 +89,9 @@ pub fn read_event(fd: RawFd) -> std::io::Result<Option<Event>> {
         };
     }
     if n != 32 {
-        return Err(std::io::Error::other(format!("short uffd message ({n} bytes)")));
+        return Err(std::io::Error::other(format!(
+            "short uffd message ({n} bytes)"
+        )));
     }
     Ok(Some(decode(&m)))
 }
@@ -181,7 +197,12 @@ mod tests {
         let mut m = [0u8; 32];
         m[0] = EVENT_PAGEFAULT;
         m[16..24].copy_from_slice(&0x7f12_3456_7000u64.to_le_bytes());
-        assert_eq!(decode(&m), Event::PageFault { addr: 0x7f12_3456_7000 });
+        assert_eq!(
+            decode(&m),
+            Event::PageFault {
+                addr: 0x7f12_3456_7000
+            }
+        );
         m[0] = EVENT_REMAP;
         m[8..16].copy_from_slice(&1u64.to_le_bytes());
         m[24..32].copy_from_slice(&3u64.to_le_bytes());
@@ -199,6 +220,12 @@ mod tests {
         m[0] = EVENT_UNMAP;
         m[8..16].copy_from_slice(&0x1000u64.to_le_bytes());
         m[16..24].copy_from_slice(&0x3000u64.to_le_bytes());
-        assert_eq!(decode(&m), Event::Unmap { start: 0x1000, end: 0x3000 });
+        assert_eq!(
+            decode(&m),
+            Event::Unmap {
+                start: 0x1000,
+                end: 0x3000
+            }
+        );
     }
 }

@@ -52,17 +52,22 @@ impl Container<'_> {
             hot: Some(&hot),
             record_faults: Some(&record),
         };
-        let daemon =
-            match lazy::start_daemon(self.host.outer_netns.as_deref(), &image, &work, page_server, hints)
-                .await
-            {
-                Ok(d) => d,
-                Err(e) => {
-                    self.destroy().await;
-                    self.remove_files();
-                    return Err(e);
-                }
-            };
+        let daemon = match lazy::start_daemon(
+            self.host.outer_netns.as_deref(),
+            &image,
+            &work,
+            page_server,
+            hints,
+        )
+        .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                self.destroy().await;
+                self.remove_files();
+                return Err(e);
+            }
+        };
         std::fs::write(self.dir().join("lazy-pending"), page_server)?;
         let t1 = Instant::now();
         let opts = CriuOpts {

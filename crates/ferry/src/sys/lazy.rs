@@ -186,7 +186,11 @@ pub async fn start_daemon(
         }
         cmd
     };
-    let name = if criu { "criu lazy-pages" } else { "ferry-pages" };
+    let name = if criu {
+        "criu lazy-pages"
+    } else {
+        "ferry-pages"
+    };
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -205,9 +209,9 @@ pub async fn start_daemon(
         }
         if start.elapsed() > std::time::Duration::from_secs(10) {
             kill_group(&child);
-            return Err(Error::Unavailable(
-                format!("{name} did not come up within 10 s"),
-            ));
+            return Err(Error::Unavailable(format!(
+                "{name} did not come up within 10 s"
+            )));
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
