@@ -3,8 +3,8 @@
 
 mod common;
 use common::{
-    containers, find_process, http, http_as, kill9, migrate_in_background, wait_for_stream_at,
-    Ferry, WriteProbe, BIG,
+    containers, find_process, http, http_as, kill9, migrate_in_background, slow_link,
+    wait_for_stream_at, Ferry, WriteProbe, BIG,
 };
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -331,6 +331,9 @@ fn lazy_migration_whose_source_dies_is_reported_lost_with_its_last_snapshot() {
         .as_str()
         .unwrap()
         .to_string();
+    // ferry-pages fetches every page from the start: a slow link keeps pages pending long enough
+    // for the source to die in the middle (400 MB at 400 Mbit/s: ~8 s).
+    slow_link(&f, "h2", "400mbit");
     let migration = migrate_in_background(&f, &["fragile", "--to", "h2", "--mode", "lazy"]);
     // Once the target runs on pages still arriving, the source "dies": its page server is killed.
     let pending = f
@@ -368,6 +371,15 @@ fn lazy_migration_whose_source_dies_is_reported_lost_with_its_last_snapshot() {
     assert!(err.contains("lost") && err.contains(&snap_id), "{err}");
     let rt = f.json(&["inspect", "fragile"]);
     assert_eq!(rt["state"], "lost", "{rt}");
+    // The lazy-pages daemon said why it stopped.
+    let log = std::fs::read_to_string(f.state.join(format!(
+        "agents/h2/runtimes/{id}/criu-restore/lazy-pages.log"
+    )))
+    .unwrap_or_default();
+    assert!(
+        log.contains("the page source went away before every page was delivered"),
+        "{log}"
+    );
     assert!(rt["state_reason"].as_str().unwrap().contains(&snap_id));
     // Never half-alive: no container runs for it anywhere, and the proxy says it is lost.
     for h in ["h1", "h2"] {
@@ -389,6 +401,48 @@ fn lazy_migration_whose_source_dies_is_reported_lost_with_its_last_snapshot() {
         f.py("fragile-restored", "print(blob.size)").trim(),
         (400 * 1024 * 1024).to_string()
     );
+}
+
+#[test]
+fn a_lazy_move_keeps_a_200_mb_array_intact_and_the_next_move_fetches_its_first_faults_first() {
+    let Some(f) = Ferry::start_dev(2) else { return };
+    f.ok(&["create", "--name", "big", "--host", "h1", "--plan", "team"]);
+    f.py("big", "import numpy as np, hashlib\nrng = np.random.default_rng(7)\narr = rng.integers(0, 2**63, size=25 * 1024 * 1024, dtype=np.int64)\nh0 = hashlib.sha256(arr.tobytes()).hexdigest()\nprint(arr.nbytes)");
+    let h0 = f.py("big", "print(h0)").trim().to_string();
+    let id = f.json(&["inspect", "big"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (to, from) in [("h2", "h1"), ("h1", "h2")] {
+        let m = f.json(&["migrate", "big", "--to", to, "--mode", "lazy"]);
+        eprintln!("lazy to {to}: {}", m["timings"]);
+        assert_eq!(f.json(&["inspect", "big"])["host"], to);
+        // Every byte of the array is the source's: the checksum computed again at the target.
+        assert_eq!(
+            f.py("big", "print(hashlib.sha256(arr.tobytes()).hexdigest())")
+                .trim(),
+            h0,
+            "the array changed in the move to {to}"
+        );
+        let dir = f.state.join(format!("agents/{to}/runtimes/{id}"));
+        let log = std::fs::read_to_string(dir.join("criu-restore/lazy-pages.log")).unwrap();
+        eprintln!("{log}");
+        assert!(log.contains("ferry-pages:"), "served by ferry-pages: {log}");
+        assert!(
+            log.contains("all lazy pages delivered; the source was told to finish"),
+            "{log}"
+        );
+        // The first faults were recorded where the next move from here picks them up.
+        let hot = std::fs::read_to_string(dir.join("hot-pages")).unwrap();
+        assert!(hot.lines().count() > 10, "recorded faults: {hot}");
+        if from == "h2" {
+            assert!(
+                log.contains("hot list: "),
+                "the second move fetched the first move's faults first: {log}"
+            );
+        }
+    }
+    assert_eq!(f.py("big", "print(int(arr[12345] >= 0))").trim(), "1");
 }
 
 #[test]

@@ -165,6 +165,14 @@ impl Agent {
                 }
             }
         });
+        // The hot list of the runtime's previous lazy restore here travels with the images.
+        let hot = c.dir().join(crate::container::lazy::HOT_PAGES);
+        if hot.exists() {
+            let _ = std::fs::copy(
+                &hot,
+                dest.join("criu").join(crate::container::lazy::HOT_PAGES),
+            );
+        }
         let (_m, pt) = c
             .package(dest, snapshot_id, false, &self.versions, false)
             .await?;

@@ -4,7 +4,7 @@
 //!
 //! The risk, and what ferry does about it: until the last page has arrived, part of the runtime's
 //! memory exists only at the source. If the source dies (or the link breaks) before that, the
-//! restored process cannot continue correctly. `criu lazy-pages` then exits with an error; ferry
+//! restored process cannot continue correctly. The lazy-pages daemon then exits with an error; ferry
 //! kills the half-restored runtime and marks it `lost` (a `lost` file with the reason), so that the
 //! control plane reports it lost and offers its last full snapshot — never a silently half-alive
 //! runtime. While pages are pending a `lazy-pending` file says so.
@@ -16,6 +16,10 @@ use crate::sys::runc::CriuOpts;
 use crate::{Error, Result};
 use std::path::Path;
 use std::time::Instant;
+
+/// The hot list's file name, in a runtime's directory (written by the lazy-pages daemon) and in a
+/// lazy dump's image directory (copied there by the source, read by the next target).
+pub const HOT_PAGES: &str = "hot-pages";
 
 impl Container<'_> {
     pub async fn restore_lazy(&self, snapshot: &Path, page_server: &str) -> Result<Timings> {
@@ -40,17 +44,30 @@ impl Container<'_> {
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work)?;
         let image = snapshot.join("criu");
-        let daemon =
-            match lazy::start_daemon(self.host.outer_netns.as_deref(), &image, &work, page_server)
-                .await
-            {
-                Ok(d) => d,
-                Err(e) => {
-                    self.destroy().await;
-                    self.remove_files();
-                    return Err(e);
-                }
-            };
+        // The pages this runtime touched first after its previous lazy move came with the
+        // images; this move's first faults are recorded for the next one.
+        let hot = image.join(HOT_PAGES);
+        let record = self.dir().join(HOT_PAGES);
+        let hints = lazy::Hints {
+            hot: Some(&hot),
+            record_faults: Some(&record),
+        };
+        let daemon = match lazy::start_daemon(
+            self.host.outer_netns.as_deref(),
+            &image,
+            &work,
+            page_server,
+            hints,
+        )
+        .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                self.destroy().await;
+                self.remove_files();
+                return Err(e);
+            }
+        };
         std::fs::write(self.dir().join("lazy-pending"), page_server)?;
         let t1 = Instant::now();
         let opts = CriuOpts {
@@ -77,7 +94,7 @@ impl Container<'_> {
                         other => {
                             lazy::kill_group(&rc);
                             let _ = rc.wait().await;
-                            return Err(Error::Unavailable(format!("memory pages stopped arriving during the restore (criu lazy-pages exited: {other:?}):\n{}", crate::sys::cmd::tail(&work.join("lazy-pages.log"), 4))));
+                            return Err(Error::Unavailable(format!("memory pages stopped arriving during the restore (the lazy-pages daemon exited: {other:?}):\n{}", crate::sys::cmd::tail(&work.join("lazy-pages.log"), 4))));
                         }
                     },
                 }
@@ -95,7 +112,7 @@ impl Container<'_> {
                     r = &mut ready => break r,
                     st = daemon.wait(), if !daemon_ok => match st {
                         Ok(s) if s.success() => daemon_ok = true,
-                        other => return Err(Error::Unavailable(format!("memory pages stopped arriving before the runtime answered (criu lazy-pages exited: {other:?})"))),
+                        other => return Err(Error::Unavailable(format!("memory pages stopped arriving before the runtime answered (the lazy-pages daemon exited: {other:?})"))),
                     },
                 }
             }

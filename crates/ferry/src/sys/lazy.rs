@@ -2,8 +2,10 @@
 //! namespace with `nsenter --net` (never `ip netns exec`, which remounts /sys under runc):
 //! - source: `runc checkpoint --lazy-pages --page-server ADDR:PORT --status-fd 3` dumps everything
 //!   but memory, writes a byte on fd 3, then serves the pages until the target has them all;
-//! - target: `criu lazy-pages --page-server` fetches pages on fault (userfaultfd) and in the
-//!   background, for a process restored with `runc restore --lazy-pages`.
+//! - target: a lazy-pages daemon fetches pages on fault (userfaultfd) and in the background, for
+//!   a process restored with `runc restore --lazy-pages`: ferry's `ferry-pages serve` (prefetches
+//!   from the start, fault-around, faults ahead of bulk data), or `criu lazy-pages --page-server`
+//!   with `FERRY_LAZY_PAGES=criu`.
 //!
 //! Both are started in their own process group so that an abort stops runc and CRIU together.
 
@@ -97,52 +99,119 @@ fn read_status(rd: OwnedFd) -> bool {
     matches!(std::io::Read::read(&mut f, &mut b), Ok(1))
 }
 
-/// Starts `criu lazy-pages` for images in `image`, fetching from `page_server` (ADDR:PORT), and
-/// waits until its socket (in `work`) is there for `runc restore --lazy-pages`.
+/// Which lazy-pages daemon serves a lazy restore: ferry's own (`ferry-pages`, the default) or
+/// CRIU's (`criu lazy-pages`, chosen with `FERRY_LAZY_PAGES=criu` in the agent's environment, to
+/// compare the two).
+pub fn use_criu_daemon() -> bool {
+    std::env::var("FERRY_LAZY_PAGES").is_ok_and(|v| v == "criu")
+}
+
+/// The `ferry-pages` binary: `FERRY_PAGES_BIN` if set, else next to the running executable (where
+/// cargo and the installer put it), else from `PATH`.
+pub fn pages_binary() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("FERRY_PAGES_BIN") {
+        return p.into();
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            let p = dir.join("ferry-pages");
+            if p.exists() {
+                return p;
+            }
+            // Test binaries run from target/*/deps, the binaries are one level up.
+            if let Some(up) = dir.parent().map(|d| d.join("ferry-pages")) {
+                if up.exists() {
+                    return up;
+                }
+            }
+        }
+    }
+    "ferry-pages".into()
+}
+
+/// Pages hints for the lazy-pages daemon: a hot list to fetch first, and where to record this
+/// restore's first faults (ignored by CRIU's daemon).
+#[derive(Default)]
+pub struct Hints<'a> {
+    pub hot: Option<&'a Path>,
+    pub record_faults: Option<&'a Path>,
+}
+
+/// Starts the lazy-pages daemon (see [`use_criu_daemon`]) for images in `image`, fetching from
+/// `page_server` (ADDR:PORT), and waits until its socket (in `work`) is there for
+/// `runc restore --lazy-pages`. Either daemon logs to `work/lazy-pages.log` and exits non-zero if
+/// the pages stop arriving before all were delivered.
 pub async fn start_daemon(
     netns: Option<&str>,
     image: &Path,
     work: &Path,
     page_server: &str,
+    hints: Hints<'_>,
 ) -> Result<Child> {
-    let (addr, port) = page_server
-        .rsplit_once(':')
-        .ok_or_else(|| Error::Invalid(format!("bad page server address {page_server}")))?;
-    let mut cmd = in_netns(netns, "criu");
-    cmd.args([
-        "lazy-pages",
-        "--page-server",
-        "--address",
-        addr,
-        "--port",
-        port,
-    ]);
-    cmd.arg("-D")
-        .arg(image)
-        .arg("-W")
-        .arg(work)
-        .args(["-o", "lazy-pages.log", "-v4"]);
+    let criu = use_criu_daemon();
+    let mut cmd = if criu {
+        let (addr, port) = page_server
+            .rsplit_once(':')
+            .ok_or_else(|| Error::Invalid(format!("bad page server address {page_server}")))?;
+        let mut cmd = in_netns(netns, "criu");
+        cmd.args([
+            "lazy-pages",
+            "--page-server",
+            "--address",
+            addr,
+            "--port",
+            port,
+        ]);
+        cmd.arg("-D")
+            .arg(image)
+            .arg("-W")
+            .arg(work)
+            .args(["-o", "lazy-pages.log", "-v4"]);
+        cmd
+    } else {
+        let bin = pages_binary();
+        let mut cmd = in_netns(netns, &bin.to_string_lossy());
+        cmd.arg("serve")
+            .arg("--images")
+            .arg(image)
+            .arg("--work")
+            .arg(work)
+            .arg("--source")
+            .arg(page_server);
+        if let Some(h) = hints.hot.filter(|h| h.exists()) {
+            cmd.arg("--hot").arg(h);
+        }
+        if let Some(r) = hints.record_faults {
+            cmd.arg("--record-faults").arg(r);
+        }
+        cmd
+    };
+    let name = if criu {
+        "criu lazy-pages"
+    } else {
+        "ferry-pages"
+    };
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0);
     let mut child = cmd
         .spawn()
-        .map_err(|e| Error::Unavailable(format!("cannot start criu lazy-pages: {e}")))?;
+        .map_err(|e| Error::Unavailable(format!("cannot start {name}: {e}")))?;
     let socket = work.join("lazy-pages.socket");
     let start = std::time::Instant::now();
     while !socket.exists() {
         if let Ok(Some(st)) = child.try_wait() {
             return Err(Error::Internal(format!(
-                "criu lazy-pages exited ({st}):\n{}",
+                "{name} exited ({st}):\n{}",
                 super::cmd::tail(&work.join("lazy-pages.log"), 8)
             )));
         }
         if start.elapsed() > std::time::Duration::from_secs(10) {
             kill_group(&child);
-            return Err(Error::Unavailable(
-                "criu lazy-pages did not come up within 10 s".into(),
-            ));
+            return Err(Error::Unavailable(format!(
+                "{name} did not come up within 10 s"
+            )));
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }

@@ -1,0 +1,160 @@
+//! What the server holds and still has to fetch for one process of the images: the lazy runs not
+//! yet asked for (`todo`, image addresses), the runs asked for and not yet answered, and the pages
+//! already here (`cache`, by image address). Decides what to ask the source for next: a fault's
+//! neighbourhood first, then the hot list, then the rest in small chunks, smallest runs first.
+
+use crate::ranges::{Run, Runs};
+use crate::PAGE;
+use std::collections::BTreeMap;
+
+pub struct Proc {
+    pub pid: u32,
+    pub todo: Runs,
+    pub cache: BTreeMap<u64, Vec<u8>>,
+    pub total_pages: u64,
+}
+
+impl Proc {
+    pub fn new(pid: u32, lazy: &Runs) -> Proc {
+        Proc {
+            pid,
+            todo: lazy.clone(),
+            cache: BTreeMap::new(),
+            total_pages: lazy.bytes() / PAGE,
+        }
+    }
+
+    /// The cached chunk holding image address `img`: `(chunk start, data)`.
+    pub fn cached(&self, img: u64) -> Option<(u64, &[u8])> {
+        let (s, d) = self.cache.range(..=img).next_back()?;
+        (img < s + d.len() as u64).then_some((*s, d.as_slice()))
+    }
+
+    /// Takes the `pages`-page window around image address `img` (aligned to the window, clipped
+    /// to the not-yet-fetched run holding `img`) out of `todo`; `None` if `img` is not to fetch.
+    pub fn take_around(&mut self, img: u64, pages: u64) -> Option<(u64, u64)> {
+        let r = self.todo.find(img)?;
+        let w = pages * PAGE;
+        let lo = (img & !(w - 1)).max(r.start);
+        let hi = ((img & !(w - 1)) + w).min(r.end);
+        self.todo.drop_range(lo, hi);
+        Some((lo, (hi - lo) / PAGE))
+    }
+
+    /// Takes the next `pages`-page chunk out of `todo`: from the smallest run left (lowest address
+    /// among equals), in address order within it. Small runs are the interpreter's heap, stacks
+    /// and libraries' data, which a resumed process touches first; big ones are its bulk data.
+    pub fn take_next(&mut self, pages: u64) -> Option<(u64, u64)> {
+        let r = self
+            .todo
+            .iter()
+            .min_by_key(|r| (r.end - r.start, r.start))
+            .copied()?;
+        let hi = r.end.min(r.start + pages * PAGE);
+        self.todo.drop_range(r.start, hi);
+        Some((r.start, (hi - r.start) / PAGE))
+    }
+
+    /// Gives back what a short answer did not bring.
+    pub fn give_back(&mut self, start: u64, end: u64) {
+        self.todo.insert(Run {
+            start,
+            end,
+            img: start,
+        });
+    }
+
+    /// Holds pages that arrived (or were read from the page store).
+    pub fn put(&mut self, vaddr: u64, data: Vec<u8>) {
+        self.cache.insert(vaddr, data);
+    }
+
+    pub fn cached_pages(&self) -> u64 {
+        self.cache.values().map(|d| d.len() as u64 / PAGE).sum()
+    }
+
+    /// Reads the pages of `todo` that `store` holds (and the source did not write since) into
+    /// the cache, so that they never go over the network. Returns how many.
+    pub fn preload(&mut self, store: &crate::store::Index) -> std::io::Result<u64> {
+        let mut n = 0;
+        let runs: Vec<Run> = self.todo.iter().copied().collect();
+        for r in runs {
+            let mut a = r.start;
+            while a < r.end {
+                if !store.contains(self.pid, a) {
+                    a += PAGE;
+                    continue;
+                }
+                let start = a;
+                let mut data = Vec::new();
+                while a < r.end && store.contains(self.pid, a) {
+                    let off = data.len();
+                    data.resize(off + PAGE as usize, 0);
+                    store.read(self.pid, a, &mut data[off..])?;
+                    a += PAGE;
+                }
+                n += (a - start) / PAGE;
+                self.todo.drop_range(start, a);
+                self.put(start, data);
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc_with(runs: &[(u64, u64)]) -> Proc {
+        let r = Runs::new(
+            runs.iter()
+                .map(|&(s, e)| Run {
+                    start: s,
+                    end: e,
+                    img: s,
+                })
+                .collect(),
+        );
+        Proc::new(1, &r)
+    }
+
+    #[test]
+    fn fault_window_is_aligned_and_clipped() {
+        let mut p = proc_with(&[(0x3000, 0x40000)]);
+        // 16 pages = 0x10000: the fault at 0x12345 takes 0x10000..0x20000.
+        assert_eq!(p.take_around(0x12345, 16), Some((0x10000, 16)));
+        assert_eq!(p.take_around(0x12345, 16), None, "already taken");
+        // Clipped at the run's start.
+        assert_eq!(p.take_around(0x4000, 16), Some((0x3000, 13)));
+        assert_eq!(p.take_next(4), Some((0x20000, 4)));
+        p.give_back(0x22000, 0x24000);
+        // The smallest run first: the two pages given back, then the rest.
+        assert_eq!(p.take_next(64), Some((0x22000, 2)));
+        assert_eq!(p.take_next(64), Some((0x24000, 28)));
+        assert_eq!(p.take_next(64), None);
+        let mut q = proc_with(&[(0x1000, 0x9000), (0x20000, 0x22000), (0x30000, 0x32000)]);
+        assert_eq!(q.take_next(64), Some((0x20000, 2)));
+        assert_eq!(q.take_next(64), Some((0x30000, 2)));
+        assert_eq!(q.take_next(4), Some((0x1000, 4)));
+    }
+
+    #[test]
+    fn cache_lookup_and_store_preload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let mut w = crate::store::Writer::open(&path).unwrap();
+        w.append(1, 0x2000, &vec![7u8; 2 * PAGE as usize]).unwrap();
+        w.append(2, 0x2000, &vec![9u8; PAGE as usize]).unwrap();
+        w.finish().unwrap();
+        let mut idx = crate::store::Index::open(&path).unwrap();
+        idx.remove_dirty(&[(1, 0x3000, 1)]);
+        let mut p = proc_with(&[(0x1000, 0x5000)]);
+        assert_eq!(p.preload(&idx).unwrap(), 1);
+        let (s, d) = p.cached(0x2fff).unwrap();
+        assert_eq!((s, d.len(), d[0]), (0x2000, PAGE as usize, 7));
+        assert!(p.cached(0x3000).is_none());
+        assert_eq!(p.take_next(64), Some((0x1000, 1)));
+        assert_eq!(p.take_next(64), Some((0x3000, 2)));
+    }
+}
