@@ -81,7 +81,10 @@ pub async fn checks(images_dir: &std::path::Path) -> Vec<Check> {
         "CRIU kerndat cache",
         cached,
         if cached {
-            format!("{} is in place: CRIU skips its kernel probes", crate::sys::criu::KERNDAT_CACHE)
+            format!(
+                "{} is in place: CRIU skips its kernel probes",
+                crate::sys::criu::KERNDAT_CACHE
+            )
         } else {
             "missing".into()
         },

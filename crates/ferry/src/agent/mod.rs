@@ -68,7 +68,9 @@ impl Agent {
         // Host-wide settings, once here rather than before each operation.
         match crate::sys::host::ensure_pipe_max_size() {
             Ok(v) => tracing::debug!(pipe_max_size = v, "fs.pipe-max-size"),
-            Err(e) => tracing::warn!(error = %e, "cannot raise fs.pipe-max-size: lazy migrations may fail"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot raise fs.pipe-max-size: lazy migrations may fail")
+            }
         }
         // Detecting CRIU also warms its kerndat cache (see `sys/criu.rs`).
         let criu = Criu::detect().await;

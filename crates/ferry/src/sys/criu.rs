@@ -35,7 +35,9 @@ pub fn kerndat_state() -> (bool, Option<String>) {
     let why = if !super::mount::is_tmpfs(run) {
         format!("{} is not a tmpfs, and CRIU keeps its kernel-feature cache only on one: every CRIU run probes the kernel again (~0.1 s, twice in a migration's freeze); mount a tmpfs on {} (systemd hosts have one)", run.display(), run.display())
     } else {
-        format!("CRIU did not write {KERNDAT_CACHE}: every CRIU run probes the kernel again (~0.1 s)")
+        format!(
+            "CRIU did not write {KERNDAT_CACHE}: every CRIU run probes the kernel again (~0.1 s)"
+        )
     };
     (false, Some(why))
 }
@@ -47,13 +49,20 @@ pub fn kerndat_state() -> (bool, Option<String>) {
 /// taken for a leftover; a younger one may belong to a CRIU writing now. Returns whether one was
 /// removed.
 pub fn clear_stale_kerndat_tmp() -> bool {
-    let tmp = format!("{KERNDAT_CACHE}.tmp");
-    let old = std::fs::metadata(&tmp)
+    remove_if_older(
+        std::path::Path::new(&format!("{KERNDAT_CACHE}.tmp")),
+        std::time::Duration::from_secs(5),
+    )
+}
+
+/// Removes `path` if it was last modified more than `age` ago; whether it did.
+fn remove_if_older(path: &std::path::Path, age: std::time::Duration) -> bool {
+    let old = std::fs::metadata(path)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.elapsed().ok())
-        .is_some_and(|age| age > std::time::Duration::from_secs(5));
-    old && std::fs::remove_file(&tmp).is_ok()
+        .is_some_and(|a| a > age);
+    old && std::fs::remove_file(path).is_ok()
 }
 
 const FIX: &str = "run scripts/setup.sh, which builds and installs CRIU 4.2 (or set CRIU_SRC to a CRIU source tree)";
@@ -126,5 +135,33 @@ impl Criu {
             Some(p) => Err(Error::Unavailable(p.clone())),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn only_a_leftover_temporary_file_is_removed() {
+        let dir = std::env::temp_dir().join(format!("ferry-kdat-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fresh = dir.join("fresh.tmp");
+        let stale = dir.join("stale.tmp");
+        std::fs::write(&fresh, b"").unwrap();
+        let f = std::fs::File::create(&stale).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(60))
+            .unwrap();
+        let age = Duration::from_secs(5);
+        assert!(
+            !remove_if_older(&fresh, age),
+            "a CRIU may be writing it now"
+        );
+        assert!(fresh.exists());
+        assert!(remove_if_older(&stale, age));
+        assert!(!stale.exists());
+        assert!(!remove_if_older(&dir.join("missing.tmp"), age));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
