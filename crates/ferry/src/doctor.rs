@@ -76,6 +76,20 @@ pub async fn checks(images_dir: &std::path::Path) -> Vec<Check> {
         },
         "lazy (post-copy) migration is refused on this host; stop-copy and fork work",
     )));
+    let (cached, why) = crate::sys::criu::kerndat_state();
+    v.push(optional(check(
+        "CRIU kerndat cache",
+        cached,
+        if cached {
+            format!(
+                "{} is in place: CRIU skips its kernel probes",
+                crate::sys::criu::KERNDAT_CACHE
+            )
+        } else {
+            "missing".into()
+        },
+        &why.unwrap_or_default(),
+    )));
     let tracker = crate::sys::memtrack::WriteTracker::detect(criu.mem_dirty_track);
     v.push(optional(check(
         "write tracker (pre-copy)",

@@ -69,6 +69,14 @@ impl Agent {
             tracing::info!(dump = %e.path().display(), "removing the dump of an interrupted send");
             let _ = std::fs::remove_dir_all(e.path());
         }
+        // Host-wide settings, once here rather than before each operation.
+        match crate::sys::host::ensure_pipe_max_size() {
+            Ok(v) => tracing::debug!(pipe_max_size = v, "fs.pipe-max-size"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot raise fs.pipe-max-size: lazy migrations may fail")
+            }
+        }
+        // Detecting CRIU also warms its kerndat cache (see `sys/criu.rs`).
         let criu = Criu::detect().await;
         if let Some(p) = &criu.problem {
             tracing::warn!(problem = %p, "CRIU is unusable: checkpoints and restores will be refused");

@@ -45,3 +45,18 @@ pub fn write_atomically(path: &std::path::Path, content: impl AsRef<[u8]>) -> st
     std::fs::write(&tmp, content)?;
     std::fs::rename(&tmp, path)
 }
+
+/// The pipe size CRIU's lazy pages ask for (it fails without CAP_SYS_RESOURCE above the limit).
+pub const PIPE_MAX_SIZE: u64 = 4 << 20;
+
+/// Raises `fs.pipe-max-size` to [`PIPE_MAX_SIZE`] if it is lower. A host-wide setting, made once
+/// when an agent starts rather than before each operation. Returns the value in force after.
+pub fn ensure_pipe_max_size() -> std::io::Result<u64> {
+    let path = "/proc/sys/fs/pipe-max-size";
+    let now: u64 = std::fs::read_to_string(path)?.trim().parse().unwrap_or(0);
+    if now >= PIPE_MAX_SIZE {
+        return Ok(now);
+    }
+    std::fs::write(path, PIPE_MAX_SIZE.to_string())?;
+    Ok(PIPE_MAX_SIZE)
+}
