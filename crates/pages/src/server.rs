@@ -325,7 +325,7 @@ impl Server {
             }
             if let Some(k) = c_at {
                 if fds[k].revents != 0 {
-                    self.from_restore()?;
+                    self.handle_restore_message()?;
                 }
             }
             let now = Instant::now();
@@ -353,7 +353,7 @@ impl Server {
     }
 
     /// One message from `criu restore`: a process's pid and userfaultfd, or the end of the restore.
-    fn from_restore(&mut self) -> Result<(), String> {
+    fn handle_restore_message(&mut self) -> Result<(), String> {
         let Some(c) = self.client.as_mut() else {
             return Ok(());
         };
