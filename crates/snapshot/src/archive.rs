@@ -312,14 +312,25 @@ pub fn import_archive_with<R: Read>(input: R, dest: &Path, when: Verify) -> Resu
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let staging = dest.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    // One staging directory per import, even for two imports of the same snapshot at once in one
+    // process: the second never writes into (or removes) the first's files; whichever renames
+    // second fails, the first's snapshot stays whole.
+    static IMPORTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = IMPORTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staging = dest.with_file_name(format!(".{name}.partial-{}-{n}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).map_err(io_err(&staging))?;
     match read_archive_into_with(input, &staging, when) {
-        Ok(m) => {
-            fs::rename(&staging, dest).map_err(io_err(dest))?;
-            Ok(m)
-        }
+        Ok(m) => match fs::rename(&staging, dest) {
+            Ok(()) => Ok(m),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staging);
+                Err(SnapshotError::Io {
+                    path: dest.into(),
+                    source: e,
+                })
+            }
+        },
         Err(e) => {
             let _ = fs::remove_dir_all(&staging);
             Err(e)

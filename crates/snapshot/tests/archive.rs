@@ -696,3 +696,47 @@ fn a_trusted_sum_is_sent_as_is_and_the_receiver_still_catches_a_stale_one() {
         "{err}"
     );
 }
+
+/// Two imports of one snapshot at once in one process (two control-plane instances replicating the
+/// same snapshot to the same host): each stages apart, at most one lands, and what landed is whole.
+#[test]
+fn concurrent_imports_of_one_snapshot_never_mix_their_files() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let m = make_snapshot(&src);
+    // Many entries, so that the two extractions overlap in time.
+    for i in 0..400 {
+        let d = src.join(format!("upper/opt/pkg{i}"));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("mod.py"), format!("x = {i}\n").repeat(50)).unwrap();
+    }
+    let m = Manifest {
+        entries: scan_dir(&src, &["criu", "config.json", "upper"]).unwrap(),
+        ..m
+    };
+    m.write_to_dir(&src).unwrap();
+    let bytes = std::sync::Arc::new(archive_of(&src));
+    for round in 0..5 {
+        let dest = t.path().join(format!("dest{round}"));
+        let results: Vec<_> = (0..2)
+            .map(|_| {
+                let (bytes, dest) = (bytes.clone(), dest.clone());
+                std::thread::spawn(move || import_archive(bytes.as_slice(), &dest))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        assert!(
+            results.iter().any(|r| r.is_ok()),
+            "one import lands: {results:?}"
+        );
+        assert_eq!(verify_dir(&dest).unwrap(), m, "round {round}");
+        let leftovers: Vec<_> = fs::read_dir(t.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".partial"))
+            .collect();
+        assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+    }
+}

@@ -5,8 +5,9 @@
 //! replica elsewhere); a dead host that answers again is fenced: every runtime it runs that now
 //! lives elsewhere is removed there before anything else is done with it.
 //!
-//! Replication runs in this background loop, never inside the operation that made the snapshot;
-//! a failed copy is an event and is tried again on a later pass.
+//! Replication runs in this background loop of the monitor's decider (one instance at a time),
+//! never inside the operation that made the snapshot; a failed copy is an event and is tried again
+//! on a later pass.
 
 use super::Control;
 use std::collections::{BTreeMap, BTreeSet};
@@ -80,7 +81,7 @@ impl Control {
                 && matches!(r.state.as_str(), "running" | "paused")
                 && !self.is_busy(&r.id)
         }) {
-            let Ok(_busy) = self.claim(&row.id, &row.name).await else {
+            let Ok(_busy) = self.claim_housekeeping(&row.id, &row.name).await else {
                 continue;
             };
             let Ok(Some(row)) = self.db.runtime_by_id(&row.id).await else {
@@ -210,7 +211,12 @@ impl Control {
     }
 
     /// For each runtime's newest full snapshot without a verified replica: copy it to a second host.
+    /// Only the monitor's decider copies (one instance of those sharing a database): two
+    /// instances copying the same snapshot to the same host at once would race on it.
     async fn replicate_newest(&self, w: &mut Watch) {
+        if !self.is_decider() {
+            return;
+        }
         // A single host has nowhere to keep a copy: nothing to do, nothing to report.
         if self.db.hosts().await.map(|h| h.len()).unwrap_or(0) < 2 {
             return;

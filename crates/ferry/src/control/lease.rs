@@ -21,9 +21,16 @@ pub struct Busy<'a> {
     token: String,
 }
 
+/// How long an operation a user asks for waits for housekeeping on the same runtime to end (its
+/// slowest step is one agent call, bounded by the agent client's 30 s timeout).
+const HOUSEKEEPING_WAIT: Duration = Duration::from_secs(35);
+
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.c.busy.lock().unwrap().remove(&self.id);
+        let mut busy = self.c.busy.lock().unwrap();
+        busy.remove(&self.id);
+        self.c.housekeeping.lock().unwrap().remove(&self.id);
+        drop(busy);
         self.c.phases.lock().unwrap().remove(&self.id);
         // Released by the lease loop; a stale release (another claim took the lease since) is a
         // no-op because it names this claim's token.
@@ -42,21 +49,49 @@ impl Control {
     }
 
     /// Claims `id` for one operation; one already under way (here or in another instance) makes
-    /// this a conflict.
+    /// this a conflict. Housekeeping of this instance on the same runtime (a stray copy being
+    /// removed, a change being recorded) is waited out, for up to [`HOUSEKEEPING_WAIT`].
     pub async fn claim(&self, id: &str, name: &str) -> Result<Busy<'_>> {
         self.claim_with(id, name, self.new_lease()).await
     }
 
+    /// As [`Control::claim`], for housekeeping: never waits, and operations asked for meanwhile
+    /// wait for it rather than fail.
+    pub(crate) async fn claim_housekeeping(&self, id: &str, name: &str) -> Result<Busy<'_>> {
+        self.claim_inner(id, name, self.new_lease(), true).await
+    }
+
     /// As [`Control::claim`], with a lease already taken in the database (a row inserted leased).
     pub(crate) async fn claim_with(&self, id: &str, name: &str, lease: Lease) -> Result<Busy<'_>> {
-        if self
-            .busy
-            .lock()
-            .unwrap()
-            .insert(id.to_string(), name.to_string())
-            .is_some()
-        {
-            return Err(Error::Conflict(format!("runtime {name} is busy with another operation; try again when it finishes (see `ferry operations`)")));
+        self.claim_inner(id, name, lease, false).await
+    }
+
+    async fn claim_inner(
+        &self,
+        id: &str,
+        name: &str,
+        lease: Lease,
+        housekeeping: bool,
+    ) -> Result<Busy<'_>> {
+        let deadline = std::time::Instant::now() + HOUSEKEEPING_WAIT;
+        loop {
+            {
+                let mut busy = self.busy.lock().unwrap();
+                if !busy.contains_key(id) {
+                    busy.insert(id.to_string(), name.to_string());
+                    if housekeeping {
+                        self.housekeeping.lock().unwrap().insert(id.to_string());
+                    }
+                    break;
+                }
+                let waitable = !housekeeping
+                    && self.housekeeping.lock().unwrap().contains(id)
+                    && std::time::Instant::now() < deadline;
+                if !waitable {
+                    return Err(Error::Conflict(format!("runtime {name} is busy with another operation; try again when it finishes (see `ferry operations`)")));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let busy = Busy {
             c: self,

@@ -135,6 +135,16 @@ impl Control {
             other => other,
         })?;
         let _busy = self.claim(&row.id, name).await?;
+        // Read again under the claim: housekeeping it waited out may have changed the runtime.
+        let fresh = self.runtime_row(name).await?;
+        self.require_running(&fresh)?;
+        if fresh.host != row.host {
+            return Err(Error::Conflict(format!(
+                "runtime {name} moved to {} meanwhile: check `ferry inspect {name}` and ask again",
+                fresh.host
+            )));
+        }
+        let row = fresh;
         // The snapshot's id is journaled before anything is sent, so that recovery can find and
         // remove what an interrupted move left on either host.
         let snapshot_id = new_id(if mode == Mode::Fork { "fork" } else { "mig" });

@@ -80,6 +80,9 @@ pub struct Control {
     agents: RwLock<HashMap<String, AgentClient>>,
     /// Runtimes this instance runs an operation on (id → name).
     busy: Mutex<HashMap<String, String>>,
+    /// Those of `busy` held by housekeeping (reconciling, host loss, recovery), which an operation
+    /// a user asks for waits out instead of being refused.
+    housekeeping: Mutex<std::collections::HashSet<String>>,
     /// Leases of finished claims, for the lease loop to give back.
     releases: tokio::sync::mpsc::UnboundedSender<(String, String)>,
     /// What a long operation on a runtime is doing right now (shown by `inspect` and the CLI).
@@ -132,6 +135,7 @@ impl Control {
             access,
             agents: RwLock::new(HashMap::new()),
             busy: Mutex::new(HashMap::new()),
+            housekeeping: Mutex::new(Default::default()),
             releases,
             phases: Mutex::new(HashMap::new()),
             events: tokio::sync::broadcast::channel(1024).0,

@@ -98,7 +98,7 @@ impl Control {
                 }
                 // Decide again under the runtime's claim, from fresh answers: no operation can
                 // start on it meanwhile.
-                let Ok(_busy) = self.claim(&row.id, &row.name).await else {
+                let Ok(_busy) = self.claim_housekeeping(&row.id, &row.name).await else {
                     continue;
                 };
                 let Ok(Some(row)) = self.db.runtime_by_name(&row.name).await else {
@@ -173,7 +173,7 @@ impl Control {
         // seconds old: an operation may have started and finished since. Operations change the
         // state before they release the runtime, so the state read now, under the claim, is the
         // one to compare with.
-        let Ok(_busy) = self.claim(&row.id, &row.name).await else {
+        let Ok(_busy) = self.claim_housekeeping(&row.id, &row.name).await else {
             return;
         };
         let Ok(Some(fresh)) = self.db.runtime_by_id(&row.id).await else {

@@ -174,7 +174,7 @@ impl Control {
         name: &str,
         still: impl Fn(&RuntimeRow) -> bool,
     ) -> Option<(RuntimeRow, bool)> {
-        let _busy = self.claim(id, name).await.ok()?;
+        let _busy = self.claim_housekeeping(id, name).await.ok()?;
         let row = self.db.runtime_by_id(id).await.ok()??;
         if !still(&row) {
             return None;
