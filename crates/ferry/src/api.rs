@@ -41,6 +41,10 @@ pub struct AgentRuntime {
     /// A lazy restore is still fetching memory pages from the source.
     #[serde(default)]
     pub lazy_pending: bool,
+    /// The last lazy restore's page counts once every page arrived (`pages_fetched` from the
+    /// source, `pages_from_store` from a pre-copy page store, `faults`, ...); empty otherwise.
+    #[serde(default)]
+    pub pages: Timings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,5 +1,5 @@
 //! The `ferry-pages` command line: `ferry-pages serve --images DIR --work DIR --source ADDR:PORT
-//! [--store FILE --dirty FILE] [--hot FILE] [--record-faults FILE]`. Exit status 0 once every lazy
+//! [--store FILE --dirty FILE] [--hot FILE] [--record-faults FILE] [--stats FILE]`. Exit status 0 once every lazy
 //! page was delivered and the source told to finish, 1 otherwise (the reason is in
 //! `WORK/lazy-pages.log` and on stderr).
 
@@ -43,6 +43,9 @@ enum Cmd {
         /// Write the first faults, in order, to this file (a hot list for the next move).
         #[arg(long)]
         record_faults: Option<PathBuf>,
+        /// Once every page is delivered, write the counts (JSON) to this file.
+        #[arg(long)]
+        stats: Option<PathBuf>,
         /// Pages fetched around a fault.
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
         fault_around: u64,
@@ -66,6 +69,7 @@ pub fn main() -> i32 {
         dirty,
         hot,
         record_faults,
+        stats,
         fault_around,
         chunk,
         in_flight,
@@ -75,6 +79,7 @@ pub fn main() -> i32 {
     cfg.dirty = dirty;
     cfg.hot = hot;
     cfg.record_faults = record_faults;
+    cfg.stats = stats;
     cfg.fault_around = fault_around.next_power_of_two();
     cfg.chunk = chunk;
     cfg.in_flight = in_flight as usize;

@@ -10,7 +10,9 @@
 //! - copies pages into the process (`UFFDIO_COPY`) on a fault and, without waiting for the restore
 //!   to finish, as soon as the process's memory is registered (a copy into a range not registered
 //!   yet fails with ENOENT and is retried), in slices so that faults are served in between;
-//! - pages held in a page store (and not in its dirty list) are served locally, never fetched;
+//! - pages held in a page store (and not in its dirty list) are served locally, never fetched:
+//!   read from it on a fault (the window around it) and otherwise a chunk per loop turn, so that
+//!   the restore never waits for the whole store to be read;
 //! - a hot list (pages touched first after the previous move) is fetched first, and the order of
 //!   this move's first faults can be recorded for the next one;
 //! - when every lazy page is in and the restore has finished, tells the source to finish
@@ -35,6 +37,8 @@ use std::time::{Duration, Instant};
 const RESTORE_FINISHED: u32 = 0x5253_5446;
 /// How many faults to record for the next move's hot list.
 const RECORD_MAX: usize = 4096;
+/// Pages read from the page store per loop turn (between two looks at faults).
+const STORE_CHUNK: u64 = 1024;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -45,6 +49,8 @@ pub struct Config {
     pub dirty: Option<PathBuf>,
     pub hot: Option<PathBuf>,
     pub record_faults: Option<PathBuf>,
+    /// Where to write the counts (JSON) once every page was delivered.
+    pub stats: Option<PathBuf>,
     /// Pages fetched for a fault (an aligned window around it).
     pub fault_around: u64,
     /// Pages per background request.
@@ -65,6 +71,7 @@ impl Config {
             dirty: None,
             hot: None,
             record_faults: None,
+            stats: None,
             fault_around: 32,
             chunk: 64,
             in_flight: 2,
@@ -121,6 +128,10 @@ pub struct Server {
     t0: Instant,
     recorded: Vec<(u32, u64)>,
     n: Counts,
+    /// The page store, when one was given (pages still in `Proc::stored` are read from it).
+    store: Option<crate::store::Index>,
+    /// Every hot page the store held was read.
+    hot_stored_read: bool,
 }
 
 /// Runs the server; the error says why it stopped before every page was delivered.
@@ -138,6 +149,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
         Err(e) => srv.say(&format!("Error: {e}")),
     }
     srv.summary();
+    if let (Ok(()), Some(p)) = (&r, srv.cfg.stats.clone()) {
+        if let Err(e) = std::fs::write(&p, srv.stats_json()) {
+            srv.say(&format!("cannot write the counts to {}: {e}", p.display()));
+        }
+    }
     r
 }
 
@@ -190,6 +206,8 @@ impl Server {
             t0,
             recorded: Vec::new(),
             n: Counts::default(),
+            store: None,
+            hot_stored_read: false,
             cfg,
         };
         srv.load_store()?;
@@ -223,6 +241,21 @@ impl Server {
         }
     }
 
+    /// The counts as a JSON object of numbers (`pages_fetched`: over the network from the
+    /// source; `pages_from_store`: from the local page store; `faults`; `pages_copied`; `ms`:
+    /// the server's whole life).
+    fn stats_json(&self) -> String {
+        let n = &self.n;
+        format!(
+            "{{\"faults\": {}, \"pages_fetched\": {}, \"pages_from_store\": {}, \"pages_copied\": {}, \"ms\": {:.1}}}\n",
+            n.faults,
+            n.fetched_pages,
+            n.stored_pages,
+            n.copied_pages,
+            self.t0.elapsed().as_secs_f64() * 1e3
+        )
+    }
+
     fn load_store(&mut self) -> Result<(), String> {
         let Some(path) = self.cfg.store.clone() else {
             return Ok(());
@@ -232,14 +265,22 @@ impl Server {
             let dirty = crate::store::read_dirty(d).map_err(|e| e.to_string())?;
             idx.remove_dirty(&dirty);
         }
-        let mut n = 0;
-        for p in self.procs.values_mut() {
-            n += p
-                .preload(&idx)
-                .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        }
-        self.n.stored_pages = n;
+        let n: u64 = self.procs.values_mut().map(|p| p.mark_stored(&idx)).sum();
+        self.store = Some(idx);
         self.say(&format!("page store: {n} lazy pages held locally"));
+        Ok(())
+    }
+
+    /// Reads `pages` pages of process `pid` from image address `vaddr` out of the page store into
+    /// its cache.
+    fn read_stored(&mut self, pid: u32, vaddr: u64, pages: u64) -> Result<(), String> {
+        let (Some(store), Some(p)) = (self.store.as_ref(), self.procs.get_mut(&pid)) else {
+            return Err("a stored page without a page store".into());
+        };
+        p.read_stored(store, vaddr, pages)
+            .map_err(|e| format!("reading the page store: {e}"))?;
+        self.n.stored_pages += pages;
+        self.copy_more = true;
         Ok(())
     }
 
@@ -482,6 +523,15 @@ impl Server {
         if self.procs.get(&pid).and_then(|p| p.cached(img)).is_some() {
             return self.copy_chunk_at(i, img);
         }
+        let fa = self.cfg.fault_around;
+        if let Some((vaddr, pages)) = self
+            .procs
+            .get_mut(&pid)
+            .and_then(|p| p.take_stored_around(img, fa))
+        {
+            self.read_stored(pid, vaddr, pages)?;
+            return self.copy_chunk_at(i, img);
+        }
         self.tasks[i].waiting.push(page);
         let asked = self
             .inflight
@@ -490,7 +540,6 @@ impl Server {
         if asked {
             return Ok(());
         }
-        let fa = self.cfg.fault_around;
         let Some((vaddr, pages)) = self
             .procs
             .get_mut(&pid)
@@ -517,12 +566,32 @@ impl Server {
         Ok(())
     }
 
-    /// Keeps a few background requests in flight: the hot list first, then address order.
+    /// Keeps a few background requests in flight: the hot list first, then address order. Reads
+    /// one chunk of the page store per turn (the hot list's first, if stored).
     fn schedule(&mut self) -> Result<(), String> {
         if self.closing || self.done() {
             return Ok(());
         }
         let chunk = self.cfg.chunk;
+        let mut from_store = None;
+        if !self.hot_stored_read {
+            from_store = self.hot.iter().find_map(|&(pid, a)| {
+                self.procs
+                    .get_mut(&pid)
+                    .and_then(|p| p.take_stored_around(a, chunk))
+                    .map(|w| (pid, w))
+            });
+            // No new stored runs appear: once none of the hot list is left there, never again.
+            self.hot_stored_read = from_store.is_none();
+        }
+        let from_store = from_store.or_else(|| {
+            self.procs
+                .values_mut()
+                .find_map(|p| p.take_stored_next(STORE_CHUNK).map(|w| (p.pid, w)))
+        });
+        if let Some((pid, (vaddr, pages))) = from_store {
+            self.read_stored(pid, vaddr, pages)?;
+        }
         while self.inflight.iter().filter(|r| !r.fault).count() < self.cfg.in_flight {
             let mut next = None;
             while let Some((pid, a)) = self.hot.pop_front() {

@@ -191,6 +191,17 @@ impl Index {
         self.pages.contains_key(&(pid, vaddr & !(PAGE - 1)))
     }
 
+    /// Where in the store file the newest copy of the page at `vaddr` starts.
+    pub fn offset(&self, pid: u32, vaddr: u64) -> Option<u64> {
+        self.pages.get(&(pid, vaddr & !(PAGE - 1))).copied()
+    }
+
+    /// Reads `buf.len()` bytes of the store file from `off` (several pages at once, where
+    /// [`Index::offset`] says they lie one after another).
+    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, off)
+    }
+
     /// Reads the newest copy of the page at `vaddr` into `buf` (one page); false when not held.
     pub fn read(&self, pid: u32, vaddr: u64, buf: &mut [u8]) -> std::io::Result<bool> {
         match self.pages.get(&(pid, vaddr & !(PAGE - 1))) {

@@ -139,14 +139,14 @@ async fn one(
                 ms(t, "precopy_final_dirty_bytes") / 1e6,
             );
             r.add(system, mode, wl, size, "precopy_ms", ms(t, "precopy_ms"));
-            r.add(
-                system,
-                mode,
-                wl,
-                size,
-                "precopy_stale_pages",
-                ms(t, "precopy_stale_pages"),
-            );
+            // After the switch: memory served from the target's store, and fetched from the
+            // frozen source (the dirty list and what no round sent).
+            for (key, timing) in [
+                ("pages_from_store_mb", "target_pages_from_store"),
+                ("pages_fetched_mb", "target_pages_fetched"),
+            ] {
+                r.add(system, mode, wl, size, key, ms(t, timing) * 4096.0 / 1e6);
+            }
         }
         r.add(
             system,

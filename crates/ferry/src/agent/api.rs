@@ -56,7 +56,6 @@ pub fn router(agent: Arc<Agent>) -> Router {
             "/agent/v1/precopy/:snapshot/dirty",
             axum::routing::put(precopy_dirty),
         )
-        .route("/agent/v1/precopy/:snapshot/verify", post(precopy_verify))
         .route("/agent/v1/lazy/:snapshot", get(lazy_status))
         .route("/agent/v1/lazy/:snapshot/abort", post(lazy_abort))
         .route("/agent/v1/images", get(images))
@@ -236,20 +235,6 @@ async fn precopy_dirty(
         .map_err(|e| Error::Invalid(format!("the dirty list: {e}")))?;
     a.precopy_dirty(&q.runtime, &snap, &body)?;
     Ok(Json(serde_json::json!({"dirty": snap})))
-}
-
-/// Checks the store against the migration's dump, then removes it.
-async fn precopy_verify(
-    State(a): A,
-    Path(snap): Path<String>,
-    Json(runtime): Json<String>,
-) -> Result<impl IntoResponse> {
-    super::check_id(&runtime)?;
-    super::check_id(&snap)?;
-    let t = tokio::task::spawn_blocking(move || a.precopy_verify(&runtime, &snap))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
-    Ok(Json(t))
 }
 
 async fn lazy_status(State(a): A, Path(snap): Path<String>) -> Result<impl IntoResponse> {

@@ -166,11 +166,6 @@ impl AgentClient {
     pub async fn precopy(&self, id: &str, req: &SendRequest) -> Result<Timings> {
         self.post(&format!("/runtimes/{id}/precopy"), req).await
     }
-    /// Checks a pre-copy move's page store against its dump (see `agent/precopy.rs`).
-    pub async fn precopy_verify(&self, runtime: &str, snapshot: &str) -> Result<Timings> {
-        self.post(&format!("/precopy/{snapshot}/verify"), &runtime)
-            .await
-    }
     pub async fn remove_snapshot(&self, id: &str) -> Result<serde_json::Value> {
         self.send(
             self.req(reqwest::Method::DELETE, &format!("/snapshots/{id}"))

@@ -15,19 +15,17 @@
 //! accepted only for a runtime this host prepared for a migration and that does not run here. The
 //! store goes with the runtime's files when the move is rolled back.
 //!
-//! Not done yet: the restore does not serve memory from the store (that needs the lazy-pages
-//! server that reads it). The move restores from a full dump made at the freeze, and the target
-//! then checks the store against that dump ([`Agent::precopy_verify`]): every page held and not
-//! on the dirty list must equal the dump's copy.
+//! The restore then serves memory from the store (`container/lazy.rs`, through ferry's lazy-pages
+//! server): the move's freeze makes a lazy dump, the target's processes resume at once, pages held
+//! in the store and not on the dirty list are copied in from this host, and only the dirty list
+//! (and what no round sent) is fetched from the frozen source.
 
 use super::Agent;
 use crate::api::{SendRequest, Timings};
 use crate::container::{ms, Container};
-use crate::sys::criu_pages;
 use crate::{Error, Result};
 use ferry_pages::store;
 use ferry_tracker::{ProcessRound, Tracker};
-use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
@@ -56,7 +54,7 @@ pub fn ns_pid(pid: i32) -> Option<u32> {
 
 /// The store and dirty list of migration `snapshot` in the runtime's dir.
 fn dir(c: &Container<'_>, snapshot: &str) -> std::path::PathBuf {
-    c.dir().join("precopy").join(snapshot)
+    crate::container::lazy::precopy_dir(&c.dir(), snapshot)
 }
 
 /// One process's runs to send: host pid, namespace pid, ranges.
@@ -371,90 +369,6 @@ impl Agent {
             return Err(Error::Invalid(e.to_string()));
         }
         Ok(())
-    }
-
-    /// Target, after the restore: checks the store against migration `snapshot`'s dump (made at the
-    /// freeze) and removes it. Counts, over the dump's pages: `held` (in the store, not dirty:
-    /// what a restore would serve from the store), `stale` (those of them whose bytes differ from
-    /// the dump's: must be 0), `rseq` (differing only in the kernel-owned fields of a thread's
-    /// `struct rseq`, which the kernel rewrites before the thread runs user code), `dirty` (on the
-    /// dirty list) and `from_source` (neither).
-    pub fn precopy_verify(&self, runtime: &str, snapshot: &str) -> Result<Timings> {
-        let c = self.host.container(self.spec(runtime)?);
-        let d = dir(&c, snapshot);
-        let result = (|| -> Result<Timings> {
-            let bad = |e: store::Error| Error::Internal(e.to_string());
-            let index = store::Index::open(&d.join("pages")).map_err(bad)?;
-            let dirty: HashSet<(u32, u64)> = store::read_dirty(&d.join("dirty"))
-                .map_err(bad)?
-                .into_iter()
-                .flat_map(|(pid, a, n)| (0..n as u64).map(move |i| (pid, a + i * PAGE)))
-                .collect();
-            let images = self.snapshot_dir(snapshot)?.join("criu");
-            let mut count: BTreeMap<&str, f64> = BTreeMap::new();
-            let mut first_stale = None;
-            let (mut ours, mut theirs) = (vec![0u8; PAGE as usize], vec![0u8; PAGE as usize]);
-            let rseq = criu_pages::rseq_areas(&images)?;
-            for p in criu_pages::read_dir(&images)? {
-                let pages = std::fs::File::open(&p.pages_file)?;
-                for run in &p.runs {
-                    let Some(off) = run.offset else { continue };
-                    for i in 0..run.nr_pages {
-                        let a = run.vaddr + i * PAGE;
-                        let kind = if dirty.contains(&(p.pid, a)) {
-                            "dirty"
-                        } else if index.read(p.pid, a, &mut ours)? {
-                            pages.read_exact_at(&mut theirs, off + i * PAGE)?;
-                            let differ: Vec<usize> =
-                                (0..ours.len()).filter(|&i| ours[i] != theirs[i]).collect();
-                            if differ.is_empty() {
-                                "held"
-                            } else if differ
-                                .iter()
-                                .all(|&i| criu_pages::kernel_owned(&rseq, a + i as u64))
-                            {
-                                // Only fields the kernel rewrites on every return to user space
-                                // (CRIU ran the frozen tasks after the last scan).
-                                "rseq"
-                            } else {
-                                tracing::error!(
-                                    pid = p.pid,
-                                    addr = a,
-                                    "pre-copy store page differs from the dump"
-                                );
-                                if first_stale.is_none() {
-                                    first_stale =
-                                        Some((p.pid, a, differ[0], differ[differ.len() - 1]));
-                                }
-                                "stale"
-                            }
-                        } else {
-                            "from_source"
-                        };
-                        *count.entry(kind).or_default() += 1.0;
-                    }
-                }
-            }
-            let mut t = Timings::new();
-            for k in ["held", "stale", "dirty", "from_source", "rseq"] {
-                t.insert(
-                    format!("precopy_{k}_pages"),
-                    count.get(k).copied().unwrap_or(0.0),
-                );
-            }
-            t.insert("precopy_store_pages".into(), index.len() as f64);
-            if let Some((pid, a, from, to)) = first_stale {
-                // Where to look (an address below 2^53 is exact as a float), and which bytes of
-                // that page differ (first and last offset).
-                t.insert("precopy_first_stale_pid".into(), pid as f64);
-                t.insert("precopy_first_stale_addr".into(), a as f64);
-                t.insert("precopy_first_stale_diff_from".into(), from as f64);
-                t.insert("precopy_first_stale_diff_to".into(), to as f64);
-            }
-            Ok(t)
-        })();
-        let _ = std::fs::remove_dir_all(c.dir().join("precopy"));
-        result
     }
 }
 

@@ -21,6 +21,15 @@ use std::time::Instant;
 /// lazy dump's image directory (copied there by the source, read by the next target).
 pub const HOT_PAGES: &str = "hot-pages";
 
+/// The lazy-pages server's counts of the last lazy restore, in the runtime's directory.
+pub const PAGE_STATS: &str = "lazy-stats.json";
+
+/// Where a pre-copy move's page store and dirty list for migration `snapshot` are kept, in the
+/// runtime's directory (written by `agent/precopy.rs`, read by the restore).
+pub fn precopy_dir(runtime_dir: &Path, snapshot: &str) -> std::path::PathBuf {
+    runtime_dir.join("precopy").join(snapshot)
+}
+
 impl Container<'_> {
     pub async fn restore_lazy(&self, snapshot: &Path, page_server: &str) -> Result<Timings> {
         let t0 = Instant::now();
@@ -48,10 +57,26 @@ impl Container<'_> {
         // images; this move's first faults are recorded for the next one.
         let hot = image.join(HOT_PAGES);
         let record = self.dir().join(HOT_PAGES);
+        // A pre-copy move: the pages its rounds pushed here are served from this host, except
+        // those on the dirty list sent at the freeze (the store is used only with that list).
+        let pre = snapshot
+            .file_name()
+            .map(|s| precopy_dir(&self.dir(), &s.to_string_lossy()));
+        let (store, dirty) = match &pre {
+            Some(d) => (d.join("pages"), d.join("dirty")),
+            None => Default::default(),
+        };
+        let stats = self.dir().join(PAGE_STATS);
+        let _ = std::fs::remove_file(&stats);
         let hints = lazy::Hints {
             hot: Some(&hot),
             record_faults: Some(&record),
+            store: (store.is_file() && dirty.is_file()).then_some((&store, &dirty)),
+            stats: Some(&stats),
         };
+        if hints.store.is_some() {
+            t.insert("precopy_store_bytes".into(), store.metadata()?.len() as f64);
+        }
         let daemon = match lazy::start_daemon(
             self.host.outer_netns.as_deref(),
             &image,
@@ -154,6 +179,7 @@ impl Container<'_> {
                 Ok(s) if s.success() => {
                     tracing::info!(runtime = %c.spec.name, "all memory pages arrived");
                     let _ = std::fs::remove_dir_all(&snapshot);
+                    let _ = std::fs::remove_dir_all(c.dir().join("precopy"));
                 }
                 other => {
                     let log = crate::sys::cmd::tail(&work.join("lazy-pages.log"), 4);

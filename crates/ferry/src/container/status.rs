@@ -25,6 +25,10 @@ impl Container<'_> {
         AgentRuntime {
             reason: lost,
             lazy_pending: self.dir().join("lazy-pending").exists(),
+            pages: std::fs::read(self.dir().join(super::lazy::PAGE_STATS))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default(),
             spec: self.spec.clone(),
             status,
             pid: state.map(|s| s.pid).filter(|p| *p > 0),

@@ -37,14 +37,15 @@
 //!
 //! `pre-copy` is checked against both hosts' write trackers (`sys/memtrack.rs`: the PAGEMAP_SCAN
 //!   tracker of `ferry-tracker`, soft-dirty, or none) and refused before anything is frozen,
-//!   naming what is missing. Where both offer the PAGEMAP_SCAN tracker it runs as stop-copy with
-//!   rounds ahead of the hold and the freeze (`agent/precopy.rs`): the source streams the runtime's memory into
-//!   a page store at the target while it runs, then what it wrote since, until a round is small
-//!   enough or the round/time bound is reached (the timings say which); at the freeze the last
-//!   dirty set goes to the target as its dirty list. What it does not do yet: restore from that
-//!   store (that needs the lazy-pages server reading it). The freeze still makes a full dump and
-//!   the target restores from it, so the downtime is stop-copy's; after the switch the target
-//!   checks the store against that dump (`precopy_stale_pages`, which must be 0).
+//!   naming what is missing. Where both offer the PAGEMAP_SCAN tracker, rounds run ahead of the
+//!   hold and the freeze (`agent/precopy.rs`): the source streams the runtime's memory into a page
+//!   store at the target while it runs, then what it wrote since, until a round is small enough or
+//!   the round/time bound is reached (the timings say which). Then it moves as `lazy` does, from
+//!   the freeze on: the last dirty set goes to the target as its dirty list, the dump leaves memory
+//!   out, and the target's lazy-pages server serves every page the store holds and the dirty list
+//!   does not name from that host; only the rest (the dirty list, what no round sent) is fetched
+//!   from the frozen source. The source must live until those arrived, as for `lazy`; the
+//!   migration's timings give both counts (`target_pages_from_store`, `target_pages_fetched`).
 
 use super::db::{now, RuntimeRow};
 use super::{check_name, new_id, Control};
@@ -180,8 +181,10 @@ impl Control {
         plan: Option<crate::plan::Plan>,
         snapshot_id: String,
     ) -> Result<Migration> {
-        let lazy = mode == Mode::Lazy;
         let precopy = mode == Mode::PreCopy;
+        // From the freeze on, pre-copy moves as lazy does: memory comes after the switch (from the
+        // target's page store, and what only the source holds from the source).
+        let lazy = mode == Mode::Lazy || precopy;
         let mode = match mode {
             Mode::Lazy => "lazy",
             Mode::PreCopy => "pre-copy",
@@ -365,6 +368,7 @@ impl Control {
         self.set_state(&moved, "running", None).await?;
         let downtime_ms = ms(t0);
         // 4b. lazy: the source must live until every page has arrived
+        let mut target_pages = Timings::new();
         if lazy {
             self.phase(
                 &row.id,
@@ -372,9 +376,12 @@ impl Control {
             )
             .await;
             let t_pages = Instant::now();
-            if let Err(e) = self.wait_for_pages(&moved, &target).await {
-                let _ = source.remove(&row.id).await;
-                return Err(e);
+            match self.wait_for_pages(&moved, &target).await {
+                Ok(counts) => target_pages = counts,
+                Err(e) => {
+                    let _ = source.remove(&row.id).await;
+                    return Err(e);
+                }
             }
             tracing::info!(runtime = %row.name, pages_ms = ms(t_pages), "lazy migration complete");
         }
@@ -408,24 +415,7 @@ impl Control {
         t.insert("downtime_ms".into(), downtime_ms);
         t.insert("total_ms".into(), total_ms);
         t.insert("cleanup_ms".into(), ms(t_cleanup));
-        if precopy {
-            // After the switch (not part of the move): the page store the target received must
-            // match the dump made at the freeze, page for page, wherever it is not dirty.
-            let t_verify = Instant::now();
-            match target.precopy_verify(&row.id, &snapshot_id).await {
-                Ok(v) => {
-                    let stale = v.get("precopy_stale_pages").copied().unwrap_or(0.0);
-                    if stale > 0.0 {
-                        tracing::error!(runtime = %row.name, stale, "pre-copy store holds stale pages");
-                    }
-                    t.extend(v);
-                }
-                Err(e) => {
-                    tracing::error!(runtime = %row.name, error = %e, "pre-copy store check failed")
-                }
-            }
-            t.insert("precopy_verify_ms".into(), ms(t_verify));
-        }
+        t.extend(phases(&target_pages, "target_"));
         self.event(
             Some(&row.name),
             "runtime.migrated",
@@ -547,14 +537,14 @@ impl Control {
         ))
     }
 
-    /// Waits until the target has every memory page. If the pages stop coming (the source died),
-    /// the target kills the half-restored runtime and the runtime is reported lost, with its last
-    /// full snapshot offered.
+    /// Waits until the target has every memory page; returns the target's page counts. If the
+    /// pages stop coming (the source died), the target kills the half-restored runtime and the
+    /// runtime is reported lost, with its last full snapshot offered.
     async fn wait_for_pages(
         &self,
         row: &RuntimeRow,
         target: &crate::agent::client::AgentClient,
-    ) -> Result<()> {
+    ) -> Result<Timings> {
         let start = Instant::now();
         loop {
             match target.runtime(&row.id).await {
@@ -566,7 +556,7 @@ impl Control {
                         .mark_lost(row, why.lines().next().unwrap_or_default())
                         .await);
                 }
-                Ok(a) if !a.lazy_pending => return Ok(()),
+                Ok(a) if !a.lazy_pending => return Ok(a.pages),
                 _ => {}
             }
             if start.elapsed() > std::time::Duration::from_secs(600) {

@@ -129,12 +129,18 @@ pub fn pages_binary() -> std::path::PathBuf {
     "ferry-pages".into()
 }
 
-/// Pages hints for the lazy-pages daemon: a hot list to fetch first, and where to record this
-/// restore's first faults (ignored by CRIU's daemon).
+/// Pages hints for the lazy-pages daemon: a hot list to fetch first, where to record this
+/// restore's first faults, a page store pushed ahead by pre-copy rounds with the dirty list sent
+/// at the freeze (pages held there and not dirty are served locally), and where to write the
+/// counts at the end. CRIU's daemon ignores them all (it fetches every page from the source,
+/// which is as correct, only slower).
 #[derive(Default)]
 pub struct Hints<'a> {
     pub hot: Option<&'a Path>,
     pub record_faults: Option<&'a Path>,
+    /// The store and its dirty list: used only together.
+    pub store: Option<(&'a Path, &'a Path)>,
+    pub stats: Option<&'a Path>,
 }
 
 /// Starts the lazy-pages daemon (see [`use_criu_daemon`]) for images in `image`, fetching from
@@ -183,6 +189,12 @@ pub async fn start_daemon(
         }
         if let Some(r) = hints.record_faults {
             cmd.arg("--record-faults").arg(r);
+        }
+        if let Some((store, dirty)) = hints.store {
+            cmd.arg("--store").arg(store).arg("--dirty").arg(dirty);
+        }
+        if let Some(p) = hints.stats {
+            cmd.arg("--stats").arg(p);
         }
         cmd
     };

@@ -4,7 +4,6 @@
 pub mod cgroup;
 pub mod cmd;
 pub mod criu;
-pub mod criu_pages;
 pub mod criu_stats;
 pub mod firewall;
 pub mod host;
