@@ -132,6 +132,8 @@ pub struct Server {
     store: Option<crate::store::Index>,
     /// Every hot page the store held was read.
     hot_stored_read: bool,
+    /// The source's link broke when nothing still owed had to come from it.
+    source_gone: bool,
 }
 
 /// Runs the server; the error says why it stopped before every page was delivered.
@@ -208,6 +210,7 @@ impl Server {
             n: Counts::default(),
             store: None,
             hot_stored_read: false,
+            source_gone: false,
             cfg,
         };
         srv.load_store()?;
@@ -293,6 +296,10 @@ impl Server {
     fn serve(&mut self) -> Result<(), String> {
         loop {
             self.schedule()?;
+            if self.done() && self.source_gone {
+                self.say("every process has its pages (from the store; the source is gone)");
+                return Ok(());
+            }
             if self.done() && !self.closing && self.inflight.is_empty() {
                 self.say("every process has its pages; closing the page server connection");
                 if let Err(e) = self.link.close() {
@@ -667,6 +674,14 @@ impl Server {
                 if self.done() {
                     self.say(&format!("warning: after every page was delivered: {e}"));
                     return Ok(true);
+                }
+                if self.inflight.is_empty() && self.procs.values().all(|p| p.todo.is_empty()) {
+                    // Nothing still owed has to come from the source: the rest is in the store.
+                    self.say(&format!(
+                        "warning: the page source went away ({e}); every page still owed is in the page store"
+                    ));
+                    self.source_gone = true;
+                    return Ok(false);
                 }
                 let missing: u64 = self
                     .tasks
