@@ -52,7 +52,8 @@ enum Cmd {
         /// Pages per background request.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
         chunk: u64,
-        /// Background requests in flight.
+        /// Background pages in flight, in chunks (--chunk pages each); shorter runs are asked
+        /// for many at a time within the same number of pages (32 requests at most).
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
         in_flight: u64,
     },

@@ -37,6 +37,8 @@ use std::time::{Duration, Instant};
 const RESTORE_FINISHED: u32 = 0x5253_5446;
 /// How many faults to record for the next move's hot list.
 const RECORD_MAX: usize = 4096;
+/// Background requests in flight at most (see `Server::schedule`).
+const MAX_BULK_REQUESTS: usize = 32;
 /// Pages read from the page store per loop turn (between two looks at faults).
 const STORE_CHUNK: u64 = 1024;
 
@@ -528,7 +530,7 @@ impl Server {
             self.recorded.push((pid, page));
         }
         if self.procs.get(&pid).and_then(|p| p.cached(img)).is_some() {
-            return self.copy_chunk_at(i, img);
+            return self.copy_window_at(i, img);
         }
         let fa = self.cfg.fault_around;
         if let Some((vaddr, pages)) = self
@@ -599,7 +601,16 @@ impl Server {
         if let Some((pid, (vaddr, pages))) = from_store {
             self.read_stored(pid, vaddr, pages)?;
         }
-        while self.inflight.iter().filter(|r| !r.fault).count() < self.cfg.in_flight {
+        // At most `in_flight` full chunks' worth of pages in flight for the background, however
+        // many requests that takes (up to MAX_BULK_REQUESTS): the short runs a pre-copy's dirty
+        // list leaves are fetched many at a time, not two per round trip.
+        let budget = self.cfg.in_flight as u64 * chunk;
+        loop {
+            let bulk = self.inflight.iter().filter(|r| !r.fault);
+            let (requests, pages) = bulk.fold((0, 0), |(n, p), r| (n + 1, p + r.pages));
+            if requests >= MAX_BULK_REQUESTS || pages >= budget {
+                break;
+            }
             let mut next = None;
             while let Some((pid, a)) = self.hot.pop_front() {
                 if let Some(w) = self
@@ -708,6 +719,25 @@ impl Server {
         };
         let t = &mut self.tasks[i];
         let copied = copy_into(t, start, data)?;
+        self.n.copied_pages += copied / PAGE;
+        let owed = &t.owed;
+        t.waiting.retain(|w| owed.find(*w).is_some());
+        Ok(())
+    }
+
+    /// Copies the fault-around window holding image address `img` from its cached chunk into
+    /// task `i`, and wakes whoever waits on it: a chunk read ahead from the page store is large
+    /// (STORE_CHUNK), and a fault must not wait for all of it; the rest goes in the background.
+    fn copy_window_at(&mut self, i: usize, img: u64) -> Result<(), String> {
+        let pid = self.tasks[i].pid;
+        let w = self.cfg.fault_around * PAGE;
+        let Some((start, data)) = self.procs.get(&pid).and_then(|p| p.cached(img)) else {
+            return Ok(());
+        };
+        let lo = (img & !(w - 1)).max(start);
+        let hi = ((img & !(w - 1)) + w).min(start + data.len() as u64);
+        let t = &mut self.tasks[i];
+        let copied = copy_into(t, lo, &data[(lo - start) as usize..(hi - start) as usize])?;
         self.n.copied_pages += copied / PAGE;
         let owed = &t.owed;
         t.waiting.retain(|w| owed.find(*w).is_some());
