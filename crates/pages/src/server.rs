@@ -39,8 +39,10 @@ const RESTORE_FINISHED: u32 = 0x5253_5446;
 const RECORD_MAX: usize = 4096;
 /// Background requests in flight at most (see `Server::schedule`).
 const MAX_BULK_REQUESTS: usize = 32;
-/// Pages read from the page store per loop turn (between two looks at faults).
-const STORE_CHUNK: u64 = 1024;
+/// Pages read from the page store per loop turn (between two looks at faults): small, because a
+/// fault waits for the turn under way, and a store not in the page cache reads at disk speed
+/// (4 MB turns let a runtime writing through its memory starve its own server: measured).
+const STORE_CHUNK: u64 = 256;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -727,7 +729,7 @@ impl Server {
 
     /// Copies the fault-around window holding image address `img` from its cached chunk into
     /// task `i`, and wakes whoever waits on it: a chunk read ahead from the page store is large
-    /// (STORE_CHUNK), and a fault must not wait for all of it; the rest goes in the background.
+    /// (STORE_CHUNK pages), and a fault must not wait for all of it; the rest goes in the background.
     fn copy_window_at(&mut self, i: usize, img: u64) -> Result<(), String> {
         let pid = self.tasks[i].pid;
         let w = self.cfg.fault_around * PAGE;
