@@ -163,5 +163,7 @@ if [ "${FERRY_SKIP_BUILD:-}" != 1 ]; then
   log "building ferry"
   cargo build --release --manifest-path "$here/Cargo.toml" -q
   install -m 0755 "${CARGO_TARGET_DIR:-$here/target}/release/ferry" /usr/local/bin/ferry
+  # ferry's lazy-pages server: agents look for it beside the ferry binary.
+  install -m 0755 "${CARGO_TARGET_DIR:-$here/target}/release/ferry-pages" /usr/local/bin/ferry-pages
 fi
 log "setup done"

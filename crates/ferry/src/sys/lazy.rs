@@ -176,6 +176,18 @@ pub async fn start_daemon(
         cmd
     } else {
         let bin = pages_binary();
+        let found = if bin.is_absolute() {
+            bin.is_file()
+        } else {
+            std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(&bin).is_file()))
+        };
+        if !found {
+            return Err(Error::Unavailable(format!(
+                "ferry's lazy-pages server ({}) is not installed on this host: install the ferry-pages binary beside ferry (scripts/setup.sh does), set FERRY_PAGES_BIN, or run the agent with FERRY_LAZY_PAGES=criu",
+                bin.display()
+            )));
+        }
         let mut cmd = in_netns(netns, &bin.to_string_lossy());
         cmd.arg("serve")
             .arg("--images")
