@@ -765,9 +765,10 @@ fn a_stop_copy_whose_target_fails_after_continuing_never_resumes_the_source() {
 
 /// A writer for the pre-copy tests: a 128 MiB array of one-page slots, rewritten at ~40 MB/s in
 /// slot order, each slot holding the sequence number of its last write (so the array checks
-/// itself: slot j must hold the largest s <= last with s = j mod N, or 0 if there is none yet). Once the write tracker has
-/// registered the process (`uw` in its smaps: the move is under way) the writer forks a child
-/// that fills memory of its own and maps a new private area that it keeps writing.
+/// itself: slot j must hold the largest s <= last with s = j mod N, or 0 if there is none yet).
+/// Once the write tracker has registered the process (`uw` in its smaps: the move is under way)
+/// the writer forks a child that fills memory of its own and maps a new private area that it
+/// keeps writing.
 const WRITER: &str = r#"
 import numpy as np, threading, time, os, mmap
 N = 32768

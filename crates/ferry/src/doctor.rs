@@ -264,9 +264,7 @@ fn mem_available_mb() -> u64 {
 /// Whether `prog` is an executable file on PATH (mkfs.ext4 -V prints to stderr and exits 0 on some
 /// versions, 1 on others).
 fn which(prog: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
-        .unwrap_or(false)
+    crate::sys::cmd::on_path(std::path::Path::new(prog))
         || ["/usr/sbin", "/sbin"]
             .iter()
             .any(|d| std::path::Path::new(d).join(prog).is_file())

@@ -191,15 +191,24 @@ mod tests {
         assert_eq!(q.take_next(4), Some((0x1000, 4)));
     }
 
-    #[test]
-    fn store_runs_are_read_on_demand_into_the_cache() {
+    /// A page store of records `(pid, vaddr, pages, byte)`, each page filled with `byte`, and its
+    /// index (the directory holding it lives as long as the first value).
+    fn store_of(records: &[(u32, u64, u64, u8)]) -> (tempfile::TempDir, crate::store::Index) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
         let mut w = crate::store::Writer::open(&path).unwrap();
-        w.append(1, 0x2000, &vec![7u8; 2 * PAGE as usize]).unwrap();
-        w.append(2, 0x2000, &vec![9u8; PAGE as usize]).unwrap();
+        for &(pid, vaddr, pages, byte) in records {
+            w.append(pid, vaddr, &vec![byte; (pages * PAGE) as usize])
+                .unwrap();
+        }
         w.finish().unwrap();
-        let mut idx = crate::store::Index::open(&path).unwrap();
+        let idx = crate::store::Index::open(&path).unwrap();
+        (dir, idx)
+    }
+
+    #[test]
+    fn store_runs_are_read_on_demand_into_the_cache() {
+        let (_dir, mut idx) = store_of(&[(1, 0x2000, 2, 7), (2, 0x2000, 1, 9)]);
         idx.remove_dirty(&[(1, 0x3000, 1)]);
         let mut p = proc_with(&[(0x1000, 0x5000)]);
         assert_eq!(p.mark_stored(&idx), 1);
@@ -219,13 +228,7 @@ mod tests {
 
     #[test]
     fn a_stored_run_reads_the_newest_copy_of_each_page() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store");
-        let mut w = crate::store::Writer::open(&path).unwrap();
-        w.append(1, 0x2000, &vec![7u8; 3 * PAGE as usize]).unwrap();
-        w.append(1, 0x3000, &vec![8u8; PAGE as usize]).unwrap();
-        w.finish().unwrap();
-        let idx = crate::store::Index::open(&path).unwrap();
+        let (_dir, idx) = store_of(&[(1, 0x2000, 3, 7), (1, 0x3000, 1, 8)]);
         let mut p = proc_with(&[(0x2000, 0x5000)]);
         assert_eq!(p.mark_stored(&idx), 3);
         assert_eq!(p.take_stored_next(64), Some((0x2000, 3)));

@@ -532,7 +532,7 @@ impl Server {
             self.recorded.push((pid, page));
         }
         if self.procs.get(&pid).and_then(|p| p.cached(img)).is_some() {
-            return self.copy_window_at(i, img);
+            return self.copy_cached_at(i, img, Some(self.cfg.fault_around));
         }
         let fa = self.cfg.fault_around;
         if let Some((vaddr, pages)) = self
@@ -541,7 +541,7 @@ impl Server {
             .and_then(|p| p.take_stored_around(img, fa))
         {
             self.read_stored(pid, vaddr, pages)?;
-            return self.copy_chunk_at(i, img);
+            return self.copy_cached_at(i, img, None);
         }
         self.tasks[i].waiting.push(page);
         let asked = self
@@ -671,7 +671,7 @@ impl Server {
                             .is_some_and(|g| g >= vaddr && g < end)
                     });
                     if hit {
-                        self.copy_chunk_at(i, vaddr)?;
+                        self.copy_cached_at(i, vaddr, None)?;
                     }
                 }
                 self.copy_more = true;
@@ -710,34 +710,24 @@ impl Server {
     }
 
     /// Copies the cached chunk holding image address `img` into task `i` (a fault and its
-    /// neighbourhood), and wakes whoever waits on it.
-    fn copy_chunk_at(&mut self, i: usize, img: u64) -> Result<(), String> {
+    /// neighbourhood), and wakes whoever waits on it. With `window` (pages), only the aligned
+    /// window of the chunk around `img`: a chunk read ahead from the page store is large
+    /// (STORE_CHUNK pages), and a fault must not wait for all of it; the rest goes in the
+    /// background.
+    fn copy_cached_at(&mut self, i: usize, img: u64, window: Option<u64>) -> Result<(), String> {
         let pid = self.tasks[i].pid;
-        let Some(p) = self.procs.get(&pid) else {
-            return Ok(());
-        };
-        let Some((start, data)) = p.cached(img) else {
-            return Ok(());
-        };
-        let t = &mut self.tasks[i];
-        let copied = copy_into(t, start, data)?;
-        self.n.copied_pages += copied / PAGE;
-        let owed = &t.owed;
-        t.waiting.retain(|w| owed.find(*w).is_some());
-        Ok(())
-    }
-
-    /// Copies the fault-around window holding image address `img` from its cached chunk into
-    /// task `i`, and wakes whoever waits on it: a chunk read ahead from the page store is large
-    /// (STORE_CHUNK pages), and a fault must not wait for all of it; the rest goes in the background.
-    fn copy_window_at(&mut self, i: usize, img: u64) -> Result<(), String> {
-        let pid = self.tasks[i].pid;
-        let w = self.cfg.fault_around * PAGE;
         let Some((start, data)) = self.procs.get(&pid).and_then(|p| p.cached(img)) else {
             return Ok(());
         };
-        let lo = (img & !(w - 1)).max(start);
-        let hi = ((img & !(w - 1)) + w).min(start + data.len() as u64);
+        let end = start + data.len() as u64;
+        let (lo, hi) = match window {
+            Some(pages) => {
+                let w = pages * PAGE;
+                let at = img & !(w - 1);
+                (at.max(start), (at + w).min(end))
+            }
+            None => (start, end),
+        };
         let t = &mut self.tasks[i];
         let copied = copy_into(t, lo, &data[(lo - start) as usize..(hi - start) as usize])?;
         self.n.copied_pages += copied / PAGE;

@@ -179,8 +179,7 @@ pub async fn start_daemon(
         let found = if bin.is_absolute() {
             bin.is_file()
         } else {
-            std::env::var_os("PATH")
-                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(&bin).is_file()))
+            super::cmd::on_path(&bin)
         };
         if !found {
             return Err(Error::Unavailable(format!(
