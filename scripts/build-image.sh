@@ -14,10 +14,13 @@ hooks=${3:-$(cd "$(dirname "$0")/.." && pwd)/image/ferry_runtime_hooks.py}
 lock=${4:-$(cd "$(dirname "$0")/.." && pwd)/image/requirements.lock}
 img="$images/$name"
 [ -f "$lock" ] || { echo "the package lock $lock is missing" >&2; exit 1; }
-recipe=bookworm-minbase-python3-venv-v2
+recipe=bookworm-minbase-python3-venv-v3
 lock_sum=$(sha256sum "$lock" | cut -c1-64)
 if [ -f "$img/.complete" ] && [ "$(cat "$img/.lock-sha256" 2>/dev/null)" != "$lock_sum" ]; then
   rm -f "$img/.complete"   # built from another lock: rebuild the venv
+fi
+if [ -f "$img/.complete" ] && [ "$(cat "$img/.recipe" 2>/dev/null)" != "$recipe" ]; then
+  rm -f "$img/.complete"   # built by an older recipe (v2 shipped no bytecode): rebuild the venv
 fi
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 command -v debootstrap >/dev/null || { echo "debootstrap is missing: apt-get install debootstrap (scripts/setup.sh does)" >&2; exit 1; }
@@ -51,10 +54,16 @@ if [ ! -f "$img/.complete" ]; then
     --require-hashes --only-binary=:all: --no-deps -r /tmp/requirements.lock
   rm -f "$rootfs/tmp/requirements.lock"
   rm -rf "$rootfs/var/cache/apt/archives/"*.deb "$rootfs/var/lib/apt/lists/"*
+  # Bytecode ships in the image: without it every runtime's first imports write ~15 MB of .pyc
+  # into its own writable layer, which every checkpoint and every move then copies (inside the
+  # freeze). Timestamp mode (the default): a source a user replaces in the layer is recompiled.
   find "$rootfs/opt/venv" -name __pycache__ -type d -prune -exec rm -rf {} +
+  chroot "$rootfs" /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib >"$img/compileall.log" 2>&1 \
+    || { echo "some files of the venv do not compile (kept as source):" >&2; tail -5 "$img/compileall.log" >&2; }
   chroot "$rootfs" /opt/venv/bin/python -c 'import mrmd_python, numpy, pandas, matplotlib, scipy'
   printf '%s\n%s\n' "$recipe" "$lock_sum" | sha256sum | cut -c1-16 > "$img/image-id"
   echo "$lock_sum" > "$img/.lock-sha256"
+  echo "$recipe" > "$img/.recipe"
   touch "$img/.complete"
 fi
 # ferry's own hooks inside the image (cheap; refreshed on every run so that fixes reach old caches).
