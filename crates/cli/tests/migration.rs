@@ -7,6 +7,7 @@ use common::{
     wait_for_stream_at, Ferry, WriteProbe, BIG,
 };
 use serde_json::Value;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const COUNTER: &str = "import threading, time\ncounter = 0\ndef _tick():\n    global counter\n    while True:\n        counter += 1\n        time.sleep(0.01)\nthreading.Thread(target=_tick, daemon=True).start()";
@@ -36,6 +37,13 @@ fn stop_copy_under_a_polling_client_loses_nothing() {
             m["timings"]
         );
         eprintln!("{mode}: {seen:?}, server-side downtime {downtime} ms");
+        // ferry's lock replaced CRIU's: polls held across it lose nothing (below).
+        assert_eq!(
+            m["timings"]["network_lock_ms"].is_number(),
+            ferry_criu_build(),
+            "{mode}: {}",
+            m["timings"]
+        );
         assert!(seen.polls > 20, "too few polls: {seen:?}");
         assert_eq!(seen.failures, 0.0, "{mode}: failed polls: {seen:?}");
         assert_eq!(seen.duplicated, 0.0, "{mode}: a write ran twice: {seen:?}");
@@ -244,10 +252,33 @@ fn killing_the_target_agent_mid_transfer_leaves_the_source_running() {
     let migration = migrate_in_background(&f, &["heavy", "--to", "h2"]);
     // Wait until the stream has begun arriving at the target, then kill its agent.
     wait_for_stream_at(&f, "h2");
+    // With ferry's CRIU build (the one setup installs) the frozen source's traffic is blocked by
+    // ferry, not by CRIU's iptables rules.
+    let lock_tables = || {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &format!("{}h1", f.prefix),
+                "nft",
+                "list",
+                "tables",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.ends_with("_lock"))
+            .count()
+    };
+    if ferry_criu_build() {
+        assert_eq!(lock_tables(), 1, "the source is not locked by ferry");
+    }
     let pid = f.agent_pid("h2");
     kill9(pid);
     let out = migration.join().unwrap();
     assert!(!out.status.success(), "the migration should fail");
+    assert_eq!(lock_tables(), 0, "the failed move left its network lock");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("thawed") || err.contains("runs on h1 again") || err.contains("broke off"),
@@ -975,4 +1006,15 @@ fn a_pre_copy_move_the_target_refuses_after_round_one_leaves_the_source_untouche
         !f.state.join(format!("agents/h2/runtimes/{id}")).exists(),
         "the target's staging for the move is gone"
     );
+}
+
+/// Whether the installed CRIU is ferry's build (`scripts/setup.sh`), which CI always has.
+fn ferry_criu_build() -> bool {
+    let v = Command::new("criu").arg("--version").output().unwrap();
+    let ours = String::from_utf8_lossy(&v.stdout).contains("-ferry.");
+    assert!(
+        ours || std::env::var("CI").as_deref() != Ok("true"),
+        "CI must run with ferry's CRIU build (scripts/setup.sh)"
+    );
+    ours
 }

@@ -76,19 +76,33 @@ pub async fn checks(images_dir: &std::path::Path) -> Vec<Check> {
         },
         "lazy (post-copy) migration is refused on this host; stop-copy and fork work",
     )));
-    let (cached, why) = crate::sys::criu::kerndat_state();
+    let ours = criu.ferry_build.is_some();
+    let (cached, why) = crate::sys::criu::kerndat_state(ours);
     v.push(optional(check(
         "CRIU kerndat cache",
         cached,
         if cached {
             format!(
                 "{} is in place: CRIU skips its kernel probes",
-                crate::sys::criu::KERNDAT_CACHE
+                crate::sys::criu::kerndat_cache_path(ours).display()
             )
         } else {
             "missing".into()
         },
         &why.unwrap_or_default(),
+    )));
+    v.push(optional(check(
+        "network lock in a move",
+        criu.network_lock_skip,
+        if criu.network_lock_skip {
+            format!(
+                "ferry blocks a moving runtime's traffic itself (CRIU build {}): no iptables lock in the freeze",
+                criu.ferry_build.as_deref().unwrap_or("?")
+            )
+        } else {
+            "CRIU's iptables lock and unlock run inside every move's freeze (~75 ms)".into()
+        },
+        "install ferry's CRIU build (scripts/setup.sh), which takes `network-lock skip` from runc's configuration",
     )));
     let tracker = crate::sys::memtrack::WriteTracker::detect(criu.mem_dirty_track);
     v.push(optional(check(

@@ -35,7 +35,12 @@ impl Agent {
             None
         };
         let t0 = Instant::now();
-        c.freeze_for_checkpoint().await?;
+        if self.criu.network_lock_skip {
+            c.freeze_and_lock().await?;
+            t.insert("network_lock_ms".into(), ms(t0));
+        } else {
+            c.freeze_for_checkpoint().await?;
+        }
         t.insert("freeze_ms".into(), ms(t0));
         let mut page_server = None;
         // A full dump is stored unverified at the target, which verifies it while it restores

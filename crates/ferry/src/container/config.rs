@@ -174,3 +174,29 @@ pub fn restore_stopped(c: &Container, stopped: bool) -> Result<()> {
     )?;
     Ok(())
 }
+
+/// CRIU's own network lock (iptables rules in the runtime's namespace, locked in the dump and
+/// unlocked inside the restore) replaced by ferry's (`netns::lock_traffic`): the next dump runs
+/// with `network-lock skip`, which its images carry to the restore. The line stays only while
+/// ferry's lock is on (see `Container::thaw`).
+pub const NETWORK_LOCK_SKIP: &str = "network-lock skip";
+
+/// Whether the next dump leaves the network lock to ferry.
+pub fn network_lock_skipped(c: &Container) -> bool {
+    std::fs::read_to_string(c.criu_conf())
+        .is_ok_and(|conf| conf.lines().any(|l| l == NETWORK_LOCK_SKIP))
+}
+
+/// Sets or clears [`NETWORK_LOCK_SKIP`] in the runtime's CRIU options.
+pub fn skip_network_lock(c: &Container, skip: bool) -> Result<()> {
+    let conf = std::fs::read_to_string(c.criu_conf())?;
+    let mut lines: Vec<&str> = conf.lines().filter(|l| *l != NETWORK_LOCK_SKIP).collect();
+    if skip {
+        lines.push(NETWORK_LOCK_SKIP);
+    }
+    std::fs::write(
+        c.criu_conf(),
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )?;
+    Ok(())
+}

@@ -22,9 +22,40 @@ impl Container<'_> {
     }
 
     /// Resumes the runtime, and points the root namespace's route back at this host (a failed
-    /// migration may have pointed it at the target).
+    /// migration may have pointed it at the target). Lifts a move's network lock.
     pub async fn thaw(&self) -> Result<()> {
         crate::sys::netns::claim_route(&self.net()).await?;
+        self.unlock_network().await?;
         self.host.runc.resume(self.id()).await
+    }
+
+    /// Freezes the runtime for a move's dump and blocks its traffic at the same time (the lock is
+    /// ferry's where CRIU takes `network-lock skip`, see `config::NETWORK_LOCK_SKIP`). On failure
+    /// neither is left behind.
+    pub async fn freeze_and_lock(&self) -> Result<()> {
+        let net = self.net();
+        let (frozen, locked) = tokio::join!(self.freeze_for_checkpoint(), net.lock_traffic());
+        let was_frozen = frozen.is_ok();
+        let done = frozen
+            .and(locked)
+            .and_then(|()| super::config::skip_network_lock(self, true));
+        if let Err(e) = done {
+            net.unlock_traffic().await;
+            let _ = super::config::skip_network_lock(self, false);
+            if was_frozen {
+                let _ = self.host.runc.resume(self.id()).await;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Lifts ferry's network lock, if a move set it.
+    pub async fn unlock_network(&self) -> Result<()> {
+        if super::config::network_lock_skipped(self) {
+            self.net().unlock_traffic().await;
+            super::config::skip_network_lock(self, false)?;
+        }
+        Ok(())
     }
 }

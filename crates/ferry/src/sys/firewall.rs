@@ -130,6 +130,36 @@ pub async fn apply(netns: Option<&str>, rules: &Rules<'_>) -> Result<()> {
         })
 }
 
+/// The table that blocks all of a runtime's traffic while a move dumps it (its own table's name
+/// with `_lock`, so that orphan removal at agent start takes it too).
+pub fn lock_table(table: &str) -> String {
+    format!("{table}_lock")
+}
+
+/// The nft script of the lock: every packet through the runtime's veth dropped, ahead of any
+/// other rule (priority -300), in both directions and for the host itself.
+pub fn lock_script(table: &str, host_if: &str) -> String {
+    let t = lock_table(table);
+    format!(
+        "table inet {t}\ndelete table inet {t}\ntable inet {t} {{\n  chain lock_fwd {{\n    type filter hook forward priority -300; policy accept;\n    iifname \"{host_if}\" drop\n    oifname \"{host_if}\" drop\n  }}\n  chain lock_in {{\n    type filter hook input priority -300; policy accept;\n    iifname \"{host_if}\" drop\n  }}\n  chain lock_out {{\n    type filter hook output priority -300; policy accept;\n    oifname \"{host_if}\" drop\n  }}\n}}\n"
+    )
+}
+
+/// Drops every packet to and from a runtime (CRIU's network lock, done by ferry): what arrives
+/// while its sockets are dumped is neither taken in by the source nor answered with a reset, and
+/// the peer's retransmission reaches the copy once the route moved.
+pub async fn lock(netns: Option<&str>, table: &str, host_if: &str) -> Result<()> {
+    nft(netns, &["-f", "-"], Some(&lock_script(table, host_if)))
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::Internal(format!("blocking the traffic of {table}: {e}")))
+}
+
+/// Lifts [`lock`]; best effort, idempotent.
+pub async fn unlock(netns: Option<&str>, table: &str) {
+    remove(netns, &lock_table(table)).await;
+}
+
 /// Removes a table; best effort, idempotent.
 pub async fn remove(netns: Option<&str>, table: &str) {
     let _ = nft(netns, &["delete", "table", "inet", table], None).await;
@@ -199,6 +229,18 @@ mod tests {
         // The runtime network appears once in the deny set even though it is listed twice.
         let deny_set = s.lines().find(|l| l.contains("set deny")).unwrap();
         assert_eq!(deny_set.matches("10.201.0.0/16").count(), 1);
+    }
+
+    #[test]
+    fn the_lock_drops_both_directions_before_any_other_rule() {
+        let s = lock_script(&table_name("ferry-h1-rt1"), "fv1");
+        assert!(s.starts_with(
+            "table inet ferry_ferry_h1_rt1_lock\ndelete table inet ferry_ferry_h1_rt1_lock\n"
+        ));
+        assert_eq!(s.matches("priority -300").count(), 3);
+        assert!(s.contains("iifname \"fv1\" drop") && s.contains("oifname \"fv1\" drop"));
+        // It starts with the runtime's own table name: orphan removal matches it too.
+        assert!(lock_table(&table_name("ferry-h1-rt1")).starts_with(&table_name("ferry-h1-")));
     }
 
     #[test]
