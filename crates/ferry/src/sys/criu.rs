@@ -79,8 +79,12 @@ pub fn kerndat_state(ferry_build: bool) -> (bool, Option<String>) {
 /// there: in a world-writable /dev/shm anyone could otherwise create it first and hand CRIU a
 /// forged cache. Run before the first CRIU of an agent.
 pub fn claim_kerndat_dir() -> Result<()> {
+    claim_root_dir(std::path::Path::new(FERRY_KERNDAT_DIR))
+}
+
+/// Makes `dir` a directory of root's with mode 0700, removing what else is there.
+fn claim_root_dir(dir: &std::path::Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    let dir = std::path::Path::new(FERRY_KERNDAT_DIR);
     let ours = |m: &std::fs::Metadata| m.is_dir() && m.uid() == 0 && m.mode() & 0o7777 == 0o700;
     match std::fs::symlink_metadata(dir) {
         Ok(m) if ours(&m) => return Ok(()),
@@ -92,7 +96,8 @@ pub fn claim_kerndat_dir() -> Result<()> {
     match std::fs::symlink_metadata(dir) {
         Ok(m) if ours(&m) => Ok(()),
         _ => Err(Error::Internal(format!(
-            "{FERRY_KERNDAT_DIR} is not root's own directory after creating it"
+            "{} is not root's own directory after creating it",
+            dir.display()
         ))),
     }
 }
@@ -209,6 +214,51 @@ impl Criu {
 mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn the_cache_directory_is_made_roots_own_whatever_was_there() {
+        if !nix::unistd::Uid::effective().is_root() {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "CI runs as root"
+            );
+            return;
+        }
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let base =
+            std::path::Path::new("/dev/shm").join(format!("ferry-claim-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = base.join("kdat");
+        let check = || {
+            let m = std::fs::symlink_metadata(&dir).unwrap();
+            assert!(
+                m.is_dir() && m.uid() == 0 && m.mode() & 0o7777 == 0o700,
+                "{m:?}"
+            );
+        };
+        // Someone else's directory with a planted cache: replaced, the cache gone.
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("criu.kdat"), b"forged").unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        claim_root_dir(&dir).unwrap();
+        check();
+        assert!(!dir.join("criu.kdat").exists());
+        // A symlink to elsewhere: replaced by a directory, its target untouched.
+        std::fs::remove_dir(&dir).unwrap();
+        let elsewhere = base.join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+        claim_root_dir(&dir).unwrap();
+        check();
+        assert!(elsewhere.is_dir());
+        // Already right: kept with what it holds.
+        std::fs::write(dir.join("criu.kdat"), b"cache").unwrap();
+        claim_root_dir(&dir).unwrap();
+        assert!(dir.join("criu.kdat").exists());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     #[test]
     fn the_build_is_read_from_the_git_id() {
