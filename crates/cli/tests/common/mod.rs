@@ -589,8 +589,46 @@ pub fn leftovers(state: &Path, prefix: &str) -> Vec<String> {
     v
 }
 
+/// A failed test's logs (`serve.log`, every agent's, the runtimes' CRIU and runc logs) are kept in
+/// `<target dir>/test-artifacts/logs/<prefix>/` (the target dir holds this test binary).
+fn keep_logs(state: &std::path::Path, prefix: &str) {
+    let Some(dest) = std::env::current_exe().ok().and_then(|e| {
+        e.ancestors().nth(3).map(|t| {
+            t.join("test-artifacts/logs")
+                .join(prefix.trim_end_matches('-'))
+        })
+    }) else {
+        return;
+    };
+    fn walk(dir: &std::path::Path, depth: usize, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            let ft = e.file_type();
+            if ft.as_ref().is_ok_and(|t| t.is_dir()) && depth < 6 && !p.ends_with("rootfs") {
+                walk(&p, depth + 1, out);
+            } else if p.extension().is_some_and(|x| x == "log") {
+                out.push(p);
+            }
+        }
+    }
+    let mut logs = Vec::new();
+    walk(state, 0, &mut logs);
+    for log in logs {
+        let rel = log.strip_prefix(state).unwrap_or(&log);
+        let to = dest.join(rel);
+        if let Some(d) = to.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        let _ = std::fs::copy(&log, &to);
+    }
+    eprintln!("logs kept in {}", dest.display());
+}
+
 impl Drop for Ferry {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            keep_logs(&self.state, &self.prefix);
+        }
         self.stop_serve();
         let verb = if self.dev { "down" } else { "purge" };
         let st = Command::new(BIN)

@@ -106,6 +106,16 @@ impl Agent {
             let c = agent.host.container(spec);
             if crate::container::config::restore_held(&c) {
                 tracing::warn!(runtime = %c.spec.name, "removing a restored copy whose verification never finished");
+                // The restore the dead agent started may still be running: its container exists
+                // only once it is done.
+                if !agent
+                    .host
+                    .runc
+                    .wait_for_strays(c.id(), std::time::Duration::from_secs(60))
+                    .await
+                {
+                    tracing::warn!(runtime = %c.spec.name, "a runc of the previous agent still works on it after 60 s");
+                }
                 c.destroy().await;
                 let _ = crate::container::config::restore_stopped(&c, false);
             }

@@ -36,8 +36,7 @@ impl Agent {
         };
         let t0 = Instant::now();
         if self.criu.network_lock_skip {
-            c.freeze_and_lock().await?;
-            t.insert("network_lock_ms".into(), ms(t0));
+            c.freeze_for_move().await?;
         } else {
             c.freeze_for_checkpoint().await?;
         }

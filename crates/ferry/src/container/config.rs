@@ -142,11 +142,13 @@ pub fn build(c: &Container) -> Result<Spec> {
 /// runtime restored under other addresses than it was checkpointed with).
 pub fn write(c: &Container, tcp_close: bool) -> Result<()> {
     std::fs::create_dir_all(c.bundle())?;
-    let opts = if tcp_close {
-        "skip-in-flight\ntcp-close\n"
-    } else {
-        "skip-in-flight\n"
-    };
+    let script = c.dir().join("criu-net.sh");
+    write_net_script(c, &script)?;
+    let mut opts = String::from("skip-in-flight\n");
+    if tcp_close {
+        opts += "tcp-close\n";
+    }
+    opts += &format!("action-script {}\n", script.display());
     std::fs::write(c.criu_conf(), opts)?;
     let spec = build(c)?;
     spec.save(c.bundle().join("config.json"))
@@ -176,9 +178,9 @@ pub fn restore_stopped(c: &Container, stopped: bool) -> Result<()> {
 }
 
 /// CRIU's own network lock (iptables rules in the runtime's namespace, locked in the dump and
-/// unlocked inside the restore) replaced by ferry's (`netns::lock_traffic`): the next dump runs
-/// with `network-lock skip`, which its images carry to the restore. The line stays only while
-/// ferry's lock is on (see `Container::thaw`).
+/// unlocked inside the restore) left to ferry's (the action script of [`write`]): the next dump
+/// runs with `network-lock skip`, which its images carry to the restore. The line stays only
+/// until the runtime is thawed (see `Container::thaw`).
 pub const NETWORK_LOCK_SKIP: &str = "network-lock skip";
 
 /// Whether the next dump leaves the network lock to ferry.
@@ -198,5 +200,30 @@ pub fn skip_network_lock(c: &Container, skip: bool) -> Result<()> {
         c.criu_conf(),
         lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
     )?;
+    Ok(())
+}
+
+/// The CRIU action script of a runtime (`action-script` in its CRIU options): ferry's network lock
+/// (`firewall::lock_script`, a table in the runtime's namespace) set when CRIU locks the network
+/// and lifted when CRIU unlocks it. CRIU runs it at exactly those points whatever lock method it
+/// uses itself: in a dump once the processes are frozen and before their sockets are read; in a
+/// restore before the first socket is restored, and after the last one, before the processes
+/// run. With `network-lock skip` it is the only lock, and a move's dump (which leaves the frozen
+/// runtime "running" for CRIU) keeps it until the runtime is thawed or removed.
+fn write_net_script(c: &Container, path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let rules = c.dir().join("criu-net-lock.nft");
+    std::fs::write(&rules, crate::sys::firewall::lock_script())?;
+    let ns = crate::sys::netns::path(&c.net().netns);
+    let script = format!(
+        "#!/bin/sh\n# ferry: this runtime's network lock, run by CRIU (see container/config.rs).\ncase \"$CRTOOLS_SCRIPT_ACTION\" in\nnetwork-lock) exec nsenter --net='{ns}' -- nft -f '{rules}' ;;\nnetwork-unlock)\n  # A move's dump (leave-running, the runtime stays frozen): locked until ferry thaws or removes it.\n  grep -qx '{skip}' '{conf}' && exit 0\n  nsenter --net='{ns}' -- nft delete table inet {table} 2>/dev/null; exit 0 ;;\nesac\nexit 0\n",
+        ns = ns.display(),
+        rules = rules.display(),
+        table = crate::sys::firewall::LOCK_TABLE,
+        skip = NETWORK_LOCK_SKIP,
+        conf = c.criu_conf().display(),
+    );
+    std::fs::write(path, script)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
     Ok(())
 }

@@ -99,6 +99,8 @@ impl Container<'_> {
             netns::teardown(&net).await;
         }
         netns::setup(&net).await?;
+        // A restore follows: no packet until CRIU restored every socket (CRIU lifts it).
+        net.lock_traffic().await?;
         t.insert("netns_ms".into(), ms(t1));
         std::fs::write(
             self.dir().join(PREPARED),
@@ -145,6 +147,12 @@ impl Container<'_> {
                 netns::teardown(&net).await;
             }
             netns::setup(&net).await?;
+            // A restore: no packet reaches the namespace, not even over its loopback, until CRIU
+            // restored every socket (a half-restored connection would answer with a reset). CRIU
+            // lifts it through the runtime's action script before the processes run.
+            if upper_from.is_some() {
+                net.lock_traffic().await?;
+            }
         }
         mount::mount_overlay(
             &self.host.image_rootfs(&self.spec.image),

@@ -29,22 +29,13 @@ impl Container<'_> {
         self.host.runc.resume(self.id()).await
     }
 
-    /// Freezes the runtime for a move's dump and blocks its traffic at the same time (the lock is
-    /// ferry's where CRIU takes `network-lock skip`, see `config::NETWORK_LOCK_SKIP`). On failure
-    /// neither is left behind.
-    pub async fn freeze_and_lock(&self) -> Result<()> {
-        let net = self.net();
-        let (frozen, locked) = tokio::join!(self.freeze_for_checkpoint(), net.lock_traffic());
-        let was_frozen = frozen.is_ok();
-        let done = frozen
-            .and(locked)
-            .and_then(|()| super::config::skip_network_lock(self, true));
-        if let Err(e) = done {
-            net.unlock_traffic().await;
-            let _ = super::config::skip_network_lock(self, false);
-            if was_frozen {
-                let _ = self.host.runc.resume(self.id()).await;
-            }
+    /// Freezes the runtime for a move's dump, with CRIU's network lock left to ferry's (see
+    /// `config::NETWORK_LOCK_SKIP`; CRIU sets ferry's lock through the runtime's action script once
+    /// the processes are frozen). On failure the runtime is as it was.
+    pub async fn freeze_for_move(&self) -> Result<()> {
+        self.freeze_for_checkpoint().await?;
+        if let Err(e) = super::config::skip_network_lock(self, true) {
+            let _ = self.host.runc.resume(self.id()).await;
             return Err(e);
         }
         Ok(())

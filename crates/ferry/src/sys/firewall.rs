@@ -130,34 +130,40 @@ pub async fn apply(netns: Option<&str>, rules: &Rules<'_>) -> Result<()> {
         })
 }
 
-/// The table that blocks all of a runtime's traffic while a move dumps it (its own table's name
-/// with `_lock`, so that orphan removal at agent start takes it too).
-pub fn lock_table(table: &str) -> String {
-    format!("{table}_lock")
-}
+/// The table in a runtime's own namespace that blocks all its traffic while CRIU dumps or
+/// restores its sockets (ferry's version of CRIU's network lock).
+pub const LOCK_TABLE: &str = "ferry_lock";
 
-/// The nft script of the lock: every packet through the runtime's veth dropped, ahead of any
-/// other rule (priority -300), in both directions and for the host itself.
-pub fn lock_script(table: &str, host_if: &str) -> String {
-    let t = lock_table(table);
+/// The mark CRIU puts on the packets it sends itself while it repairs TCP connections (libsoccr's
+/// `SOCCR_MARK`); CRIU's own lock lets them through, and so does ferry's.
+pub const CRIU_PACKET_MARK: u32 = 0xc114;
+
+/// The nft script of the lock: every packet into or out of the namespace dropped, on every
+/// interface (loopback too: a runtime's connections to itself are dumped and restored as well),
+/// ahead of any other rule, as CRIU's iptables lock does.
+pub fn lock_script() -> String {
+    let t = LOCK_TABLE;
+    let m = CRIU_PACKET_MARK;
     format!(
-        "table inet {t}\ndelete table inet {t}\ntable inet {t} {{\n  chain lock_fwd {{\n    type filter hook forward priority -300; policy accept;\n    iifname \"{host_if}\" drop\n    oifname \"{host_if}\" drop\n  }}\n  chain lock_in {{\n    type filter hook input priority -300; policy accept;\n    iifname \"{host_if}\" drop\n  }}\n  chain lock_out {{\n    type filter hook output priority -300; policy accept;\n    oifname \"{host_if}\" drop\n  }}\n}}\n"
+        "table inet {t}\ndelete table inet {t}\ntable inet {t} {{\n  chain lock_in {{\n    type filter hook input priority -300; policy accept;\n    meta mark {m:#x} accept\n    drop\n  }}\n  chain lock_out {{\n    type filter hook output priority -300; policy accept;\n    meta mark {m:#x} accept\n    drop\n  }}\n}}\n"
     )
 }
 
-/// Drops every packet to and from a runtime (CRIU's network lock, done by ferry): what arrives
-/// while its sockets are dumped is neither taken in by the source nor answered with a reset, and
-/// the peer's retransmission reaches the copy once the route moved.
-pub async fn lock(netns: Option<&str>, table: &str, host_if: &str) -> Result<()> {
-    nft(netns, &["-f", "-"], Some(&lock_script(table, host_if)))
+/// Blocks every packet of the runtime whose namespace is `netns` (CRIU's network lock, done by
+/// ferry where CRIU runs with `network-lock skip`): at the source while its sockets are dumped,
+/// so that nothing arrives that the dump misses and no reset goes out; at the target until CRIU
+/// restored every socket, so that no half-restored connection, not even one over loopback, sees a
+/// packet. A peer's retransmission reaches the copy once the lock is lifted.
+pub async fn lock(netns: &str) -> Result<()> {
+    nft(Some(netns), &["-f", "-"], Some(&lock_script()))
         .await
         .map(|_| ())
-        .map_err(|e| Error::Internal(format!("blocking the traffic of {table}: {e}")))
+        .map_err(|e| Error::Internal(format!("blocking the traffic of {netns}: {e}")))
 }
 
 /// Lifts [`lock`]; best effort, idempotent.
-pub async fn unlock(netns: Option<&str>, table: &str) {
-    remove(netns, &lock_table(table)).await;
+pub async fn unlock(netns: &str) {
+    remove(Some(netns), LOCK_TABLE).await;
 }
 
 /// Removes a table; best effort, idempotent.
@@ -233,14 +239,12 @@ mod tests {
 
     #[test]
     fn the_lock_drops_both_directions_before_any_other_rule() {
-        let s = lock_script(&table_name("ferry-h1-rt1"), "fv1");
-        assert!(s.starts_with(
-            "table inet ferry_ferry_h1_rt1_lock\ndelete table inet ferry_ferry_h1_rt1_lock\n"
-        ));
-        assert_eq!(s.matches("priority -300").count(), 3);
-        assert!(s.contains("iifname \"fv1\" drop") && s.contains("oifname \"fv1\" drop"));
-        // It starts with the runtime's own table name: orphan removal matches it too.
-        assert!(lock_table(&table_name("ferry-h1-rt1")).starts_with(&table_name("ferry-h1-")));
+        let s = lock_script();
+        assert!(s.starts_with("table inet ferry_lock\ndelete table inet ferry_lock\n"));
+        assert_eq!(s.matches("priority -300").count(), 2);
+        assert!(s.contains("hook input") && s.contains("hook output"));
+        // CRIU's own repair packets pass, as through CRIU's lock; everything else is dropped.
+        assert_eq!(s.matches("meta mark 0xc114 accept\n    drop\n").count(), 2);
     }
 
     #[test]

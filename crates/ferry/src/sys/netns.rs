@@ -44,11 +44,11 @@ impl NetConfig {
     /// Blocks all of this runtime's traffic until [`NetConfig::unlock_traffic`] or teardown
     /// (a move's network lock, see `firewall::lock`).
     pub async fn lock_traffic(&self) -> Result<()> {
-        super::firewall::lock(self.outer.as_deref(), &self.table(), &self.host_if).await
+        super::firewall::lock(&self.netns).await
     }
 
     pub async fn unlock_traffic(&self) {
-        super::firewall::unlock(self.outer.as_deref(), &self.table()).await
+        super::firewall::unlock(&self.netns).await
     }
 
     /// Installs, or atomically replaces, this runtime's network rules.
@@ -208,7 +208,6 @@ pub async fn teardown(c: &NetConfig) {
     }
     cut(c).await;
     super::firewall::remove(c.outer.as_deref(), &c.table()).await;
-    c.unlock_traffic().await;
     if let Some(via) = c.root_route_via {
         // Only our own route: after a migration the route points at the new host.
         let (net, via) = (c.network(), via.to_string());

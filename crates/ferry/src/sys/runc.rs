@@ -111,6 +111,23 @@ impl Runc {
             .collect()
     }
 
+    /// Waits (up to `limit`) until no `runc` process of this root still works on container `id`:
+    /// one an agent started before it was killed goes on without it (a restore finishes, and
+    /// only then is there a container to remove). Returns whether none is left.
+    pub async fn wait_for_strays(&self, id: &str, limit: std::time::Duration) -> bool {
+        let root = self.root.to_string_lossy().into_owned();
+        let start = std::time::Instant::now();
+        loop {
+            if !strays(&root, id) {
+                return true;
+            }
+            if start.elapsed() > limit {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn kill(&self, id: &str, signal: &str) -> Result<()> {
         let root = self.root.display().to_string();
         run("runc", &["--root", &root, "kill", id, signal])
@@ -233,4 +250,30 @@ pub async fn version() -> String {
                 .map(|l| l.trim_start_matches("runc version ").to_string())
         })
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// Whether a `runc --root ROOT ... ID` process is alive.
+fn strays(root: &str, id: &str) -> bool {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| e.file_name().to_string_lossy() != me)
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|cmd| {
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            let is_runc = args.first().is_some_and(|a| a.ends_with(b"runc"));
+            is_runc
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"--root" && w[1] == root.as_bytes())
+                && args.contains(&id.as_bytes())
+        })
 }
