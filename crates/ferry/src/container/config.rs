@@ -157,18 +157,27 @@ pub fn write(c: &Container, tcp_close: bool) -> Result<()> {
 
 /// Whether a restore that holds its processes stopped was under way (see [`restore_stopped`]).
 pub fn restore_held(c: &Container) -> bool {
-    std::fs::read_to_string(c.criu_conf())
-        .is_ok_and(|conf| conf.lines().any(|l| l == "leave-stopped"))
+    has_option(c, "leave-stopped")
 }
 
 /// With `stopped`, the next restore leaves the processes stopped (CRIU's `leave-stopped`: each
 /// gets SIGSTOP before it runs an instruction) until [`Container::resume_stopped`]; without, the
 /// option is taken out again (a dump must never see it).
 pub fn restore_stopped(c: &Container, stopped: bool) -> Result<()> {
+    set_option(c, "leave-stopped", stopped)
+}
+
+/// Whether the runtime's CRIU options hold the line `option`.
+fn has_option(c: &Container, option: &str) -> bool {
+    std::fs::read_to_string(c.criu_conf()).is_ok_and(|conf| conf.lines().any(|l| l == option))
+}
+
+/// Puts the line `option` into the runtime's CRIU options (`on`) or takes it out.
+fn set_option(c: &Container, option: &str, on: bool) -> Result<()> {
     let conf = std::fs::read_to_string(c.criu_conf())?;
-    let mut lines: Vec<&str> = conf.lines().filter(|l| *l != "leave-stopped").collect();
-    if stopped {
-        lines.push("leave-stopped");
+    let mut lines: Vec<&str> = conf.lines().filter(|l| *l != option).collect();
+    if on {
+        lines.push(option);
     }
     std::fs::write(
         c.criu_conf(),
@@ -185,22 +194,12 @@ pub const NETWORK_LOCK_SKIP: &str = "network-lock skip";
 
 /// Whether the next dump leaves the network lock to ferry.
 pub fn network_lock_skipped(c: &Container) -> bool {
-    std::fs::read_to_string(c.criu_conf())
-        .is_ok_and(|conf| conf.lines().any(|l| l == NETWORK_LOCK_SKIP))
+    has_option(c, NETWORK_LOCK_SKIP)
 }
 
 /// Sets or clears [`NETWORK_LOCK_SKIP`] in the runtime's CRIU options.
 pub fn skip_network_lock(c: &Container, skip: bool) -> Result<()> {
-    let conf = std::fs::read_to_string(c.criu_conf())?;
-    let mut lines: Vec<&str> = conf.lines().filter(|l| *l != NETWORK_LOCK_SKIP).collect();
-    if skip {
-        lines.push(NETWORK_LOCK_SKIP);
-    }
-    std::fs::write(
-        c.criu_conf(),
-        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
-    )?;
-    Ok(())
+    set_option(c, NETWORK_LOCK_SKIP, skip)
 }
 
 /// The CRIU action script of a runtime (`action-script` in its CRIU options): ferry's network lock

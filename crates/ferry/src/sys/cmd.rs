@@ -47,13 +47,13 @@ pub async fn run_quiet(prog: &str, args: &[&str]) -> bool {
     run(prog, args).await.is_ok()
 }
 
-/// The last `n` lines of a log file, for error messages.
 /// Whether `prog` (a bare name) is an executable file in a directory of PATH.
 pub fn on_path(prog: &std::path::Path) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
 }
 
+/// The last `n` lines of a log file, for error messages.
 pub fn tail(path: &std::path::Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text
